@@ -1,0 +1,59 @@
+"""rtlink: transport-agnostic realtime pub/sub for aiohttp.
+
+The small public API::
+
+    hub = rtlink.Hub(channels={"chat:*": rtlink.ChannelOptions(client_publish=True)})
+    rtlink.attach(app, hub, path="/rt")          # server, on an aiohttp app
+    await hub.publish("chat:lobby", {"text": "hi"})
+
+    async with rtlink.Client("http://127.0.0.1:8080/rt") as client:   # client
+        async with client.subscribe("chat:lobby") as sub:
+            async for message in sub:
+                print(message.data)
+"""
+
+from .channels import ChannelOptions
+from .client import Client, ConnectionState, Message, StateChange, SubscribedEvent, Subscription
+from .codes import CloseCode, ErrorCode
+from .errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailable,
+    ChannelError,
+    ClientClosed,
+    OutboxFull,
+    ProtocolError,
+    PublishError,
+    RtlinkError,
+    SubscribeError,
+)
+from .hub import Hub
+from .protocol import Position, Publication
+from .server import attach
+
+__all__ = [
+    "Hub",
+    "ChannelOptions",
+    "attach",
+    "Client",
+    "ConnectionState",
+    "StateChange",
+    "Subscription",
+    "SubscribedEvent",
+    "Message",
+    "Position",
+    "Publication",
+    "CloseCode",
+    "ErrorCode",
+    "RtlinkError",
+    "ProtocolError",
+    "AuthenticationError",
+    "ChannelError",
+    "BackendError",
+    "BackendUnavailable",
+    "PublishError",
+    "SubscribeError",
+    "OutboxFull",
+    "ClientClosed",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,557 @@
+"""The asyncio client: connect, subscribe, publish, and survive disconnects.
+
+The client keeps everything needed to resume on its side: each subscription's last
+position and an outbox of unacknowledged publishes. When a connection drops it
+reconnects with full-jitter backoff, re-subscribes every channel with
+``since=position`` (the server replays the gap) and re-sends the outbox with the
+same idempotency keys (the server applies each publish once). Nothing about a client
+needs to survive on the server, so any node can take the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ..backoff import full_jitter
+from ..codecs import get_codec
+from ..codes import CloseCode, ErrorCode, is_temporary, should_reconnect
+from ..errors import (
+    ClientClosed,
+    FrameError,
+    ProtocolError,
+    PublishError,
+    SubscribeError,
+)
+from ..protocol import (
+    Ack,
+    Close,
+    Error,
+    Frame,
+    Ping,
+    Pong,
+    Position,
+    Publication,
+    Publish,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+    decode_server_message,
+    encode_frame,
+    validate_channel,
+    validate_data,
+)
+from .outbox import Outbox, OutboxEntry
+from .subscription import Subscription
+from .transports import TRANSPORTS, ClientTransport, TransportClosed
+
+__all__ = ["Client", "ConnectionState", "StateChange"]
+
+logger = logging.getLogger("rtlink.client")
+
+TokenSource = str | Callable[[], "str | Awaitable[str]"]
+
+
+class ConnectionState(str, enum.Enum):
+    """The client's connection state, with the same names as the JavaScript client."""
+
+    DISCONNECTED = "disconnected"
+    """Not connected; waiting before the next attempt (or not started)."""
+    CONNECTING = "connecting"
+    """Opening a transport and waiting for the server's ``welcome``."""
+    CONNECTED = "connected"
+    """``welcome`` received; subscriptions and publishes flow."""
+    CLOSED = "closed"
+    """Stopped for good: :meth:`Client.close` was called or the server said stop."""
+
+
+@attrs.frozen
+class StateChange:
+    """Emitted as ``"state"`` on every state change.
+
+    Attributes:
+        new_state: the state entered.
+        old_state: the state left.
+        code: the close code that caused it, if a connection ended.
+        reason: the close reason, if any.
+    """
+
+    new_state: ConnectionState
+    old_state: ConnectionState
+    code: int | None = None
+    reason: str = ""
+
+
+class Client:
+    """An rtlink client for asyncio.
+
+    Args:
+        url: where the server mounted rtlink, e.g. ``"http://127.0.0.1:8080/rt"``
+            (``ws://`` works too).
+        codec: ``"json"`` or ``"msgpack"``.
+        token: a token string, or a (coroutine) function returning one, called again
+            before every connection attempt; sent as the ``token`` query parameter.
+        transports: transport names to use, in order of preference.
+        outbox_limit: most publishes waiting for acknowledgement; beyond it
+            :meth:`publish` raises :class:`~rtlink.errors.OutboxFull`.
+        backoff_base: first reconnect delay bound in seconds (doubles per attempt).
+        backoff_cap: largest reconnect delay bound in seconds.
+        connect_timeout: seconds to open a transport and receive ``welcome``.
+        session: an aiohttp ``ClientSession`` to use (else one is created and closed).
+
+    Use as ``async with Client(url) as client:``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        codec: str = "json",
+        token: TokenSource | None = None,
+        transports: tuple[str, ...] | list[str] = ("websocket",),
+        outbox_limit: int = 1000,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        connect_timeout: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = URL(url)
+        self.codec = get_codec(codec)
+        unknown = [name for name in transports if name not in TRANSPORTS]
+        if unknown or not transports:
+            raise ValueError(f"unknown transports {unknown}; known: {', '.join(TRANSPORTS)}")
+        self.transports = tuple(transports)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.connect_timeout = connect_timeout
+        self._token = token
+        self._session = session
+        self._own_session = session is None
+        self._outbox = Outbox(outbox_limit)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._listeners: dict[str, list[Callable[[Any], None]]] = {}
+        self._state = ConnectionState.DISCONNECTED
+        self._state_changed = asyncio.Event()
+        self._run_task: asyncio.Task[None] | None = None
+        self._reconnect_now = asyncio.Event()
+        self._closing = False
+        self._closed_by: ClientClosed | None = None
+        # Per connection:
+        self._transport: ClientTransport | None = None
+        self._welcome: Welcome | None = None
+        self._requests: dict[int, Subscription | OutboxEntry | None] = {}
+        self._outgoing: deque[bytes] = deque()
+        self._outgoing_ready = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._next_id = 0
+        self._retry_attempt = 0
+
+    # --- state -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current :class:`ConnectionState`."""
+        return self._state
+
+    @property
+    def transport(self) -> str | None:
+        """Name of the transport in use while connected, else None."""
+        return self._transport.name if self._transport and self._welcome else None
+
+    @property
+    def session_id(self) -> str | None:
+        """The server's session id of the current connection (for logs), else None."""
+        return self._welcome.session if self._welcome else None
+
+    def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``callback`` with a :class:`StateChange` on ``"state"``. Returns a remover."""
+        if event != "state":
+            raise ValueError(f"unknown client event {event!r}")
+        callbacks = self._listeners.setdefault(event, [])
+        callbacks.append(callback)
+        return lambda: callbacks.remove(callback) if callback in callbacks else None
+
+    def _set_state(self, state: ConnectionState, code: int | None = None, reason: str = "") -> None:
+        if state is self._state:
+            return
+        change = StateChange(state, self._state, code, reason)
+        self._state = state
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
+        logger.debug("client %s -> %s (%s %s)", change.old_state.value, state.value, code, reason)
+        for callback in list(self._listeners.get("state", ())):
+            try:
+                callback(change)
+            except Exception:
+                logger.exception("state callback failed")
+
+    async def wait_for_state(self, *states: ConnectionState) -> ConnectionState:
+        """Wait until the client is in one of ``states``; return it."""
+        while self._state not in states:
+            await self._state_changed.wait()
+        return self._state
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Start connecting (and reconnecting) and wait for the first connection.
+
+        Raises:
+            ClientClosed: the client stopped before connecting (e.g. unauthorized).
+        """
+        if self._closed_by is not None:
+            raise self._closed_by
+        if self._run_task is None:
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            self._run_task = asyncio.get_running_loop().create_task(self._run(), name="rtlink-client")
+        state = await self.wait_for_state(ConnectionState.CONNECTED, ConnectionState.CLOSED)
+        if state is ConnectionState.CLOSED:
+            assert self._closed_by is not None
+            raise self._closed_by
+
+    async def close(self) -> None:
+        """Close the connection and stop. Pending publishes fail with ClientClosed."""
+        if self._closing:
+            return
+        self._closing = True
+        transport = self._transport
+        if transport is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await transport.close(CloseCode.NORMAL)
+            except Exception:
+                transport.abort()
+        if self._run_task is not None:
+            self._run_task.cancel()
+            await asyncio.gather(self._run_task, return_exceptions=True)
+        self._drop_connection()
+        self._stop(CloseCode.NORMAL, "client closed")
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def reconnect(self) -> None:
+        """Drop the current connection (if any) and reconnect at once, resuming."""
+        self._reconnect_now.set()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- subscribe / publish -----------------------------------------------------------
+
+    def subscribe(self, channel: str, *, since: Position | None = None) -> Subscription:
+        """Subscribe to ``channel``; with ``since`` resume after that position.
+
+        Returns at once; ``async with`` the subscription (or ``await
+        sub.wait_subscribed()``) to wait for the server's confirmation.
+
+        Raises:
+            ValueError: invalid channel name, or already subscribed to it.
+        """
+        try:
+            validate_channel(channel)
+        except FrameError as exc:
+            raise ValueError(str(exc)) from None
+        if channel in self._subscriptions:
+            raise ValueError(f"already subscribed to {channel!r}")
+        subscription = Subscription(self, channel, since)
+        if self._closed_by is not None:
+            subscription._fail(self._closed_by)
+            return subscription
+        self._subscriptions[channel] = subscription
+        if self._state is ConnectionState.CONNECTED:
+            self._send_subscribe(subscription)
+        return subscription
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        if self._subscriptions.get(subscription.channel) is subscription:
+            del self._subscriptions[subscription.channel]
+            if subscription.request_id is not None:
+                self._requests.pop(subscription.request_id, None)
+            if self._state is ConnectionState.CONNECTED:
+                request_id = self._new_request(None)
+                self._send(Unsubscribe(request_id, subscription.channel))
+        subscription._end()
+
+    async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
+        """Publish ``data`` to ``channel``; return its position once the server acks.
+
+        While disconnected the publish waits in the outbox and is sent on reconnect;
+        every attempt carries the same idempotency key (``key`` or a random one), so
+        the server applies it exactly once. Cancelling the call withdraws the publish
+        if it was not sent yet (if it was, the server may still apply it).
+
+        Raises:
+            OutboxFull: too many publishes are waiting already.
+            PublishError: the server refused it (e.g. forbidden, too large).
+            ClientClosed: the client stopped before the publish was acknowledged.
+            ValueError: invalid channel name or data.
+        """
+        if self._closed_by is not None:
+            raise self._closed_by
+        try:
+            validate_channel(channel)
+            validate_data(data)
+        except FrameError as exc:
+            raise ValueError(str(exc)) from None
+        future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+        entry = OutboxEntry(channel, data, key or uuid.uuid4().hex, future)
+        self._outbox.add(entry)
+        if self._state is ConnectionState.CONNECTED:
+            self._send_publish(entry)
+        try:
+            return await future
+        finally:
+            self._outbox.remove(entry)
+            if entry.request_id is not None:
+                self._requests.pop(entry.request_id, None)
+
+    @property
+    def outbox_size(self) -> int:
+        """Publishes waiting for acknowledgement."""
+        return len(self._outbox)
+
+    # --- connection loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            self._set_state(ConnectionState.CONNECTING)
+            code: int = CloseCode.ABNORMAL
+            reason = ""
+            try:
+                await self._connection()
+            except TransportClosed as exc:
+                code, reason = exc.code, exc.reason
+            except ProtocolError as exc:
+                code, reason = CloseCode.ABNORMAL, f"server sent an invalid message: {exc}"
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            connected = self._welcome is not None
+            self._drop_connection()
+            if self._closing:
+                return
+            if not should_reconnect(code):
+                self._stop(code, reason)
+                return
+            if connected:
+                attempt = 0
+            self._set_state(ConnectionState.DISCONNECTED, code, reason)
+            delay = full_jitter(attempt, self.backoff_base, self.backoff_cap)
+            attempt += 1
+            logger.info("rtlink client disconnected (%s %s); reconnecting in %.2fs",
+                        code, reason, delay)
+            try:
+                async with asyncio.timeout(delay):
+                    await self._reconnect_now.wait()
+            except TimeoutError:
+                pass
+            self._reconnect_now.clear()
+
+    async def _connection(self) -> None:
+        assert self._session is not None
+        params = {}
+        token = await self._get_token()
+        if token:
+            params["token"] = token
+        transport_class = TRANSPORTS[self.transports[0]]
+        async with asyncio.timeout(self.connect_timeout):
+            transport = await transport_class.open(
+                self._session, self.url, self.codec, params, self.connect_timeout
+            )
+            self._transport = transport
+            # A transport works only once the server's first frame arrived.
+            first = decode_server_message(self.codec, await transport.receive())
+        if not first or not isinstance(first[0], Welcome):
+            raise ProtocolError("the first frame from the server must be welcome")
+        welcome = first[0]
+        self._welcome = welcome
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(transport))
+        self._set_state(ConnectionState.CONNECTED)
+        self._on_connected()
+        for frame in first[1:]:
+            self._handle(frame)
+        silence = welcome.ping_interval + welcome.pong_timeout
+        while True:
+            try:
+                async with asyncio.timeout(silence):
+                    message = await transport.receive()
+            except TimeoutError:
+                transport.abort()
+                raise TransportClosed(CloseCode.HEARTBEAT_TIMEOUT, "server went silent") from None
+            for frame in decode_server_message(self.codec, message):
+                self._handle(frame)
+
+    async def _get_token(self) -> str | None:
+        token = self._token
+        if token is None or isinstance(token, str):
+            return token
+        value = token()
+        return await value if inspect.isawaitable(value) else value
+
+    def _on_connected(self) -> None:
+        for subscription in self._subscriptions.values():
+            self._send_subscribe(subscription)
+        for entry in self._outbox.unsent():
+            self._send_publish(entry)
+
+    def _drop_connection(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()
+        self._welcome = None
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+        self._outgoing.clear()
+        self._requests.clear()
+        self._outbox.reset_attempts()
+        for subscription in self._subscriptions.values():
+            subscription.active = False
+            subscription.request_id = None
+
+    def _stop(self, code: int, reason: str) -> None:
+        closed = ClientClosed(code, reason)
+        self._closed_by = closed
+        self._closing = True
+        for entry in self._outbox:
+            if not entry.future.done():
+                entry.future.set_exception(closed)
+        for subscription in list(self._subscriptions.values()):
+            subscription._fail(closed)
+        self._subscriptions.clear()
+        self._set_state(ConnectionState.CLOSED, code, reason)
+
+    # --- outbound --------------------------------------------------------------------
+
+    def _new_request(self, target: Subscription | OutboxEntry | None) -> int:
+        self._next_id += 1
+        self._requests[self._next_id] = target
+        return self._next_id
+
+    def _send(self, frame: Frame) -> None:
+        self._outgoing.append(encode_frame(self.codec, frame))
+        self._outgoing_ready.set()
+
+    def _send_subscribe(self, subscription: Subscription) -> None:
+        subscription.request_id = self._new_request(subscription)
+        subscription.active = False
+        self._send(Subscribe(subscription.request_id, subscription.channel, subscription.position))
+
+    def _send_publish(self, entry: OutboxEntry) -> None:
+        assert self._welcome is not None
+        request_id = self._new_request(entry)
+        encoded = encode_frame(self.codec, Publish(request_id, entry.channel, entry.data, entry.key))
+        if len(encoded) > self._welcome.max_message_size:
+            del self._requests[request_id]
+            if not entry.future.done():
+                entry.future.set_exception(PublishError(
+                    ErrorCode.TOO_LARGE,
+                    f"publish of {len(encoded)} bytes exceeds the server's limit of "
+                    f"{self._welcome.max_message_size}",
+                ))
+            return
+        entry.request_id = request_id
+        self._outgoing.append(encoded)
+        self._outgoing_ready.set()
+
+    async def _write_loop(self, transport: ClientTransport) -> None:
+        assert self._welcome is not None
+        limit = self._welcome.max_message_size
+        outgoing = self._outgoing
+        try:
+            while True:
+                await self._outgoing_ready.wait()
+                self._outgoing_ready.clear()
+                while outgoing:
+                    batch = [outgoing.popleft()]
+                    size = len(batch[0])
+                    while outgoing and size + len(outgoing[0]) + 1 <= limit:
+                        size += len(outgoing[0]) + 1
+                        batch.append(outgoing.popleft())
+                    await transport.send(self.codec.join(batch))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.debug("send failed: %s", exc)
+            transport.abort()  # the read loop sees the end and reconnects
+
+    # --- inbound ---------------------------------------------------------------------
+
+    def _handle(self, frame: Frame | FrameError) -> None:
+        if isinstance(frame, Publication):
+            subscription = self._subscriptions.get(frame.channel)
+            if subscription is not None and subscription.active:
+                subscription._deliver(frame)
+        elif isinstance(frame, Ack):
+            target = self._requests.pop(frame.id, None)
+            if isinstance(target, OutboxEntry):
+                self._retry_attempt = 0
+                if not target.future.done() and frame.position is not None:
+                    target.future.set_result(frame.position)
+        elif isinstance(frame, Subscribed):
+            target = self._requests.pop(frame.id, None)
+            if isinstance(target, Subscription):
+                resumed = target.position is not None
+                target._confirm(frame.recovered, frame.position, resumed)
+        elif isinstance(frame, Error):
+            self._on_error(frame)
+        elif isinstance(frame, Ping):
+            self._send(Pong())
+        elif isinstance(frame, Close):
+            raise TransportClosed(frame.code, frame.reason)
+        elif isinstance(frame, FrameError):
+            logger.warning("ignoring an invalid frame from the server: %s", frame)
+
+    def _on_error(self, frame: Error) -> None:
+        target = self._requests.pop(frame.id, None) if frame.id is not None else None
+        if target is None:
+            logger.warning("server error %s: %s", frame.code, frame.message)
+            return
+        temporary = is_temporary(frame.code)
+        if isinstance(target, OutboxEntry):
+            target.request_id = None
+            if temporary:
+                self._retry_later(self._resend_outbox)
+            elif not target.future.done():
+                target.future.set_exception(PublishError(frame.code, frame.message))
+        else:
+            target.request_id = None
+            if temporary:
+                self._retry_later(self._resubscribe_pending)
+            else:
+                self._subscriptions.pop(target.channel, None)
+                target._fail(SubscribeError(frame.code, frame.message))
+
+    def _retry_later(self, action: Callable[[], None]) -> None:
+        delay = full_jitter(self._retry_attempt, self.backoff_base, self.backoff_cap)
+        self._retry_attempt += 1
+        asyncio.get_running_loop().call_later(delay, action)
+
+    def _resend_outbox(self) -> None:
+        if self._state is ConnectionState.CONNECTED:
+            for entry in self._outbox.unsent():
+                self._send_publish(entry)
+
+    def _resubscribe_pending(self) -> None:
+        if self._state is ConnectionState.CONNECTED:
+            for subscription in self._subscriptions.values():
+                if not subscription.active and subscription.request_id is None:
+                    self._send_subscribe(subscription)

@@ -1,0 +1,376 @@
+"""One live client connection on the server, whatever transport carries it.
+
+A :class:`Connection` speaks the protocol with one client: it decodes what the
+transport receives, answers requests through the hub, and queues outbound frames in
+a bounded buffer that one writer task drains, batching everything queued since the
+last write into one transport message. Transports only provide a :class:`Sink` that
+moves a transport message, and feed received messages to :meth:`Connection.receive`.
+
+This is the only per-client state on the server, and it lives exactly as long as the
+connection: resuming needs nothing from here (the client carries its positions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .codecs import Codec
+from .codes import CloseCode, ErrorCode
+from .errors import BackendError, ChannelError, FrameError, ProtocolError
+from .protocol import (
+    Ack,
+    Close,
+    Error,
+    Frame,
+    Ping,
+    Pong,
+    Position,
+    Publication,
+    Publish,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+    decode_client_message,
+    encode_frame,
+)
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["Connection", "Sink"]
+
+logger = logging.getLogger("rtlink.connection")
+
+#: Upper bound for one batched transport message; a bigger backlog is sent in several.
+_BATCH_BYTES = 256 * 1024
+#: How long a graceful close may take before the transport is aborted.
+_CLOSE_TIMEOUT = 5.0
+
+
+class Sink(Protocol):
+    """What a transport provides to a connection: a way to move messages out."""
+
+    async def send(self, message: bytes) -> None:
+        """Write one transport message (a batch of encoded frames)."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """End the connection gracefully with a close code."""
+
+    def abort(self) -> None:
+        """End the connection at once, without a goodbye."""
+
+
+class _Subscription:
+    """Server-side state of one channel subscription of one connection.
+
+    While ``pending`` is a list the subscription is being set up (history is being
+    read): live publications wait there so that they come after the replay.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: list[Publication] | None = []
+
+
+class Connection:
+    """A client connection: protocol handling plus a bounded, batching outbound queue.
+
+    Attributes:
+        session: a random id, sent in ``welcome``; useful in logs.
+        codec: the codec the client chose.
+        identity: what the hub's ``authenticate`` hook returned (None if anonymous).
+        transport: the transport's name (``"websocket"``, ...), for logs and metrics.
+        close_code: the close code once the connection is closing, else None.
+    """
+
+    def __init__(
+        self, hub: Hub, codec: Codec, identity: Any, sink: Sink, transport: str
+    ) -> None:
+        self.session = secrets.token_urlsafe(9)
+        self.codec = codec
+        self.identity = identity
+        self.transport = transport
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.last_seen = time.monotonic()
+        self.subscriptions: dict[str, _Subscription] = {}
+        self._hub = hub
+        self._sink = sink
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.session} {self.transport}/{self.codec.name}>"
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Send ``welcome`` and start the writer. Called by the hub on accept."""
+        hub = self._hub
+        self.send(
+            Welcome(
+                session=self.session,
+                ping_interval=hub.ping_interval,
+                pong_timeout=hub.pong_timeout,
+                max_message_size=hub.max_message_size,
+            )
+        )
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"rtlink-writer-{self.session}"
+        )
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` or :meth:`abort` was called or the transport ended."""
+        return self.close_code is not None
+
+    def close(self, code: int, reason: str = "", *, flush: bool = True) -> None:
+        """Close the connection with ``code``; returns at once, the writer finishes it.
+
+        With ``flush`` the frames already queued are sent first; without it they are
+        dropped (used for slow consumers, whose backlog is what overflowed — the
+        client resumes from its positions and loses nothing).
+        """
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self._hub._forget(self)
+        if not flush:
+            self._queue.clear()
+            self._queued_bytes = 0
+        # The close frame is what HTTP transports see; on WebSocket the close code
+        # follows it, so a client can rely on either.
+        self._queue.append(encode_frame(self.codec, Close(code, reason)))
+        self._wakeup.set()
+        if self._writer is None:
+            self._closed.set()
+            return
+        # A stalled peer can block the writer forever; the close must not wait on it.
+        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self._closed.is_set():
+            logger.debug("%r: close timed out, aborting", self)
+            self._sink.abort()
+            self._finish()
+
+    def abort(self) -> None:
+        """End the connection at once, with no close frame (as a dead network would)."""
+        if self.close_code is None:
+            self.close_code = CloseCode.ABNORMAL
+            self._hub._forget(self)
+        self._sink.abort()
+        self._finish()
+
+    async def transport_closed(self, code: int = CloseCode.ABNORMAL) -> None:
+        """Tell the connection its transport ended. Transports call it, always, last.
+
+        If the server was closing the connection, its writer may still be saying
+        goodbye; that is given a bounded time. Otherwise the peer left (``code`` is
+        what it said, if anything) and the connection is dropped at once.
+        """
+        if self.close_code is None:
+            self.close_code = code
+            self._hub._forget(self)
+            self._finish()
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self._closed.wait()
+        except TimeoutError:
+            self._sink.abort()
+            self._finish()
+
+    async def wait_closed(self) -> None:
+        """Wait until the writer has finished (the close was sent or abandoned)."""
+        await self._closed.wait()
+
+    def _finish(self) -> None:
+        writer = self._writer
+        if writer is not None and not writer.done() and writer is not asyncio.current_task():
+            writer.cancel()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._closed.set()
+
+    # --- outbound ------------------------------------------------------------------
+
+    def send(self, frame: Frame) -> None:
+        """Queue one frame for the client."""
+        self.deliver(encode_frame(self.codec, frame))
+
+    def deliver(self, encoded: bytes) -> None:
+        """Queue one already-encoded frame. The hot path of fan-out: no await, no task.
+
+        When the queue exceeds the hub's outbound limit the client is not keeping up:
+        the connection is closed with ``SLOW_CONSUMER``, which tells the client to
+        reconnect and resume from its positions.
+        """
+        if self.close_code is not None:
+            return
+        self._queue.append(encoded)
+        self._queued_bytes += len(encoded)
+        if self._queued_bytes > self._hub.outbound_limit:
+            logger.warning("%r: outbound buffer over %d bytes, closing as slow consumer",
+                           self, self._hub.outbound_limit)
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your positions",
+                       flush=False)
+            return
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while queue:
+                    batch = [queue.popleft()]
+                    size = len(batch[0])
+                    while queue and size + len(queue[0]) <= _BATCH_BYTES:
+                        size += len(queue[0])
+                        batch.append(queue.popleft())
+                    self._queued_bytes -= size
+                    await self._sink.send(self.codec.join(batch))
+                if self.close_code is not None:
+                    break
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await self._sink.close(self.close_code, self.close_reason)
+            except TimeoutError:
+                self._sink.abort()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer went away mid-write: nothing else to do
+            logger.debug("%r: write failed: %s", self, exc)
+            if self.close_code is None:
+                self.close_code = CloseCode.ABNORMAL
+                self._hub._forget(self)
+            self._sink.abort()
+        finally:
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._closed.set()
+
+    # --- inbound -------------------------------------------------------------------
+
+    async def receive(self, message: bytes | str) -> None:
+        """Handle one transport message from the client.
+
+        Frames are handled in order, one at a time, so a client's publishes keep
+        their order. An undecodable message closes the connection (1007); an invalid
+        frame is answered with an ``error`` frame and the rest of the batch goes on.
+        """
+        if self.close_code is not None:
+            return
+        self.last_seen = time.monotonic()
+        try:
+            frames = decode_client_message(self.codec, message)
+        except ProtocolError as exc:
+            self.close(exc.code, str(exc))
+            return
+        for frame in frames:
+            if self.close_code is not None:
+                return
+            if isinstance(frame, FrameError):
+                self.send(Error(frame.error_code, str(frame), frame.request_id))
+                continue
+            try:
+                await self._handle(frame)
+            except Exception:
+                logger.exception("%r: failed to handle %r", self, frame)
+                request_id = getattr(frame, "id", None)
+                self.send(Error(ErrorCode.INTERNAL_ERROR, "internal error", request_id))
+
+    async def _handle(self, frame: Frame) -> None:
+        if isinstance(frame, Publish):
+            await self._on_publish(frame)
+        elif isinstance(frame, Subscribe):
+            await self._on_subscribe(frame)
+        elif isinstance(frame, Unsubscribe):
+            await self._on_unsubscribe(frame)
+        elif isinstance(frame, Ping):
+            self.send(Pong())
+        # Pong needs nothing: receiving it already refreshed last_seen.
+
+    async def _on_subscribe(self, frame: Subscribe) -> None:
+        hub = self._hub
+        channel = frame.channel
+        if channel in self.subscriptions:
+            self.send(Error(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", frame.id, channel))
+            return
+        if len(self.subscriptions) >= hub.max_subscriptions:
+            self.send(Error(ErrorCode.LIMIT_EXCEEDED,
+                            f"at most {hub.max_subscriptions} subscriptions", frame.id, channel))
+            return
+        try:
+            options = hub.rules.options(channel)
+            await hub._check_subscribe(self.identity, channel)
+        except ChannelError as exc:
+            self.send(Error(exc.code, str(exc), frame.id, channel))
+            return
+        subscription = _Subscription()
+        self.subscriptions[channel] = subscription
+        try:
+            # Join the live stream first, then read history: a publication racing with
+            # the read lands in ``pending`` and is de-duplicated below, never lost.
+            await hub._attach(self, channel, subscription)
+            result = await hub.backend.history(channel, frame.since, policy=options.policy)
+        except Exception as exc:
+            if self.subscriptions.get(channel) is subscription:
+                del self.subscriptions[channel]
+                hub._detach(self, channel)
+            if isinstance(exc, BackendError) and exc.temporary:
+                self.send(Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {exc}", frame.id, channel))
+            else:
+                logger.exception("%r: subscribe to %r failed", self, channel)
+                self.send(Error(ErrorCode.INTERNAL_ERROR, "internal error", frame.id, channel))
+            return
+        if self.subscriptions.get(channel) is not subscription or self.close_code is not None:
+            return  # unsubscribed or closed while history was read
+        self.send(Subscribed(frame.id, channel, result.recovered, result.position))
+        last: Position = result.position
+        if frame.since is not None and result.recovered:
+            for publication in result.publications:
+                self.send(publication)
+                last = publication.position
+        for publication in subscription.pending or ():
+            position = publication.position
+            if position.epoch == last.epoch and position.offset <= last.offset:
+                continue
+            self.send(publication)
+            last = position
+        subscription.pending = None
+
+    async def _on_unsubscribe(self, frame: Unsubscribe) -> None:
+        if self.subscriptions.pop(frame.channel, None) is not None:
+            self._hub._detach(self, frame.channel)
+        # Unsubscribing from a channel one is not subscribed to is not an error:
+        # the client's view and the server's may legitimately cross in flight.
+        self.send(Ack(frame.id))
+
+    async def _on_publish(self, frame: Publish) -> None:
+        hub = self._hub
+        try:
+            options = hub.rules.options(frame.channel)
+            await hub._check_publish(self.identity, frame.channel, options)
+            position = await hub._publish(frame.channel, frame.data, frame.key, options)
+        except ChannelError as exc:
+            self.send(Error(exc.code, str(exc), frame.id, frame.channel))
+            return
+        except BackendError as exc:
+            code = ErrorCode.BACKEND_UNAVAILABLE if exc.temporary else ErrorCode.INTERNAL_ERROR
+            self.send(Error(code, f"backend: {exc}", frame.id, frame.channel))
+            return
+        self.send(Ack(frame.id, position))

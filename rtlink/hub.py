@@ -1,0 +1,290 @@
+"""The hub: channel rules, auth hooks, the live channel index and fan-out.
+
+One hub serves every transport of a server process. It knows connections only as
+:class:`~rtlink.connection.Connection` objects and never which transport carries
+them. Fan-out encodes a publication once per codec in use among the channel's
+subscribers and hands the same bytes to every connection's queue — no task and no
+encoding per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeAlias
+
+from .backends import Backend, create_backend
+from .channels import ChannelOptions, ChannelRules
+from .codecs import Codec
+from .codes import CloseCode, ErrorCode
+from .connection import Connection, Sink, _Subscription
+from .errors import ChannelError, FrameError
+from .protocol import Ping, Position, Publication, encode_frame, validate_channel, validate_data
+
+__all__ = ["Hub", "Authenticate", "Authorize"]
+
+logger = logging.getLogger("rtlink.hub")
+
+#: ``authenticate(request) -> identity``: the transport's request object (an
+#: ``aiohttp.web.Request``) in, any identity out (None for anonymous); raise
+#: :class:`~rtlink.errors.AuthenticationError` to refuse. May be a coroutine function.
+Authenticate: TypeAlias = Callable[[Any], Any]
+#: ``authorize(identity, channel) -> bool``; may be a coroutine function.
+Authorize: TypeAlias = Callable[[Any, str], "bool | Awaitable[bool]"]
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class _LiveChannel:
+    """The connections of this node subscribed to one channel."""
+
+    __slots__ = ("subscribers", "ready")
+
+    def __init__(self, ready: asyncio.Future[None]) -> None:
+        self.subscribers: dict[Connection, _Subscription] = {}
+        self.ready = ready  # done once the backend delivers this channel to us
+
+
+class Hub:
+    """The heart of an rtlink server: publish, subscribe and fan-out over a backend.
+
+    Args:
+        backend: a backend URL (``"memory://"``, ``"redis://host:6379/0"``) or object.
+        channels: channel pattern → :class:`ChannelOptions`, first match wins. Channels
+            matching no pattern are refused. Default: every channel, default options.
+        authenticate: hook called with the request of each new connection; returns
+            an identity or raises :class:`~rtlink.errors.AuthenticationError`.
+        authorize_subscribe: hook ``(identity, channel) -> bool`` for subscriptions.
+        authorize_publish: hook ``(identity, channel) -> bool`` for client publishes,
+            consulted only on channels whose options allow client publishing.
+        max_message_size: largest transport message a client may send, in bytes.
+        max_subscriptions: subscriptions one connection may hold.
+        outbound_limit: bytes queued for one connection before it is closed as a
+            slow consumer (it then resumes; nothing is lost).
+        ping_interval: seconds between server pings.
+        pong_timeout: extra seconds of silence before a client is presumed dead.
+
+    Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
+    starts and closes it with the aiohttp application.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "memory://",
+        *,
+        channels: Mapping[str, ChannelOptions] | None = None,
+        authenticate: Authenticate | None = None,
+        authorize_subscribe: Authorize | None = None,
+        authorize_publish: Authorize | None = None,
+        max_message_size: int = 64 * 1024,
+        max_subscriptions: int = 256,
+        outbound_limit: int = 1024 * 1024,
+        ping_interval: float = 25.0,
+        pong_timeout: float = 10.0,
+    ) -> None:
+        self.backend: Backend = create_backend(backend)
+        self.rules = ChannelRules(channels)
+        self.max_message_size = max_message_size
+        self.max_subscriptions = max_subscriptions
+        self.outbound_limit = outbound_limit
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self._authenticate = authenticate
+        self._authorize_subscribe = authorize_subscribe
+        self._authorize_publish = authorize_publish
+        self._connections: set[Connection] = set()
+        self._live: dict[str, _LiveChannel] = {}
+        # Backend (un)subscribe calls of one channel run strictly in order.
+        self._backend_ops: dict[str, asyncio.Future[None]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._started = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the backend and the heartbeat. Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        await self.backend.start(self._on_publication)
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_loop(), name="rtlink-heartbeat"
+        )
+
+    async def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Close every connection (by default telling clients to reconnect), then the backend."""
+        if not self._started:
+            return
+        self._started = False
+        await self.close_connections(code, reason)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.backend.close()
+
+    async def close_connections(self, code: int = CloseCode.GOING_AWAY,
+                                reason: str = "server shutting down") -> None:
+        """Close every connection with ``code`` and wait (bounded) until they are closed."""
+        connections = list(self._connections)
+        for connection in connections:
+            connection.close(code, reason)
+        if connections:
+            await asyncio.gather(*(c.wait_closed() for c in connections))
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- public API ------------------------------------------------------------------
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        """The connections open on this node right now."""
+        return frozenset(self._connections)
+
+    async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
+        """Publish ``data`` to ``channel`` and return its position.
+
+        Args:
+            channel: a channel name matching one of the hub's channel patterns.
+            data: any JSON value (see :func:`rtlink.protocol.validate_data`).
+            key: idempotency key; publishing again with the same key within the
+                channel's ``key_ttl`` returns the first position and publishes nothing.
+
+        Raises:
+            ChannelError: invalid or unknown channel, or data no codec can carry.
+            BackendError: the backend failed; nothing was published.
+        """
+        try:
+            validate_channel(channel)
+            validate_data(data)
+        except FrameError as exc:
+            raise ChannelError(exc.error_code, str(exc)) from None
+        return await self._publish(channel, data, key, self.rules.options(channel))
+
+    async def authenticate(self, request: Any) -> Any:
+        """Run the authenticate hook for a new connection's request (None without a hook)."""
+        if self._authenticate is None:
+            return None
+        return await _maybe_await(self._authenticate(request))
+
+    def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str) -> Connection:
+        """Register a new connection and send it ``welcome``. Called by transports."""
+        connection = Connection(self, codec, identity, sink, transport)
+        self._connections.add(connection)
+        connection.start()
+        return connection
+
+    # --- used by connections -----------------------------------------------------------
+
+    async def _check_subscribe(self, identity: Any, channel: str) -> None:
+        if self._authorize_subscribe is not None and not await _maybe_await(
+            self._authorize_subscribe(identity, channel)
+        ):
+            raise ChannelError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {channel!r}")
+
+    async def _check_publish(self, identity: Any, channel: str, options: ChannelOptions) -> None:
+        if not options.client_publish:
+            raise ChannelError(ErrorCode.FORBIDDEN, f"clients may not publish to {channel!r}")
+        if self._authorize_publish is not None and not await _maybe_await(
+            self._authorize_publish(identity, channel)
+        ):
+            raise ChannelError(ErrorCode.FORBIDDEN, f"not allowed to publish to {channel!r}")
+
+    async def _publish(self, channel: str, data: Any, key: str | None,
+                       options: ChannelOptions) -> Position:
+        result = await self.backend.publish(channel, data, key=key, policy=options.policy)
+        return result.position
+
+    async def _attach(self, connection: Connection, channel: str,
+                      subscription: _Subscription) -> None:
+        """Add a connection to a channel's live index; the first one subscribes the node."""
+        live = self._live.get(channel)
+        if live is None:
+            live = self._live[channel] = _LiveChannel(
+                self._backend_op(channel, self.backend.subscribe)
+            )
+        live.subscribers[connection] = subscription
+        # Shielded: one subscriber giving up must not cancel the others' wait.
+        await asyncio.shield(live.ready)
+
+    def _detach(self, connection: Connection, channel: str) -> None:
+        """Remove a connection from a channel; the last one unsubscribes the node."""
+        live = self._live.get(channel)
+        if live is None or live.subscribers.pop(connection, None) is None:
+            return
+        if not live.subscribers:
+            del self._live[channel]
+            self._backend_op(channel, self.backend.unsubscribe)
+
+    def _forget(self, connection: Connection) -> None:
+        """Drop a closing connection from every index (synchronous, idempotent)."""
+        self._connections.discard(connection)
+        for channel in list(connection.subscriptions):
+            self._detach(connection, channel)
+        connection.subscriptions.clear()
+
+    def _backend_op(self, channel: str, op: Callable[[str], Awaitable[None]]) -> asyncio.Future[None]:
+        previous = self._backend_ops.get(channel)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await op(channel)
+
+        task = asyncio.ensure_future(run())
+        self._backend_ops[channel] = task
+
+        def done(finished: asyncio.Future[None]) -> None:
+            if self._backend_ops.get(channel) is finished:
+                del self._backend_ops[channel]
+            if not finished.cancelled() and finished.exception() is not None:
+                logger.warning("backend %s(%r) failed: %s", op.__name__, channel,
+                               finished.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    # --- fan-out ---------------------------------------------------------------------
+
+    def _on_publication(self, publication: Publication) -> None:
+        """Backend listener: hand one publication to every local subscriber."""
+        live = self._live.get(publication.channel)
+        if live is None:
+            return
+        encoded: dict[Codec, bytes] = {}
+        for connection, subscription in list(live.subscribers.items()):
+            if subscription.pending is not None:
+                subscription.pending.append(publication)
+                continue
+            codec = connection.codec
+            frame = encoded.get(codec)
+            if frame is None:
+                frame = encoded[codec] = encode_frame(codec, publication)
+            connection.deliver(frame)
+
+    # --- heartbeat -------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """One task for all connections: ping them, and close the silent ones."""
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            deadline = time.monotonic() - self.ping_interval - self.pong_timeout
+            pings: dict[Codec, bytes] = {}
+            for connection in list(self._connections):
+                if connection.last_seen < deadline:
+                    connection.close(CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat from client")
+                    continue
+                codec = connection.codec
+                ping = pings.get(codec)
+                if ping is None:
+                    ping = pings[codec] = encode_frame(codec, Ping())
+                connection.deliver(ping)

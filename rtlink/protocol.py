@@ -1,0 +1,612 @@
+"""The rtlink wire protocol, version 1: frames, validation, encoding. Pure, no I/O.
+
+Everything here is plain functions and immutable values, so it is tested with
+function calls and no event loop; transports only move the bytes it produces.
+``docs/protocol.md`` is the normative description; this module implements it.
+
+A transport message carries one or more frames (see :mod:`rtlink.codecs` for the
+batching). Each frame is a map with a string ``type``:
+
+==============  =========  ==================================================
+type            direction  fields
+==============  =========  ==================================================
+``welcome``     S→C        version, session, ping_interval, pong_timeout,
+                           max_message_size
+``subscribe``   C→S        id, channel, since?
+``subscribed``  S→C        id, channel, recovered, position
+``unsubscribe`` C→S        id, channel
+``publish``     C→S        id, channel, data, key?
+``ack``         S→C        id, position?
+``publication`` S→C        channel, data, position
+``error``       S→C        id?, code, message, channel?
+``ping``        both       (none)
+``pong``        both       (none)
+``close``       S→C        code, reason
+==============  =========  ==================================================
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+
+from .codecs import Codec
+from .codes import ErrorCode
+from .errors import FrameError, ProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MAX_CHANNEL_LENGTH",
+    "MAX_KEY_LENGTH",
+    "MAX_DATA_DEPTH",
+    "Position",
+    "Frame",
+    "Welcome",
+    "Subscribe",
+    "Subscribed",
+    "Unsubscribe",
+    "Publish",
+    "Ack",
+    "Publication",
+    "Error",
+    "Ping",
+    "Pong",
+    "Close",
+    "CLIENT_FRAMES",
+    "SERVER_FRAMES",
+    "validate_channel",
+    "validate_data",
+    "parse_client_frame",
+    "parse_server_frame",
+    "decode_client_message",
+    "decode_server_message",
+    "encode_frame",
+    "encode_frames",
+]
+
+PROTOCOL_VERSION = 1
+MAX_CHANNEL_LENGTH = 255
+MAX_KEY_LENGTH = 128
+MAX_EPOCH_LENGTH = 64
+MAX_DATA_DEPTH = 64
+#: Request ids and offsets stay below 2**53 so JavaScript numbers hold them exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+_INT_MIN = -(2**63)
+_UINT_MAX = 2**64 - 1
+
+_CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-.:@/=+,#]+")
+#: Lone surrogates: a JSON ``\ud800`` escape decodes to one, but no codec can encode it.
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
+@attrs.frozen(order=False)
+class Position:
+    """Where a publication sits in its channel's stream.
+
+    Attributes:
+        epoch: identifies one unbroken history of the channel; it changes whenever
+            the backend may have lost history, so offsets are only comparable within
+            one epoch.
+        offset: 1 for the first publication of an epoch, +1 for each next one;
+            0 means "before the first publication".
+    """
+
+    epoch: str
+    offset: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """The position as it appears on the wire."""
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    @classmethod
+    def from_wire(cls, value: Any, request_id: int | None = None) -> Position:
+        """Read a position from its wire form, raising :class:`FrameError` if invalid."""
+        if not isinstance(value, Mapping):
+            raise FrameError("position must be a map", request_id=request_id)
+        epoch = value.get("epoch")
+        offset = value.get("offset")
+        if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
+            raise FrameError("position.epoch must be a non-empty string", request_id=request_id)
+        if not _is_int(offset) or not 0 <= offset <= MAX_SAFE_INTEGER:
+            raise FrameError(
+                "position.offset must be an integer >= 0", request_id=request_id
+            )
+        return cls(epoch, offset)
+
+    def __str__(self) -> str:
+        return f"{self.epoch}:{self.offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        """Parse the ``epoch:offset`` form produced by ``str(position)``.
+
+        Raises:
+            ValueError: the text is not of that form.
+        """
+        epoch, sep, offset = text.rpartition(":")
+        # isascii(): str.isdigit() also accepts digits such as "²" and "١".
+        if (not sep or not 0 < len(epoch) <= MAX_EPOCH_LENGTH or not offset.isascii()
+                or not offset.isdigit() or len(offset) > 16
+                or int(offset) > MAX_SAFE_INTEGER):
+            raise ValueError(f"position must look like EPOCH:OFFSET, not {text[:100]!r}")
+        return cls(epoch, int(offset))
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass in Python; on the wire it is not a number.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# --- frames ---------------------------------------------------------------------------
+
+
+class Frame:
+    """Base class of frames. ``type`` is the frame's name on the wire."""
+
+    type: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The frame as a map ready for a codec."""
+        raise NotImplementedError
+
+
+@attrs.frozen
+class Welcome(Frame):
+    """First frame the server sends on every connection; proof that the transport works."""
+
+    type: ClassVar[str] = "welcome"
+    session: str
+    ping_interval: float
+    pong_timeout: float
+    max_message_size: int
+    version: int = PROTOCOL_VERSION
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "version": self.version,
+            "session": self.session,
+            "ping_interval": self.ping_interval,
+            "pong_timeout": self.pong_timeout,
+            "max_message_size": self.max_message_size,
+        }
+
+
+@attrs.frozen
+class Subscribe(Frame):
+    """Ask for a channel's publications, resuming after ``since`` when given."""
+
+    type: ClassVar[str] = "subscribe"
+    id: int
+    channel: str
+    since: Position | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type, "id": self.id, "channel": self.channel}
+        if self.since is not None:
+            wire["since"] = self.since.to_wire()
+        return wire
+
+
+@attrs.frozen
+class Subscribed(Frame):
+    """Answer to ``subscribe``: the channel's current position and whether the gap
+    after ``since`` was filled (the replayed publications follow this frame)."""
+
+    type: ClassVar[str] = "subscribed"
+    id: int
+    channel: str
+    recovered: bool
+    position: Position
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "id": self.id,
+            "channel": self.channel,
+            "recovered": self.recovered,
+            "position": self.position.to_wire(),
+        }
+
+
+@attrs.frozen
+class Unsubscribe(Frame):
+    """Stop receiving a channel's publications. Answered by ``ack``."""
+
+    type: ClassVar[str] = "unsubscribe"
+    id: int
+    channel: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "channel": self.channel}
+
+
+@attrs.frozen
+class Publish(Frame):
+    """Publish ``data`` to a channel. ``key`` makes retries idempotent."""
+
+    type: ClassVar[str] = "publish"
+    id: int
+    channel: str
+    data: Any
+    key: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "type": self.type,
+            "id": self.id,
+            "channel": self.channel,
+            "data": self.data,
+        }
+        if self.key is not None:
+            wire["key"] = self.key
+        return wire
+
+
+@attrs.frozen
+class Ack(Frame):
+    """Success answer to a request; for ``publish`` it carries the assigned position."""
+
+    type: ClassVar[str] = "ack"
+    id: int
+    position: Position | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type, "id": self.id}
+        if self.position is not None:
+            wire["position"] = self.position.to_wire()
+        return wire
+
+
+@attrs.frozen
+class Publication(Frame):
+    """One message of a channel, delivered to its subscribers."""
+
+    type: ClassVar[str] = "publication"
+    channel: str
+    data: Any
+    position: Position
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "channel": self.channel,
+            "data": self.data,
+            "position": self.position.to_wire(),
+        }
+
+
+@attrs.frozen
+class Error(Frame):
+    """Failure answer to the request ``id`` (or to no request when ``id`` is None)."""
+
+    type: ClassVar[str] = "error"
+    code: int
+    message: str
+    id: int | None = None
+    channel: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
+        if self.id is not None:
+            wire["id"] = self.id
+        if self.channel is not None:
+            wire["channel"] = self.channel
+        return wire
+
+
+@attrs.frozen
+class Ping(Frame):
+    """Heartbeat; the receiver answers ``pong``."""
+
+    type: ClassVar[str] = "ping"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+@attrs.frozen
+class Pong(Frame):
+    """Answer to ``ping``."""
+
+    type: ClassVar[str] = "pong"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+
+@attrs.frozen
+class Close(Frame):
+    """The server ends the connection; ``code`` is a :class:`~rtlink.codes.CloseCode`."""
+
+    type: ClassVar[str] = "close"
+    code: int
+    reason: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "code": self.code, "reason": self.reason}
+
+
+# --- validation -----------------------------------------------------------------------
+
+
+def validate_channel(channel: Any, request_id: int | None = None) -> str:
+    """Return ``channel`` if it is a valid channel name, else raise :class:`FrameError`.
+
+    A channel name is 1–255 characters from ``A-Z a-z 0-9 _ - . : @ / = + , #``.
+    ``*`` and ``?`` are reserved for channel patterns on the server.
+    """
+    if not isinstance(channel, str):
+        raise FrameError("channel must be a string", ErrorCode.BAD_REQUEST, request_id)
+    if not 0 < len(channel) <= MAX_CHANNEL_LENGTH or not _CHANNEL_RE.fullmatch(channel):
+        raise FrameError(
+            f"invalid channel name {channel[:64]!r}: 1-{MAX_CHANNEL_LENGTH} characters "
+            "from A-Z a-z 0-9 _ - . : @ / = + , #",
+            ErrorCode.INVALID_CHANNEL,
+            request_id,
+        )
+    return channel
+
+
+def validate_data(data: Any, request_id: int | None = None) -> Any:
+    """Return ``data`` if every codec can carry it, else raise :class:`FrameError`.
+
+    Publication data is any JSON value: null, booleans, integers from -2**63 to
+    2**64-1, finite floats, strings, lists, and maps with string keys, nested at
+    most 64 deep. Binary strings are refused so that JSON and msgpack subscribers of
+    one channel receive the same value.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str):
+            if _SURROGATE_RE.search(value):
+                raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
+            continue
+        if isinstance(value, int):
+            if not _INT_MIN <= value <= _UINT_MAX:
+                raise FrameError("integer out of range in data", request_id=request_id)
+            continue
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise FrameError("NaN and infinity are not allowed in data", request_id=request_id)
+            continue
+        if depth > MAX_DATA_DEPTH:
+            raise FrameError(f"data nested deeper than {MAX_DATA_DEPTH}", request_id=request_id)
+        if isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise FrameError("map keys in data must be strings", request_id=request_id)
+                if _SURROGATE_RE.search(key):
+                    raise FrameError(
+                        "lone surrogates are not allowed in data", request_id=request_id
+                    )
+                stack.append((item, depth + 1))
+        else:
+            raise FrameError(
+                f"{type(value).__name__} values are not allowed in data", request_id=request_id
+            )
+    return data
+
+
+def _request_id(raw: Mapping[str, Any], required: bool = True) -> int | None:
+    value = raw.get("id")
+    if value is None and not required:
+        return None
+    if not _is_int(value) or not 0 < value <= MAX_SAFE_INTEGER:
+        raise FrameError("id must be an integer from 1 to 2**53-1")
+    return int(value)
+
+
+def _string(raw: Mapping[str, Any], field: str, request_id: int | None, optional: bool = False,
+            max_length: int | None = None) -> Any:
+    value = raw.get(field)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise FrameError(f"{field} must be a string", request_id=request_id)
+    if max_length is not None and not 0 < len(value) <= max_length:
+        raise FrameError(f"{field} must have 1-{max_length} characters", request_id=request_id)
+    return value
+
+
+def _number(raw: Mapping[str, Any], field: str, request_id: int | None) -> Any:
+    value = raw.get(field)
+    if (not (isinstance(value, int | float) and not isinstance(value, bool)) or value < 0
+            or (isinstance(value, float) and not math.isfinite(value))):
+        raise FrameError(f"{field} must be a finite number >= 0", request_id=request_id)
+    return value
+
+
+def _parse_welcome(raw: Mapping[str, Any]) -> Welcome:
+    version = raw.get("version")
+    if not _is_int(version):
+        raise FrameError("version must be an integer")
+    size = raw.get("max_message_size")
+    if not _is_int(size) or size <= 0:
+        raise FrameError("max_message_size must be a positive integer")
+    return Welcome(
+        session=_string(raw, "session", None),
+        ping_interval=_number(raw, "ping_interval", None),
+        pong_timeout=_number(raw, "pong_timeout", None),
+        max_message_size=size,
+        version=version,
+    )
+
+
+def _parse_subscribe(raw: Mapping[str, Any]) -> Subscribe:
+    rid = _request_id(raw)
+    channel = validate_channel(raw.get("channel"), rid)
+    since = raw.get("since")
+    return Subscribe(rid, channel, None if since is None else Position.from_wire(since, rid))  # type: ignore[arg-type]
+
+
+def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
+    rid = _request_id(raw)
+    recovered = raw.get("recovered")
+    if not isinstance(recovered, bool):
+        raise FrameError("recovered must be a boolean", request_id=rid)
+    return Subscribed(
+        rid,  # type: ignore[arg-type]
+        validate_channel(raw.get("channel"), rid),
+        recovered,
+        Position.from_wire(raw.get("position"), rid),
+    )
+
+
+def _parse_unsubscribe(raw: Mapping[str, Any]) -> Unsubscribe:
+    rid = _request_id(raw)
+    return Unsubscribe(rid, validate_channel(raw.get("channel"), rid))  # type: ignore[arg-type]
+
+
+def _parse_publish(raw: Mapping[str, Any]) -> Publish:
+    rid = _request_id(raw)
+    channel = validate_channel(raw.get("channel"), rid)
+    if "data" not in raw:
+        raise FrameError("publish needs data", request_id=rid)
+    key = _string(raw, "key", rid, optional=True, max_length=MAX_KEY_LENGTH)
+    return Publish(rid, channel, validate_data(raw["data"], rid), key)  # type: ignore[arg-type]
+
+
+def _parse_ack(raw: Mapping[str, Any]) -> Ack:
+    rid = _request_id(raw)
+    position = raw.get("position")
+    return Ack(rid, None if position is None else Position.from_wire(position, rid))  # type: ignore[arg-type]
+
+
+def _parse_publication(raw: Mapping[str, Any]) -> Publication:
+    if "data" not in raw:
+        raise FrameError("publication needs data")
+    return Publication(
+        validate_channel(raw.get("channel")),
+        raw["data"],
+        Position.from_wire(raw.get("position")),
+    )
+
+
+def _parse_error(raw: Mapping[str, Any]) -> Error:
+    rid = _request_id(raw, required=False)
+    code = raw.get("code")
+    if not _is_int(code):
+        raise FrameError("code must be an integer", request_id=rid)
+    channel = raw.get("channel")
+    return Error(
+        code,
+        _string(raw, "message", rid),
+        rid,
+        None if channel is None else validate_channel(channel, rid),
+    )
+
+
+def _parse_close(raw: Mapping[str, Any]) -> Close:
+    code = raw.get("code")
+    if not _is_int(code):
+        raise FrameError("code must be an integer")
+    reason = raw.get("reason", "")
+    if not isinstance(reason, str):
+        raise FrameError("reason must be a string")
+    return Close(code, reason)
+
+
+_Parser: TypeAlias = Callable[[Mapping[str, Any]], Frame]
+
+#: Frames a client may send, by type, with their parsers.
+CLIENT_FRAMES: dict[str, _Parser] = {
+    "subscribe": _parse_subscribe,
+    "unsubscribe": _parse_unsubscribe,
+    "publish": _parse_publish,
+    "ping": lambda raw: Ping(),
+    "pong": lambda raw: Pong(),
+}
+
+#: Frames a server may send, by type, with their parsers.
+SERVER_FRAMES: dict[str, _Parser] = {
+    "welcome": _parse_welcome,
+    "subscribed": _parse_subscribed,
+    "ack": _parse_ack,
+    "publication": _parse_publication,
+    "error": _parse_error,
+    "ping": lambda raw: Ping(),
+    "pong": lambda raw: Pong(),
+    "close": _parse_close,
+}
+
+
+def _parse(raw: Any, parsers: Mapping[str, _Parser]) -> Frame:
+    if not isinstance(raw, Mapping):
+        # Not even a frame: nothing to answer to, the message is garbage.
+        raise ProtocolError("a frame must be a map")
+    frame_type = raw.get("type")
+    if not isinstance(frame_type, str):
+        raise ProtocolError("a frame needs a string 'type'")
+    parser = parsers.get(frame_type)
+    if parser is None:
+        rid = raw.get("id")
+        raise FrameError(
+            f"unknown frame type {frame_type[:32]!r}",
+            ErrorCode.BAD_REQUEST,
+            rid if _is_int(rid) and 0 < rid <= MAX_SAFE_INTEGER else None,
+        )
+    return parser(raw)
+
+
+def parse_client_frame(raw: Any) -> Frame:
+    """Validate one decoded value as a frame sent by a client.
+
+    Raises:
+        ProtocolError: the value is not a frame at all (close with 1007).
+        FrameError: the frame is invalid; answer with an ``error`` frame.
+    """
+    return _parse(raw, CLIENT_FRAMES)
+
+
+def parse_server_frame(raw: Any) -> Frame:
+    """Validate one decoded value as a frame sent by a server (see :func:`parse_client_frame`)."""
+    return _parse(raw, SERVER_FRAMES)
+
+
+def decode_client_message(codec: Codec, message: bytes | str) -> list[Frame | FrameError]:
+    """Decode a transport message from a client into frames.
+
+    Invalid frames come back as :class:`FrameError` values in their place, so that the
+    valid frames of the batch are still handled and each invalid one is answered.
+
+    Raises:
+        ProtocolError: the message is not decodable at all (close with 1007).
+    """
+    return _decode(codec, message, parse_client_frame)
+
+
+def decode_server_message(codec: Codec, message: bytes | str) -> list[Frame | FrameError]:
+    """Decode a transport message from a server into frames (see :func:`decode_client_message`)."""
+    return _decode(codec, message, parse_server_frame)
+
+
+def _decode(
+    codec: Codec, message: bytes | str, parse: Callable[[Any], Frame]
+) -> list[Frame | FrameError]:
+    frames: list[Frame | FrameError] = []
+    for raw in codec.decode(message):
+        try:
+            frames.append(parse(raw))
+        except FrameError as exc:
+            frames.append(exc)
+    return frames
+
+
+def encode_frame(codec: Codec, frame: Frame) -> bytes:
+    """Encode one frame with ``codec``."""
+    return codec.encode(frame.to_wire())
+
+
+def encode_frames(codec: Codec, frames: list[Frame]) -> bytes:
+    """Encode several frames as one transport message."""
+    return codec.join(codec.encode(frame.to_wire()) for frame in frames)

@@ -1,0 +1,93 @@
+"""The WebSocket transport: one aiohttp endpoint that moves frames both ways.
+
+The codec is chosen by WebSocket subprotocol (``rtlink.v1.json`` or
+``rtlink.v1.msgpack``; none offered means JSON). JSON batches travel as text
+messages, msgpack batches as binary messages. Messages larger than the hub's
+``max_message_size`` are refused by aiohttp itself with close code 1009, and text
+that is not UTF-8 with 1007.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..codecs import SUBPROTOCOLS, codec_for_subprotocol
+from ..codes import CloseCode
+from ..errors import AuthenticationError
+from ..hub import Hub
+from ..protocol import Close, encode_frame
+
+__all__ = ["websocket_handler"]
+
+#: The WebSocket close reason is limited to 123 bytes.
+_MAX_REASON = 123
+
+
+def _reason_bytes(reason: str) -> bytes:
+    return reason.encode()[:_MAX_REASON].decode(errors="ignore").encode()
+
+
+class _WebSocketSink:
+    """Moves transport messages over one aiohttp WebSocketResponse."""
+
+    __slots__ = ("_ws", "_request", "_opcode")
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, binary: bool) -> None:
+        self._ws = ws
+        self._request = request
+        self._opcode = WSMsgType.BINARY if binary else WSMsgType.TEXT
+
+    async def send(self, message: bytes) -> None:
+        # send_frame writes the pre-encoded bytes as they are: no decode/re-encode.
+        await self._ws.send_frame(message, self._opcode)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=_reason_bytes(reason))
+
+    def abort(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+
+def websocket_handler(hub: Hub) -> Any:
+    """Return the aiohttp handler serving rtlink over WebSocket for ``hub``."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            protocols=SUBPROTOCOLS,
+            max_msg_size=hub.max_message_size,
+            autoping=True,
+        )
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPBadRequest(text="rtlink: this endpoint expects a WebSocket upgrade\n")
+        await ws.prepare(request)
+        offered = request.headers.get("Sec-WebSocket-Protocol")
+        if offered and ws.ws_protocol is None:
+            await ws.close(
+                code=CloseCode.UNSUPPORTED_PROTOCOL,
+                message=_reason_bytes(f"supported subprotocols: {', '.join(SUBPROTOCOLS)}"),
+            )
+            return ws
+        codec = codec_for_subprotocol(ws.ws_protocol)
+        try:
+            identity = await hub.authenticate(request)
+        except AuthenticationError as exc:
+            reason = str(exc) or "unauthorized"
+            await ws.send_frame(encode_frame(codec, Close(CloseCode.UNAUTHORIZED, reason)),
+                                WSMsgType.BINARY if codec.binary else WSMsgType.TEXT)
+            await ws.close(code=CloseCode.UNAUTHORIZED, message=_reason_bytes(reason))
+            return ws
+        connection = hub.accept(codec, identity, _WebSocketSink(ws, request, codec.binary),
+                                "websocket")
+        try:
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await connection.receive(message.data)
+        finally:
+            await connection.transport_closed(ws.close_code or CloseCode.ABNORMAL)
+        return ws
+
+    return handle
