@@ -40,6 +40,8 @@ class CloseCode(enum.IntEnum):
     """A message exceeded the server's size limit (``welcome.max_message_size``). Stop."""
     INTERNAL_ERROR = 1011
     """Unexpected server failure. Reconnect."""
+    SERVICE_RESTART = 1012
+    """The server is restarting. Reconnect."""
     TRY_AGAIN_LATER = 1013
     """The server is overloaded. Reconnect after backoff."""
 
@@ -60,8 +62,8 @@ class CloseCode(enum.IntEnum):
 
 #: Standard WebSocket codes after which a client reconnects.
 _RECONNECT_STANDARD = frozenset(
-    {CloseCode.GOING_AWAY, CloseCode.ABNORMAL, CloseCode.INTERNAL_ERROR, 1012,
-     CloseCode.TRY_AGAIN_LATER}
+    {CloseCode.GOING_AWAY, CloseCode.ABNORMAL, CloseCode.INTERNAL_ERROR,
+     CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER}
 )
 
 

@@ -332,7 +332,8 @@ class Connection:
                 del self.subscriptions[channel]
                 hub._detach(self, channel)
             if isinstance(exc, BackendError) and exc.temporary:
-                self.send(Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {exc}", frame.id, channel))
+                self.send(Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {exc}",
+                                frame.id, channel))
             else:
                 logger.exception("%r: subscribe to %r failed", self, channel)
                 self.send(Error(ErrorCode.INTERNAL_ERROR, "internal error", frame.id, channel))

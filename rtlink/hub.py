@@ -116,7 +116,8 @@ class Hub:
             self._heartbeat_loop(), name="rtlink-heartbeat"
         )
 
-    async def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
+    async def close(self, code: int = CloseCode.GOING_AWAY,
+                    reason: str = "server shutting down") -> None:
         """Close every connection (by default telling clients to reconnect), then the backend."""
         if not self._started:
             return
@@ -232,7 +233,8 @@ class Hub:
             self._detach(connection, channel)
         connection.subscriptions.clear()
 
-    def _backend_op(self, channel: str, op: Callable[[str], Awaitable[None]]) -> asyncio.Future[None]:
+    def _backend_op(self, channel: str,
+                    op: Callable[[str], Awaitable[None]]) -> asyncio.Future[None]:
         previous = self._backend_ops.get(channel)
 
         async def run() -> None:

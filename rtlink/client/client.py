@@ -34,6 +34,7 @@ from ..errors import (
     SubscribeError,
 )
 from ..protocol import (
+    PROTOCOL_VERSION,
     Ack,
     Close,
     Error,
@@ -63,7 +64,7 @@ logger = logging.getLogger("rtlink.client")
 TokenSource = str | Callable[[], "str | Awaitable[str]"]
 
 
-class ConnectionState(str, enum.Enum):
+class ConnectionState(enum.StrEnum):
     """The client's connection state, with the same names as the JavaScript client."""
 
     DISCONNECTED = "disconnected"
@@ -215,7 +216,9 @@ class Client:
         if self._run_task is None:
             if self._session is None:
                 self._session = aiohttp.ClientSession()
-            self._run_task = asyncio.get_running_loop().create_task(self._run(), name="rtlink-client")
+            self._run_task = asyncio.get_running_loop().create_task(
+                self._run(), name="rtlink-client"
+            )
         state = await self.wait_for_state(ConnectionState.CONNECTED, ConnectionState.CLOSED)
         if state is ConnectionState.CLOSED:
             assert self._closed_by is not None
@@ -379,9 +382,16 @@ class Client:
             self._transport = transport
             # A transport works only once the server's first frame arrived.
             first = decode_server_message(self.codec, await transport.receive())
+        if first and isinstance(first[0], Close):
+            # e.g. authentication refused: obey the code (stop or reconnect).
+            raise TransportClosed(first[0].code, first[0].reason)
         if not first or not isinstance(first[0], Welcome):
             raise ProtocolError("the first frame from the server must be welcome")
         welcome = first[0]
+        if welcome.version != PROTOCOL_VERSION:
+            transport.abort()
+            raise TransportClosed(CloseCode.UNSUPPORTED_PROTOCOL,
+                                  f"server speaks protocol version {welcome.version}")
         self._welcome = welcome
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(transport))
         self._set_state(ConnectionState.CONNECTED)
@@ -458,7 +468,8 @@ class Client:
     def _send_publish(self, entry: OutboxEntry) -> None:
         assert self._welcome is not None
         request_id = self._new_request(entry)
-        encoded = encode_frame(self.codec, Publish(request_id, entry.channel, entry.data, entry.key))
+        frame = Publish(request_id, entry.channel, entry.data, entry.key)
+        encoded = encode_frame(self.codec, frame)
         if len(encoded) > self._welcome.max_message_size:
             del self._requests[request_id]
             if not entry.future.done():
@@ -509,6 +520,7 @@ class Client:
         elif isinstance(frame, Subscribed):
             target = self._requests.pop(frame.id, None)
             if isinstance(target, Subscription):
+                self._retry_attempt = 0
                 resumed = target.position is not None
                 target._confirm(frame.recovered, frame.position, resumed)
         elif isinstance(frame, Error):

@@ -3,23 +3,26 @@
 The codec is chosen by WebSocket subprotocol (``rtlink.v1.json`` or
 ``rtlink.v1.msgpack``; none offered means JSON). JSON batches travel as text
 messages, msgpack batches as binary messages. Messages larger than the hub's
-``max_message_size`` are refused by aiohttp itself with close code 1009, and text
+``max_message_size`` (in bytes) are refused by aiohttp itself with close code 1009, and text
 that is not UTF-8 with 1007.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..codecs import SUBPROTOCOLS, codec_for_subprotocol
+from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
 from ..errors import AuthenticationError
 from ..hub import Hub
 from ..protocol import Close, encode_frame
 
 __all__ = ["websocket_handler"]
+
+logger = logging.getLogger("rtlink.transports.websocket")
 
 #: The WebSocket close reason is limited to 123 bytes.
 _MAX_REASON = 123
@@ -52,13 +55,23 @@ class _WebSocketSink:
             transport.abort()
 
 
+async def _refuse(ws: web.WebSocketResponse, codec: Codec, code: int,
+                  reason: str) -> web.WebSocketResponse:
+    """Close a connection that is not accepted: a close frame, then the WebSocket close."""
+    await ws.send_frame(encode_frame(codec, Close(code, reason)),
+                        WSMsgType.BINARY if codec.binary else WSMsgType.TEXT)
+    await ws.close(code=code, message=_reason_bytes(reason))
+    return ws
+
+
 def websocket_handler(hub: Hub) -> Any:
     """Return the aiohttp handler serving rtlink over WebSocket for ``hub``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             protocols=SUBPROTOCOLS,
-            max_msg_size=hub.max_message_size,
+            # aiohttp refuses messages of max_msg_size bytes or more; ours is inclusive.
+            max_msg_size=hub.max_message_size + 1,
             autoping=True,
         )
         if not ws.can_prepare(request).ok:
@@ -75,11 +88,10 @@ def websocket_handler(hub: Hub) -> Any:
         try:
             identity = await hub.authenticate(request)
         except AuthenticationError as exc:
-            reason = str(exc) or "unauthorized"
-            await ws.send_frame(encode_frame(codec, Close(CloseCode.UNAUTHORIZED, reason)),
-                                WSMsgType.BINARY if codec.binary else WSMsgType.TEXT)
-            await ws.close(code=CloseCode.UNAUTHORIZED, message=_reason_bytes(reason))
-            return ws
+            return await _refuse(ws, codec, CloseCode.UNAUTHORIZED, str(exc) or "unauthorized")
+        except Exception:
+            logger.exception("authenticate hook failed")
+            return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
         connection = hub.accept(codec, identity, _WebSocketSink(ws, request, codec.binary),
                                 "websocket")
         try:

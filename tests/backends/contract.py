@@ -1,0 +1,474 @@
+"""The backend contract suite: what every :class:`~rtlink.backends.base.Backend` must do.
+
+Run it against a backend by subclassing :class:`BackendContract` in a ``test_*.py``
+module, with a class name starting with ``Test``::
+
+    class TestMyBackend(BackendContract):
+        async def make_backend(self) -> Backend:
+            return MyBackend()
+
+Only the public interface of ``rtlink.backends.base`` is used, so the suite holds for
+network backends too:
+
+* channel names are unique per test, so a shared engine (one Redis database) needs no
+  flushing between tests;
+* deliveries may be asynchronous: tests wait for them, and prove that nothing *else*
+  arrived with a barrier (a publication on a subscribed marker channel, assumed to be
+  delivered after everything published before it);
+* TTLs are driven by :meth:`BackendContract.advance`, which sleeps for real by default
+  (short TTLs: :attr:`BackendContract.ttl`) and can be overridden by a backend with an
+  injectable clock to run without sleeping.
+
+One property the hub relies on is asserted throughout: once ``subscribe()`` has
+returned, a publication made afterwards is delivered.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import pytest
+
+from rtlink.backends.base import Backend, HistoryPolicy, PublishResult
+from rtlink.protocol import MAX_EPOCH_LENGTH, Position, Publication
+
+__all__ = ["BackendContract", "Harness"]
+
+#: Generous defaults: nothing expires during a test unless the test says so.
+POLICY = HistoryPolicy(size=100, ttl=300.0, key_ttl=600.0)
+
+#: How long a test waits for an asynchronous delivery before failing.
+DELIVERY_TIMEOUT = 5.0
+
+
+@attrs.define
+class Harness:
+    """A started backend, the publications its listener received, and helpers."""
+
+    backend: Backend
+    prefix: str = attrs.field(factory=lambda: f"contract-{secrets.token_hex(4)}")
+    received: list[Publication] = attrs.field(factory=list)
+    _marker_subscribed: bool = False
+
+    def channel(self, name: str) -> str:
+        """A channel name unique to this test."""
+        return f"{self.prefix}:{name}"
+
+    @property
+    def marker(self) -> str:
+        """The barrier channel (see :meth:`settle`)."""
+        return self.channel("marker")
+
+    def listener(self, publication: Publication) -> None:
+        """The listener given to ``backend.start``."""
+        self.received.append(publication)
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any = None,
+        *,
+        key: str | None = None,
+        policy: HistoryPolicy = POLICY,
+    ) -> PublishResult:
+        """Publish with a default policy."""
+        return await self.backend.publish(channel, data, key=key, policy=policy)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait (without blocking the loop) until ``condition()`` holds."""
+        async with asyncio.timeout(DELIVERY_TIMEOUT):
+            while not condition():
+                await asyncio.sleep(0.001)
+
+    async def settle(self) -> None:
+        """Wait until everything published so far has been delivered.
+
+        Publishes on a subscribed marker channel and waits for that publication.
+        """
+        if not self._marker_subscribed:
+            await self.backend.subscribe(self.marker)
+            self._marker_subscribed = True
+        result = await self.publish(self.marker, "barrier")
+        await self.wait_until(
+            lambda: any(
+                p.channel == self.marker and p.position == result.position for p in self.received
+            )
+        )
+
+    def deliveries(self) -> list[Publication]:
+        """What the listener received, without the barrier publications."""
+        return [p for p in self.received if p.channel != self.marker]
+
+
+class BackendContract(abc.ABC):
+    """The contract suite. Subclass it as ``Test...`` and implement :meth:`make_backend`."""
+
+    #: A short publication/key TTL used by the expiry tests (seconds).
+    ttl: float = 0.1
+
+    @abc.abstractmethod
+    async def make_backend(self) -> Backend:
+        """Return a new, not yet started backend."""
+
+    async def advance(self, backend: Backend, seconds: float) -> None:
+        """Let ``seconds`` pass for the backend. Sleeps by default; override with a fake
+        clock when the backend has one."""
+        await asyncio.sleep(seconds)
+
+    async def expire(self, backend: Backend) -> None:
+        """Let more than :attr:`ttl` pass."""
+        await self.advance(backend, self.ttl * 1.5)
+
+    @pytest.fixture
+    async def h(self) -> AsyncIterator[Harness]:
+        backend = await self.make_backend()
+        harness = Harness(backend)
+        await backend.start(harness.listener)
+        try:
+            yield harness
+        finally:
+            await backend.close()
+
+    # --- positions --------------------------------------------------------------------
+
+    async def test_offsets_start_at_one_and_grow_by_one(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = [await h.publish(channel, i) for i in range(5)]
+        assert [r.position.offset for r in results] == [1, 2, 3, 4, 5]
+        assert not any(r.duplicate for r in results)
+
+    async def test_offsets_are_independent_per_channel(self, h: Harness) -> None:
+        a, b = h.channel("a"), h.channel("b")
+        assert (await h.publish(a)).position.offset == 1
+        assert (await h.publish(a)).position.offset == 2
+        assert (await h.publish(b)).position.offset == 1
+        assert (await h.publish(a)).position.offset == 3
+        assert (await h.publish(b)).position.offset == 2
+
+    async def test_epoch_is_stable_while_the_channel_has_history(self, h: Harness) -> None:
+        channel = h.channel("a")
+        epochs = {(await h.publish(channel, i)).position.epoch for i in range(5)}
+        assert len(epochs) == 1
+        (epoch,) = epochs
+        assert (await h.backend.history(channel, None, policy=POLICY)).position.epoch == epoch
+
+    async def test_epoch_is_a_valid_wire_value(self, h: Harness) -> None:
+        position = (await h.publish(h.channel("a"))).position
+        assert isinstance(position.epoch, str)
+        assert 0 < len(position.epoch) <= MAX_EPOCH_LENGTH
+        assert Position.from_wire(position.to_wire()) == position
+
+    async def test_history_of_an_unknown_channel_is_at_offset_zero(self, h: Harness) -> None:
+        channel = h.channel("new")
+        first = await h.backend.history(channel, None, policy=POLICY)
+        assert first.publications == []
+        assert first.recovered is True
+        assert first.position.offset == 0
+        again = await h.backend.history(channel, None, policy=POLICY)
+        assert again.position == first.position
+
+    async def test_position_before_the_first_publication_recovers_it(self, h: Harness) -> None:
+        # A client that subscribed to an empty channel holds (epoch, 0); the first
+        # publication must be in the same epoch, or it would be lost for that client.
+        channel = h.channel("new")
+        empty = await h.backend.history(channel, None, policy=POLICY)
+        published = await h.publish(channel, "first")
+        assert published.position == Position(empty.position.epoch, 1)
+        result = await h.backend.history(channel, empty.position, policy=POLICY)
+        assert result.recovered is True
+        assert [p.data for p in result.publications] == ["first"]
+
+    # --- history ----------------------------------------------------------------------
+
+    async def _publish_five(self, h: Harness, channel: str) -> list[PublishResult]:
+        return [await h.publish(channel, f"m{i}") for i in range(1, 6)]
+
+    async def test_history_since_none_gives_only_the_top(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = await self._publish_five(h, channel)
+        result = await h.backend.history(channel, None, policy=POLICY)
+        assert result.publications == []
+        assert result.position == results[-1].position
+        assert result.recovered is True
+
+    async def test_history_since_the_top_is_recovered_and_empty(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = await self._publish_five(h, channel)
+        top = results[-1].position
+        result = await h.backend.history(channel, top, policy=POLICY)
+        assert result.publications == []
+        assert result.position == top
+        assert result.recovered is True
+
+    async def test_history_since_the_middle_returns_the_gap_in_order(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = await self._publish_five(h, channel)
+        result = await h.backend.history(channel, results[1].position, policy=POLICY)
+        assert result.recovered is True
+        assert result.position == results[-1].position
+        assert result.publications == [
+            Publication(channel, f"m{i}", results[i - 1].position) for i in (3, 4, 5)
+        ]
+
+    async def test_history_since_offset_zero_returns_everything(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = await self._publish_five(h, channel)
+        since = Position(results[0].position.epoch, 0)
+        result = await h.backend.history(channel, since, policy=POLICY)
+        assert result.recovered is True
+        assert [p.position.offset for p in result.publications] == [1, 2, 3, 4, 5]
+
+    async def test_history_since_a_future_offset_is_not_recovered(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = await self._publish_five(h, channel)
+        future = Position(results[-1].position.epoch, 6)
+        result = await h.backend.history(channel, future, policy=POLICY)
+        assert result.publications == []
+        assert result.position == results[-1].position
+        assert result.recovered is False
+
+    async def test_history_since_another_epoch_is_not_recovered(self, h: Harness) -> None:
+        channel = h.channel("a")
+        results = await self._publish_five(h, channel)
+        epoch = results[-1].position.epoch
+        for since in (Position(epoch + "x", 2), Position(epoch + "x", 0), Position("other", 5)):
+            result = await h.backend.history(channel, since, policy=POLICY)
+            assert result.publications == []
+            assert result.position == results[-1].position
+            assert result.recovered is False
+
+    async def test_history_on_a_never_published_channel_with_a_position(
+        self, h: Harness
+    ) -> None:
+        result = await h.backend.history(h.channel("new"), Position("stale", 3), policy=POLICY)
+        assert result.publications == []
+        assert result.position.offset == 0
+        assert result.recovered is False
+
+    async def test_publishing_without_subscribers_still_stores_history(self, h: Harness) -> None:
+        channel = h.channel("a")
+        await self._publish_five(h, channel)
+        top = (await h.backend.history(channel, None, policy=POLICY)).position
+        assert top.offset == 5
+        result = await h.backend.history(channel, Position(top.epoch, 0), policy=POLICY)
+        assert result.recovered is True
+        assert [p.data for p in result.publications] == ["m1", "m2", "m3", "m4", "m5"]
+        await h.settle()
+        assert h.deliveries() == []
+
+    # --- size and TTL bounds ----------------------------------------------------------
+
+    async def test_size_bound_keeps_the_last_publications(self, h: Harness) -> None:
+        channel = h.channel("a")
+        policy = HistoryPolicy(size=3, ttl=300, key_ttl=600)
+        results = [await h.publish(channel, i, policy=policy) for i in range(1, 6)]
+        epoch = results[0].position.epoch
+
+        kept = await h.backend.history(channel, Position(epoch, 2), policy=policy)
+        assert kept.recovered is True
+        assert [p.data for p in kept.publications] == [3, 4, 5]
+
+        for offset in (0, 1):
+            lost = await h.backend.history(channel, Position(epoch, offset), policy=policy)
+            assert lost.recovered is False
+            assert lost.publications == []
+            assert lost.position == results[-1].position
+
+        at_top = await h.backend.history(channel, results[-1].position, policy=policy)
+        assert at_top.recovered is True
+        assert at_top.publications == []
+
+    async def test_size_zero_keeps_nothing_but_positions_go_on(self, h: Harness) -> None:
+        channel = h.channel("a")
+        policy = HistoryPolicy(size=0, ttl=300, key_ttl=600)
+        first = await h.publish(channel, 1, policy=policy)
+        second = await h.publish(channel, 2, policy=policy)
+        assert second.position == Position(first.position.epoch, 2)
+
+        gap = await h.backend.history(channel, first.position, policy=policy)
+        assert gap.recovered is False
+        assert gap.publications == []
+        assert gap.position == second.position
+
+        at_top = await h.backend.history(channel, second.position, policy=policy)
+        assert at_top.recovered is True
+        assert at_top.publications == []
+
+        top = await h.backend.history(channel, None, policy=policy)
+        assert top.position == second.position
+        assert top.recovered is True
+
+    async def test_ttl_drops_old_publications(self, h: Harness) -> None:
+        channel = h.channel("a")
+        policy = HistoryPolicy(size=100, ttl=self.ttl, key_ttl=600)
+        old = await h.publish(channel, "old", policy=policy)
+        await self.expire(h.backend)
+        fresh = await h.publish(channel, "fresh", policy=policy)
+        # The epoch may change only when the whole history was lost; it was empty here,
+        # so a backend may start a new stream (then offsets restart at 1).
+        if fresh.position.epoch == old.position.epoch:
+            assert fresh.position.offset == 2
+            gap = await h.backend.history(
+                channel, Position(old.position.epoch, 0), policy=policy
+            )
+            assert gap.recovered is False
+            assert gap.publications == []
+            kept = await h.backend.history(channel, old.position, policy=policy)
+            assert kept.recovered is True
+            assert [p.data for p in kept.publications] == ["fresh"]
+        else:
+            assert fresh.position.offset == 1
+            lost = await h.backend.history(channel, old.position, policy=policy)
+            assert lost.recovered is False
+
+    async def test_ttl_expiry_of_all_history(self, h: Harness) -> None:
+        channel = h.channel("a")
+        policy = HistoryPolicy(size=100, ttl=self.ttl, key_ttl=600)
+        results = [await h.publish(channel, i, policy=policy) for i in range(3)]
+        await self.expire(h.backend)
+        top = await h.backend.history(channel, None, policy=policy)
+        since = Position(results[0].position.epoch, 1)
+        gap = await h.backend.history(channel, since, policy=policy)
+        assert gap.recovered is False
+        assert gap.publications == []
+        if top.position.epoch == results[0].position.epoch:
+            assert top.position.offset == 3
+            # Nothing was missed by a client at the top: still recovered.
+            at_top = await h.backend.history(channel, results[-1].position, policy=policy)
+            assert at_top.recovered is True
+            assert at_top.publications == []
+
+    # --- de-duplication ---------------------------------------------------------------
+
+    async def test_same_key_is_published_once(self, h: Harness) -> None:
+        channel = h.channel("a")
+        await h.backend.subscribe(channel)
+        first = await h.publish(channel, "original", key="k1")
+        again = await h.publish(channel, "retry", key="k1")
+        assert first.duplicate is False
+        assert again.duplicate is True
+        assert again.position == first.position
+
+        await h.settle()
+        assert [(p.data, p.position) for p in h.deliveries()] == [("original", first.position)]
+        since = Position(first.position.epoch, 0)
+        result = await h.backend.history(channel, since, policy=POLICY)
+        assert [p.data for p in result.publications] == ["original"]
+        assert result.position == first.position
+
+    async def test_a_duplicate_does_not_consume_an_offset(self, h: Harness) -> None:
+        channel = h.channel("a")
+        await h.publish(channel, key="k1")
+        await h.publish(channel, key="k1")
+        assert (await h.publish(channel, key="k2")).position.offset == 2
+        assert (await h.publish(channel)).position.offset == 3
+
+    async def test_same_key_on_other_channels_is_independent(self, h: Harness) -> None:
+        a, b = h.channel("a"), h.channel("b")
+        await h.publish(b, "b0")
+        on_a = await h.publish(a, "a", key="shared")
+        on_b = await h.publish(b, "b", key="shared")
+        assert on_a.duplicate is False
+        assert on_b.duplicate is False
+        assert on_b.position.offset == 2
+
+    async def test_without_a_key_nothing_is_deduplicated(self, h: Harness) -> None:
+        channel = h.channel("a")
+        first = await h.publish(channel, "same")
+        second = await h.publish(channel, "same")
+        assert not first.duplicate and not second.duplicate
+        assert second.position.offset == first.position.offset + 1
+
+    async def test_key_ttl_expiry_allows_publishing_again(self, h: Harness) -> None:
+        channel = h.channel("a")
+        policy = HistoryPolicy(size=100, ttl=300, key_ttl=self.ttl)
+        first = await h.publish(channel, 1, key="k", policy=policy)
+        assert (await h.publish(channel, 2, key="k", policy=policy)).duplicate is True
+        await self.expire(h.backend)
+        later = await h.publish(channel, 3, key="k", policy=policy)
+        assert later.duplicate is False
+        assert later.position == Position(first.position.epoch, 2)
+        # ...and the new use of the key is remembered again.
+        again = await h.publish(channel, 4, key="k", policy=policy)
+        assert again.duplicate is True
+        assert again.position == later.position
+
+    # --- delivery to the listener -----------------------------------------------------
+
+    async def test_listener_gets_subscribed_channels_only(self, h: Harness) -> None:
+        a, b = h.channel("a"), h.channel("b")
+        await h.backend.subscribe(a)
+        pa = await h.publish(a, "to a")
+        await h.publish(b, "to b")
+        await h.settle()
+        assert h.deliveries() == [Publication(a, "to a", pa.position)]
+
+    async def test_listener_gets_each_publication_once_in_offset_order(
+        self, h: Harness
+    ) -> None:
+        a, b = h.channel("a"), h.channel("b")
+        await h.backend.subscribe(a)
+        await h.backend.subscribe(b)
+        expected: dict[str, list[Position]] = {a: [], b: []}
+        for i in range(20):
+            channel = a if i % 3 else b
+            expected[channel].append((await h.publish(channel, i)).position)
+        await h.settle()
+        for channel, positions in expected.items():
+            got = [p.position for p in h.deliveries() if p.channel == channel]
+            assert got == positions
+        assert len(h.deliveries()) == 20
+
+    async def test_listener_stops_after_unsubscribe(self, h: Harness) -> None:
+        channel = h.channel("a")
+        await h.backend.subscribe(channel)
+        before = await h.publish(channel, "before")
+        await h.settle()
+        await h.backend.unsubscribe(channel)
+        await h.publish(channel, "after")
+        await h.settle()
+        assert [p.position for p in h.deliveries()] == [before.position]
+
+        await h.backend.subscribe(channel)
+        resumed = await h.publish(channel, "resumed")
+        await h.settle()
+        assert [p.position for p in h.deliveries()] == [before.position, resumed.position]
+
+    async def test_unsubscribe_of_an_unknown_channel_is_harmless(self, h: Harness) -> None:
+        await h.backend.unsubscribe(h.channel("never"))
+
+    async def test_delivered_publication_matches_the_publish_result(self, h: Harness) -> None:
+        channel = h.channel("a")
+        await h.backend.subscribe(channel)
+        result = await h.publish(channel, {"x": 1})
+        await h.settle()
+        (delivered,) = h.deliveries()
+        assert delivered == Publication(channel, {"x": 1}, result.position)
+
+    async def test_data_round_trips_unchanged(self, h: Harness) -> None:
+        channel = h.channel("a")
+        await h.backend.subscribe(channel)
+        values: list[Any] = [
+            {"user": {"name": "Zoë 🚀 日本語", "tags": ["a", "b"], "n": None}, "ok": True},
+            [1, -2, 3.5, [], {}, [[[]]], ""],
+            "plain ünïcödé \u2028 text",
+            2**53 - 1,
+            -(2**40),
+            0.1,
+            False,
+            None,
+            {"nested": {"deeper": {"deepest": [{"k": "v"}, 1.25e-7]}}},
+        ]
+        for value in values:
+            await h.publish(channel, value)
+        await h.settle()
+        assert [p.data for p in h.deliveries()] == values
+        history = await h.backend.history(
+            channel, Position(h.deliveries()[0].position.epoch, 0), policy=POLICY
+        )
+        assert [p.data for p in history.publications] == values

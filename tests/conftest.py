@@ -1,0 +1,36 @@
+"""Shared fixtures: both codecs, and fast-reconnecting clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import rtlink
+
+#: Reconnect quickly in tests; the backoff itself is tested in tests/test_backoff.py.
+FAST_RECONNECT: dict[str, Any] = {"backoff_base": 0.02, "backoff_cap": 0.2}
+
+
+@pytest.fixture(params=["json", "msgpack"])
+def codec(request: pytest.FixtureRequest) -> str:
+    """Run a test once per codec."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_client(codec: str):  # type: ignore[no-untyped-def]
+    """Build clients with the test's codec and fast reconnects; closes them afterwards."""
+    clients: list[rtlink.Client] = []
+
+    def make(url: str, **options: Any) -> rtlink.Client:
+        client = rtlink.Client(url, codec=codec, **{**FAST_RECONNECT, **options})
+        clients.append(client)
+        return client
+
+    yield make
+    # Clients are closed by the tests' ``async with``; this only catches leftovers.
+    for client in clients:
+        assert client.state in (
+            rtlink.ConnectionState.CLOSED, rtlink.ConnectionState.DISCONNECTED
+        ), f"client left open in state {client.state}"

@@ -1,0 +1,182 @@
+"""Test support: real rtlink servers on loopback and a TCP relay that injects faults.
+
+Nothing here mocks rtlink: servers are real aiohttp servers on ("127.0.0.1", 0), and
+the relay is a real TCP proxy between a client and a server that can cut connections
+(mid-frame included), refuse new ones, or silently drop what the server sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+import rtlink
+
+#: Multiply every timeout in the tests by RTLINK_TEST_TIME_FACTOR on slow machines.
+TIME_FACTOR = float(os.environ.get("RTLINK_TEST_TIME_FACTOR", "1"))
+
+
+def seconds(value: float) -> float:
+    """A test timeout, scaled for slow machines."""
+    return value * TIME_FACTOR
+
+
+class Server:
+    """A running rtlink server: ``url`` for clients, ``hub`` for server-side calls."""
+
+    def __init__(self, hub: rtlink.Hub, runner: web.AppRunner, port: int, path: str) -> None:
+        self.hub = hub
+        self.runner = runner
+        self.port = port
+        self.path = path
+        self.url = f"http://127.0.0.1:{port}{path}"
+
+    def url_via(self, relay: Relay) -> str:
+        """The URL reaching this server through ``relay``."""
+        return f"http://127.0.0.1:{relay.port}{self.path}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def run_server(hub: rtlink.Hub | None = None, path: str = "/rt",
+                     **hub_options: Any) -> AsyncIterator[Server]:
+    """Serve a hub (made from ``hub_options`` if not given) on a free loopback port."""
+    if hub is None:
+        hub = rtlink.Hub(**hub_options)
+    app = web.Application()
+    rtlink.attach(app, hub, path=path)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = Server(hub, runner, port, path)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class Relay:
+    """A TCP relay from a free loopback port to ``target_port``, with faults on demand.
+
+    * :meth:`cut` aborts every relayed connection on both sides at once.
+    * ``refuse = True`` makes new connections fail (accepted, then reset).
+    * ``blackhole = True`` silently drops everything the server sends.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.refuse = False
+        self.blackhole = False
+        self.connections_made = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+
+    async def start(self) -> Relay:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Abort every relayed connection now, as a network failure would."""
+        for client_writer, server_writer in list(self._pairs):
+            client_writer.transport.abort()
+            server_writer.transport.abort()
+        self._pairs.clear()
+
+    async def _handle(self, client_reader: asyncio.StreamReader,
+                      client_writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            client_writer.transport.abort()
+            return
+        try:
+            server_reader, server_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self.connections_made += 1
+        pair = (client_writer, server_writer)
+        self._pairs.add(pair)
+        try:
+            await asyncio.gather(
+                self._pump(client_reader, server_writer, downstream=False),
+                self._pump(server_reader, client_writer, downstream=True),
+            )
+        finally:
+            self._pairs.discard(pair)
+            client_writer.transport.abort()
+            server_writer.transport.abort()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    downstream: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if downstream and self.blackhole:
+                    continue
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def relay_to(server: Server) -> AsyncIterator[Relay]:
+    """A :class:`Relay` in front of ``server`` for the duration of the block."""
+    relay = await Relay(server.port).start()
+    try:
+        yield relay
+    finally:
+        await relay.close()
+
+
+async def eventually(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0,
+                     message: str = "condition") -> None:
+    """Wait until ``predicate()`` is true, polling; fail after ``timeout`` (scaled)."""
+    try:
+        async with asyncio.timeout(seconds(timeout)):
+            while True:
+                result = predicate()
+                if not isinstance(result, bool):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {message}") from None
+
+
+async def collect(subscription: rtlink.Subscription, count: int,
+                  timeout: float = 10.0) -> list[rtlink.Message]:
+    """Read ``count`` messages from a subscription, failing after ``timeout`` (scaled)."""
+    messages: list[rtlink.Message] = []
+    try:
+        async with asyncio.timeout(seconds(timeout)):
+            async for message in subscription:
+                messages.append(message)
+                if len(messages) >= count:
+                    break
+    except TimeoutError:
+        raise AssertionError(
+            f"received {len(messages)} of {count} messages; last: "
+            f"{messages[-1] if messages else None}"
+        ) from None
+    return messages

@@ -1,0 +1,274 @@
+"""The WebSocket transport against raw WebSocket clients: bad input and close codes.
+
+These tests speak the wire protocol by hand (aiohttp's WebSocket client, no rtlink
+client) so that what the server does with malformed input is what is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+import rtlink
+from rtlink.codecs import get_codec
+from tests.support import run_server, seconds
+
+
+class RawClient:
+    """A WebSocket speaking rtlink frames by hand, with one codec."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, codec: str) -> None:
+        self.ws = ws
+        self.codec = get_codec(codec)
+
+    async def send(self, *frames: dict[str, Any]) -> None:
+        message = self.codec.join(self.codec.encode(frame) for frame in frames)
+        if self.codec.binary:
+            await self.ws.send_bytes(message)
+        else:
+            await self.ws.send_str(message.decode())
+
+    async def frames(self, count: int) -> list[dict[str, Any]]:
+        """Receive until ``count`` frames arrived (frames may come batched)."""
+        received: list[dict[str, Any]] = []
+        async with asyncio.timeout(seconds(5)):
+            while len(received) < count:
+                message = await self.ws.receive()
+                assert message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), message
+                received.extend(self.codec.decode(message.data))
+        return received
+
+    async def frame(self) -> dict[str, Any]:
+        return (await self.frames(1))[0]
+
+    async def close_code(self) -> int | None:
+        """Read until the server closes; return its close code."""
+        async with asyncio.timeout(seconds(5)):
+            while True:
+                message = await self.ws.receive()
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                    aiohttp.WSMsgType.CLOSING):
+                    return self.ws.close_code
+
+
+@pytest.fixture
+async def raw(codec: str) -> AsyncIterator[Any]:
+    """Open raw WebSocket connections to a server: ``await raw(server)``."""
+    session = aiohttp.ClientSession()
+
+    async def connect(server: Any, protocols: tuple[str, ...] | None = None,
+                      welcome: bool = True) -> RawClient:
+        ws = await session.ws_connect(
+            server.url.replace("http://", "ws://") + "/ws",
+            protocols=protocols if protocols is not None else (f"rtlink.v1.{codec}",),
+        )
+        client = RawClient(ws, codec)
+        if welcome:
+            frame = await client.frame()
+            assert frame["type"] == "welcome" and frame["version"] == 1
+        return client
+
+    yield connect
+    await session.close()
+
+
+async def test_welcome_comes_first_with_the_limits(raw) -> None:
+    async with run_server(max_message_size=4096, ping_interval=7, pong_timeout=3) as server:
+        client = await raw(server, welcome=False)
+        welcome = await client.frame()
+        assert welcome["type"] == "welcome"
+        assert welcome["max_message_size"] == 4096
+        assert welcome["ping_interval"] == 7 and welcome["pong_timeout"] == 3
+        assert isinstance(welcome["session"], str) and welcome["session"]
+
+
+async def test_message_over_the_size_limit_closes_with_1009(raw, codec) -> None:
+    async with run_server(max_message_size=1024) as server:
+        client = await raw(server)
+        # exactly at the limit is fine ...
+        frame = {"type": "ping", "pad": "x" * 1024}
+        while len(client.codec.encode(frame)) > 1024:  # string headers vary in size
+            frame["pad"] = frame["pad"][:-1]
+        assert len(client.codec.encode(frame)) == 1024
+        await client.send(frame)
+        assert (await client.frame())["type"] == "pong"
+        # ... one byte more is not.
+        frame["pad"] += "x"
+        await client.send(frame)
+        assert await client.close_code() == rtlink.CloseCode.MESSAGE_TOO_BIG
+
+
+@pytest.mark.parametrize("garbage", [b"\xc1\xff\x00", b"{not json", b"", b"\x92\x01"])
+async def test_undecodable_message_closes_with_1007(raw, codec, garbage: bytes) -> None:
+    async with run_server() as server:
+        client = await raw(server)
+        try:
+            text = garbage.decode()
+        except UnicodeDecodeError:
+            text = None
+        if codec == "json" and text is not None:
+            await client.ws.send_str(text)
+        else:
+            await client.ws.send_bytes(garbage)  # msgpack, or bytes that are not UTF-8
+        assert await client.close_code() == rtlink.CloseCode.INVALID_PAYLOAD
+
+
+async def test_a_value_that_is_not_a_frame_closes_with_1007(raw) -> None:
+    async with run_server() as server:
+        client = await raw(server)
+        await client.ws.send_bytes(client.codec.encode([1, 2, 3]))  # type: ignore[arg-type]
+        assert await client.close_code() == rtlink.CloseCode.INVALID_PAYLOAD
+
+
+async def test_unknown_frame_type_is_answered_and_the_connection_stays_usable(raw) -> None:
+    async with run_server() as server:
+        client = await raw(server)
+        await client.send({"type": "teleport", "id": 5})
+        error = await client.frame()
+        assert error["type"] == "error"
+        assert error["code"] == rtlink.ErrorCode.BAD_REQUEST and error["id"] == 5
+        await client.send({"type": "subscribe", "id": 6, "channel": "news"})
+        subscribed = await client.frame()
+        assert subscribed["type"] == "subscribed" and subscribed["id"] == 6
+
+
+@pytest.mark.parametrize("channel", ["", "has space", "star*", "x" * 256])
+async def test_invalid_channel_name_is_answered_with_422(raw, channel: str) -> None:
+    async with run_server() as server:
+        client = await raw(server)
+        await client.send({"type": "subscribe", "id": 1, "channel": channel})
+        error = await client.frame()
+        assert error["type"] == "error"
+        assert error["code"] == rtlink.ErrorCode.INVALID_CHANNEL and error["id"] == 1
+        await client.send({"type": "ping"})
+        assert (await client.frame())["type"] == "pong"
+
+
+async def test_a_batch_is_handled_in_order_with_bad_frames_answered_in_place(raw) -> None:
+    options = {"*": rtlink.ChannelOptions(client_publish=True)}
+    async with run_server(channels=options) as server:
+        client = await raw(server)
+        await client.send(
+            {"type": "subscribe", "id": 1, "channel": "a"},
+            {"type": "publish", "id": 2, "channel": "a"},  # no data
+            {"type": "publish", "id": 3, "channel": "a", "data": {"x": 1}, "key": "k1"},
+        )
+        frames = await client.frames(4)
+        kinds = [(f["type"], f.get("id")) for f in frames]
+        assert kinds[0] == ("subscribed", 1)
+        assert kinds[1] == ("error", 2)
+        # the publication and its ack may come in either order; both arrive
+        assert sorted(kinds[2:], key=str) == [("ack", 3), ("publication", None)]
+
+
+async def test_errors_for_unknown_channel_and_forbidden_publish(raw) -> None:
+    options = {"chat:*": rtlink.ChannelOptions(client_publish=False)}
+    async with run_server(channels=options) as server:
+        client = await raw(server)
+        await client.send({"type": "subscribe", "id": 1, "channel": "other"})
+        error = await client.frame()
+        assert (error["code"], error["id"], error["channel"]) == (404, 1, "other")
+        await client.send({"type": "publish", "id": 2, "channel": "chat:x", "data": 1})
+        error = await client.frame()
+        assert (error["code"], error["id"]) == (rtlink.ErrorCode.FORBIDDEN, 2)
+        await client.send({"type": "subscribe", "id": 3, "channel": "chat:x"},
+                          {"type": "subscribe", "id": 4, "channel": "chat:x"})
+        first, second = await client.frames(2)
+        assert first["type"] == "subscribed"
+        assert (second["code"], second["id"]) == (rtlink.ErrorCode.ALREADY_SUBSCRIBED, 4)
+
+
+async def test_subscription_limit_per_connection(raw) -> None:
+    async with run_server(max_subscriptions=2) as server:
+        client = await raw(server)
+        await client.send(*({"type": "subscribe", "id": n, "channel": f"c{n}"} for n in (1, 2, 3)))
+        frames = await client.frames(3)
+        assert [f["type"] for f in frames] == ["subscribed", "subscribed", "error"]
+        assert frames[2]["code"] == rtlink.ErrorCode.LIMIT_EXCEEDED
+
+
+async def test_unsubscribe_is_acked_and_stops_delivery(raw) -> None:
+    async with run_server() as server:
+        client = await raw(server)
+        await client.send({"type": "subscribe", "id": 1, "channel": "n"})
+        await client.frame()
+        await client.send({"type": "unsubscribe", "id": 2, "channel": "n"},
+                          {"type": "unsubscribe", "id": 3, "channel": "never"})
+        assert [(f["type"], f["id"]) for f in await client.frames(2)] == [("ack", 2), ("ack", 3)]
+        await server.hub.publish("n", "dropped")
+        await client.send({"type": "ping"})
+        assert (await client.frame())["type"] == "pong"  # and no publication before it
+
+
+async def test_unsupported_subprotocol_closes_with_4502(raw) -> None:
+    async with run_server() as server:
+        client = await raw(server, protocols=("rtlink.v9.json",), welcome=False)
+        assert await client.close_code() == rtlink.CloseCode.UNSUPPORTED_PROTOCOL
+
+
+async def test_no_subprotocol_means_json() -> None:
+    async with run_server() as server, aiohttp.ClientSession() as session:
+        async with session.ws_connect(server.url.replace("http", "ws") + "/ws") as ws:
+            message = await ws.receive()
+            assert message.type is aiohttp.WSMsgType.TEXT
+            assert get_codec("json").decode(message.data)[0]["type"] == "welcome"
+
+
+async def test_failed_authentication_closes_with_4500(raw, codec) -> None:
+    def authenticate(request: Any) -> str:
+        raise rtlink.AuthenticationError("token expired")
+
+    async with run_server(authenticate=authenticate) as server:
+        client = await raw(server, welcome=False)
+        close = await client.frame()
+        assert close == {"type": "close", "code": 4500, "reason": "token expired"}
+        assert await client.close_code() == rtlink.CloseCode.UNAUTHORIZED
+
+
+async def test_a_crashing_authenticate_hook_closes_with_1011(raw) -> None:
+    def authenticate(request: Any) -> str:
+        raise RuntimeError("database down")
+
+    async with run_server(authenticate=authenticate) as server:
+        client = await raw(server, welcome=False)
+        assert (await client.frame())["code"] == rtlink.CloseCode.INTERNAL_ERROR
+        assert await client.close_code() == rtlink.CloseCode.INTERNAL_ERROR
+
+
+async def test_plain_http_request_gets_400() -> None:
+    async with run_server() as server, aiohttp.ClientSession() as session:
+        async with session.get(server.url + "/ws") as response:
+            assert response.status == 400
+            assert "WebSocket" in await response.text()
+
+
+async def test_server_pings_and_closes_a_silent_client_with_4000(raw) -> None:
+    async with run_server(ping_interval=0.1, pong_timeout=0.1) as server:
+        client = await raw(server)
+        assert (await client.frame())["type"] == "ping"
+        # never answer: closed within 2 * ping_interval + pong_timeout (+ slack)
+        assert await client.close_code() == rtlink.CloseCode.HEARTBEAT_TIMEOUT
+        assert not server.hub.connections
+
+
+async def test_a_client_that_answers_pings_stays_connected(raw) -> None:
+    async with run_server(ping_interval=0.05, pong_timeout=0.05) as server:
+        client = await raw(server)
+        for _ in range(8):  # 8 pings = several timeout windows
+            assert (await client.frame())["type"] == "ping"
+            await client.send({"type": "pong"})
+        assert len(server.hub.connections) == 1
+
+
+async def test_shutdown_closes_connections_with_1001(raw) -> None:
+    async with run_server() as server:
+        client = await raw(server)
+        stopping = asyncio.create_task(server.stop())
+        close = await client.frame()
+        assert close["type"] == "close" and close["code"] == rtlink.CloseCode.GOING_AWAY
+        assert await client.close_code() == rtlink.CloseCode.GOING_AWAY
+        await stopping
