@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, TypeGuard
 
 import attrs
 
@@ -109,7 +109,8 @@ class Position:
             raise FrameError("position must be a map", request_id=request_id)
         epoch = value.get("epoch")
         offset = value.get("offset")
-        if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
+        if (not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH
+                or _SURROGATE_RE.search(epoch)):
             raise FrameError("position.epoch must be a non-empty string", request_id=request_id)
         if not _is_int(offset) or not 0 <= offset <= MAX_SAFE_INTEGER:
             raise FrameError(
@@ -136,7 +137,7 @@ class Position:
         return cls(epoch, int(offset))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     # bool is an int subclass in Python; on the wire it is not a number.
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -411,7 +412,7 @@ def _string(raw: Mapping[str, Any], field: str, request_id: int | None, optional
     value = raw.get(field)
     if value is None and optional:
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or _SURROGATE_RE.search(value):
         raise FrameError(f"{field} must be a string", request_id=request_id)
     if max_length is not None and not 0 < len(value) <= max_length:
         raise FrameError(f"{field} must have 1-{max_length} characters", request_id=request_id)
