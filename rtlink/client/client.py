@@ -227,6 +227,10 @@ class Client:
     async def close(self) -> None:
         """Close the connection and stop. Pending publishes fail with ClientClosed."""
         if self._closing:
+            # The server may have stopped the client already (e.g. 4500): the session
+            # is still ours to release.
+            if self._closed_by is not None and self._own_session and self._session is not None:
+                await self._session.close()
             return
         self._closing = True
         transport = self._transport
@@ -347,6 +351,9 @@ class Client:
                 code, reason = CloseCode.ABNORMAL, f"server sent an invalid message: {exc}"
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # e.g. the token function failed: retry, never die
+                logger.exception("rtlink client connection attempt failed")
+                reason = f"{type(exc).__name__}: {exc}"
             connected = self._welcome is not None
             self._drop_connection()
             if self._closing:
@@ -394,8 +401,10 @@ class Client:
                                   f"server speaks protocol version {welcome.version}")
         self._welcome = welcome
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(transport))
-        self._set_state(ConnectionState.CONNECTED)
+        # Re-send before announcing CONNECTED: a state callback that subscribes must
+        # not have its subscription sent twice (the second would be refused with 409).
         self._on_connected()
+        self._set_state(ConnectionState.CONNECTED)
         for frame in first[1:]:
             self._handle(frame)
         silence = welcome.ping_interval + welcome.pong_timeout
