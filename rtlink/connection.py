@@ -236,13 +236,9 @@ class Connection:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while queue:
-                    batch = [queue.popleft()]
-                    size = len(batch[0])
-                    while queue and size + len(queue[0]) <= _BATCH_BYTES:
-                        size += len(queue[0])
-                        batch.append(queue.popleft())
-                    self._queued_bytes -= size
-                    await self._sink.send(self.codec.join(batch))
+                    message, taken = self.codec.take_batch(queue, _BATCH_BYTES)
+                    self._queued_bytes -= taken
+                    await self._sink.send(message)
                 if self.close_code is not None:
                     break
             try:

@@ -53,6 +53,7 @@ from ..protocol import (
     validate_channel,
     validate_data,
 )
+from .events import Events
 from .outbox import Outbox, OutboxEntry
 from .subscription import Subscription
 from .transports import TRANSPORTS, ClientTransport, TransportClosed
@@ -141,7 +142,7 @@ class Client:
         self._own_session = session is None
         self._outbox = Outbox(outbox_limit)
         self._subscriptions: dict[str, Subscription] = {}
-        self._listeners: dict[str, list[Callable[[Any], None]]] = {}
+        self._events = Events("client", ("state",))
         self._state = ConnectionState.DISCONNECTED
         self._state_changed = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
@@ -177,11 +178,7 @@ class Client:
 
     def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` with a :class:`StateChange` on ``"state"``. Returns a remover."""
-        if event != "state":
-            raise ValueError(f"unknown client event {event!r}")
-        callbacks = self._listeners.setdefault(event, [])
-        callbacks.append(callback)
-        return lambda: callbacks.remove(callback) if callback in callbacks else None
+        return self._events.on(event, callback)
 
     def _set_state(self, state: ConnectionState, code: int | None = None, reason: str = "") -> None:
         if state is self._state:
@@ -191,11 +188,7 @@ class Client:
         self._state_changed.set()
         self._state_changed = asyncio.Event()
         logger.debug("client %s -> %s (%s %s)", change.old_state.value, state.value, code, reason)
-        for callback in list(self._listeners.get("state", ())):
-            try:
-                callback(change)
-            except Exception:
-                logger.exception("state callback failed")
+        self._events.emit("state", change)
 
     async def wait_for_state(self, *states: ConnectionState) -> ConnectionState:
         """Wait until the client is in one of ``states``; return it."""
@@ -340,6 +333,7 @@ class Client:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            self._reconnect_now.clear()  # a reconnect() asked before this attempt is served
             self._set_state(ConnectionState.CONNECTING)
             code: int = CloseCode.ABNORMAL
             reason = ""
@@ -501,12 +495,8 @@ class Client:
                 await self._outgoing_ready.wait()
                 self._outgoing_ready.clear()
                 while outgoing:
-                    batch = [outgoing.popleft()]
-                    size = len(batch[0])
-                    while outgoing and size + len(outgoing[0]) + 1 <= limit:
-                        size += len(outgoing[0]) + 1
-                        batch.append(outgoing.popleft())
-                    await transport.send(self.codec.join(batch))
+                    message, _ = self.codec.take_batch(outgoing, limit)
+                    await transport.send(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -11,6 +11,7 @@ import attrs
 
 from ..errors import ClientClosed, RtlinkError, SubscribeError
 from ..protocol import Position, Publication
+from .events import Events
 
 if TYPE_CHECKING:
     from .client import Client
@@ -75,7 +76,7 @@ class Subscription:
         self.recovered = True
         self._client = client
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._listeners: dict[str, list[Callable[[Any], None]]] = {}
+        self._events = Events("subscription", ("message", "subscribed", "error"))
         self._confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ended = False
         self.request_id: int | None = None  # set while a subscribe request is in flight
@@ -90,11 +91,7 @@ class Subscription:
         """Call ``callback`` on ``"message"`` (a :class:`Message`), ``"subscribed"``
         (a :class:`SubscribedEvent`) or ``"error"`` (an exception). Returns a function
         that removes the callback."""
-        if event not in ("message", "subscribed", "error"):
-            raise ValueError(f"unknown subscription event {event!r}")
-        callbacks = self._listeners.setdefault(event, [])
-        callbacks.append(callback)
-        return lambda: callbacks.remove(callback) if callback in callbacks else None
+        return self._events.on(event, callback)
 
     async def wait_subscribed(self) -> None:
         """Wait until the server confirmed the subscription once.
@@ -132,13 +129,6 @@ class Subscription:
 
     # --- driven by the client ----------------------------------------------------------
 
-    def _emit(self, event: str, value: Any) -> None:
-        for callback in list(self._listeners.get(event, ())):
-            try:
-                callback(value)
-            except Exception:
-                logger.exception("subscription %s: %s callback failed", self.channel, event)
-
     def _confirm(self, recovered: bool, position: Position, resumed: bool) -> None:
         self.active = True
         self.request_id = None
@@ -149,7 +139,7 @@ class Subscription:
             self.position = position
         if not self._confirmed.done():
             self._confirmed.set_result(None)
-        self._emit("subscribed", SubscribedEvent(recovered, resumed, position))
+        self._events.emit("subscribed", SubscribedEvent(recovered, resumed, position))
 
     def _deliver(self, publication: Publication) -> None:
         position = publication.position
@@ -163,7 +153,7 @@ class Subscription:
         self.position = position
         message = Message(publication.channel, publication.data, position)
         self._queue.put_nowait(message)
-        self._emit("message", message)
+        self._events.emit("message", message)
 
     def _fail(self, error: RtlinkError) -> None:
         """End the subscription with an error (refused, or the client stopped)."""
@@ -175,7 +165,7 @@ class Subscription:
             self._confirmed.set_exception(error)
             self._confirmed.exception()  # retrieved: no "never retrieved" warning
         if isinstance(error, SubscribeError):
-            self._emit("error", error)
+            self._events.emit("error", error)
             self._queue.put_nowait(error)
         elif isinstance(error, ClientClosed):
             self._queue.put_nowait(_END)
@@ -187,5 +177,6 @@ class Subscription:
         self._ended = True
         self.active = False
         if not self._confirmed.done():
-            self._confirmed.cancel()
+            self._confirmed.set_exception(RtlinkError("unsubscribed before the server confirmed"))
+            self._confirmed.exception()  # retrieved: no "never retrieved" warning
         self._queue.put_nowait(_END)
