@@ -2,7 +2,7 @@
 # Re-installs only when pyproject.toml changed (a hash stamp), so repeated runs are fast.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-extras="${1:-}"
+extras="${1:-}"  # callers always pass it: a bare `source` would hand over their own $1
 venv="$root/.venv"
 python="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then
@@ -10,7 +10,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.rtlink-installed${extras:+-$extras}"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+current() { [ "$(cat "$1" 2>/dev/null || true)" = "$want" ]; }
+# An install with the dev extras also satisfies a plain one.
+if ! current "$stamp" && ! { [ -z "$extras" ] && current "$venv/.rtlink-installed-dev"; }; then
     echo "installing rtlink${extras:+[$extras]} into $venv ..." >&2
     log="$venv/install.log"
     if ! { "$venv/bin/python" -m pip install --upgrade pip &&

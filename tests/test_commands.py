@@ -1,0 +1,53 @@
+"""The README's main command, run as a new user would: ``bash .ci/serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import aiohttp
+
+import rtlink
+from tests.support import seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_ci_serve_runs_the_server_with_demo_page_and_passes_options_through() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        ["bash", str(ROOT / ".ci" / "serve"), "--port", str(port), "--path", "/live"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(seconds(120)):  # may install into .venv first
+            while True:
+                line = (await loop.run_in_executor(None, process.stdout.readline)).decode()
+                assert line or process.poll() is None, "serve exited early"
+                if "serving on" in line:
+                    break
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/") as response:
+                assert response.status == 200
+                assert 'content="/live"' in await response.text()
+        async with rtlink.Client(f"http://127.0.0.1:{port}/live") as client:
+            async with client.subscribe("chat:lobby") as sub:
+                position = await client.publish("chat:lobby", {"text": "hi"})
+                message = await anext(sub)
+                assert (message.data, message.position) == ({"text": "hi"}, position)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=seconds(10)) == 0
