@@ -33,7 +33,7 @@ from .client import Client, ConnectionState, Message, StateChange, SubscribedEve
 from .errors import ClientClosed, FrameError, OutboxFull, PublishError, SubscribeError
 from .hub import Hub
 from .protocol import Position, validate_channel, validate_data
-from .server import WEBSOCKET_PATH, attach
+from .server import ENDPOINTS, attach
 
 __all__ = ["main", "build_parser"]
 
@@ -414,8 +414,10 @@ async def _serve(app: web.Application, args: argparse.Namespace) -> int:
         print(f"rtlink serving on {page} (endpoint {endpoint}, backend memory://)", flush=True)
         if args.host in ("0.0.0.0", "::"):
             logger.info("listening on all interfaces (%s)", args.host)
-        logger.info("WebSocket endpoint: %s%s; client publishing %s", endpoint.replace(
-            "http", "ws", 1), WEBSOCKET_PATH, "off" if args.no_client_publish else "on")
+        logger.info("transports: %s; client publishing %s",
+                    ", ".join(f"{name} {endpoint}{sub_path}"
+                              for name, (sub_path, _) in ENDPOINTS.items()),
+                    "off" if args.no_client_publish else "on")
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -19,6 +19,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
+
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .errors import BackendError, ChannelError, FrameError, ProtocolError
@@ -43,7 +45,7 @@ from .protocol import (
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["Connection", "Sink"]
+__all__ = ["Connection", "ConnectionMode", "Sink", "WEBSOCKET", "STREAM", "POLL", "REQUEST"]
 
 logger = logging.getLogger("rtlink.connection")
 
@@ -66,17 +68,49 @@ class Sink(Protocol):
         """End the connection at once, without a goodbye."""
 
 
+@attrs.frozen
+class ConnectionMode:
+    """How a transport uses a connection.
+
+    Attributes:
+        welcome: send ``welcome`` first.
+        writer: a writer task pushes batches to the sink as they queue up; without
+            it the transport pulls them (long polling, request/response).
+        heartbeat: the client can send at any time, so a silent one is presumed
+            dead (WebSocket); streams and polls are judged by their writes instead.
+        subscribe_frames: subscriptions may change by ``subscribe``/``unsubscribe``
+            frames; otherwise they travel in the transport's request.
+    """
+
+    welcome: bool = True
+    writer: bool = True
+    heartbeat: bool = True
+    subscribe_frames: bool = True
+
+
+#: A WebSocket: everything, both ways.
+WEBSOCKET = ConnectionMode()
+#: A server-sent event stream: subscriptions in the request, frames pushed.
+STREAM = ConnectionMode(heartbeat=False, subscribe_frames=False)
+#: One long poll: subscriptions in the request, frames pulled when the poll answers.
+POLL = ConnectionMode(writer=False, heartbeat=False, subscribe_frames=False)
+#: One POST of client frames, answered in its response.
+REQUEST = ConnectionMode(welcome=False, writer=False, heartbeat=False, subscribe_frames=False)
+
+
 class _Subscription:
     """Server-side state of one channel subscription of one connection.
 
     While ``pending`` is a list the subscription is being set up (history is being
     read): live publications wait there so that they come after the replay.
+    ``position`` is that of the last publication queued (the stream cursor).
     """
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "position")
 
-    def __init__(self) -> None:
+    def __init__(self, position: Position | None) -> None:
         self.pending: list[Publication] | None = []
+        self.position = position
 
 
 class Connection:
@@ -91,9 +125,11 @@ class Connection:
     """
 
     def __init__(
-        self, hub: Hub, codec: Codec, identity: Any, sink: Sink, transport: str
+        self, hub: Hub, codec: Codec, identity: Any, sink: Sink, transport: str,
+        mode: ConnectionMode = WEBSOCKET,
     ) -> None:
         self.session = secrets.token_urlsafe(9)
+        self.mode = mode
         self.codec = codec
         self.identity = identity
         self.transport = transport
@@ -115,19 +151,49 @@ class Connection:
     # --- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Send ``welcome`` and start the writer. Called by the hub on accept."""
+        """Send ``welcome`` and start the writer, as the mode says. Called by the hub."""
         hub = self._hub
-        self.send(
-            Welcome(
-                session=self.session,
-                ping_interval=hub.ping_interval,
-                pong_timeout=hub.pong_timeout,
-                max_message_size=hub.max_message_size,
+        if self.mode.welcome:
+            self.send(
+                Welcome(
+                    session=self.session,
+                    ping_interval=hub.ping_interval,
+                    pong_timeout=hub.pong_timeout,
+                    max_message_size=hub.max_message_size,
+                )
             )
-        )
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name=f"rtlink-writer-{self.session}"
-        )
+        if self.mode.writer:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"rtlink-writer-{self.session}"
+            )
+
+    def cursor(self) -> dict[str, Position | None]:
+        """Each subscribed channel with the position of the last publication queued."""
+        return {channel: sub.position for channel, sub in self.subscriptions.items()}
+
+    async def wait_delivery(self, timeout: float) -> bool:
+        """Pull mode: wait until something more is queued; False if ``timeout`` passed."""
+        self._wakeup.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take_queued(self) -> bytes:
+        """Pull mode: everything queued, as one transport message (b"" if nothing)."""
+        frames = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        return self.codec.join(frames)
+
+    def finish(self) -> None:
+        """Pull mode: the request is answered; leave the hub without a close frame."""
+        if self.close_code is None:
+            self.close_code = CloseCode.NORMAL
+            self._hub._forget(self)
+        self._closed.set()
 
     @property
     def closing(self) -> bool:
@@ -290,7 +356,12 @@ class Connection:
                 self.send(Error(ErrorCode.INTERNAL_ERROR, "internal error", request_id))
 
     async def _handle(self, frame: Frame) -> None:
-        if isinstance(frame, Publish):
+        if isinstance(frame, Subscribe | Unsubscribe) and not self.mode.subscribe_frames:
+            self.send(Error(ErrorCode.BAD_REQUEST,
+                            f"{frame.type} is not available on {self.transport}: "
+                            "subscriptions travel in the stream or poll request",
+                            frame.id, frame.channel))
+        elif isinstance(frame, Publish):
             await self._on_publish(frame)
         elif isinstance(frame, Subscribe):
             await self._on_subscribe(frame)
@@ -301,54 +372,73 @@ class Connection:
         # Pong needs nothing: receiving it already refreshed last_seen.
 
     async def _on_subscribe(self, frame: Subscribe) -> None:
+        await self.subscribe(frame.channel, frame.since, frame.id)
+
+    async def subscribe(self, channel: str, since: Position | None,
+                        request_id: int | None = None) -> bool:
+        """Subscribe to ``channel``, replaying what follows ``since``.
+
+        Sends ``subscribed`` (or ``error``), then the replay, then goes live.
+        ``request_id`` is the ``subscribe`` frame's id, or None when the transport's
+        request carried the subscription. Returns whether the client learns something
+        it did not know (an error, a fresh or unrecovered subscription, or
+        publications): a long poll answers at once then.
+        """
         hub = self._hub
-        channel = frame.channel
         if channel in self.subscriptions:
-            self.send(Error(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", frame.id, channel))
-            return
+            self.send(Error(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", request_id,
+                            channel))
+            return True
         if len(self.subscriptions) >= hub.max_subscriptions:
             self.send(Error(ErrorCode.LIMIT_EXCEEDED,
-                            f"at most {hub.max_subscriptions} subscriptions", frame.id, channel))
-            return
+                            f"at most {hub.max_subscriptions} subscriptions", request_id,
+                            channel))
+            return True
         try:
             options = hub.rules.options(channel)
             await hub._check_subscribe(self.identity, channel)
         except ChannelError as exc:
-            self.send(Error(exc.code, str(exc), frame.id, channel))
-            return
-        subscription = _Subscription()
+            self.send(Error(exc.code, str(exc), request_id, channel))
+            return True
+        subscription = _Subscription(since)
         self.subscriptions[channel] = subscription
         try:
             # Join the live stream first, then read history: a publication racing with
             # the read lands in ``pending`` and is de-duplicated below, never lost.
             await hub._attach(self, channel, subscription)
-            result = await hub.backend.history(channel, frame.since, policy=options.policy)
+            result = await hub.backend.history(channel, since, policy=options.policy)
         except Exception as exc:
             if self.subscriptions.get(channel) is subscription:
                 del self.subscriptions[channel]
                 hub._detach(self, channel)
             if isinstance(exc, BackendError) and exc.temporary:
                 self.send(Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {exc}",
-                                frame.id, channel))
+                                request_id, channel))
             else:
                 logger.exception("%r: subscribe to %r failed", self, channel)
-                self.send(Error(ErrorCode.INTERNAL_ERROR, "internal error", frame.id, channel))
-            return
+                self.send(Error(ErrorCode.INTERNAL_ERROR, "internal error", request_id,
+                                channel))
+            return True
         if self.subscriptions.get(channel) is not subscription or self.close_code is not None:
-            return  # unsubscribed or closed while history was read
-        self.send(Subscribed(frame.id, channel, result.recovered, result.position))
+            return False  # unsubscribed or closed while history was read
+        self.send(Subscribed(request_id, channel, result.recovered, result.position))
+        news = since is None or not result.recovered
         last: Position = result.position
-        if frame.since is not None and result.recovered:
+        if since is not None and result.recovered:
             for publication in result.publications:
                 self.send(publication)
                 last = publication.position
+                news = True
         for publication in subscription.pending or ():
             position = publication.position
             if position.epoch == last.epoch and position.offset <= last.offset:
                 continue
             self.send(publication)
             last = position
+            news = True
         subscription.pending = None
+        subscription.position = last
+        return news
 
     async def _on_unsubscribe(self, frame: Unsubscribe) -> None:
         if self.subscriptions.pop(frame.channel, None) is not None:

@@ -20,7 +20,7 @@ from .backends import Backend, create_backend
 from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
-from .connection import Connection, Sink, _Subscription
+from .connection import WEBSOCKET, Connection, ConnectionMode, Sink, _Subscription
 from .errors import ChannelError, FrameError
 from .protocol import Ping, Position, Publication, encode_frame, validate_channel, validate_data
 
@@ -68,6 +68,8 @@ class Hub:
             slow consumer (it then resumes; nothing is lost).
         ping_interval: seconds between server pings.
         pong_timeout: extra seconds of silence before a client is presumed dead.
+        poll_timeout: seconds a long poll is held when there is nothing to send;
+            keep it below the read timeout of proxies in front (often 30-60 s).
 
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
@@ -86,6 +88,7 @@ class Hub:
         outbound_limit: int = 1024 * 1024,
         ping_interval: float = 25.0,
         pong_timeout: float = 10.0,
+        poll_timeout: float = 25.0,
     ) -> None:
         self.backend: Backend = create_backend(backend)
         self.rules = ChannelRules(channels)
@@ -94,6 +97,7 @@ class Hub:
         self.outbound_limit = outbound_limit
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
+        self.poll_timeout = poll_timeout
         self._authenticate = authenticate
         self._authorize_subscribe = authorize_subscribe
         self._authorize_publish = authorize_publish
@@ -177,9 +181,10 @@ class Hub:
             return None
         return await _maybe_await(self._authenticate(request))
 
-    def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str) -> Connection:
+    def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str,
+               mode: ConnectionMode = WEBSOCKET) -> Connection:
         """Register a new connection and send it ``welcome``. Called by transports."""
-        connection = Connection(self, codec, identity, sink, transport)
+        connection = Connection(self, codec, identity, sink, transport, mode)
         self._connections.add(connection)
         connection.start()
         return connection
@@ -271,6 +276,7 @@ class Hub:
             frame = encoded.get(codec)
             if frame is None:
                 frame = encoded[codec] = encode_frame(codec, publication)
+            subscription.position = publication.position
             connection.deliver(frame)
 
     # --- heartbeat -------------------------------------------------------------------
@@ -282,9 +288,12 @@ class Hub:
             deadline = time.monotonic() - self.ping_interval - self.pong_timeout
             pings: dict[Codec, bytes] = {}
             for connection in list(self._connections):
-                if connection.last_seen < deadline:
+                mode = connection.mode
+                if mode.heartbeat and connection.last_seen < deadline:
                     connection.close(CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat from client")
                     continue
+                if not mode.writer:
+                    continue  # a poll is answered soon anyway; a ping would only end it early
                 codec = connection.codec
                 ping = pings.get(codec)
                 if ping is None:

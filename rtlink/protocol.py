@@ -196,22 +196,26 @@ class Subscribe(Frame):
 @attrs.frozen
 class Subscribed(Frame):
     """Answer to ``subscribe``: the channel's current position and whether the gap
-    after ``since`` was filled (the replayed publications follow this frame)."""
+    after ``since`` was filled (the replayed publications follow this frame).
+
+    ``id`` is None when the subscription was carried by the request itself (the SSE
+    and long-polling transports), not by a ``subscribe`` frame.
+    """
 
     type: ClassVar[str] = "subscribed"
-    id: int
+    id: int | None
     channel: str
     recovered: bool
     position: Position
 
     def to_wire(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "id": self.id,
-            "channel": self.channel,
-            "recovered": self.recovered,
-            "position": self.position.to_wire(),
-        }
+        wire: dict[str, Any] = {"type": self.type}
+        if self.id is not None:
+            wire["id"] = self.id
+        wire["channel"] = self.channel
+        wire["recovered"] = self.recovered
+        wire["position"] = self.position.to_wire()
+        return wire
 
 
 @attrs.frozen
@@ -451,12 +455,12 @@ def _parse_subscribe(raw: Mapping[str, Any]) -> Subscribe:
 
 
 def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
-    rid = _request_id(raw)
+    rid = _request_id(raw, required=False)
     recovered = raw.get("recovered")
     if not isinstance(recovered, bool):
         raise FrameError("recovered must be a boolean", request_id=rid)
     return Subscribed(
-        rid,  # type: ignore[arg-type]
+        rid,
         validate_channel(raw.get("channel"), rid),
         recovered,
         Position.from_wire(raw.get("position"), rid),

@@ -96,7 +96,8 @@ welcome_frames = st.builds(
 )
 subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none() | positions)
 subscribed_frames = st.builds(
-    Subscribed, id=ids, channel=channels, recovered=st.booleans(), position=positions
+    Subscribed, id=st.none() | ids, channel=channels, recovered=st.booleans(),
+    position=positions
 )
 unsubscribe_frames = st.builds(Unsubscribe, id=ids, channel=channels)
 publish_frames = st.builds(Publish, id=ids, channel=channels, data=json_values, key=keys)

@@ -517,7 +517,13 @@ class Client:
                 if not target.future.done() and frame.position is not None:
                     target.future.set_result(frame.position)
         elif isinstance(frame, Subscribed):
-            target = self._requests.pop(frame.id, None)
+            if frame.id is None:
+                # The transport's request carried the subscription (SSE, long polling).
+                target = self._subscriptions.get(frame.channel)
+                if target is not None and target.active and frame.recovered:
+                    return  # a poll re-confirming what is known: nothing to report
+            else:
+                target = self._requests.pop(frame.id, None)
             if isinstance(target, Subscription):
                 self._retry_attempt = 0
                 resumed = target.position is not None

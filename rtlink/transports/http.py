@@ -1,0 +1,162 @@
+"""What the HTTP transports share: request parsing, refusals, and the send endpoint.
+
+Server-sent events and long polling carry the subscription set in their request (the
+``subs`` query parameter) so that any node can serve any request, and send client
+frames (publishes, pings) by ``POST {path}/send``, answered in the response. Nothing
+is kept on the server between two requests of one client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from ..codecs import CODECS, Codec
+from ..codes import CloseCode
+from ..connection import REQUEST
+from ..errors import AuthenticationError, FrameError
+from ..hub import Hub
+from ..protocol import Close, Position, encode_frame, validate_channel
+
+__all__ = [
+    "NO_CACHE",
+    "request_codec",
+    "parse_subscriptions",
+    "format_cursor",
+    "authenticate_or_refuse",
+    "send_handler",
+    "ResponseSink",
+]
+
+logger = logging.getLogger("rtlink.transports.http")
+
+#: Responses of the HTTP transports must never be cached, transformed or buffered.
+NO_CACHE: Mapping[str, str] = {
+    "Cache-Control": "no-cache, no-store, no-transform",
+    "X-Accel-Buffering": "no",
+}
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=f"rtlink: {message}\n", headers=NO_CACHE)
+
+
+def request_codec(request: web.Request) -> Codec:
+    """The codec named by the ``codec`` query parameter (JSON when absent)."""
+    name = request.query.get("codec", "json")
+    codec = CODECS.get(name)
+    if codec is None:
+        raise _bad_request(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
+    return codec
+
+
+def parse_subscriptions(text: str | None, limit: int) -> dict[str, Position | None]:
+    """Parse a cursor: a JSON object mapping channel names to a position or null.
+
+    ``{"news": {"epoch": "a1b2c3d4", "offset": 41}, "chat:lobby": null}`` subscribes
+    to ``news`` resuming after offset 41 and to ``chat:lobby`` from now on.
+
+    Raises:
+        ValueError: the text is not such an object, or has more than ``limit`` entries.
+    """
+    if not text:
+        return {}
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ValueError("subs must be a JSON object") from None
+    if not isinstance(raw, dict):
+        raise ValueError("subs must be a JSON object of channel -> position or null")
+    if len(raw) > limit:
+        raise ValueError(f"at most {limit} subscriptions")
+    cursor: dict[str, Position | None] = {}
+    try:
+        for channel, position in raw.items():
+            validate_channel(channel)
+            cursor[channel] = None if position is None else Position.from_wire(position)
+    except FrameError as exc:
+        raise ValueError(str(exc)) from None
+    return cursor
+
+
+def format_cursor(cursor: Mapping[str, Position | None]) -> str:
+    """The text form of a cursor, as :func:`parse_subscriptions` reads it."""
+    return json.dumps(
+        {channel: None if position is None else position.to_wire()
+         for channel, position in cursor.items()},
+        separators=(",", ":"),
+    )
+
+
+async def authenticate_or_refuse(hub: Hub, request: web.Request,
+                                 codec: Codec) -> tuple[Any, web.Response | None]:
+    """Run the authenticate hook; on refusal also return the response that says so.
+
+    A refusal is answered like on WebSocket, with a ``close`` frame (4500, or 1011
+    when the hook crashed), so clients handle every transport the same way.
+    """
+    try:
+        return await hub.authenticate(request), None
+    except AuthenticationError as exc:
+        code, reason = CloseCode.UNAUTHORIZED, str(exc) or "unauthorized"
+    except Exception:
+        logger.exception("authenticate hook failed")
+        code, reason = CloseCode.INTERNAL_ERROR, "authentication failed"
+    body = encode_frame(codec, Close(code, reason))
+    return None, web.Response(body=body, content_type=codec.content_type, headers=NO_CACHE)
+
+
+class ResponseSink:
+    """Sink of connections answered by one HTTP response (pull mode): nothing is pushed."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    async def send(self, message: bytes) -> None:  # pragma: no cover - pull mode only
+        raise RuntimeError("a request connection has no writer")
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+    def abort(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+
+def send_handler(hub: Hub) -> Any:
+    """``POST {path}/send``: client frames in the body, the answers in the response.
+
+    The body is one transport message in the ``codec`` of the query. Publishes are
+    acknowledged (or refused) in the response, as are pings. Subscriptions do not go
+    here: they travel in the stream or poll request.
+    """
+
+    async def handle(request: web.Request) -> web.Response:
+        codec = request_codec(request)
+        limit = hub.max_message_size
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit,
+                                                actual_size=request.content_length)
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        identity, refusal = await authenticate_or_refuse(hub, request, codec)
+        if refusal is not None:
+            return refusal
+        connection = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST)
+        try:
+            await connection.receive(body)
+            answer = connection.take_queued()
+        finally:
+            connection.finish()
+        # An undecodable body closed the request connection: say so in the status too.
+        status = 400 if connection.close_code == CloseCode.INVALID_PAYLOAD else 200
+        return web.Response(body=answer, status=status, content_type=codec.content_type,
+                            headers=NO_CACHE)
+
+    return handle

@@ -1,0 +1,59 @@
+"""The long-polling transport: ``GET {path}/poll``, one batch of server frames per request.
+
+Each poll is a short connection on its own: the request carries the codec and the
+subscriptions with their positions (``subs``), the server replays what follows them
+and answers at once if there is anything new (an error, a fresh or unrecovered
+subscription, publications); otherwise it holds the request until a publication
+arrives or ``poll_timeout`` passes. Every answer starts with ``welcome`` and a
+``subscribed`` frame per channel, then the publications, all in one response body.
+The client polls again with the positions it reached. No state stays on the server
+between polls, so consecutive polls may go to different nodes.
+
+Publications between two polls are served from history: a channel's history must
+hold what can be published to it between two polls of one client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..connection import POLL
+from ..hub import Hub
+from .http import (
+    NO_CACHE,
+    ResponseSink,
+    authenticate_or_refuse,
+    parse_subscriptions,
+    request_codec,
+)
+
+__all__ = ["poll_handler"]
+
+
+def poll_handler(hub: Hub) -> Any:
+    """Return the aiohttp handler serving rtlink over long polling for ``hub``."""
+
+    async def handle(request: web.Request) -> web.Response:
+        codec = request_codec(request)
+        try:
+            cursor = parse_subscriptions(request.query.get("subs"), hub.max_subscriptions)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"rtlink: {exc}\n", headers=NO_CACHE) from None
+        identity, refusal = await authenticate_or_refuse(hub, request, codec)
+        if refusal is not None:
+            return refusal
+        connection = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL)
+        try:
+            news = not cursor  # nothing to wait for: answer at once
+            for channel, since in cursor.items():
+                news = await connection.subscribe(channel, since) or news
+            if not news and not connection.closing:
+                await connection.wait_delivery(hub.poll_timeout)
+            body = connection.take_queued()
+        finally:
+            connection.finish()
+        return web.Response(body=body, content_type=codec.content_type, headers=NO_CACHE)
+
+    return handle

@@ -1,0 +1,103 @@
+"""The server-sent events transport: ``GET {path}/sse``, a stream of server frames.
+
+The request carries the codec and the subscriptions with their positions (``subs``,
+see :func:`~rtlink.transports.http.parse_subscriptions`), so any node can serve it.
+Each transport message is one event: JSON batches as ``data:`` lines (one per
+frame), msgpack batches base64-encoded on one ``data:`` line. Every event carries
+the connection's cursor as its ``id``; a browser's automatic reconnect sends it back
+as ``Last-Event-ID``, which resumes every channel where the stream stopped.
+
+Heartbeats are the hub's ``ping`` frames, sent as events rather than SSE comments:
+a browser's EventSource hides comments, and the client must see them to tell a
+silent stream from a dead one.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..codecs import Codec
+from ..connection import STREAM, Connection
+from ..hub import Hub
+from .http import (
+    NO_CACHE,
+    authenticate_or_refuse,
+    format_cursor,
+    parse_subscriptions,
+    request_codec,
+)
+
+__all__ = ["sse_handler"]
+
+logger = logging.getLogger("rtlink.transports.sse")
+
+
+class _EventStreamSink:
+    """Writes transport messages as server-sent events on one streamed response."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse,
+                 codec: Codec) -> None:
+        self._request = request
+        self._response = response
+        self._binary = codec.binary
+        self.connection: Connection | None = None
+
+    async def send(self, message: bytes) -> None:
+        if self._binary:
+            data = b"data: " + base64.b64encode(message) + b"\n"
+        else:
+            data = b"".join(b"data: " + line + b"\n" for line in message.split(b"\n"))
+        cursor = self.connection.cursor() if self.connection is not None else {}
+        event_id = b"id: " + format_cursor(cursor).encode() + b"\n" if cursor else b""
+        await self._response.write(event_id + data + b"\n")
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._response.write_eof()
+
+    def abort(self) -> None:
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+
+def sse_handler(hub: Hub) -> Any:
+    """Return the aiohttp handler serving rtlink over server-sent events for ``hub``."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        codec = request_codec(request)
+        try:
+            cursor = parse_subscriptions(request.query.get("subs"), hub.max_subscriptions)
+            resumed = parse_subscriptions(request.headers.get("Last-Event-ID"),
+                                          hub.max_subscriptions)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"rtlink: {exc}\n", headers=NO_CACHE) from None
+        # After an automatic reconnect the browser repeats the first URL; the event id
+        # it sends back says how far each channel got since.
+        cursor.update((channel, position) for channel, position in resumed.items()
+                      if channel in cursor and position is not None)
+        identity, refusal = await authenticate_or_refuse(hub, request, codec)
+        response = web.StreamResponse(headers={
+            **NO_CACHE, "Content-Type": "text/event-stream; charset=utf-8",
+        })
+        await response.prepare(request)
+        sink = _EventStreamSink(request, response, codec)
+        if refusal is not None:
+            assert isinstance(refusal.body, bytes)
+            await sink.send(refusal.body)
+            await response.write_eof()
+            return response
+        connection = hub.accept(codec, identity, sink, "sse", STREAM)
+        sink.connection = connection
+        try:
+            for channel, since in cursor.items():
+                await connection.subscribe(channel, since)
+            await connection.wait_closed()
+        finally:
+            await connection.transport_closed()
+        return response
+
+    return handle

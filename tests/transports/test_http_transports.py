@@ -1,0 +1,264 @@
+"""The HTTP transports (SSE, long polling, send, info) against raw HTTP requests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+import rtlink
+from rtlink.codecs import get_codec
+from tests.support import run_server, seconds
+
+PUBLISH = {"*": rtlink.ChannelOptions(client_publish=True, history_size=100)}
+
+
+def subs(**channels: Any) -> str:
+    return json.dumps({name.replace("_", ":"): pos for name, pos in channels.items()})
+
+
+class EventStream:
+    """Reads server-sent events from a streamed response, decoding rtlink frames."""
+
+    def __init__(self, response: aiohttp.ClientResponse, codec: str) -> None:
+        self.response = response
+        self.codec = get_codec(codec)
+        self.last_id: str | None = None
+        self._frames: list[dict[str, Any]] = []
+
+    async def _event(self) -> None:
+        data: list[bytes] = []
+        while True:
+            line = await self.response.content.readline()
+            if not line:
+                raise EOFError("stream ended")
+            line = line.rstrip(b"\n")
+            if not line:
+                if data:
+                    break
+                continue
+            field, _, value = line.partition(b": ")
+            if field == b"data":
+                data.append(value)
+            elif field == b"id":
+                self.last_id = value.decode()
+        payload = b"\n".join(data)
+        if self.codec.binary:
+            payload = base64.b64decode(payload)
+        self._frames.extend(self.codec.decode(payload))
+
+    async def frame(self) -> dict[str, Any]:
+        async with asyncio.timeout(seconds(5)):
+            while not self._frames:
+                await self._event()
+        return self._frames.pop(0)
+
+    async def frames(self, count: int) -> list[dict[str, Any]]:
+        return [await self.frame() for _ in range(count)]
+
+
+@pytest.fixture
+async def http() -> Any:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def open_stream(http: aiohttp.ClientSession, server: Any, codec: str,
+                      cursor: str, **headers: str) -> EventStream:
+    response = await http.get(f"{server.url}/sse", params={"codec": codec, "subs": cursor},
+                              headers=headers)
+    assert response.status == 200
+    return EventStream(response, codec)
+
+
+async def test_sse_stream_headers_welcome_subscribed_and_live(http, codec) -> None:
+    async with run_server(channels=PUBLISH) as server:
+        stream = await open_stream(http, server, codec, subs(news=None))
+        headers = stream.response.headers
+        assert headers["Content-Type"].startswith("text/event-stream")
+        assert "no-cache" in headers["Cache-Control"]
+        assert headers["X-Accel-Buffering"] == "no"
+        welcome, subscribed = await stream.frames(2)
+        assert welcome["type"] == "welcome"
+        assert subscribed["type"] == "subscribed" and "id" not in subscribed
+        assert subscribed["channel"] == "news" and subscribed["recovered"] is True
+        position = await server.hub.publish("news", {"n": 1})
+        publication = await stream.frame()
+        assert publication["data"] == {"n": 1}
+        assert publication["position"] == position.to_wire()
+        # the event id is the whole cursor: enough to resume every channel
+        assert json.loads(stream.last_id or "") == {"news": position.to_wire()}
+        stream.response.close()
+
+
+async def test_sse_resumes_from_subs_and_from_last_event_id(http, codec) -> None:
+    async with run_server(channels=PUBLISH) as server:
+        positions = [await server.hub.publish("news", n) for n in range(5)]
+        start = positions[1].to_wire()
+        stream = await open_stream(http, server, codec, subs(news=start))
+        frames = await stream.frames(5)
+        assert frames[1]["recovered"] is True
+        assert [f["data"] for f in frames[2:]] == [2, 3, 4]
+        last_id = stream.last_id
+        stream.response.close()
+        # A browser reconnects with the first URL and the last event id it saw.
+        await server.hub.publish("news", 5)
+        stream = await open_stream(http, server, codec, subs(news=start),
+                                   **{"Last-Event-ID": last_id or ""})
+        frames = await stream.frames(3)
+        assert [f.get("data") for f in frames[2:]] == [5]
+        stream.response.close()
+
+
+async def test_sse_pings_as_events_and_is_not_closed_for_silence(http, codec) -> None:
+    async with run_server(ping_interval=0.05, pong_timeout=0.05) as server:
+        stream = await open_stream(http, server, codec, subs(news=None))
+        await stream.frames(2)
+        for _ in range(6):  # several silence windows: the stream stays open
+            assert (await stream.frame())["type"] == "ping"
+        assert len(server.hub.connections) == 1
+        stream.response.close()
+
+
+async def test_sse_refusals_bad_cursor_and_shutdown(http) -> None:
+    def authenticate(request: Any) -> None:
+        if request.query.get("token") != "ok":
+            raise rtlink.AuthenticationError("who are you")
+
+    async with run_server(authenticate=authenticate) as server:
+        for bad in ("[1]", "{", json.dumps({"bad channel": None}),
+                    json.dumps({"a": {"epoch": "e"}})):
+            async with http.get(f"{server.url}/sse", params={"subs": bad}) as response:
+                assert response.status == 400
+        stream = await open_stream(http, server, "json", subs(news=None))
+        assert await stream.frame() == {"type": "close", "code": 4500, "reason": "who are you"}
+        response = await http.get(f"{server.url}/sse",
+                                  params={"subs": subs(news=None), "token": "ok"})
+        stream = EventStream(response, "json")
+        await stream.frames(2)
+        stopping = asyncio.create_task(server.stop())
+        close = await stream.frame()
+        assert (close["type"], close["code"]) == ("close", rtlink.CloseCode.GOING_AWAY)
+        await stopping
+
+
+async def poll(http: aiohttp.ClientSession, server: Any, codec: str,
+               cursor: str) -> list[dict[str, Any]]:
+    async with http.get(f"{server.url}/poll", params={"codec": codec, "subs": cursor}) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith(get_codec(codec).content_type)
+        return get_codec(codec).decode(await r.read())
+
+
+async def test_long_poll_answers_at_once_with_news_and_holds_without(http, codec) -> None:
+    async with run_server(channels=PUBLISH, poll_timeout=0.5) as server:
+        fresh = await poll(http, server, codec, subs(news=None))
+        assert [f["type"] for f in fresh] == ["welcome", "subscribed"]
+        top = fresh[1]["position"]
+
+        started = time.monotonic()
+        held = await poll(http, server, codec, subs(news=top))  # nothing new: held
+        assert time.monotonic() - started >= 0.45
+        assert [f["type"] for f in held] == ["welcome", "subscribed"]
+
+        async def publish_soon() -> rtlink.Position:
+            await asyncio.sleep(0.1)
+            return await server.hub.publish("news", "hello")
+
+        publishing = asyncio.create_task(publish_soon())
+        started = time.monotonic()
+        answered = await poll(http, server, codec, subs(news=top))
+        assert time.monotonic() - started < 0.45  # answered by the publication
+        assert answered[-1]["data"] == "hello"
+        assert answered[-1]["position"] == (await publishing).to_wire()
+
+
+async def test_long_poll_replays_the_gap_in_one_answer(http, codec) -> None:
+    async with run_server(channels=PUBLISH, poll_timeout=5) as server:
+        first = await server.hub.publish("a", 0)
+        for n in range(1, 30):
+            await server.hub.publish("a", n)
+            await server.hub.publish("b", n)
+        start = {"epoch": first.epoch, "offset": 0}
+        frames = await poll(http, server, codec, json.dumps({"a": start, "b": None}))
+        data = [f["data"] for f in frames if f["type"] == "publication"]
+        assert data == list(range(30))  # all of a; b was fresh, so nothing of b
+
+
+async def test_long_poll_unrecovered_answers_at_once(http, codec) -> None:
+    async with run_server(poll_timeout=5) as server:
+        started = time.monotonic()
+        frames = await poll(http, server, codec,
+                            subs(news={"epoch": "gone", "offset": 3}))
+        assert time.monotonic() - started < 1
+        assert frames[1]["recovered"] is False
+
+
+async def test_send_acks_publishes_and_refuses_subscriptions(http, codec) -> None:
+    wire = get_codec(codec)
+    async with run_server(channels=PUBLISH, max_message_size=2048) as server:
+        stream = await open_stream(http, server, codec, subs(chat=None))
+        await stream.frames(2)
+        body = wire.join([
+            wire.encode({"type": "publish", "id": 1, "channel": "chat", "data": "hi",
+                         "key": "k1"}),
+            wire.encode({"type": "subscribe", "id": 2, "channel": "chat"}),
+            wire.encode({"type": "ping"}),
+        ])
+        async with http.post(f"{server.url}/send", params={"codec": codec},
+                             data=body) as response:
+            assert response.status == 200
+            ack, refused, pong = wire.decode(await response.read())
+        assert ack["type"] == "ack" and ack["id"] == 1
+        assert (refused["type"], refused["code"], refused["id"]) == ("error", 400, 2)
+        assert pong == {"type": "pong"}
+        publication = await stream.frame()
+        assert publication["data"] == "hi" and publication["position"] == ack["position"]
+        # The same key again (a retry after a lost answer) is applied once.
+        async with http.post(f"{server.url}/send", params={"codec": codec},
+                             data=wire.encode({"type": "publish", "id": 9, "channel": "chat",
+                                               "data": "hi", "key": "k1"})) as response:
+            again = wire.decode(await response.read())[0]
+        assert again["position"] == ack["position"]
+        stream.response.close()
+
+
+async def test_send_rejects_oversized_and_garbage_bodies(http) -> None:
+    async with run_server(max_message_size=1024) as server:
+        async with http.post(f"{server.url}/send", data=b"x" * 2000) as response:
+            assert response.status == 413
+        async with http.post(f"{server.url}/send", data=b"{not json") as response:
+            assert response.status == 400
+            close = get_codec("json").decode(await response.read())[0]
+            assert close["code"] == rtlink.CloseCode.INVALID_PAYLOAD
+
+
+async def test_info_lists_enabled_transports_and_disabled_ones_are_not_mounted(http) -> None:
+    hub = rtlink.Hub(poll_timeout=12)
+    from aiohttp import web
+
+    app = web.Application()
+    rtlink.attach(app, hub, path="/rt", transports=["websocket", "longpoll"])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}/rt"
+    try:
+        async with http.get(f"{base}/info") as response:
+            info = await response.json()
+        assert info["transports"] == ["websocket", "longpoll"]
+        assert info["codecs"] == ["json", "msgpack"] and info["poll_timeout"] == 12
+        async with http.get(f"{base}/sse") as response:
+            assert response.status == 404
+        async with http.post(f"{base}/send", data=b'{"type":"ping"}') as response:
+            assert response.status == 200  # long polling needs it
+    finally:
+        await runner.cleanup()
+    with pytest.raises(ValueError):
+        rtlink.attach(web.Application(), rtlink.Hub(), transports=["carrier-pigeon"])
