@@ -68,8 +68,9 @@ class Hub:
             slow consumer (it then resumes; nothing is lost).
         ping_interval: seconds between server pings.
         pong_timeout: extra seconds of silence before a client is presumed dead.
-        poll_timeout: seconds a long poll is held when there is nothing to send;
-            keep it below the read timeout of proxies in front (often 30-60 s).
+        poll_timeout: seconds a long poll is held when there is nothing to send
+            (at most ``ping_interval``); keep it below the read timeout of proxies
+            in front (often 30-60 s).
 
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.

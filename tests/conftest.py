@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 
 import rtlink
+from rtlink.client.client import forget_transports
 
 #: Reconnect quickly in tests; the backoff itself is tested in tests/test_backoff.py.
 FAST_RECONNECT: dict[str, Any] = {"backoff_base": 0.02, "backoff_cap": 0.2}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_transport_memory() -> None:
+    """Each test starts with no memory of which transport worked for which origin."""
+    forget_transports()
 
 
 @pytest.fixture(params=["json", "msgpack"])

@@ -14,6 +14,7 @@ import asyncio
 import enum
 import inspect
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -58,11 +59,30 @@ from .outbox import Outbox, OutboxEntry
 from .subscription import Subscription
 from .transports import TRANSPORTS, ClientTransport, TransportClosed
 
-__all__ = ["Client", "ConnectionState", "StateChange"]
+__all__ = ["Client", "ConnectionState", "StateChange", "forget_transports"]
 
 logger = logging.getLogger("rtlink.client")
 
 TokenSource = str | Callable[[], "str | Awaitable[str]"]
+
+
+#: How long a transport that worked for an origin is tried first by new clients.
+REMEMBER_TRANSPORT_FOR = 600.0
+_working_transports: dict[str, tuple[str, float]] = {}
+
+
+def _remember_transport(url: URL, name: str) -> None:
+    _working_transports[str(url.origin())] = (name, time.monotonic() + REMEMBER_TRANSPORT_FOR)
+
+
+def _remembered_transport(url: URL) -> str | None:
+    name, until = _working_transports.get(str(url.origin()), ("", 0.0))
+    return name if until > time.monotonic() else None
+
+
+def forget_transports() -> None:
+    """Forget which transports worked for which origins (new clients start at the top)."""
+    _working_transports.clear()
 
 
 class ConnectionState(enum.StrEnum):
@@ -87,12 +107,14 @@ class StateChange:
         old_state: the state left.
         code: the close code that caused it, if a connection ended.
         reason: the close reason, if any.
+        transport: the transport being tried (connecting) or in use (connected).
     """
 
     new_state: ConnectionState
     old_state: ConnectionState
     code: int | None = None
     reason: str = ""
+    transport: str | None = None
 
 
 class Client:
@@ -104,12 +126,17 @@ class Client:
         codec: ``"json"`` or ``"msgpack"``.
         token: a token string, or a (coroutine) function returning one, called again
             before every connection attempt; sent as the ``token`` query parameter.
-        transports: transport names to use, in order of preference.
+        transports: transport names to use, in order of preference: ``"websocket"``,
+            ``"sse"``, ``"longpoll"``. The client falls back along this list when a
+            transport fails, and moves back up when a better one works again.
         outbox_limit: most publishes waiting for acknowledgement; beyond it
             :meth:`publish` raises :class:`~rtlink.errors.OutboxFull`.
         backoff_base: first reconnect delay bound in seconds (doubles per attempt).
         backoff_cap: largest reconnect delay bound in seconds.
-        connect_timeout: seconds to open a transport and receive ``welcome``.
+        connect_timeout: seconds to open a transport and receive ``welcome``; a
+            transport that does not deliver it in time has failed.
+        probe_interval: while on a fallback transport, seconds between attempts to
+            get back to a better one.
         session: an aiohttp ``ClientSession`` to use (else one is created and closed).
 
     Use as ``async with Client(url) as client:``.
@@ -121,11 +148,12 @@ class Client:
         *,
         codec: str = "json",
         token: TokenSource | None = None,
-        transports: tuple[str, ...] | list[str] = ("websocket",),
+        transports: tuple[str, ...] | list[str] = ("websocket", "sse", "longpoll"),
         outbox_limit: int = 1000,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         connect_timeout: float = 10.0,
+        probe_interval: float = 60.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.url = URL(url)
@@ -137,6 +165,10 @@ class Client:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
+        self.probe_interval = probe_interval
+        self._worked: set[str] = set()  # transports that got a welcome in this client
+        self._switch_to: int | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._token = token
         self._session = session
         self._own_session = session is None
@@ -180,10 +212,11 @@ class Client:
         """Call ``callback`` with a :class:`StateChange` on ``"state"``. Returns a remover."""
         return self._events.on(event, callback)
 
-    def _set_state(self, state: ConnectionState, code: int | None = None, reason: str = "") -> None:
+    def _set_state(self, state: ConnectionState, code: int | None = None, reason: str = "",
+                   transport: str | None = None) -> None:
         if state is self._state:
             return
-        change = StateChange(state, self._state, code, reason)
+        change = StateChange(state, self._state, code, reason, transport)
         self._state = state
         self._state_changed.set()
         self._state_changed = asyncio.Event()
@@ -277,8 +310,15 @@ class Client:
             return subscription
         self._subscriptions[channel] = subscription
         if self._state is ConnectionState.CONNECTED:
-            self._send_subscribe(subscription)
+            self._subscriptions_changed(subscription)
         return subscription
+
+    def _subscriptions_changed(self, subscription: Subscription | None = None) -> None:
+        transport = self._transport
+        if transport is not None and transport.carries_subscriptions:
+            transport.subscriptions_changed()
+        elif subscription is not None:
+            self._send_subscribe(subscription)
 
     async def _unsubscribe(self, subscription: Subscription) -> None:
         if self._subscriptions.get(subscription.channel) is subscription:
@@ -286,8 +326,11 @@ class Client:
             if subscription.request_id is not None:
                 self._requests.pop(subscription.request_id, None)
             if self._state is ConnectionState.CONNECTED:
-                request_id = self._new_request(None)
-                self._send(Unsubscribe(request_id, subscription.channel))
+                if self._transport is not None and self._transport.carries_subscriptions:
+                    self._transport.subscriptions_changed()
+                else:
+                    request_id = self._new_request(None)
+                    self._send(Unsubscribe(request_id, subscription.channel))
         subscription._end()
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
@@ -331,20 +374,23 @@ class Client:
     # --- connection loop ---------------------------------------------------------------
 
     async def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # backoff attempts since the last working connection
+        strikes = 0  # consecutive failures of the current transport
+        index = self._initial_transport()
         while not self._closing:
             self._reconnect_now.clear()  # a reconnect() asked before this attempt is served
-            self._set_state(ConnectionState.CONNECTING)
+            name = self.transports[index]
+            self._set_state(ConnectionState.CONNECTING, transport=name)
             code: int = CloseCode.ABNORMAL
             reason = ""
             try:
-                await self._connection()
+                await self._connection(name)
             except TransportClosed as exc:
                 code, reason = exc.code, exc.reason
             except ProtocolError as exc:
                 code, reason = CloseCode.ABNORMAL, f"server sent an invalid message: {exc}"
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             except Exception as exc:  # e.g. the token function failed: retry, never die
                 logger.exception("rtlink client connection attempt failed")
                 reason = f"{type(exc).__name__}: {exc}"
@@ -355,9 +401,25 @@ class Client:
             if not should_reconnect(code):
                 self._stop(code, reason)
                 return
+            switch_to, self._switch_to = self._switch_to, None
+            if switch_to is not None:  # a background probe found a better transport
+                self._set_state(ConnectionState.DISCONNECTED, code, "switching transport")
+                index, strikes, attempt = switch_to, 0, 0
+                continue
+            # A transport that never answered, or that went silent, has failed; one
+            # that worked before gets a second chance before it is given up.
+            failed = not connected or code == CloseCode.HEARTBEAT_TIMEOUT
+            strikes = strikes + 1 if failed else 0
             if connected:
                 attempt = 0
             self._set_state(ConnectionState.DISCONNECTED, code, reason)
+            if failed and (name not in self._worked or strikes >= 2):
+                if index + 1 < len(self.transports):
+                    logger.info("rtlink: %s failed (%s %s); falling back to %s",
+                                name, code, reason, self.transports[index + 1])
+                    index, strikes = index + 1, 0
+                    continue  # the next transport at once: no backoff
+                index, strikes = self._initial_transport(), 0  # all failed: start over
             delay = full_jitter(attempt, self.backoff_base, self.backoff_cap)
             attempt += 1
             logger.info("rtlink client disconnected (%s %s); reconnecting in %.2fs",
@@ -367,22 +429,26 @@ class Client:
                     await self._reconnect_now.wait()
             except TimeoutError:
                 pass
-            self._reconnect_now.clear()
 
-    async def _connection(self) -> None:
+    def _initial_transport(self) -> int:
+        """Index of the transport to try first: the best one known to work here."""
+        for index, name in enumerate(self.transports):
+            if name in self._worked:
+                return index
+        remembered = _remembered_transport(self.url)
+        if remembered in self.transports:
+            return self.transports.index(remembered)
+        return 0
+
+    async def _connection(self, name: str) -> None:
         assert self._session is not None
-        params = {}
-        token = await self._get_token()
-        if token:
-            params["token"] = token
-        transport_class = TRANSPORTS[self.transports[0]]
-        async with asyncio.timeout(self.connect_timeout):
-            transport = await transport_class.open(
-                self._session, self.url, self.codec, params, self.connect_timeout
-            )
-            self._transport = transport
-            # A transport works only once the server's first frame arrived.
+        transport = await self._open(name)
+        self._transport = transport
+        try:
             first = decode_server_message(self.codec, await transport.receive())
+        except BaseException:
+            transport.abort()
+            raise
         if first and isinstance(first[0], Close):
             # e.g. authentication refused: obey the code (stop or reconnect).
             raise TransportClosed(first[0].code, first[0].reason)
@@ -394,11 +460,15 @@ class Client:
             raise TransportClosed(CloseCode.UNSUPPORTED_PROTOCOL,
                                   f"server speaks protocol version {welcome.version}")
         self._welcome = welcome
+        self._worked.add(name)
+        _remember_transport(self.url, name)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(transport))
         # Re-send before announcing CONNECTED: a state callback that subscribes must
         # not have its subscription sent twice (the second would be refused with 409).
         self._on_connected()
-        self._set_state(ConnectionState.CONNECTED)
+        self._set_state(ConnectionState.CONNECTED, transport=name)
+        if self.transports.index(name) > 0:
+            self._probe = asyncio.get_running_loop().create_task(self._probe_better(name))
         for frame in first[1:]:
             self._handle(frame)
         silence = welcome.ping_interval + welcome.pong_timeout
@@ -412,6 +482,52 @@ class Client:
             for frame in decode_server_message(self.codec, message):
                 self._handle(frame)
 
+    async def _open(self, name: str) -> ClientTransport:
+        """Open transport ``name``; it works only once the server's first frame arrived.
+
+        The caller reads that first message: an ``open`` event alone proves nothing,
+        since proxies accept connections and then stay silent.
+        """
+        assert self._session is not None
+        params = {}
+        token = await self._get_token()
+        if token:
+            params["token"] = token
+        async with asyncio.timeout(self.connect_timeout):
+            return await TRANSPORTS[name].open(
+                self._session, self.url, self.codec, params, self.connect_timeout,
+                self._cursor,
+            )
+
+    def _cursor(self) -> dict[str, Position | None]:
+        return {channel: sub.position for channel, sub in self._subscriptions.items()}
+
+    async def _probe_better(self, current: str) -> None:
+        """While on a fallback transport, try the better ones now and then; switch to the
+        first that answers (resuming from positions, so the switch loses nothing)."""
+        better = self.transports[: self.transports.index(current)]
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            for index, name in enumerate(better):
+                try:
+                    transport = await self._open(name)
+                    try:
+                        async with asyncio.timeout(self.connect_timeout):
+                            first = decode_server_message(self.codec, await transport.receive())
+                    finally:
+                        transport.abort()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.debug("rtlink: probe of %s failed: %s", name, exc)
+                    continue
+                if first and isinstance(first[0], Welcome):
+                    logger.info("rtlink: %s works again; switching from %s", name, current)
+                    self._switch_to = index
+                    if self._transport is not None:
+                        self._transport.abort()
+                    return
+
     async def _get_token(self) -> str | None:
         token = self._token
         if token is None or isinstance(token, str):
@@ -420,8 +536,10 @@ class Client:
         return await value if inspect.isawaitable(value) else value
 
     def _on_connected(self) -> None:
-        for subscription in self._subscriptions.values():
-            self._send_subscribe(subscription)
+        assert self._transport is not None
+        if not self._transport.carries_subscriptions:
+            for subscription in self._subscriptions.values():
+                self._send_subscribe(subscription)
         for entry in self._outbox.unsent():
             self._send_publish(entry)
 
@@ -433,6 +551,9 @@ class Client:
         if self._writer is not None:
             self._writer.cancel()
             self._writer = None
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         self._outgoing.clear()
         self._requests.clear()
         self._outbox.reset_attempts()
@@ -538,7 +659,14 @@ class Client:
             logger.warning("ignoring an invalid frame from the server: %s", frame)
 
     def _on_error(self, frame: Error) -> None:
-        target = self._requests.pop(frame.id, None) if frame.id is not None else None
+        target: Subscription | OutboxEntry | None = None
+        if frame.id is not None:
+            target = self._requests.pop(frame.id, None)
+        elif frame.channel is not None:
+            # On transports that carry subscriptions, their errors have no request id.
+            candidate = self._subscriptions.get(frame.channel)
+            if candidate is not None and not candidate.active:
+                target = candidate
         if target is None:
             logger.warning("server error %s: %s", frame.code, frame.message)
             return
@@ -569,6 +697,9 @@ class Client:
 
     def _resubscribe_pending(self) -> None:
         if self._state is ConnectionState.CONNECTED:
+            if self._transport is not None and self._transport.carries_subscriptions:
+                self._transport.subscriptions_changed()
+                return
             for subscription in self._subscriptions.values():
                 if not subscription.active and subscription.request_id is None:
                     self._send_subscribe(subscription)

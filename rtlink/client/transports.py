@@ -7,15 +7,31 @@ returns. Transports are found by name in :data:`TRANSPORTS`.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
 
 from ..codecs import Codec
 from ..codes import CloseCode
+from ..protocol import Position
 
-__all__ = ["ClientTransport", "WebSocketTransport", "TRANSPORTS", "TransportClosed"]
+__all__ = [
+    "ClientTransport",
+    "WebSocketTransport",
+    "EventSourceTransport",
+    "LongPollTransport",
+    "TRANSPORTS",
+    "TransportClosed",
+    "Cursor",
+]
+
+logger = logging.getLogger("rtlink.client")
 
 
 class TransportClosed(Exception):
@@ -27,10 +43,22 @@ class TransportClosed(Exception):
         self.reason = reason
 
 
+#: Returns the client's subscriptions with the position each one reached.
+Cursor = Callable[[], Mapping[str, Position | None]]
+
+
 class ClientTransport(abc.ABC):
-    """One open connection to an rtlink server."""
+    """One open connection to an rtlink server.
+
+    Attributes:
+        name: the transport's name, as in ``Client(transports=[...])``.
+        carries_subscriptions: True when subscriptions travel in the transport's
+            requests (SSE, long polling) instead of ``subscribe`` frames; the client
+            then calls :meth:`subscriptions_changed` when they change.
+    """
 
     name: ClassVar[str]
+    carries_subscriptions: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -41,8 +69,15 @@ class ClientTransport(abc.ABC):
         codec: Codec,
         params: dict[str, str],
         timeout: float,
+        cursor: Cursor,
     ) -> ClientTransport:
-        """Open a connection to the server mounted at ``base_url``."""
+        """Open a connection to the server mounted at ``base_url``.
+
+        ``cursor`` gives the subscriptions to carry, for transports that carry them.
+        """
+
+    def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here
+        """The client's subscription set changed (transports that carry it re-request)."""
 
     @abc.abstractmethod
     async def send(self, message: bytes) -> None:
@@ -86,6 +121,7 @@ class WebSocketTransport(ClientTransport):
         codec: Codec,
         params: dict[str, str],
         timeout: float,
+        cursor: Cursor,
     ) -> WebSocketTransport:
         scheme = {"http": "ws", "https": "wss"}.get(base_url.scheme, base_url.scheme)
         url = base_url.with_scheme(scheme).with_path(base_url.path.rstrip("/") + "/ws")
@@ -127,5 +163,225 @@ class WebSocketTransport(ClientTransport):
             self._socket.abort()
 
 
+def _cursor_text(cursor: Mapping[str, Position | None]) -> str:
+    # Same text as rtlink.transports.http.format_cursor; kept here so the client does
+    # not import the server package.
+    return json.dumps({channel: None if position is None else position.to_wire()
+                       for channel, position in cursor.items()}, separators=(",", ":"))
+
+
+_END = object()
+
+
+class _HttpTransport(ClientTransport):
+    """What SSE and long polling share: a queue of received messages, POST /send."""
+
+    carries_subscriptions = True
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
+                 params: dict[str, str], cursor: Cursor) -> None:
+        self._session = session
+        self._base = base_url.with_path(base_url.path.rstrip("/"))
+        self._codec = codec
+        self._params = params
+        self._cursor = cursor
+        self._received: asyncio.Queue[object] = asyncio.Queue()
+        self._closed: TransportClosed | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _url(self, endpoint: str, with_cursor: bool) -> URL:
+        query = {**self._params, "codec": self._codec.name}
+        if with_cursor:
+            query["subs"] = _cursor_text(self._cursor())
+        return self._base.with_path(self._base.path + endpoint).with_query(query)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _end(self, code: int, reason: str) -> None:
+        if self._closed is None:
+            self._closed = TransportClosed(code, reason)
+            self._received.put_nowait(_END)
+
+    async def send(self, message: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed
+        async with self._session.post(self._url("/send", with_cursor=False), data=message,
+                                      headers={"Content-Type": self._codec.content_type}) as r:
+            body = await r.read()
+            if r.status not in (200, 400) or not body:
+                raise TransportClosed(CloseCode.ABNORMAL, f"send: HTTP {r.status}")
+        # Answers (acks, errors, pongs) reach the client like frames from the server.
+        self._received.put_nowait(body)
+
+    async def receive(self) -> bytes | str:
+        item = await self._received.get()
+        if item is _END:
+            self._received.put_nowait(_END)
+            assert self._closed is not None
+            raise self._closed
+        assert isinstance(item, bytes)
+        return item
+
+    async def close(self, code: int = CloseCode.NORMAL) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._end(CloseCode.ABNORMAL, "closed by the client")
+
+
+class EventSourceTransport(_HttpTransport):
+    """rtlink over server-sent events at ``{base_url}/sse``; client frames by POST."""
+
+    name = "sse"
+    _reader: asyncio.Task[None]
+
+    @classmethod
+    async def open(
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: URL,
+        codec: Codec,
+        params: dict[str, str],
+        timeout: float,
+        cursor: Cursor,
+    ) -> EventSourceTransport:
+        transport = cls(session, base_url, codec, params, cursor)
+        transport._reader = transport._spawn(transport._read(await transport._connect()))
+        return transport
+
+    async def _connect(self) -> aiohttp.ClientResponse:
+        response = await self._session.get(
+            self._url("/sse", with_cursor=True),
+            headers={"Accept": "text/event-stream"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        )
+        if response.status != 200:
+            response.close()
+            raise TransportClosed(CloseCode.ABNORMAL, f"sse: HTTP {response.status}")
+        return response
+
+    async def _read(self, response: aiohttp.ClientResponse,
+                    on_first: Callable[[], None] | None = None) -> None:
+        data: list[bytes] = []
+        try:
+            async for raw_line in response.content:
+                line = raw_line.rstrip(b"\r\n")
+                if line:
+                    field, _, value = line.partition(b":")
+                    if field == b"data":
+                        data.append(value[1:] if value.startswith(b" ") else value)
+                    continue
+                if not data:
+                    continue  # a comment or id-only event
+                payload = b"\n".join(data)
+                data = []
+                if self._codec.binary:
+                    payload = base64.b64decode(payload)
+                if on_first is not None:
+                    on_first()
+                    on_first = None
+                self._received.put_nowait(payload)
+            self._end(CloseCode.ABNORMAL, "event stream ended")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._end(CloseCode.ABNORMAL, f"event stream failed: {exc}")
+        finally:
+            response.close()
+
+    def subscriptions_changed(self) -> None:
+        # Open a stream with the new subscription set; the old one keeps delivering
+        # until the new one speaks, so nothing is missed (duplicates at the seam are
+        # dropped by offset).
+        old = self._reader
+        self._reader = self._spawn(self._switch(old))
+
+    async def _switch(self, old: asyncio.Task[None]) -> None:
+        try:
+            response = await self._connect()
+        except Exception as exc:
+            self._end(CloseCode.ABNORMAL, f"event stream failed: {exc}")
+            return
+        def stop_old_stream() -> None:
+            old.cancel()
+
+        await self._read(response, on_first=stop_old_stream)
+
+
+class LongPollTransport(_HttpTransport):
+    """rtlink over long polling at ``{base_url}/poll``; client frames by POST.
+
+    The next poll is sent only once the client has handled the previous answer, so
+    it carries the positions that answer reached.
+    """
+
+    name = "longpoll"
+    _poller: asyncio.Task[None]
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
+                 params: dict[str, str], cursor: Cursor) -> None:
+        super().__init__(session, base_url, codec, params, cursor)
+        # Set while the client waits for a message with nothing queued: it has
+        # handled everything, so the cursor is up to date for the next poll.
+        self._idle = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: URL,
+        codec: Codec,
+        params: dict[str, str],
+        timeout: float,
+        cursor: Cursor,
+    ) -> LongPollTransport:
+        transport = cls(session, base_url, codec, params, cursor)
+        transport._poller = transport._spawn(transport._poll_loop())
+        return transport
+
+    async def receive(self) -> bytes | str:
+        # The client calls receive() again only after handling the previous message.
+        if self._received.empty():
+            self._idle.set()
+        try:
+            return await super().receive()
+        finally:
+            self._idle.clear()
+
+    async def _poll_loop(self) -> None:
+        try:
+            while True:
+                url = self._url("/poll", with_cursor=True)
+                async with self._session.get(url) as response:
+                    body = await response.read()
+                    if response.status != 200:
+                        raise TransportClosed(CloseCode.ABNORMAL,
+                                              f"poll: HTTP {response.status}")
+                self._idle.clear()
+                self._received.put_nowait(body)
+                await self._idle.wait()  # positions now include this answer
+        except asyncio.CancelledError:
+            raise
+        except TransportClosed as exc:
+            self._end(exc.code, exc.reason)
+        except Exception as exc:
+            self._end(CloseCode.ABNORMAL, f"poll failed: {type(exc).__name__}: {exc}")
+
+    def subscriptions_changed(self) -> None:
+        # Drop the poll in flight (its answer, if any, is replayed from history by
+        # the next one, which carries the unchanged positions) and poll at once.
+        self._poller.cancel()
+        self._poller = self._spawn(self._poll_loop())
+
+
 #: Client transports by name, in the default order of preference.
-TRANSPORTS: dict[str, type[ClientTransport]] = {WebSocketTransport.name: WebSocketTransport}
+TRANSPORTS: dict[str, type[ClientTransport]] = {
+    transport.name: transport
+    for transport in (WebSocketTransport, EventSourceTransport, LongPollTransport)
+}

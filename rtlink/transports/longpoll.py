@@ -50,7 +50,9 @@ def poll_handler(hub: Hub) -> Any:
             for channel, since in cursor.items():
                 news = await connection.subscribe(channel, since) or news
             if not news and not connection.closing:
-                await connection.wait_delivery(hub.poll_timeout)
+                # Never longer than the ping interval: to a polling client, an answer
+                # is what a ping is on the other transports.
+                await connection.wait_delivery(min(hub.poll_timeout, hub.ping_interval))
             body = connection.take_queued()
         finally:
             connection.finish()
