@@ -26,12 +26,19 @@ def codec(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_client(codec: str):  # type: ignore[no-untyped-def]
-    """Build clients with the test's codec and fast reconnects; closes them afterwards."""
+def transport() -> str:
+    """The transport clients use; test modules override it to run on every transport."""
+    return "websocket"
+
+
+@pytest.fixture
+def make_client(codec: str, transport: str):  # type: ignore[no-untyped-def]
+    """Build clients with the test's codec, transport and fast reconnects."""
     clients: list[rtlink.Client] = []
 
     def make(url: str, **options: Any) -> rtlink.Client:
-        client = rtlink.Client(url, codec=codec, **{**FAST_RECONNECT, **options})
+        options = {**FAST_RECONNECT, "transports": [transport], **options}
+        client = rtlink.Client(url, codec=codec, **options)
         clients.append(client)
         return client
 

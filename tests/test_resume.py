@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import rtlink
 from tests.support import collect, eventually, relay_to, run_server, seconds
 
 BIG_HISTORY = {"*": rtlink.ChannelOptions(history_size=2000, client_publish=True)}
+
+
+@pytest.fixture(params=["websocket", "sse", "longpoll"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on every transport (and, through make_client, both codecs)."""
+    return str(request.param)
 
 
 async def test_thousand_messages_arrive_once_in_order_across_cuts(make_client) -> None:
@@ -192,6 +200,8 @@ async def test_graceful_shutdown_tells_clients_to_reconnect(make_client) -> None
         client.on("state", states.append)
         await client.connect()
         try:
+            # (a long-polling client is between polls right after connecting)
+            await eventually(lambda: bool(server.hub.connections), message="a held poll")
             await server.stop()  # closes every connection with 1001 (going away)
             await eventually(
                 lambda: any(s.new_state is rtlink.ConnectionState.DISCONNECTED for s in states),

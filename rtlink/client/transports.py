@@ -189,8 +189,8 @@ class _HttpTransport(ClientTransport):
         self._closed: TransportClosed | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _url(self, endpoint: str, with_cursor: bool) -> URL:
-        query = {**self._params, "codec": self._codec.name}
+    def _url(self, endpoint: str, with_cursor: bool, **extra: str) -> URL:
+        query = {**self._params, **extra, "codec": self._codec.name}
         if with_cursor:
             query["subs"] = _cursor_text(self._cursor())
         return self._base.with_path(self._base.path + endpoint).with_query(query)
@@ -355,9 +355,11 @@ class LongPollTransport(_HttpTransport):
             self._idle.clear()
 
     async def _poll_loop(self) -> None:
+        first = {"connect": "1"}  # answered at once: the health check of a new session
         try:
             while True:
-                url = self._url("/poll", with_cursor=True)
+                url = self._url("/poll", with_cursor=True, **first)
+                first = {}
                 async with self._session.get(url) as response:
                     body = await response.read()
                     if response.status != 200:

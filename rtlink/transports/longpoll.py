@@ -3,8 +3,9 @@
 Each poll is a short connection on its own: the request carries the codec and the
 subscriptions with their positions (``subs``), the server replays what follows them
 and answers at once if there is anything new (an error, a fresh or unrecovered
-subscription, publications); otherwise it holds the request until a publication
-arrives or ``poll_timeout`` passes. Every answer starts with ``welcome`` and a
+subscription, publications) or if the request is the first of a session
+(``connect=1``); otherwise it holds the request until a publication arrives or
+``poll_timeout`` passes. Every answer starts with ``welcome`` and a
 ``subscribed`` frame per channel, then the publications, all in one response body.
 The client polls again with the positions it reached. No state stays on the server
 between polls, so consecutive polls may go to different nodes.
@@ -46,7 +47,9 @@ def poll_handler(hub: Hub) -> Any:
             return refusal
         connection = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL)
         try:
-            news = not cursor  # nothing to wait for: answer at once
+            # The first poll of a session (connect=1) is the client's health check of
+            # the transport: it is answered at once, news or not.
+            news = request.query.get("connect") == "1"
             for channel, since in cursor.items():
                 news = await connection.subscribe(channel, since) or news
             if not news and not connection.closing:

@@ -148,8 +148,9 @@ async def test_sse_refusals_bad_cursor_and_shutdown(http) -> None:
 
 
 async def poll(http: aiohttp.ClientSession, server: Any, codec: str,
-               cursor: str) -> list[dict[str, Any]]:
-    async with http.get(f"{server.url}/poll", params={"codec": codec, "subs": cursor}) as r:
+               cursor: str, **params: str) -> list[dict[str, Any]]:
+    async with http.get(f"{server.url}/poll",
+                        params={"codec": codec, "subs": cursor, **params}) as r:
         assert r.status == 200
         assert r.headers["Content-Type"].startswith(get_codec(codec).content_type)
         return get_codec(codec).decode(await r.read())
@@ -165,6 +166,15 @@ async def test_long_poll_answers_at_once_with_news_and_holds_without(http, codec
         held = await poll(http, server, codec, subs(news=top))  # nothing new: held
         assert time.monotonic() - started >= 0.45
         assert [f["type"] for f in held] == ["welcome", "subscribed"]
+
+        started = time.monotonic()  # the first poll of a session is answered at once
+        first = await poll(http, server, codec, subs(news=top), connect="1")
+        assert time.monotonic() - started < 0.3
+        assert [f["type"] for f in first] == ["welcome", "subscribed"]
+
+        started = time.monotonic()  # a poll without subscriptions is held too
+        assert [f["type"] for f in await poll(http, server, codec, "")] == ["welcome"]
+        assert time.monotonic() - started >= 0.45
 
         async def publish_soon() -> rtlink.Position:
             await asyncio.sleep(0.1)
