@@ -70,6 +70,9 @@ class Relay:
     * :meth:`cut` aborts every relayed connection on both sides at once.
     * ``refuse = True`` makes new connections fail (accepted, then reset).
     * ``blackhole = True`` silently drops everything the server sends.
+    * ``silence_websockets = True`` lets WebSocket handshakes through (the client
+      sees its connection open) and then drops everything the server sends on
+      them, as a proxy that mishandles WebSockets does.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -77,6 +80,7 @@ class Relay:
         self.port = 0
         self.refuse = False
         self.blackhole = False
+        self.silence_websockets = False
         self.connections_made = 0
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -114,10 +118,16 @@ class Relay:
         self.connections_made += 1
         pair = (client_writer, server_writer)
         self._pairs.add(pair)
+        silence_after_handshake = False
+        if self.silence_websockets:
+            request_line = await client_reader.readline()
+            server_writer.write(request_line)
+            silence_after_handshake = b"/ws" in request_line.split(b"?")[0]
         try:
             await asyncio.gather(
                 self._pump(client_reader, server_writer, downstream=False),
-                self._pump(server_reader, client_writer, downstream=True),
+                self._pump(server_reader, client_writer, downstream=True,
+                           silence_after_headers=silence_after_handshake),
             )
         finally:
             self._pairs.discard(pair)
@@ -125,14 +135,18 @@ class Relay:
             server_writer.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    downstream: bool) -> None:
+                    downstream: bool, silence_after_headers: bool = False) -> None:
         try:
+            if silence_after_headers:  # forward the handshake answer, then nothing
+                writer.write(await reader.readuntil(b"\r\n\r\n"))
+                while await reader.read(65536):
+                    pass
             while data := await reader.read(65536):
                 if downstream and self.blackhole:
                     continue
                 writer.write(data)
                 await writer.drain()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.transport.abort()

@@ -152,7 +152,7 @@ class Client:
         outbox_limit: int = 1000,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
         probe_interval: float = 60.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
@@ -442,13 +442,12 @@ class Client:
 
     async def _connection(self, name: str) -> None:
         assert self._session is not None
-        transport = await self._open(name)
-        self._transport = transport
-        try:
-            first = decode_server_message(self.codec, await transport.receive())
-        except BaseException:
-            transport.abort()
-            raise
+        # One deadline for opening the transport and receiving the server's first frame.
+        async with asyncio.timeout(self.connect_timeout):
+            transport = await self._open(name)
+            self._transport = transport
+            message = await transport.receive()
+        first = decode_server_message(self.codec, message)
         if first and isinstance(first[0], Close):
             # e.g. authentication refused: obey the code (stop or reconnect).
             raise TransportClosed(first[0].code, first[0].reason)
