@@ -189,6 +189,24 @@ class _HttpTransport(ClientTransport):
         self._closed: TransportClosed | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    async def open(
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: URL,
+        codec: Codec,
+        params: dict[str, str],
+        timeout: float,
+        cursor: Cursor,
+    ) -> _HttpTransport:
+        transport = cls(session, base_url, codec, params, cursor)
+        await transport._start()
+        return transport
+
+    @abc.abstractmethod
+    async def _start(self) -> None:
+        """Start receiving (open the stream, or send the first poll)."""
+
     def _url(self, endpoint: str, with_cursor: bool, **extra: str) -> URL:
         query = {**self._params, **extra, "codec": self._codec.name}
         if with_cursor:
@@ -241,19 +259,8 @@ class EventSourceTransport(_HttpTransport):
     name = "sse"
     _reader: asyncio.Task[None]
 
-    @classmethod
-    async def open(
-        cls,
-        session: aiohttp.ClientSession,
-        base_url: URL,
-        codec: Codec,
-        params: dict[str, str],
-        timeout: float,
-        cursor: Cursor,
-    ) -> EventSourceTransport:
-        transport = cls(session, base_url, codec, params, cursor)
-        transport._reader = transport._spawn(transport._read(await transport._connect()))
-        return transport
+    async def _start(self) -> None:
+        self._reader = self._spawn(self._read(await self._connect()))
 
     async def _connect(self) -> aiohttp.ClientResponse:
         response = await self._session.get(
@@ -331,19 +338,8 @@ class LongPollTransport(_HttpTransport):
         # handled everything, so the cursor is up to date for the next poll.
         self._idle = asyncio.Event()
 
-    @classmethod
-    async def open(
-        cls,
-        session: aiohttp.ClientSession,
-        base_url: URL,
-        codec: Codec,
-        params: dict[str, str],
-        timeout: float,
-        cursor: Cursor,
-    ) -> LongPollTransport:
-        transport = cls(session, base_url, codec, params, cursor)
-        transport._poller = transport._spawn(transport._poll_loop())
-        return transport
+    async def _start(self) -> None:
+        self._poller = self._spawn(self._poll_loop())
 
     async def receive(self) -> bytes | str:
         # The client calls receive() again only after handling the previous message.
