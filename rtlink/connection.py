@@ -141,6 +141,12 @@ class Connection:
         self._sink = sink
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
+        # A replay is bounded by the channel's history, not by how fast the client
+        # reads: its bytes may exceed the outbound limit once (else a client whose gap
+        # is larger than the limit could never catch up). The credit shrinks as the
+        # queue drains.
+        self._replay_credit = 0
+        self.news = False  # something the client did not know was queued (long polls)
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
@@ -167,8 +173,14 @@ class Connection:
                 self._write_loop(), name=f"rtlink-writer-{self.session}"
             )
 
-    def cursor(self) -> dict[str, Position | None]:
-        """Each subscribed channel with the position of the last publication queued."""
+    def cursor(self) -> dict[str, Position | None] | None:
+        """Each subscribed channel with the position of the last publication queued.
+
+        None while frames are still queued beyond the batch being written: the cursor
+        would then claim publications the client has not been sent yet.
+        """
+        if self._queue:
+            return None
         return {channel: sub.position for channel, sub in self.subscriptions.items()}
 
     async def wait_delivery(self, timeout: float) -> bool:
@@ -276,6 +288,12 @@ class Connection:
         """Queue one frame for the client."""
         self.deliver(encode_frame(self.codec, frame))
 
+    def _queue_replayed(self, publication: Publication) -> None:
+        encoded = encode_frame(self.codec, publication)
+        self._queue.append(encoded)
+        self._queued_bytes += len(encoded)
+        self._wakeup.set()
+
     def deliver(self, encoded: bytes) -> None:
         """Queue one already-encoded frame. The hot path of fan-out: no await, no task.
 
@@ -287,7 +305,7 @@ class Connection:
             return
         self._queue.append(encoded)
         self._queued_bytes += len(encoded)
-        if self._queued_bytes > self._hub.outbound_limit:
+        if self._queued_bytes - self._replay_credit > self._hub.outbound_limit:
             logger.warning("%r: outbound buffer over %d bytes, closing as slow consumer",
                            self, self._hub.outbound_limit)
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your positions",
@@ -304,6 +322,7 @@ class Connection:
                 while queue:
                     message, taken = self.codec.take_batch(queue, _BATCH_BYTES)
                     self._queued_bytes -= taken
+                    self._replay_credit = min(self._replay_credit, self._queued_bytes)
                     await self._sink.send(message)
                 if self.close_code is not None:
                     break
@@ -425,10 +444,12 @@ class Connection:
         news = since is None or not result.recovered
         last: Position = result.position
         if since is not None and result.recovered:
+            before = self._queued_bytes
             for publication in result.publications:
-                self.send(publication)
+                self._queue_replayed(publication)
                 last = publication.position
                 news = True
+            self._replay_credit += self._queued_bytes - before
         for publication in subscription.pending or ():
             position = publication.position
             if position.epoch == last.epoch and position.offset <= last.offset:
@@ -438,6 +459,7 @@ class Connection:
             news = True
         subscription.pending = None
         subscription.position = last
+        self.news = self.news or news
         return news
 
     async def _on_unsubscribe(self, frame: Unsubscribe) -> None:

@@ -278,6 +278,7 @@ class Hub:
             if frame is None:
                 frame = encoded[codec] = encode_frame(codec, publication)
             subscription.position = publication.position
+            connection.news = True
             connection.deliver(frame)
 
     # --- heartbeat -------------------------------------------------------------------

@@ -232,3 +232,43 @@ async def test_authorize_hooks_sync_and_async() -> None:
         replies = frames(sink, "json")[1:]
         assert [(f["type"], f["code"]) for f in replies] == [("error", 403), ("error", 403)]
         assert frames(alice_sink, "json")[1]["type"] == "ack"
+
+
+async def test_a_replay_larger_than_the_outbound_limit_still_gets_through() -> None:
+    """The limit is for clients that fall behind live traffic; a replay is bounded by
+    history and must not close the connection (the client would retry forever)."""
+    options = {"*": rtlink.ChannelOptions(history_size=100)}
+    async with rtlink.Hub(channels=options, outbound_limit=4096) as hub:
+        first = await hub.publish("big", "x" * 200)
+        for _ in range(49):
+            await hub.publish("big", "x" * 200)  # ~10 KB of history
+        sink = MemorySink()
+        connection = hub.accept(get_codec("json"), None, sink, "memory")
+        await connection.receive(get_codec("json").encode({
+            "type": "subscribe", "id": 1, "channel": "big",
+            "since": {"epoch": first.epoch, "offset": 0}}))
+        await hub.publish("big", "live")  # arrives while the replay is still queued
+        assert connection.close_code is None
+        await eventually(lambda: len(frames(sink, "json")) == 53)  # welcome, subscribed, 51
+        assert frames(sink, "json")[-1]["data"] == "live"
+        # Live traffic beyond the limit still marks a slow consumer.
+        stalled = MemorySink(stall=True)
+        slow = hub.accept(get_codec("json"), None, stalled, "memory")
+        await slow.receive(get_codec("json").encode(
+            {"type": "subscribe", "id": 1, "channel": "big"}))
+        for _ in range(40):
+            await hub.publish("big", "x" * 200)
+            await asyncio.sleep(0)  # the healthy connection's writer keeps up
+        assert slow.close_code == rtlink.CloseCode.SLOW_CONSUMER
+        assert connection.close_code is None
+
+
+async def test_the_cursor_is_only_given_when_nothing_more_is_queued() -> None:
+    """An SSE event id must not claim publications that are still queued."""
+    async with rtlink.Hub() as hub:
+        connection, sink = await subscribe(hub, "c")
+        await eventually(lambda: len(frames(sink, "json")) == 2)
+        position = await hub.publish("c", 1)
+        assert connection.cursor() is None  # queued, not yet written
+        await eventually(lambda: len(frames(sink, "json")) == 3)
+        assert connection.cursor() == {"c": position}

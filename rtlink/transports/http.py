@@ -140,11 +140,12 @@ def send_handler(hub: Hub) -> Any:
         codec = request_codec(request)
         limit = hub.max_message_size
         if request.content_length is not None and request.content_length > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit,
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, headers=NO_CACHE,
                                                 actual_size=request.content_length)
         body = await request.content.read(limit + 1)
         if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body),
+                                                headers=NO_CACHE)
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal

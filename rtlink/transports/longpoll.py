@@ -49,10 +49,12 @@ def poll_handler(hub: Hub) -> Any:
         try:
             # The first poll of a session (connect=1) is the client's health check of
             # the transport: it is answered at once, news or not.
-            news = request.query.get("connect") == "1"
+            connection.news = request.query.get("connect") == "1"
             for channel, since in cursor.items():
-                news = await connection.subscribe(channel, since) or news
-            if not news and not connection.closing:
+                await connection.subscribe(channel, since)
+            # ``news`` is also set by publications that reached a channel set up
+            # earlier while a later one was being set up.
+            if not connection.news and not connection.closing:
                 # Never longer than the ping interval: to a polling client, an answer
                 # is what a ping is on the other transports.
                 await connection.wait_delivery(min(hub.poll_timeout, hub.ping_interval))

@@ -35,6 +35,9 @@ __all__ = ["sse_handler"]
 
 logger = logging.getLogger("rtlink.transports.sse")
 
+#: Longest event id sent: it comes back as the Last-Event-ID request header.
+_MAX_EVENT_ID = 4096
+
 
 class _EventStreamSink:
     """Writes transport messages as server-sent events on one streamed response."""
@@ -51,8 +54,15 @@ class _EventStreamSink:
             data = b"data: " + base64.b64encode(message) + b"\n"
         else:
             data = b"".join(b"data: " + line + b"\n" for line in message.split(b"\n"))
-        cursor = self.connection.cursor() if self.connection is not None else {}
-        event_id = b"id: " + format_cursor(cursor).encode() + b"\n" if cursor else b""
+        cursor = self.connection.cursor() if self.connection is not None else None
+        event_id = b""
+        if cursor:
+            text = format_cursor(cursor).encode()
+            # Without an id the browser keeps the previous one: it then resumes a bit
+            # earlier and the client drops the repeats by offset. Better than an id
+            # the browser cannot send back (header limits).
+            if len(text) <= _MAX_EVENT_ID:
+                event_id = b"id: " + text + b"\n"
         await self._response.write(event_id + data + b"\n")
 
     async def close(self, code: int, reason: str) -> None:
@@ -71,10 +81,14 @@ def sse_handler(hub: Hub) -> Any:
         codec = request_codec(request)
         try:
             cursor = parse_subscriptions(request.query.get("subs"), hub.max_subscriptions)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"rtlink: {exc}\n", headers=NO_CACHE) from None
+        try:
             resumed = parse_subscriptions(request.headers.get("Last-Event-ID"),
                                           hub.max_subscriptions)
         except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"rtlink: {exc}\n", headers=NO_CACHE) from None
+            raise web.HTTPBadRequest(text=f"rtlink: Last-Event-ID: {exc}\n",
+                                     headers=NO_CACHE) from None
         # After an automatic reconnect the browser repeats the first URL; the event id
         # it sends back says how far each channel got since.
         cursor.update((channel, position) for channel, position in resumed.items()

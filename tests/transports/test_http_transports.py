@@ -272,3 +272,28 @@ async def test_info_lists_enabled_transports_and_disabled_ones_are_not_mounted(h
         await runner.cleanup()
     with pytest.raises(ValueError):
         rtlink.attach(web.Application(), rtlink.Hub(), transports=["carrier-pigeon"])
+
+
+async def test_a_publication_during_a_later_channels_setup_answers_the_poll(http) -> None:
+    from rtlink.backends.memory import MemoryBackend
+
+    class SlowHistory(MemoryBackend):
+        async def history(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.3)
+            return await super().history(*args, **kwargs)
+
+    async with run_server(hub=rtlink.Hub(SlowHistory(), poll_timeout=5)) as server:
+        a = await server.hub.publish("a", 0)
+        b = await server.hub.publish("b", 0)
+
+        async def publish_during_setup_of_b() -> None:
+            await asyncio.sleep(0.45)  # a is live, b's history is being read
+            await server.hub.publish("a", "news")
+
+        publishing = asyncio.create_task(publish_during_setup_of_b())
+        started = time.monotonic()
+        frames = await poll(http, server, "json",
+                            json.dumps({"a": a.to_wire(), "b": b.to_wire()}))
+        await publishing
+        assert time.monotonic() - started < 2  # not held for poll_timeout
+        assert [f["data"] for f in frames if f["type"] == "publication"] == ["news"]
