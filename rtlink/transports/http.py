@@ -26,6 +26,7 @@ __all__ = [
     "NO_CACHE",
     "request_codec",
     "parse_subscriptions",
+    "request_cursor",
     "format_cursor",
     "authenticate_or_refuse",
     "send_handler",
@@ -81,6 +82,14 @@ def parse_subscriptions(text: str | None, limit: int) -> dict[str, Position | No
     except FrameError as exc:
         raise ValueError(str(exc)) from None
     return cursor
+
+
+def request_cursor(request: web.Request, limit: int) -> dict[str, Position | None]:
+    """The ``subs`` query parameter of a stream or poll request (HTTP 400 if invalid)."""
+    try:
+        return parse_subscriptions(request.query.get("subs"), limit)
+    except ValueError as exc:
+        raise _bad_request(str(exc)) from None
 
 
 def format_cursor(cursor: Mapping[str, Position | None]) -> str:

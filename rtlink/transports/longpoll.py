@@ -26,8 +26,8 @@ from .http import (
     NO_CACHE,
     ResponseSink,
     authenticate_or_refuse,
-    parse_subscriptions,
     request_codec,
+    request_cursor,
 )
 
 __all__ = ["poll_handler"]
@@ -38,10 +38,7 @@ def poll_handler(hub: Hub) -> Any:
 
     async def handle(request: web.Request) -> web.Response:
         codec = request_codec(request)
-        try:
-            cursor = parse_subscriptions(request.query.get("subs"), hub.max_subscriptions)
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"rtlink: {exc}\n", headers=NO_CACHE) from None
+        cursor = request_cursor(request, hub.max_subscriptions)
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal

@@ -29,6 +29,7 @@ from .http import (
     format_cursor,
     parse_subscriptions,
     request_codec,
+    request_cursor,
 )
 
 __all__ = ["sse_handler"]
@@ -79,10 +80,7 @@ def sse_handler(hub: Hub) -> Any:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         codec = request_codec(request)
-        try:
-            cursor = parse_subscriptions(request.query.get("subs"), hub.max_subscriptions)
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"rtlink: {exc}\n", headers=NO_CACHE) from None
+        cursor = request_cursor(request, hub.max_subscriptions)
         try:
             resumed = parse_subscriptions(request.headers.get("Last-Event-ID"),
                                           hub.max_subscriptions)
