@@ -30,6 +30,7 @@ from yarl import URL
 from . import __version__
 from .channels import ChannelOptions
 from .client import Client, ConnectionState, Message, StateChange, SubscribedEvent
+from .codecs import CODECS
 from .errors import ClientClosed, FrameError, OutboxFull, PublishError, SubscribeError
 from .hub import Hub
 from .protocol import Position, validate_channel, validate_data
@@ -214,7 +215,7 @@ exit status: 0 published, 1 refused by the server or timed out, 2 usage error"""
     publish.add_argument("channel", metavar="CHANNEL", type=_channel,
                          help="channel name, e.g. chat:lobby")
     publish.add_argument("data", metavar="DATA", help="the message, as JSON text")
-    publish.add_argument("--codec", choices=("json", "msgpack"), default="json",
+    publish.add_argument("--codec", choices=tuple(CODECS), default="json",
                          help="wire encoding")
     publish.add_argument("--key", metavar="KEY",
                          help="idempotency key: publishing again with the same key (within "
@@ -244,7 +245,7 @@ Pass --since with a position printed earlier to resume after it. Stop with Ctrl-
                       help="the server's rtlink URL, e.g. http://127.0.0.1:8080/rt")
     tail.add_argument("channel", metavar="CHANNEL", type=_channel,
                       help="channel name, e.g. chat:lobby")
-    tail.add_argument("--codec", choices=("json", "msgpack"), default="json",
+    tail.add_argument("--codec", choices=tuple(CODECS), default="json",
                       help="wire encoding")
     tail.add_argument("--since", type=_position, metavar="EPOCH:OFFSET",
                       help="first print the messages published after this position "

@@ -152,6 +152,14 @@ class Relay:
             writer.transport.abort()
 
 
+async def take_offline(relay: Relay, client: rtlink.Client) -> None:
+    """Cut ``client``'s connection through ``relay`` and keep it out until
+    ``relay.refuse`` is set back to False; return once the client noticed."""
+    relay.refuse = True
+    relay.cut()
+    await client.wait_for_state(rtlink.ConnectionState.DISCONNECTED)
+
+
 @contextlib.asynccontextmanager
 async def relay_to(server: Server) -> AsyncIterator[Relay]:
     """A :class:`Relay` in front of ``server`` for the duration of the block."""

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 import rtlink
-from tests.support import collect, eventually, relay_to, run_server, seconds
+from tests.support import collect, eventually, relay_to, run_server, seconds, take_offline
 
 BIG_HISTORY = {"*": rtlink.ChannelOptions(history_size=2000, client_publish=True)}
 
@@ -71,9 +71,7 @@ async def test_subscriber_away_longer_than_history_gets_recovered_false_then_liv
             await server.hub.publish("news", "before")
             assert (await collect(sub, 1))[0].data == "before"
 
-            relay.refuse = True
-            relay.cut()
-            await client.wait_for_state(rtlink.ConnectionState.DISCONNECTED)
+            await take_offline(relay, client)
             for n in range(20):  # 20 > history_size: the gap cannot be filled
                 await server.hub.publish("news", f"missed {n}")
             relay.refuse = False
@@ -95,9 +93,7 @@ async def test_gap_within_history_is_replayed_and_recovered(make_client) -> None
             sub = client.subscribe("news")
             sub.on("subscribed", events.append)
             await sub.wait_subscribed()
-            relay.refuse = True
-            relay.cut()
-            await client.wait_for_state(rtlink.ConnectionState.DISCONNECTED)
+            await take_offline(relay, client)
             for n in range(50):
                 await server.hub.publish("news", n)
             relay.refuse = False
@@ -140,9 +136,7 @@ async def test_publishes_made_offline_are_sent_once_on_reconnect(make_client) ->
                 make_client(server.url_via(relay)) as publisher:
             watch = watcher.subscribe("chat")
             await watch.wait_subscribed()
-            relay.refuse = True
-            relay.cut()
-            await publisher.wait_for_state(rtlink.ConnectionState.DISCONNECTED)
+            await take_offline(relay, publisher)
             pending = [asyncio.create_task(publisher.publish("chat", n)) for n in range(20)]
             await asyncio.sleep(0.1)
             assert publisher.outbox_size == 20

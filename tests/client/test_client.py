@@ -19,7 +19,7 @@ from aiohttp import web
 import rtlink
 from rtlink.backends.base import HistoryPolicy, PublishResult
 from rtlink.backends.memory import MemoryBackend
-from tests.support import collect, eventually, relay_to, run_server, seconds
+from tests.support import collect, eventually, relay_to, run_server, seconds, take_offline
 
 S = rtlink.ConnectionState
 PUBLISH = {"*": rtlink.ChannelOptions(client_publish=True)}
@@ -113,9 +113,7 @@ async def test_state_callback_can_be_removed_and_bad_event_is_refused(make_clien
 async def test_offline_outbox_is_bounded_and_flushes_on_reconnect(make_client) -> None:
     async with run_server(channels=PUBLISH) as server, relay_to(server) as relay:
         async with make_client(server.url_via(relay), outbox_limit=3) as client:
-            relay.refuse = True
-            relay.cut()
-            await client.wait_for_state(S.DISCONNECTED)
+            await take_offline(relay, client)
             tasks = [asyncio.create_task(client.publish("chat", n)) for n in range(3)]
             await eventually(lambda: client.outbox_size == 3, message="3 queued publishes")
             with pytest.raises(rtlink.OutboxFull):
@@ -140,9 +138,7 @@ async def test_cancelled_offline_publish_is_withdrawn(make_client) -> None:
                 make_client(server.url_via(relay)) as publisher:
             watch = watcher.subscribe("chat")
             await watch.wait_subscribed()
-            relay.refuse = True
-            relay.cut()
-            await publisher.wait_for_state(S.DISCONNECTED)
+            await take_offline(relay, publisher)
             withdrawn = asyncio.create_task(publisher.publish("chat", "withdrawn"))
             kept = asyncio.create_task(publisher.publish("chat", "kept"))
             await eventually(lambda: publisher.outbox_size == 2, message="2 queued publishes")
@@ -171,9 +167,7 @@ async def test_close_fails_pending_publishes_and_ends_subscriptions(make_client)
         sub = client.subscribe("chat")
         await sub.wait_subscribed()
         consumer = asyncio.create_task(drain(sub, timeout=10))
-        relay.refuse = True
-        relay.cut()
-        await client.wait_for_state(S.DISCONNECTED)
+        await take_offline(relay, client)
         unconfirmed = client.subscribe("other")  # waits for a connection that never comes
         publishes = [asyncio.create_task(client.publish("chat", n)) for n in range(3)]
         await eventually(lambda: client.outbox_size == 3, message="3 queued publishes")
