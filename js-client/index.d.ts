@@ -1,0 +1,160 @@
+// Type declarations for the rtlink browser client (src/index.js, dist/rtlink.mjs,
+// and the script-tag build dist/rtlink.js, which exposes the same names on the
+// global `rtlink`). Names match the Python client (rtlink.client) in camelCase.
+
+/** A publication's place in its channel's history (protocol.md section 4). */
+export interface Position {
+  /** Identifies one unbroken history of the channel; opaque. */
+  epoch: string;
+  /** 1 for the first publication of an epoch, +1 for each next one; 0 = none yet. */
+  offset: number;
+}
+
+/** Connection states, as in the Python client's ConnectionState. */
+export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'closed';
+
+/** Transport names, in the default order of preference. */
+export type TransportName = 'websocket' | 'sse' | 'longpoll';
+
+/** Emitted as `'state'` on every state change. */
+export interface StateChange {
+  newState: ConnectionState;
+  oldState: ConnectionState;
+  /** The close code that caused it, if a connection ended. */
+  code: number | null;
+  /** The close reason, if any ('' otherwise). */
+  reason: string;
+  /** The transport being tried (connecting) or in use (connected), else null. */
+  transport: TransportName | null;
+}
+
+/** One publication delivered to the application. */
+export interface Message {
+  channel: string;
+  data: unknown;
+  /** Pass it as `since` to resume after this message later. */
+  position: Position;
+}
+
+/** Emitted as `'subscribed'` each time the server confirms a subscription. */
+export interface SubscribedEvent {
+  /**
+   * False when the client asked to resume but the server could not fill the gap
+   * (history window exceeded or history lost): messages were missed for good and
+   * the application should re-sync by other means. True otherwise.
+   */
+  recovered: boolean;
+  /** Whether the client asked to resume from a position. */
+  resumed: boolean;
+  /** The channel's position when the subscription was confirmed. */
+  position: Position;
+}
+
+/**
+ * Every error the client reports. `name` tells the kind:
+ * - `'ClientClosed'`: the client stopped (`code` is the close code, e.g. 1000 after
+ *   `close()`, 4500 when the server refused the credentials);
+ * - `'PublishError'` / `'SubscribeError'`: the server refused the request (`code` is
+ *   the error code: 403, 404, 413, 422, ...);
+ * - `'OutboxFull'`: `outboxLimit` publishes are waiting already (nothing was queued).
+ */
+export class RtlinkError extends Error {
+  name: 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'OutboxFull';
+  code: number | null;
+}
+
+export interface ClientOptions {
+  /** Transports to use, in order of preference (default all three, as listed). */
+  transports?: TransportName[];
+  /** `'json'` (default) or `'msgpack'`. */
+  codec?: 'json' | 'msgpack';
+  /**
+   * Sent as the `token` query parameter. A function is called again before every
+   * connection attempt (so it can fetch a fresh, short-lived token).
+   */
+  token?: string | null | (() => string | null | Promise<string | null>);
+  /** Most publishes waiting for acknowledgement; beyond it publish() rejects
+   * with OutboxFull (default 1000). */
+  outboxLimit?: number;
+  /**
+   * Keep the outbox in `storage` (default: localStorage) under this key, so publishes
+   * made offline survive a page reload: a client created later with the same key
+   * sends them (same idempotency keys, so each lands once). Default: not persisted.
+   */
+  persist?: string | null;
+  /** First reconnect delay bound in seconds; doubles per attempt (default 0.5). */
+  backoffBase?: number;
+  /** Largest reconnect delay bound in seconds (default 30). */
+  backoffCap?: number;
+  /** Seconds to open a transport and receive the server's first frame (default 3). */
+  connectTimeout?: number;
+  /** While on a fallback transport, seconds between tries of better ones (default 60). */
+  probeInterval?: number;
+  /** Injected for tests and non-browser hosts; default: the global ones. */
+  WebSocket?: typeof WebSocket;
+  EventSource?: typeof EventSource;
+  fetch?: typeof fetch;
+  /** Where the outbox (`persist`) and the working transport per origin are kept
+   * (default: localStorage when available). */
+  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
+}
+
+/** Messages of one channel, resumed across reconnects without loss or duplicates. */
+export class Subscription {
+  readonly channel: string;
+  /** Position of the last message delivered (or of the channel when confirmed). */
+  readonly position: Position | null;
+  /** The `recovered` flag of the latest confirmation. */
+  readonly recovered: boolean;
+  on(event: 'message', callback: (message: Message) => void): () => void;
+  on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
+  /** The server refused the subscription for good (the subscription has ended). */
+  on(event: 'error', callback: (error: RtlinkError) => void): () => void;
+  /** Resolves once the server confirmed the subscription; rejects if refused. */
+  waitSubscribed(): Promise<void>;
+  /** Stop the subscription. */
+  unsubscribe(): void;
+}
+
+export class Client {
+  /**
+   * @param url where the server mounted rtlink, e.g. `'/rt'` (relative to the page)
+   *   or `'https://example.com/rt'`.
+   */
+  constructor(url: string, options?: ClientOptions);
+  readonly state: ConnectionState;
+  /** The transport in use while connected, else null. */
+  readonly transport: TransportName | null;
+  /** The server's session id of the current connection (for logs), else null. */
+  readonly sessionId: string | null;
+  /** Publishes waiting for acknowledgement. */
+  readonly outboxSize: number;
+  on(event: 'state', callback: (change: StateChange) => void): () => void;
+  /** Start (if needed) and resolve once connected; rejects with ClientClosed if the
+   * client stopped first (e.g. unauthorized). */
+  connect(): Promise<void>;
+  /** Close and stop; waiting publishes reject with ClientClosed. */
+  close(): void;
+  /** Drop the current connection (if any) and reconnect at once, resuming. */
+  reconnect(): void;
+  /** Subscribe; with `since`, resume after that position. Throws on an invalid
+   * channel name or a second subscription to the same channel. */
+  subscribe(channel: string, options?: { since?: Position | null }): Subscription;
+  /**
+   * Publish; resolves with the position once the server acknowledged it. While
+   * offline the publish waits in the outbox and is sent on reconnect, always with
+   * the same idempotency key (`key`, or a random one), so it lands once.
+   */
+  publish(channel: string, data: unknown, options?: { key?: string }): Promise<Position>;
+}
+
+/** Close codes (protocol.md 7.2), as in rtlink.codes.CloseCode. */
+export const CloseCode: Readonly<Record<string, number>>;
+/** Error codes (protocol.md 7.1), as in rtlink.codes.ErrorCode. */
+export const ErrorCode: Readonly<Record<string, number>>;
+/** Whether a connection that ended with this close code should be reopened. */
+export function shouldReconnect(code: number): boolean;
+/** Whether an error code is temporary (the same request may succeed later). */
+export function isTemporary(code: number): boolean;
+/** Forget which transport worked for which origin (new clients start at the top). */
+export function forgetTransports(): void;

@@ -1,0 +1,539 @@
+// The client: connect over the best transport that works, subscribe, publish, and
+// survive disconnects (protocol.md section 8).
+//
+// Everything needed to resume lives here: each subscription's last position and an
+// outbox of unacknowledged publishes. When a connection drops, the client reconnects
+// with full-jitter backoff, subscribes every channel again from its position (the
+// server replays the gap, repeats are dropped by offset) and sends the outbox again
+// with the same idempotency keys (the server applies each publish once).
+import { fullJitter } from './backoff.js';
+import { codecs, decodeFrames } from './codec.js';
+import { isTemporary, shouldReconnect } from './codes.js';
+import { RtlinkError } from './errors.js';
+import { Events } from './events.js';
+import { Outbox } from './outbox.js';
+import { Subscription } from './subscription.js';
+import { transports } from './transports.js';
+
+const CHANNEL_NAME = /^[\w\-.:@/=+,#]{1,255}$/;
+const MAX_DEPTH = 64;
+// The transport that worked for an origin is tried first for this long (8.7).
+const REMEMBER_TRANSPORT_FOR = 600e3;
+const TRANSPORT_MEMORY = 'rtlink:transports';
+const workingTransports = {}; // origin -> [transport name, until (ms)]
+
+function defaultStorage() {
+  try {
+    return globalThis.localStorage;
+  } catch {} // access denied (sandboxed frame, privacy settings)
+}
+
+/** Forget which transport worked for which origin (new clients start at the top). */
+export function forgetTransports(storage = defaultStorage()) {
+  for (const origin in workingTransports) delete workingTransports[origin];
+  try {
+    storage.removeItem(TRANSPORT_MEMORY);
+  } catch {}
+}
+
+function checkChannel(channel) {
+  if (!CHANNEL_NAME.test(channel)) {
+    throw new TypeError(`invalid channel name ${JSON.stringify(channel)}: 1-255 characters from A-Z a-z 0-9 _ - . : @ / = + , #`);
+  }
+}
+
+const wellFormed = (text) => text.isWellFormed?.() ?? true;
+
+/** Throw unless `value` is data both codecs carry identically (protocol.md 3.4). */
+function checkData(value, depth = 0) {
+  const type = typeof value;
+  if (value === null || type == 'boolean' || (type == 'number' && isFinite(value))) return;
+  if (type == 'string' ? wellFormed(value) : depth < MAX_DEPTH && type == 'object') {
+    if (Array.isArray(value)) value.forEach((item) => checkData(item, depth + 1));
+    else if (type == 'object') {
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype && prototype != Object.prototype) throw new TypeError('data: only plain objects');
+      for (const key in value) {
+        if (!wellFormed(key)) throw new TypeError('data: a key is not valid Unicode');
+        checkData(value[key], depth + 1);
+      }
+    }
+    return;
+  }
+  throw new TypeError(`data: ${type == 'string' ? 'a string is not valid Unicode' : depth < MAX_DEPTH ? `${String(value)} is not JSON data` : `nested more than ${MAX_DEPTH} deep`}`);
+}
+
+function randomKey() {
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((byte) => (256 + byte).toString(16).slice(1)).join('');
+}
+
+export class Client {
+  /**
+   * @param {string} url where the server mounted rtlink, e.g. '/rt' (relative to the
+   *   page) or 'https://example.com/rt'
+   * @param {object} options see ClientOptions in index.d.ts
+   */
+  constructor(url, options = {}) {
+    const scope = globalThis;
+    this._options = options = {
+      transports: ['websocket', 'sse', 'longpoll'],
+      codec: 'json',
+      outboxLimit: 1000,
+      backoffBase: 0.5,
+      backoffCap: 30,
+      connectTimeout: 3,
+      probeInterval: 60,
+      WebSocket: scope.WebSocket,
+      EventSource: scope.EventSource,
+      fetch: scope.fetch && ((...args) => scope.fetch(...args)),
+      storage: defaultStorage(),
+      ...options,
+    };
+    const base = new URL(url, scope.location?.href);
+    this._url = base.href.replace(/\/$/, '');
+    this._origin = base.origin;
+    this._codec = codecs[options.codec];
+    const unknown = options.transports.filter((name) => !transports[name]);
+    if (!this._codec || unknown.length || !options.transports.length) {
+      throw new TypeError(`unknown codec or transports: ${options.codec} ${unknown}`);
+    }
+    /** 'disconnected', 'connecting', 'connected' or 'closed'. */
+    this.state = 'disconnected';
+    /** The transport in use while connected, else null. */
+    this.transport = null;
+    /** The server's session id of the current connection (for logs), else null. */
+    this.sessionId = null;
+    this._events = new Events(['state']);
+    this._subscriptions = new Map(); // channel -> Subscription
+    this._outbox = new Outbox(options.outboxLimit, options.storage, options.persist);
+    this._worked = new Set(); // transports that got a welcome in this client
+    this._lastId = 0; // request ids are never reused in a client's lifetime
+    this._retryAttempt = 0;
+    this._connection = null;
+    // Reconnect at once when the browser is back online, or a hidden tab is shown.
+    this._wakeUp = () => scope.document?.visibilityState != 'hidden' && this._wake?.();
+    try {
+      Object.assign(workingTransports, JSON.parse(options.storage.getItem(TRANSPORT_MEMORY)), { ...workingTransports });
+    } catch {}
+  }
+
+  /** Publishes waiting for acknowledgement. */
+  get outboxSize() {
+    return this._outbox.size;
+  }
+
+  /** Call `callback` with {newState, oldState, code, reason, transport} on 'state'. */
+  on(event, callback) {
+    return this._events.on(event, callback);
+  }
+
+  /** Start (if needed); resolves once connected, rejects if the client stops first. */
+  connect() {
+    if (!this._running && !this._closedBy) {
+      this._running = true;
+      globalThis.addEventListener?.('online', this._wakeUp);
+      globalThis.document?.addEventListener('visibilitychange', this._wakeUp);
+      this._run();
+    }
+    return new Promise((resolve, reject) => {
+      const settled = () =>
+        this.state == 'connected' ? resolve() : this._closedBy ? reject(this._closedBy) : 0;
+      if (settled() == 0) {
+        const remove = this.on('state', () => settled() != 0 && remove());
+      }
+    });
+  }
+
+  /** Close and stop; waiting publishes reject with ClientClosed. */
+  close() {
+    if (this._closedBy) return;
+    this._connection?._end(1000, 'client closed');
+    this._stop(1000, 'client closed');
+  }
+
+  /** Drop the current connection (if any) and reconnect at once, resuming. */
+  reconnect() {
+    this._hurry = true; // skip the backoff delay once
+    this._connection?._end(1006, 'reconnect requested');
+    this._wake?.();
+  }
+
+  /** Subscribe to `channel`; with `since`, resume after that position. */
+  subscribe(channel, { since } = {}) {
+    checkChannel(channel);
+    if (this._subscriptions.has(channel)) throw new Error(`already subscribed to '${channel}'`);
+    const subscription = new Subscription(this, channel, since);
+    if (this._closedBy) subscription._end(this._closedBy);
+    else {
+      this._subscriptions.set(channel, subscription);
+      if (this.state == 'connected') this._subscriptionsChanged(subscription);
+    }
+    return subscription;
+  }
+
+  _unsubscribe(subscription) {
+    const { channel } = subscription;
+    if (this._subscriptions.get(channel) == subscription) {
+      this._subscriptions.delete(channel);
+      const connection = this._connection;
+      if (this.state == 'connected') {
+        connection._requests.delete(subscription._requestId);
+        if (connection._transport.changed) connection._transport.changed();
+        else this._send({ type: 'unsubscribe', id: this._request(null), channel });
+      }
+    }
+    subscription._end();
+  }
+
+  /** Publish; resolves with the position once the server acknowledged it. */
+  publish(channel, data, { key } = {}) {
+    return new Promise((resolve, reject) => {
+      if (this._closedBy) throw this._closedBy;
+      checkChannel(channel);
+      checkData(data);
+      const entry = { channel, data, key: key || randomKey(), _settle: (error, position) => (error ? reject(error) : resolve(position)) };
+      this._outbox.add(entry);
+      if (this.state == 'connected') this._sendPublish(entry);
+    });
+  }
+
+  // --- connection loop -------------------------------------------------------------
+
+  _setState(newState, code = null, reason = '', transport = null) {
+    const oldState = this.state;
+    if (newState != oldState) {
+      this.state = newState;
+      this._events.emit('state', { newState, oldState, code, reason, transport });
+    }
+  }
+
+  async _run() {
+    const { transports: names, backoffBase, backoffCap } = this._options;
+    let attempt = 0; // backoff attempts since the last working connection
+    let strikes = 0; // consecutive failures of the current transport
+    let index = this._initialTransport();
+    while (!this._closedBy) {
+      const name = names[index];
+      this._setState('connecting', null, '', name);
+      const [code, reason, connected] = await this._connect(name, index);
+      if (this._closedBy) return;
+      if (!shouldReconnect(code)) return this._stop(code, reason);
+      if (this._switchTo != null) {
+        // A background probe found a better transport: go there at once.
+        this._setState('disconnected', code, 'switching transport');
+        [index, this._switchTo, strikes, attempt] = [this._switchTo, null, 0, 0];
+        continue;
+      }
+      // A transport that never answered, or went silent, has failed; one that worked
+      // before gets a second chance before it is given up (a drop is usually the
+      // network, not the proxy).
+      const failed = !connected || code == 4000;
+      strikes = failed ? strikes + 1 : 0;
+      if (connected) attempt = 0;
+      this._setState('disconnected', code, reason);
+      if (failed && (!this._worked.has(name) || strikes > 1)) {
+        strikes = 0;
+        if (++index < names.length) continue; // the next transport at once, no backoff
+        index = this._initialTransport(); // all failed: start over after backoff
+      }
+      const delay = fullJitter(attempt++, backoffBase, backoffCap);
+      if (!this._hurry) {
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, delay * 1e3);
+          this._wake = () => resolve(clearTimeout(timer));
+        });
+      }
+      this._wake = this._hurry = null;
+    }
+  }
+
+  /** Index of the transport to try first: the best one known to work here. */
+  _initialTransport() {
+    const names = this._options.transports;
+    const [remembered, until] = workingTransports[this._origin] || [];
+    const known = names.findIndex((name) => this._worked.has(name));
+    return known >= 0 ? known : until > Date.now() && names.includes(remembered) ? names.indexOf(remembered) : 0;
+  }
+
+  /** One connection on transport `name`; resolves with [code, reason, connected]
+   * when it ends. */
+  _connect(name, index) {
+    return new Promise((resolve) => {
+      const { connectTimeout, probeInterval } = this._options;
+      const connection = (this._connection = { name, _requests: new Map(), _queue: [] });
+      const watchdog = (seconds, code, reason) => {
+        clearTimeout(connection._timer);
+        connection._timer = setTimeout(() => end(code, reason), seconds * 1e3);
+      };
+      const end = (connection._end = (code, reason = '') => {
+        if (connection._dead) return;
+        connection._dead = true;
+        this._connection = this.transport = this.sessionId = null;
+        clearTimeout(connection._timer);
+        clearInterval(connection._prober);
+        connection._transport?.close();
+        this._outbox.resetAttempts();
+        for (const subscription of this._subscriptions.values()) {
+          subscription._active = subscription._held = false;
+          subscription._requestId = null;
+        }
+        resolve([code, reason, !!connection._welcome]);
+      });
+      connection._received = (message) => {
+        let frames;
+        try {
+          frames = decodeFrames(this._codec, message);
+        } catch (error) {
+          return end(1006, `server sent an invalid message: ${error.message}`);
+        }
+        if (!connection._welcome) {
+          // The health check: a transport works only once the server's first frame
+          // arrived. A close frame first (e.g. 4500 unauthorized) applies its code.
+          const welcome = frames.shift();
+          if (welcome.type == 'close') return end(welcome.code, welcome.reason);
+          if (welcome.type != 'welcome') return end(1006, 'the first frame from the server must be welcome');
+          if (welcome.version != 1) return end(4502, `server speaks protocol version ${welcome.version}`);
+          connection._welcome = welcome;
+          this._worked.add(name);
+          workingTransports[this._origin] = [name, Date.now() + REMEMBER_TRANSPORT_FOR];
+          try {
+            this._options.storage.setItem(TRANSPORT_MEMORY, JSON.stringify(workingTransports));
+          } catch {}
+          this.transport = name;
+          this.sessionId = welcome.session;
+          // Send before announcing 'connected': a state callback that subscribes must
+          // not have its subscription sent twice.
+          const { changed } = connection._transport;
+          if (!changed) {
+            for (const subscription of this._subscriptions.values()) this._sendSubscribe(subscription);
+          } else if (connection._channels != Object.keys(this._cursor()).join()) {
+            changed(); // subscribed while the request was on its way
+          }
+          for (const entry of this._outbox.unsent()) this._sendPublish(entry);
+          this._setState('connected', null, '', name);
+          if (index) connection._prober = setInterval(() => this._probe(connection, index), probeInterval * 1e3);
+        }
+        // Every frame proves the connection alive; nothing for this long means dead.
+        watchdog(connection._welcome.ping_interval + connection._welcome.pong_timeout, 4000, 'server went silent');
+        for (const frame of frames) if (!connection._dead) this._handle(connection, frame);
+      };
+      connection._ended = end;
+      watchdog(connectTimeout, 1006, `no answer on ${name} within ${connectTimeout} s`);
+      this._open(name, connection).catch((error) => end(1006, String(error)));
+    });
+  }
+
+  /** Open transport `name` for `holder` (a connection or a probe), which gets
+   * `holder._transport`; its `received`/`ended` are called until `holder._dead`. */
+  async _open(name, holder) {
+    let token = this._options.token;
+    if (typeof token == 'function') token = await token(); // a fresh one every time
+    if (holder._dead) return;
+    const { WebSocket, EventSource, fetch } = this._options;
+    holder._transport = transports[name]({
+      codec: this._codec,
+      WebSocket,
+      EventSource,
+      fetch,
+      received: (message) => holder._dead || holder._received(message),
+      ended: (code, reason) => holder._dead || holder._ended(code, reason),
+      url: (endpoint, withCursor, extra) => {
+        const url = new URL(this._url + endpoint);
+        const query = url.searchParams;
+        if (endpoint != '/ws') query.set('codec', this._codec.name);
+        if (token) query.set('token', token);
+        if (withCursor) {
+          const cursor = this._cursor();
+          holder._channels = Object.keys(cursor).join();
+          query.set('subs', JSON.stringify(cursor));
+        }
+        for (const key in extra) query.set(key, extra[key]);
+        return url.href;
+      },
+    });
+  }
+
+  /** The subscriptions and their positions, for the transports that carry them. */
+  _cursor() {
+    const cursor = {};
+    for (const [channel, subscription] of this._subscriptions) {
+      if (!subscription._held) cursor[channel] = subscription.position;
+    }
+    return cursor;
+  }
+
+  /** While on a fallback transport, try the better ones (8.7 step 4); switch to the
+   * first that answers with welcome. Positions make the switch lossless. */
+  async _probe(connection, index) {
+    if (connection._probing) return;
+    connection._probing = true;
+    for (let better = 0; better < index; better++) {
+      const works = await new Promise((resolve) => {
+        const probe = {
+          _received: (message) => {
+            let works = false;
+            try {
+              works = decodeFrames(this._codec, message)[0].type == 'welcome';
+            } catch {} // not a server that works: the probe failed
+            done(works);
+          },
+        };
+        const done = (probe._ended = (works) => {
+          if (probe._dead) return;
+          probe._dead = true;
+          clearTimeout(timer);
+          probe._transport?.close();
+          resolve(works);
+        });
+        const timer = setTimeout(done, this._options.connectTimeout * 1e3);
+        this._open(this._options.transports[better], probe).catch(done);
+      });
+      if (works && !connection._dead) {
+        this._switchTo = better;
+        return connection._end(1006, 'switching to a better transport');
+      }
+    }
+    connection._probing = false;
+  }
+
+  _stop(code, reason) {
+    const error = (this._closedBy = new RtlinkError('ClientClosed', code, `client closed: ${code} ${reason}`.trim()));
+    globalThis.removeEventListener?.('online', this._wakeUp);
+    globalThis.document?.removeEventListener('visibilitychange', this._wakeUp);
+    this._wake?.();
+    for (const entry of this._outbox._entries.values()) entry._settle(error);
+    for (const subscription of this._subscriptions.values()) subscription._end(error);
+    this._subscriptions.clear();
+    this._setState('closed', code, reason);
+  }
+
+  // --- outbound ----------------------------------------------------------------------
+
+  _request(target) {
+    this._connection._requests.set(++this._lastId, target);
+    return this._lastId;
+  }
+
+  _send(frame) {
+    const part = this._codec.encode(frame);
+    this._connection._queue.push(part);
+    this._flush(this._connection);
+    return part;
+  }
+
+  /** Send what is queued, as few messages as the server's size limit allows, one
+   * message at a time (an HTTP send waits for its answer before the next). */
+  _flush(connection) {
+    const { _queue: queue, _welcome: welcome } = connection;
+    if (connection._sending || !queue.length || connection._dead) return;
+    const { separator, size, join } = this._codec;
+    let count = 0;
+    for (let total = -separator; count < queue.length; count++) {
+      total += separator + size(queue[count]);
+      if (count && total > welcome.max_message_size) break;
+    }
+    const message = join(queue.splice(0, count));
+    connection._sending = true;
+    connection._transport.send(message).then(
+      () => {
+        connection._sending = false;
+        this._flush(connection);
+      },
+      // Nothing is lost: a publish without an answer is sent again on reconnect.
+      (error) => connection._end(1006, `send failed: ${error.message}`),
+    );
+  }
+
+  _sendSubscribe(subscription) {
+    const frame = { type: 'subscribe', id: this._request(subscription), channel: subscription.channel };
+    if (subscription.position) frame.since = subscription.position;
+    subscription._requestId = frame.id;
+    subscription._active = false;
+    this._send(frame);
+  }
+
+  _sendPublish(entry) {
+    const { channel, data, key } = entry;
+    const limit = this._connection._welcome.max_message_size;
+    const id = this._request(entry);
+    const size = this._codec.size(this._codec.encode({ type: 'publish', id, channel, data, key }));
+    if (size > limit) {
+      this._connection._requests.delete(id);
+      entry._settle(new RtlinkError('PublishError', 413, `publish of ${size} bytes exceeds the server's limit of ${limit}`));
+    } else {
+      entry._requestId = id;
+      this._send({ type: 'publish', id, channel, data, key });
+    }
+  }
+
+  _subscriptionsChanged(subscription) {
+    const { _transport: transport } = this._connection;
+    if (transport.changed) transport.changed();
+    else this._sendSubscribe(subscription);
+  }
+
+  // --- inbound -----------------------------------------------------------------------
+
+  _handle(connection, frame) {
+    const { type, id, channel } = frame;
+    const { _requests: requests } = connection;
+    let target = requests.get(id);
+    requests.delete(id);
+    if (type == 'publication') {
+      const subscription = this._subscriptions.get(channel);
+      if (subscription?._active) subscription._deliver(frame);
+    } else if (type == 'ack') {
+      if (target?._settle && frame.position) {
+        this._retryAttempt = 0;
+        target._settle(null, frame.position);
+      }
+    } else if (type == 'subscribed') {
+      if (id == null) {
+        // The transport's request carried the subscription (SSE, long polling); a
+        // confirmation of what is known already tells nothing new.
+        target = this._subscriptions.get(channel);
+        if (target?._active && frame.recovered) return;
+      }
+      if (target instanceof Subscription) {
+        this._retryAttempt = 0;
+        target._confirm(frame.recovered, frame.position);
+      }
+    } else if (type == 'error') {
+      // On transports that carry subscriptions, their errors have no request id.
+      if (id == null && channel != null && !this._subscriptions.get(channel)?._active) {
+        target = this._subscriptions.get(channel);
+      }
+      if (!target) return console.warn(`rtlink: server error ${frame.code}: ${frame.message}`);
+      target._requestId = null;
+      const temporary = isTemporary(frame.code);
+      if (target instanceof Subscription) {
+        if (temporary) {
+          // Out of the cursor until the retry, or every poll would fail at once again.
+          target._held = true;
+          this._retryLater(() => {
+            target._held = false;
+            if (connection._transport.changed) connection._transport.changed();
+            else if (!target._active && !target._requestId) this._sendSubscribe(target);
+          });
+        } else {
+          this._subscriptions.delete(channel);
+          target._end(new RtlinkError('SubscribeError', frame.code, frame.message));
+        }
+      } else if (temporary) {
+        this._retryLater(() => this._outbox.unsent().forEach((entry) => this._sendPublish(entry)));
+      } else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
+    } else if (type == 'ping') {
+      // Over SSE there is no way back on the stream and no need to answer (6.6).
+      if (!connection._transport.changed) this._send({ type: 'pong' });
+    } else if (type == 'close') {
+      connection._end(frame.code, frame.reason);
+    }
+  }
+
+  /** Run `action` after a full-jitter delay if this connection is still up. */
+  _retryLater(action) {
+    const connection = this._connection;
+    const { backoffBase, backoffCap } = this._options;
+    setTimeout(() => connection._dead || action(), fullJitter(this._retryAttempt++, backoffBase, backoffCap) * 1e3);
+  }
+}

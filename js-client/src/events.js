@@ -1,0 +1,28 @@
+// Named-event callbacks, shared by the client and its subscriptions. A failing
+// callback is reported on the console and does not disturb the client.
+
+export class Events {
+  /** @param {string[]} names the events this emitter knows */
+  constructor(names) {
+    this._callbacks = {};
+    for (const name of names) this._callbacks[name] = [];
+  }
+
+  /** Register `callback` for `event`; returns a function that removes it. */
+  on(event, callback) {
+    const list = this._callbacks[event];
+    if (!list) throw new Error(`unknown event '${event}'; known: ${Object.keys(this._callbacks)}`);
+    list.push(callback);
+    return () => list.includes(callback) && list.splice(list.indexOf(callback), 1);
+  }
+
+  emit(event, value) {
+    for (const callback of [...this._callbacks[event]]) {
+      try {
+        callback(value);
+      } catch (error) {
+        console.error(`rtlink: ${event} callback failed`, error);
+      }
+    }
+  }
+}

@@ -1,0 +1,68 @@
+// The outbox: publishes not yet acknowledged by the server, oldest first (8.4).
+//
+// A publish enters when the application calls publish() and leaves when the server
+// acknowledges it or refuses it for good. While offline, or after a connection
+// dropped with a publish in flight, it waits here and is sent again on reconnect
+// with the same idempotency key, so the server applies it once. The outbox is
+// bounded: when full, publish() fails at once (OutboxFull) instead of dropping old
+// publishes silently. With a storage key, the waiting publishes are also kept in
+// storage (localStorage), so a page reload does not lose them.
+import { RtlinkError } from './errors.js';
+
+export class Outbox {
+  constructor(limit, storage, storageKey) {
+    this._limit = limit;
+    this._entries = new Map(); // key -> entry
+    this._storage = storageKey && storage;
+    this._storageKey = storageKey;
+    let saved = [];
+    try {
+      saved = JSON.parse(this._storage.getItem(storageKey)) || [];
+    } catch {} // nothing kept, unreadable storage, or storage not allowed
+    for (const [channel, data, key] of saved.slice(0, limit)) {
+      // Their publish() calls belong to an earlier page: failures can only be logged.
+      this.add({ channel, data, key, _settle: (error) => error && console.warn('rtlink: publish failed', error) });
+    }
+  }
+
+  get size() {
+    return this._entries.size;
+  }
+
+  /** Append an entry; throws OutboxFull when full, or if its key is already waiting. */
+  add(entry) {
+    if (this._entries.size >= this._limit) {
+      throw new RtlinkError('OutboxFull', null, `outbox is full (${this._limit} publishes waiting for the server)`);
+    }
+    if (this._entries.has(entry.key)) throw new Error(`a publish with key '${entry.key}' is already waiting`);
+    const settle = entry._settle;
+    // Settling (ack, refusal, client stopped) takes the entry out, once.
+    entry._settle = (error, position) => {
+      if (this._entries.get(entry.key) != entry) return;
+      this._entries.delete(entry.key);
+      this.save();
+      settle(error, position);
+    };
+    this._entries.set(entry.key, entry);
+    this.save();
+  }
+
+  /** Entries with no attempt in flight on the current connection, oldest first. */
+  unsent() {
+    return [...this._entries.values()].filter((entry) => !entry._requestId);
+  }
+
+  /** The connection is gone: every entry is unsent again. */
+  resetAttempts() {
+    for (const entry of this._entries.values()) entry._requestId = null;
+  }
+
+  save() {
+    if (!this._storage) return;
+    try {
+      const entries = [...this._entries.values()].map((entry) => [entry.channel, entry.data, entry.key]);
+      if (entries.length) this._storage.setItem(this._storageKey, JSON.stringify(entries));
+      else this._storage.removeItem(this._storageKey);
+    } catch {} // not persisted, or storage full: the outbox still works in memory
+  }
+}
