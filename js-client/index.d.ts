@@ -148,10 +148,8 @@ export class Client {
   publish(channel: string, data: unknown, options?: { key?: string }): Promise<Position>;
 }
 
-/** Close codes (protocol.md 7.2), as in rtlink.codes.CloseCode. */
-export const CloseCode: Readonly<Record<string, number>>;
-/** Error codes (protocol.md 7.1), as in rtlink.codes.ErrorCode. */
-export const ErrorCode: Readonly<Record<string, number>>;
+// The name tables CloseCode and ErrorCode: import from 'rtlink-client/codes'
+// (codes.d.ts); they are not in the bundle, to keep it within its size budget.
 /** Whether a connection that ended with this close code should be reopened. */
 export function shouldReconnect(code: number): boolean;
 /** Whether an error code is temporary (the same request may succeed later). */

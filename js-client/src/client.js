@@ -38,7 +38,7 @@ export function forgetTransports(storage = defaultStorage()) {
 
 function checkChannel(channel) {
   if (!CHANNEL_NAME.test(channel)) {
-    throw new TypeError(`invalid channel name ${JSON.stringify(channel)}: 1-255 characters from A-Z a-z 0-9 _ - . : @ / = + , #`);
+    throw new TypeError(`invalid channel name '${channel}'`); // protocol.md 9
   }
 }
 
@@ -47,20 +47,23 @@ const wellFormed = (text) => text.isWellFormed?.() ?? true;
 /** Throw unless `value` is data both codecs carry identically (protocol.md 3.4). */
 function checkData(value, depth = 0) {
   const type = typeof value;
-  if (value === null || type == 'boolean' || (type == 'number' && isFinite(value))) return;
-  if (type == 'string' ? wellFormed(value) : depth < MAX_DEPTH && type == 'object') {
+  const fail = (reason) => {
+    throw new TypeError('invalid data: ' + reason);
+  };
+  if (type == 'string') wellFormed(value) || fail('lone surrogate');
+  else if (type == 'number') isFinite(value) || fail(value);
+  else if (value && type == 'object') {
+    if (depth == MAX_DEPTH) fail('too deep');
+    const prototype = Object.getPrototypeOf(value);
     if (Array.isArray(value)) value.forEach((item) => checkData(item, depth + 1));
-    else if (type == 'object') {
-      const prototype = Object.getPrototypeOf(value);
-      if (prototype && prototype != Object.prototype) throw new TypeError('data: only plain objects');
+    else if (prototype && prototype != Object.prototype) fail('not a plain object');
+    else {
       for (const key in value) {
-        if (!wellFormed(key)) throw new TypeError('data: a key is not valid Unicode');
+        wellFormed(key) || fail('lone surrogate');
         checkData(value[key], depth + 1);
       }
     }
-    return;
-  }
-  throw new TypeError(`data: ${type == 'string' ? 'a string is not valid Unicode' : depth < MAX_DEPTH ? `${String(value)} is not JSON data` : `nested more than ${MAX_DEPTH} deep`}`);
+  } else if (value !== null && type != 'boolean') fail(type);
 }
 
 function randomKey() {
@@ -95,7 +98,7 @@ export class Client {
     this._codec = codecs[options.codec];
     const unknown = options.transports.filter((name) => !transports[name]);
     if (!this._codec || unknown.length || !options.transports.length) {
-      throw new TypeError(`unknown codec or transports: ${options.codec} ${unknown}`);
+      throw new TypeError(`unknown codec or transport: ${options.codec} ${unknown}`);
     }
     /** 'disconnected', 'connecting', 'connected' or 'closed'. */
     this.state = 'disconnected';
@@ -154,7 +157,7 @@ export class Client {
   /** Drop the current connection (if any) and reconnect at once, resuming. */
   reconnect() {
     this._hurry = true; // skip the backoff delay once
-    this._connection?._end(1006, 'reconnect requested');
+    this._connection?._end(1006, 'reconnect');
     this._wake?.();
   }
 
@@ -178,7 +181,7 @@ export class Client {
       const connection = this._connection;
       if (this.state == 'connected') {
         connection._requests.delete(subscription._requestId);
-        if (connection._transport.changed) connection._transport.changed();
+        if (connection._transport._changed) connection._transport._changed();
         else this._send({ type: 'unsubscribe', id: this._request(null), channel });
       }
     }
@@ -271,7 +274,7 @@ export class Client {
         this._connection = this.transport = this.sessionId = null;
         clearTimeout(connection._timer);
         clearInterval(connection._prober);
-        connection._transport?.close();
+        connection._transport?._close();
         this._outbox.resetAttempts();
         for (const subscription of this._subscriptions.values()) {
           subscription._active = subscription._held = false;
@@ -284,15 +287,15 @@ export class Client {
         try {
           frames = decodeFrames(this._codec, message);
         } catch (error) {
-          return end(1006, `server sent an invalid message: ${error.message}`);
+          return end(1006, `invalid message: ${error.message}`);
         }
         if (!connection._welcome) {
           // The health check: a transport works only once the server's first frame
           // arrived. A close frame first (e.g. 4500 unauthorized) applies its code.
           const welcome = frames.shift();
           if (welcome.type == 'close') return end(welcome.code, welcome.reason);
-          if (welcome.type != 'welcome') return end(1006, 'the first frame from the server must be welcome');
-          if (welcome.version != 1) return end(4502, `server speaks protocol version ${welcome.version}`);
+          if (welcome.type != 'welcome') return end(1006, 'no welcome');
+          if (welcome.version != 1) return end(4502, `protocol version ${welcome.version}`);
           connection._welcome = welcome;
           this._worked.add(name);
           workingTransports[this._origin] = [name, Date.now() + REMEMBER_TRANSPORT_FOR];
@@ -303,7 +306,7 @@ export class Client {
           this.sessionId = welcome.session;
           // Send before announcing 'connected': a state callback that subscribes must
           // not have its subscription sent twice.
-          const { changed } = connection._transport;
+          const { _changed: changed } = connection._transport;
           if (!changed) {
             for (const subscription of this._subscriptions.values()) this._sendSubscribe(subscription);
           } else if (connection._channels != Object.keys(this._cursor()).join()) {
@@ -314,11 +317,11 @@ export class Client {
           if (index) connection._prober = setInterval(() => this._probe(connection, index), probeInterval * 1e3);
         }
         // Every frame proves the connection alive; nothing for this long means dead.
-        watchdog(connection._welcome.ping_interval + connection._welcome.pong_timeout, 4000, 'server went silent');
+        watchdog(connection._welcome.ping_interval + connection._welcome.pong_timeout, 4000, 'silent');
         for (const frame of frames) if (!connection._dead) this._handle(connection, frame);
       };
       connection._ended = end;
-      watchdog(connectTimeout, 1006, `no answer on ${name} within ${connectTimeout} s`);
+      watchdog(connectTimeout, 1006, `no welcome within ${connectTimeout} s`);
       this._open(name, connection).catch((error) => end(1006, String(error)));
     });
   }
@@ -331,13 +334,13 @@ export class Client {
     if (holder._dead) return;
     const { WebSocket, EventSource, fetch } = this._options;
     holder._transport = transports[name]({
-      codec: this._codec,
+      _codec: this._codec,
       WebSocket,
       EventSource,
       fetch,
-      received: (message) => holder._dead || holder._received(message),
-      ended: (code, reason) => holder._dead || holder._ended(code, reason),
-      url: (endpoint, withCursor, extra) => {
+      _received: (message) => holder._dead || holder._received(message),
+      _ended: (code, reason) => holder._dead || holder._ended(code, reason),
+      _url: (endpoint, withCursor, extra) => {
         const url = new URL(this._url + endpoint);
         const query = url.searchParams;
         if (endpoint != '/ws') query.set('codec', this._codec.name);
@@ -382,7 +385,7 @@ export class Client {
           if (probe._dead) return;
           probe._dead = true;
           clearTimeout(timer);
-          probe._transport?.close();
+          probe._transport?._close();
           resolve(works);
         });
         const timer = setTimeout(done, this._options.connectTimeout * 1e3);
@@ -390,14 +393,14 @@ export class Client {
       });
       if (works && !connection._dead) {
         this._switchTo = better;
-        return connection._end(1006, 'switching to a better transport');
+        return connection._end(1006, 'switching transport');
       }
     }
     connection._probing = false;
   }
 
   _stop(code, reason) {
-    const error = (this._closedBy = new RtlinkError('ClientClosed', code, `client closed: ${code} ${reason}`.trim()));
+    const error = (this._closedBy = new RtlinkError('ClientClosed', code, `closed: ${code} ${reason}`));
     globalThis.removeEventListener?.('online', this._wakeUp);
     globalThis.document?.removeEventListener('visibilitychange', this._wakeUp);
     this._wake?.();
@@ -415,7 +418,7 @@ export class Client {
   }
 
   _send(frame) {
-    const part = this._codec.encode(frame);
+    const part = this._codec._encode(frame);
     this._connection._queue.push(part);
     this._flush(this._connection);
     return part;
@@ -426,7 +429,7 @@ export class Client {
   _flush(connection) {
     const { _queue: queue, _welcome: welcome } = connection;
     if (connection._sending || !queue.length || connection._dead) return;
-    const { separator, size, join } = this._codec;
+    const { _separator: separator, _size: size, _join: join } = this._codec;
     let count = 0;
     for (let total = -separator; count < queue.length; count++) {
       total += separator + size(queue[count]);
@@ -434,7 +437,7 @@ export class Client {
     }
     const message = join(queue.splice(0, count));
     connection._sending = true;
-    connection._transport.send(message).then(
+    connection._transport._send(message).then(
       () => {
         connection._sending = false;
         this._flush(connection);
@@ -456,10 +459,10 @@ export class Client {
     const { channel, data, key } = entry;
     const limit = this._connection._welcome.max_message_size;
     const id = this._request(entry);
-    const size = this._codec.size(this._codec.encode({ type: 'publish', id, channel, data, key }));
+    const size = this._codec._size(this._codec._encode({ type: 'publish', id, channel, data, key }));
     if (size > limit) {
       this._connection._requests.delete(id);
-      entry._settle(new RtlinkError('PublishError', 413, `publish of ${size} bytes exceeds the server's limit of ${limit}`));
+      entry._settle(new RtlinkError('PublishError', 413, `publish too large: ${size} > ${limit} bytes`));
     } else {
       entry._requestId = id;
       this._send({ type: 'publish', id, channel, data, key });
@@ -468,7 +471,7 @@ export class Client {
 
   _subscriptionsChanged(subscription) {
     const { _transport: transport } = this._connection;
-    if (transport.changed) transport.changed();
+    if (transport._changed) transport._changed();
     else this._sendSubscribe(subscription);
   }
 
@@ -503,7 +506,7 @@ export class Client {
       if (id == null && channel != null && !this._subscriptions.get(channel)?._active) {
         target = this._subscriptions.get(channel);
       }
-      if (!target) return console.warn(`rtlink: server error ${frame.code}: ${frame.message}`);
+      if (!target) return console.warn(`rtlink: error ${frame.code} ${frame.message}`);
       target._requestId = null;
       const temporary = isTemporary(frame.code);
       if (target instanceof Subscription) {
@@ -512,7 +515,7 @@ export class Client {
           target._held = true;
           this._retryLater(() => {
             target._held = false;
-            if (connection._transport.changed) connection._transport.changed();
+            if (connection._transport._changed) connection._transport._changed();
             else if (!target._active && !target._requestId) this._sendSubscribe(target);
           });
         } else {
@@ -524,7 +527,7 @@ export class Client {
       } else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
     } else if (type == 'ping') {
       // Over SSE there is no way back on the stream and no need to answer (6.6).
-      if (!connection._transport.changed) this._send({ type: 'pong' });
+      if (!connection._transport._changed) this._send({ type: 'pong' });
     } else if (type == 'close') {
       connection._end(frame.code, frame.reason);
     }

@@ -8,44 +8,43 @@ const utf8 = new TextEncoder();
 export const codecs = {
   json: {
     name: 'json',
-    encode: JSON.stringify,
+    _encode: JSON.stringify,
     // A JSON frame never holds a raw newline, so one separates the frames of a message.
-    join: (parts) => parts.join('\n'),
-    size: (part) => utf8.encode(part).length,
-    separator: 1,
-    read: (response) => response.text(),
-    parse: (message) =>
+    _join: (parts) => parts.join('\n'),
+    _size: (part) => utf8.encode(part).length,
+    _separator: 1,
+    _read: (response) => response.text(),
+    _parse: (message) =>
       (typeof message == 'string' ? message : new TextDecoder().decode(message))
         .split('\n')
         .filter((line) => line.trim())
         .map((line) => JSON.parse(line)),
     // SSE events carry the JSON message as is.
-    fromEvent: (data) => data,
+    _fromEvent: (data) => data,
   },
   msgpack: {
     name: 'msgpack',
-    binary: true,
-    encode,
+    _encode: encode,
     // msgpack values are self-delimiting: the frames of a message are concatenated.
-    join: (parts) => {
+    _join: (parts) => {
       const message = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
       let offset = 0;
       for (const part of parts) message.set(part, (offset += part.length) - part.length);
       return message;
     },
-    size: (part) => part.length,
-    separator: 0,
-    read: async (response) => new Uint8Array(await response.arrayBuffer()),
-    parse: (message) => decode(new Uint8Array(message)),
+    _size: (part) => part.length,
+    _separator: 0,
+    _read: async (response) => new Uint8Array(await response.arrayBuffer()),
+    _parse: (message) => decode(new Uint8Array(message)),
     // SSE carries msgpack messages in base64 (2.2).
-    fromEvent: (data) => Uint8Array.from(atob(data), (char) => char.charCodeAt(0)),
+    _fromEvent: (data) => Uint8Array.from(atob(data), (char) => char.charCodeAt(0)),
   },
 };
 
 /** Decode one transport message into frames. Throws if it is undecodable (3.3):
  * not valid in the codec, empty, or a value that is not a map with a string type. */
 export function decodeFrames(codec, message) {
-  const frames = codec.parse(message);
+  const frames = codec._parse(message);
   if (!frames.length) throw new Error('empty message');
   for (const frame of frames) {
     if (typeof frame?.type != 'string') throw new Error('not a frame');

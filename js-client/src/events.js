@@ -11,7 +11,7 @@ export class Events {
   /** Register `callback` for `event`; returns a function that removes it. */
   on(event, callback) {
     const list = this._callbacks[event];
-    if (!list) throw new Error(`unknown event '${event}'; known: ${Object.keys(this._callbacks)}`);
+    if (!list) throw new Error(`unknown event '${event}'`);
     list.push(callback);
     return () => list.includes(callback) && list.splice(list.indexOf(callback), 1);
   }

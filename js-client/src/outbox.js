@@ -32,9 +32,9 @@ export class Outbox {
   /** Append an entry; throws OutboxFull when full, or if its key is already waiting. */
   add(entry) {
     if (this._entries.size >= this._limit) {
-      throw new RtlinkError('OutboxFull', null, `outbox is full (${this._limit} publishes waiting for the server)`);
+      throw new RtlinkError('OutboxFull', null, `outbox full (${this._limit})`);
     }
-    if (this._entries.has(entry.key)) throw new Error(`a publish with key '${entry.key}' is already waiting`);
+    if (this._entries.has(entry.key)) throw new Error(`key '${entry.key}' already waiting`);
     const settle = entry._settle;
     // Settling (ack, refusal, client stopped) takes the entry out, once.
     entry._settle = (error, position) => {

@@ -52,7 +52,7 @@ export class Subscription {
     if (current?.epoch == position.epoch) {
       if (position.offset <= current.offset) return; // delivered already (replay/live seam)
     } else if (current && position.offset != 1) {
-      console.warn(`rtlink: channel ${channel}: history epoch changed mid-stream; messages may be missed`);
+      console.warn(`rtlink: ${channel}: new epoch, messages may be missed`);
     }
     this.position = position;
     this._events.emit('message', { channel, data, position });
@@ -63,7 +63,7 @@ export class Subscription {
     if (this._ended) return;
     this._ended = true;
     this._active = false;
-    this._reject(error || new Error('unsubscribed before the server confirmed'));
+    this._reject(error || new Error('unsubscribed'));
     if (error?.name == 'SubscribeError') this._events.emit('error', error);
   }
 }

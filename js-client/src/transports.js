@@ -1,14 +1,14 @@
 // Transports open one connection to the server and move transport messages; they
 // know nothing about frames. Each is a function of a `link` given by the client:
 //
-//   link.url(endpoint, withCursor, extra)  the URL of an endpoint (token, codec, subs)
+//   link._url(endpoint, withCursor, extra)  the URL of an endpoint (token, codec, subs)
 //   link.codec                             the codec (codec.js)
-//   link.received(message)                 a transport message arrived
-//   link.ended(code, reason)               the connection is over (1006: no close code)
+//   link._received(message)                 a transport message arrived
+//   link._ended(code, reason)               the connection is over (1006: no close code)
 //   link.WebSocket, link.EventSource, link.fetch   injectable for tests
 //
 // and returns { send(message) -> Promise, close() } plus, for the transports that
-// carry the subscriptions in their requests (SSE, long polling), changed(): the
+// carry the subscriptions in their requests (SSE, long polling), _changed(): the
 // subscription set changed, so the stream is reopened or the next poll made at once.
 
 const WEBSOCKET_SUBPROTOCOL = 'rtlink.v1.';
@@ -16,21 +16,21 @@ const WEBSOCKET_SUBPROTOCOL = 'rtlink.v1.';
 /** POST {path}/send (2.4): client frames of the HTTP transports; the answers (ack,
  * error, pong) come back in the response and reach the client like stream frames. */
 const post = (link) => async (message) => {
-  const response = await link.fetch(link.url('/send'), {
+  const response = await link.fetch(link._url('/send'), {
     method: 'POST',
     body: message,
-    headers: { 'Content-Type': 'application/' + link.codec.name },
+    headers: { 'Content-Type': 'application/' + link._codec.name },
   });
   // 400 carries a close frame (1007): the client applies its code.
-  if (response.status != 200 && response.status != 400) throw new Error(`send: HTTP ${response.status}`);
-  const body = await link.codec.read(response);
-  if (body.length) link.received(body);
+  if (response.status != 200 && response.status != 400) throw new Error('HTTP ' + response.status);
+  const body = await link._codec._read(response);
+  if (body.length) link._received(body);
 };
 
 export const transports = {
   websocket(link) {
-    const subprotocol = WEBSOCKET_SUBPROTOCOL + link.codec.name;
-    const socket = new link.WebSocket(link.url('/ws').replace(/^http/, 'ws'), subprotocol);
+    const subprotocol = WEBSOCKET_SUBPROTOCOL + link._codec.name;
+    const socket = new link.WebSocket(link._url('/ws').replace(/^http/, 'ws'), subprotocol);
     const close = (code = 1000) => {
       socket.onclose = socket.onmessage = null;
       socket.close(code);
@@ -39,12 +39,12 @@ export const transports = {
     socket.onopen = () => {
       if (socket.protocol != subprotocol) {
         close(4502);
-        link.ended(4502, `server did not accept ${subprotocol}`);
+        link._ended(4502, 'subprotocol refused');
       }
     };
-    socket.onmessage = (event) => link.received(event.data);
-    socket.onclose = (event) => link.ended(event.code || 1006, event.reason);
-    return { send: async (message) => socket.send(message), close };
+    socket.onmessage = (event) => link._received(event.data);
+    socket.onclose = (event) => link._ended(event.code || 1006, event.reason);
+    return { _send: async (message) => socket.send(message), _close: close };
   },
 
   sse(link) {
@@ -57,24 +57,24 @@ export const transports = {
         previous?.close();
         previous = current;
       } else current?.close();
-      const stream = (current = new link.EventSource(link.url('/sse', true)));
+      const stream = (current = new link.EventSource(link._url('/sse', true)));
       stream.onmessage = (event) => {
         stream.spoke = true;
         if (stream == current) previous = previous?.close();
-        link.received(link.codec.fromEvent(event.data));
+        link._received(link._codec._fromEvent(event.data));
       };
       // EventSource would reconnect by itself; the client reconnects with its own
       // positions and backoff instead.
       stream.onerror = () => {
         stream.close();
-        if (stream == current) link.ended(1006, 'event stream failed or ended');
+        if (stream == current) link._ended(1006, 'stream ended');
       };
     };
     open();
     return {
-      send: post(link),
-      changed: open,
-      close: () => {
+      _send: post(link),
+      _changed: open,
+      _close: () => {
         current.close();
         previous?.close();
       },
@@ -87,29 +87,29 @@ export const transports = {
     const poll = async () => {
       const mine = (poller = new AbortController());
       try {
-        const response = await link.fetch(link.url('/poll', true, first), { signal: mine.signal });
-        if (response.status != 200) throw new Error(`poll: HTTP ${response.status}`);
-        const body = await link.codec.read(response);
+        const response = await link.fetch(link._url('/poll', true, first), { signal: mine.signal });
+        if (response.status != 200) throw new Error('HTTP ' + response.status);
+        const body = await link._codec._read(response);
         if (mine != poller) return; // replaced by a poll with new subscriptions
         first = null;
         // The client handles the answer synchronously, so the next poll carries the
         // positions it reached.
-        link.received(body);
+        link._received(body);
         if (!mine.signal.aborted) poll();
       } catch (error) {
-        if (mine == poller && !mine.signal.aborted) link.ended(1006, `poll failed: ${error.message}`);
+        if (mine == poller && !mine.signal.aborted) link._ended(1006, `poll failed: ${error.message}`);
       }
     };
     poll();
     return {
-      send: post(link),
+      _send: post(link),
       // Drop the poll in flight (what it would have brought is replayed from history
       // by the next one, which carries the same positions) and poll at once.
-      changed: () => {
+      _changed: () => {
         poller.abort();
         poll();
       },
-      close: () => poller.abort(),
+      _close: () => poller.abort(),
     };
   },
 };
