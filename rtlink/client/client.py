@@ -535,10 +535,14 @@ class Client:
         return await value if inspect.isawaitable(value) else value
 
     def _on_connected(self) -> None:
-        assert self._transport is not None
-        if not self._transport.carries_subscriptions:
+        transport = self._transport
+        assert transport is not None
+        if not transport.carries_subscriptions:
             for subscription in self._subscriptions.values():
                 self._send_subscribe(subscription)
+        elif transport.requested_channels != tuple(self._cursor()):
+            # Subscribed (or unsubscribed) while the request was on its way.
+            transport.subscriptions_changed()
         for entry in self._outbox.unsent():
             self._send_publish(entry)
 
@@ -651,7 +655,9 @@ class Client:
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Ping):
-            self._send(Pong())
+            # Over SSE there is no way back on the stream and no need to answer (6.6).
+            if self._transport is not None and not self._transport.carries_subscriptions:
+                self._send(Pong())
         elif isinstance(frame, Close):
             raise TransportClosed(frame.code, frame.reason)
         elif isinstance(frame, FrameError):

@@ -59,6 +59,8 @@ class ClientTransport(abc.ABC):
 
     name: ClassVar[str]
     carries_subscriptions: ClassVar[bool] = False
+    #: For transports that carry subscriptions: the channels of the latest request.
+    requested_channels: tuple[str, ...] = ()
 
     @classmethod
     @abc.abstractmethod
@@ -210,7 +212,9 @@ class _HttpTransport(ClientTransport):
     def _url(self, endpoint: str, with_cursor: bool, **extra: str) -> URL:
         query = {**self._params, **extra, "codec": self._codec.name}
         if with_cursor:
-            query["subs"] = _cursor_text(self._cursor())
+            cursor = self._cursor()
+            self.requested_channels = tuple(cursor)
+            query["subs"] = _cursor_text(cursor)
         return self._base.with_path(self._base.path + endpoint).with_query(query)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -230,10 +234,13 @@ class _HttpTransport(ClientTransport):
         async with self._session.post(self._url("/send", with_cursor=False), data=message,
                                       headers={"Content-Type": self._codec.content_type}) as r:
             body = await r.read()
-            if r.status not in (200, 400) or not body:
+            # 400 carries a close frame (1007) whose code the client applies.
+            if r.status not in (200, 400):
                 raise TransportClosed(CloseCode.ABNORMAL, f"send: HTTP {r.status}")
         # Answers (acks, errors, pongs) reach the client like frames from the server.
-        self._received.put_nowait(body)
+        # An empty body is a complete answer: no frame of the request needed one.
+        if body:
+            self._received.put_nowait(body)
 
     async def receive(self) -> bytes | str:
         item = await self._received.get()

@@ -691,3 +691,44 @@ async def test_subscribe_from_a_connected_callback_subscribes_once(make_client) 
             await asyncio.sleep(0.1)
             await server.hub.publish("news", "again")
             assert [m.data for m in await collect(sub, 1)] == ["again"]
+
+
+# --- HTTP transports ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["sse", "longpoll"])
+async def test_http_transport_client_stays_connected_through_server_pings(
+        make_client, transport: str) -> None:
+    """Pings need no answer on SSE (6.6): the client must not treat the empty answer
+    to a pong it might send as a failed connection."""
+    async with run_server(ping_interval=0.2, pong_timeout=1.0, poll_timeout=0.2) as server:
+        async with make_client(server.url) as client:
+            changes: list[Any] = []
+            client.on("state", changes.append)
+            await asyncio.sleep(seconds(1.2))
+            assert changes == []
+            assert client.transport == transport
+
+
+@pytest.mark.parametrize("transport", ["sse", "longpoll"])
+async def test_subscribe_while_the_http_request_is_on_its_way(make_client, transport: str) -> None:
+    """A subscription made after the stream/poll request left, before its welcome,
+    is carried by a new request once connected."""
+    requests = 0
+
+    async def slow_authenticate(request: web.Request) -> None:
+        nonlocal requests
+        requests += 1
+        await asyncio.sleep(seconds(0.3))
+
+    async with run_server(authenticate=slow_authenticate, channels=PUBLISH) as server:
+        client = make_client(server.url)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(client.close)
+            connecting = asyncio.ensure_future(client.connect())
+            await eventually(lambda: requests == 1)  # the first request is being handled
+            subscription = client.subscribe("late")
+            await connecting
+            await subscription.wait_subscribed()
+            await server.hub.publish("late", "hello")
+            assert [m.data for m in await collect(subscription, 1, timeout=5)] == ["hello"]
