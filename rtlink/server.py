@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import gzip
+import hashlib
+import importlib.resources
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +20,9 @@ from .transports.longpoll import poll_handler
 from .transports.sse import sse_handler
 from .transports.websocket import websocket_handler
 
-__all__ = ["attach", "TRANSPORT_NAMES", "ENDPOINTS"]
+__all__ = ["attach", "TRANSPORT_NAMES", "ENDPOINTS", "CLIENT_FILES"]
+
+logger = logging.getLogger("rtlink.server")
 
 #: Server transports by name, with the sub-path and handler factory of each.
 ENDPOINTS: dict[str, tuple[str, Callable[[Hub], Any]]] = {
@@ -26,16 +32,21 @@ ENDPOINTS: dict[str, tuple[str, Callable[[Hub], Any]]] = {
 }
 #: Transport names in the order clients should try them.
 TRANSPORT_NAMES: tuple[str, ...] = tuple(ENDPOINTS)
+#: The browser client builds (files in the package's ``static/``), served by
+#: :func:`attach` as ``{path}/client.js`` (script tag) and ``{path}/client.mjs`` (module).
+CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs")
 
 
 def attach(app: web.Application, hub: Hub, path: str = "/rt",
-           transports: Iterable[str] = TRANSPORT_NAMES) -> None:
+           transports: Iterable[str] = TRANSPORT_NAMES, *, serve_client: bool = True) -> None:
     """Serve ``hub`` on ``app`` under ``path``.
 
     Mounts, for the enabled ``transports``: ``{path}/ws`` (WebSocket), ``{path}/sse``
     (server-sent events) and ``{path}/poll`` (long polling); ``{path}/send`` (POST,
-    client frames for the HTTP transports) when either HTTP transport is enabled; and
-    ``{path}/info``, a small JSON discovery document listing what is enabled.
+    client frames for the HTTP transports) when either HTTP transport is enabled;
+    ``{path}/info``, a small JSON discovery document listing what is enabled; and, with
+    ``serve_client``, the browser client: ``{path}/client.js`` (script-tag build, defines
+    the global ``rtlink``) and ``{path}/client.mjs`` (ES module).
 
     The hub is started with the application and closed with it; on shutdown every
     connection is closed with 1001 (going away), which tells clients to reconnect —
@@ -47,6 +58,12 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         hub: the hub to serve.
         path: the mount path; clients connect to ``http://host:port{path}``.
         transports: names of the transports to enable (default: all).
+        serve_client: serve the browser client files shipped in the package (default:
+            true). They are read once, here, and answered with an ETag (requests with
+            a matching ``If-None-Match`` get 304), ``Cache-Control: no-cache`` (browsers
+            revalidate, so a server upgrade is picked up at once) and, when the request
+            accepts it, gzip. A file missing from the package (a broken install) is
+            logged as a warning and not mounted; the rest of rtlink works without it.
 
     Raises:
         ValueError: an unknown or empty transport list.
@@ -75,6 +92,14 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         return web.json_response(info, headers=NO_CACHE)
 
     app.router.add_get(base + "/info", discovery)
+    if serve_client:
+        for name in CLIENT_FILES:
+            handler = _client_file_handler(name)
+            if handler is None:
+                logger.warning("static/%s is missing from the rtlink package (broken "
+                               "install?): %s/%s is not served", name, base, name)
+            else:
+                app.router.add_get(f"{base}/{name}", handler)
 
     async def hub_lifetime(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
@@ -86,3 +111,41 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
 
     app.cleanup_ctx.append(hub_lifetime)
     app.on_shutdown.append(close_connections)
+
+
+def _client_file_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]] | None:
+    """A handler answering with the package file ``static/{name}`` (JavaScript), or None
+    if the package has no such file. The file is read and compressed once, now."""
+    try:
+        data = importlib.resources.files("rtlink").joinpath("static", name).read_bytes()
+    except OSError:
+        return None
+    compressed = gzip.compress(data, 9)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+
+    async def handler(request: web.Request) -> web.Response:
+        gzipped = _accepts_gzip(request)
+        # A strong ETag names one representation: the gzipped one has its own.
+        etag = digest + "-gzip" if gzipped else digest
+        headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+        if any(tag.value in (etag, "*") for tag in request.if_none_match or ()):
+            return web.Response(status=304, headers=headers)
+        headers["Content-Type"] = "text/javascript; charset=utf-8"
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=compressed if gzipped else data, headers=headers)
+
+    return handler
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    """Whether the request's Accept-Encoding accepts gzip (listed, and not with q=0)."""
+    for item in request.headers.get("Accept-Encoding", "").lower().split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip() == "gzip":
+            name, _, value = params.partition("=")
+            try:
+                return name.strip() != "q" or float(value) > 0
+            except ValueError:
+                return False
+    return False
