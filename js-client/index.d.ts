@@ -133,7 +133,8 @@ export class Client {
   /** Start (if needed) and resolve once connected; rejects with ClientClosed if the
    * client stopped first (e.g. unauthorized). */
   connect(): Promise<void>;
-  /** Close and stop; waiting publishes reject with ClientClosed. */
+  /** Close and stop; waiting publishes reject with ClientClosed and leave the outbox
+   * (also the persisted one): close() means they will not be sent. */
   close(): void;
   /** Drop the current connection (if any) and reconnect at once, resuming. */
   reconnect(): void;
@@ -154,5 +155,6 @@ export class Client {
 export function shouldReconnect(code: number): boolean;
 /** Whether an error code is temporary (the same request may succeed later). */
 export function isTemporary(code: number): boolean;
-/** Forget which transport worked for which origin (new clients start at the top). */
-export function forgetTransports(): void;
+/** Forget which transport worked for which origin (new clients start at the top);
+ * `storage` defaults to localStorage. */
+export function forgetTransports(storage?: Pick<Storage, 'removeItem'> | null): void;

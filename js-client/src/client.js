@@ -37,7 +37,7 @@ export function forgetTransports(storage = defaultStorage()) {
 }
 
 function checkChannel(channel) {
-  if (!CHANNEL_NAME.test(channel)) {
+  if (typeof channel != 'string' || !CHANNEL_NAME.test(channel)) {
     throw new TypeError(`invalid channel name '${channel}'`); // protocol.md 9
   }
 }
@@ -169,7 +169,7 @@ export class Client {
     if (this._closedBy) subscription._end(this._closedBy);
     else {
       this._subscriptions.set(channel, subscription);
-      if (this.state == 'connected') this._subscriptionsChanged(subscription);
+      if (this._connection?._welcome) this._subscriptionsChanged(subscription);
     }
     return subscription;
   }
@@ -179,7 +179,7 @@ export class Client {
     if (this._subscriptions.get(channel) == subscription) {
       this._subscriptions.delete(channel);
       const connection = this._connection;
-      if (this.state == 'connected') {
+      if (connection?._welcome) {
         connection._requests.delete(subscription._requestId);
         if (connection._transport._changed) connection._transport._changed();
         else this._send({ type: 'unsubscribe', id: this._request(null), channel });
@@ -196,7 +196,7 @@ export class Client {
       checkData(data);
       const entry = { channel, data, key: key || randomKey(), _settle: (error, position) => (error ? reject(error) : resolve(position)) };
       this._outbox.add(entry);
-      if (this.state == 'connected') this._sendPublish(entry);
+      if (this._connection?._welcome) this._sendPublish(entry);
     });
   }
 
@@ -230,7 +230,7 @@ export class Client {
       // A transport that never answered, or went silent, has failed; one that worked
       // before gets a second chance before it is given up (a drop is usually the
       // network, not the proxy).
-      const failed = !connected || code == 4000;
+      const failed = !this._hurry && (!connected || code == 4000);
       strikes = failed ? strikes + 1 : 0;
       if (connected) attempt = 0;
       this._setState('disconnected', code, reason);
@@ -314,6 +314,7 @@ export class Client {
           }
           for (const entry of this._outbox.unsent()) this._sendPublish(entry);
           this._setState('connected', null, '', name);
+          if (connection._dead) return; // a state callback closed or reconnected
           if (index) connection._prober = setInterval(() => this._probe(connection, index), probeInterval * 1e3);
         }
         // Every frame proves the connection alive; nothing for this long means dead.
@@ -381,15 +382,16 @@ export class Client {
             done(works);
           },
         };
-        const done = (probe._ended = (works) => {
+        const done = (works) => {
           if (probe._dead) return;
           probe._dead = true;
           clearTimeout(timer);
           probe._transport?._close();
           resolve(works);
-        });
-        const timer = setTimeout(done, this._options.connectTimeout * 1e3);
-        this._open(this._options.transports[better], probe).catch(done);
+        };
+        const failed = (probe._ended = () => done(false));
+        const timer = setTimeout(failed, this._options.connectTimeout * 1e3);
+        this._open(this._options.transports[better], probe).catch(failed);
       });
       if (works && !connection._dead) {
         this._switchTo = better;
@@ -419,9 +421,9 @@ export class Client {
 
   _send(frame) {
     const part = this._codec._encode(frame);
-    this._connection._queue.push(part);
-    this._flush(this._connection);
-    return part;
+    const connection = this._connection;
+    connection._queue.push(part);
+    queueMicrotask(() => this._flush(connection)); // what is sent in this tick goes as one
   }
 
   /** Send what is queued, as few messages as the server's size limit allows, one
@@ -503,9 +505,7 @@ export class Client {
       }
     } else if (type == 'error') {
       // On transports that carry subscriptions, their errors have no request id.
-      if (id == null && channel != null && !this._subscriptions.get(channel)?._active) {
-        target = this._subscriptions.get(channel);
-      }
+      if (id == null && channel != null) target = this._subscriptions.get(channel);
       if (!target) return console.warn(`rtlink: error ${frame.code} ${frame.message}`);
       target._requestId = null;
       const temporary = isTemporary(frame.code);
@@ -513,13 +513,15 @@ export class Client {
         if (temporary) {
           // Out of the cursor until the retry, or every poll would fail at once again.
           target._held = true;
+          target._active = false;
           this._retryLater(() => {
+            if (this._subscriptions.get(channel) != target) return; // unsubscribed meanwhile
             target._held = false;
             if (connection._transport._changed) connection._transport._changed();
             else if (!target._active && !target._requestId) this._sendSubscribe(target);
           });
         } else {
-          this._subscriptions.delete(channel);
+          this._subscriptions.delete(target.channel);
           target._end(new RtlinkError('SubscribeError', frame.code, frame.message));
         }
       } else if (temporary) {

@@ -4,20 +4,19 @@
 export class Events {
   /** @param {string[]} names the events this emitter knows */
   constructor(names) {
-    this._callbacks = {};
-    for (const name of names) this._callbacks[name] = [];
+    this._callbacks = new Map(names.map((name) => [name, []]));
   }
 
   /** Register `callback` for `event`; returns a function that removes it. */
   on(event, callback) {
-    const list = this._callbacks[event];
+    const list = this._callbacks.get(event);
     if (!list) throw new Error(`unknown event '${event}'`);
     list.push(callback);
     return () => list.includes(callback) && list.splice(list.indexOf(callback), 1);
   }
 
   emit(event, value) {
-    for (const callback of [...this._callbacks[event]]) {
+    for (const callback of [...this._callbacks.get(event)]) {
       try {
         callback(value);
       } catch (error) {
