@@ -1,0 +1,1 @@
+"""The browser client (js-client) in a real Chromium against real servers."""
