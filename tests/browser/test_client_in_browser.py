@@ -316,8 +316,11 @@ async def test_cuts_mid_stream_lose_and_repeat_nothing(
             offsets = [m["position"]["offset"] for m in messages]
             assert offsets == list(range(1, count + 2))
             assert len({m["position"]["epoch"] for m in messages}) == 1
-            # Every cut forced new connections through the relay.
-            assert relay.connections_made >= made + len(cuts) + 1
+            # Every cut forced new connections through the relay. On long polling a cut
+            # between two polls finds the connection idle in Chromium's pool, and the
+            # next poll may take a connection opened for a send: count at least two.
+            assert relay.connections_made >= made + (
+                2 if transport == "longpoll" else len(cuts) + 1)
             drops = new_states(await page.states()).count("disconnected")
             print(f"\n[browser cuts] {transport}/{codec}: {drops} disconnects seen, "
                   f"{relay.connections_made - made} new connections")
