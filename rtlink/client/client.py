@@ -499,7 +499,10 @@ class Client:
             )
 
     def _cursor(self) -> dict[str, Position | None]:
-        return {channel: sub.position for channel, sub in self._subscriptions.items()}
+        # A channel refused for now waits out of the cursor until its retry, or every
+        # poll would be answered at once with the same error.
+        return {channel: sub.position for channel, sub in self._subscriptions.items()
+                if not sub.held}
 
     async def _probe_better(self, current: str) -> None:
         """While on a fallback transport, try the better ones now and then; switch to the
@@ -561,7 +564,7 @@ class Client:
         self._requests.clear()
         self._outbox.reset_attempts()
         for subscription in self._subscriptions.values():
-            subscription.active = False
+            subscription.active = subscription.held = False
             subscription.request_id = None
 
     def _stop(self, code: int, reason: str) -> None:
@@ -668,10 +671,9 @@ class Client:
         if frame.id is not None:
             target = self._requests.pop(frame.id, None)
         elif frame.channel is not None:
-            # On transports that carry subscriptions, their errors have no request id.
-            candidate = self._subscriptions.get(frame.channel)
-            if candidate is not None and not candidate.active:
-                target = candidate
+            # On transports that carry subscriptions, their errors have no request id;
+            # every request subscribes again, so a confirmed channel can be refused too.
+            target = self._subscriptions.get(frame.channel)
         if target is None:
             logger.warning("server error %s: %s", frame.code, frame.message)
             return
@@ -685,9 +687,12 @@ class Client:
         else:
             target.request_id = None
             if temporary:
+                target.active = False
+                target.held = True
                 self._retry_later(self._resubscribe_pending)
             else:
-                self._subscriptions.pop(target.channel, None)
+                if self._subscriptions.get(target.channel) is target:
+                    del self._subscriptions[target.channel]
                 target._fail(SubscribeError(frame.code, frame.message))
 
     def _retry_later(self, action: Callable[[], None]) -> None:
@@ -701,6 +706,8 @@ class Client:
                 self._send_publish(entry)
 
     def _resubscribe_pending(self) -> None:
+        for subscription in self._subscriptions.values():
+            subscription.held = False
         if self._state is ConnectionState.CONNECTED:
             if self._transport is not None and self._transport.carries_subscriptions:
                 self._transport.subscriptions_changed()

@@ -81,6 +81,7 @@ class Subscription:
         self._ended = False
         self.request_id: int | None = None  # set while a subscribe request is in flight
         self.active = False  # confirmed on the current connection
+        self.held = False  # refused for now: left out of the cursor until the retry
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel} at {self.position}>"

@@ -732,3 +732,35 @@ async def test_subscribe_while_the_http_request_is_on_its_way(make_client, trans
             await subscription.wait_subscribed()
             await server.hub.publish("late", "hello")
             assert [m.data for m in await collect(subscription, 1, timeout=5)] == ["hello"]
+
+
+@pytest.mark.parametrize("transport", ["sse", "longpoll"])
+async def test_http_transport_refusal_of_a_confirmed_channel_ends_it(
+        make_client, transport: str) -> None:
+    """Every stream/poll subscribes again: a channel confirmed before and refused now
+    (permission revoked) fails for good and leaves the cursor, instead of being
+    re-requested (on long polling: a poll answered at once, over and over)."""
+    allowed = {"news", "other"}
+    checks: list[str] = []
+
+    def authorize(identity: object, channel: str) -> bool:
+        checks.append(channel)
+        return channel in allowed
+
+    async with run_server(authorize_subscribe=authorize, poll_timeout=0.3,
+                          ping_interval=0.3) as server:
+        async with make_client(server.url) as client:
+            news = client.subscribe("news")
+            await news.wait_subscribed()
+            errors: list[Exception] = []
+            news.on("error", errors.append)
+            allowed.discard("news")
+            other = client.subscribe("other")  # a new stream/poll asks for both again
+            await other.wait_subscribed()
+            await eventually(lambda: errors != [])
+            assert isinstance(errors[0], rtlink.SubscribeError) and errors[0].code == 403
+            refused = checks.count("news")
+            await asyncio.sleep(seconds(1))
+            assert checks.count("news") == refused  # not asked again
+            await server.hub.publish("other", 1)
+            assert [m.data for m in await collect(other, 1)] == [1]
