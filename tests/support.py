@@ -202,3 +202,31 @@ async def collect(subscription: rtlink.Subscription, count: int,
             f"{messages[-1] if messages else None}"
         ) from None
     return messages
+
+
+class Feed:
+    """Publishes numbered messages to one channel at a steady rate until stopped."""
+
+    def __init__(self, server: Server, channel: str = "feed", rate: float = 200) -> None:
+        self.server = server
+        self.channel = channel
+        self.rate = rate
+        self.published = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Feed:
+        # A marker fixes the starting position: everything after it must arrive.
+        self.start = await self.server.hub.publish(self.channel, "start")
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            await self.server.hub.publish(self.channel, self.published)
+            self.published += 1
+            await asyncio.sleep(1 / self.rate)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)

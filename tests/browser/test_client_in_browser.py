@@ -19,7 +19,7 @@ import pytest_asyncio
 import rtlink
 from rtlink.cli import build_app
 from tests.proxy import run_nginx
-from tests.support import Server, collect, eventually, relay_to, seconds
+from tests.support import Feed, Server, collect, eventually, relay_to, seconds
 
 from .browser import Chromium, expect, page_url, run_page_server, serve_app
 
@@ -121,35 +121,6 @@ async def test_subscribe_and_publish_on_each_transport_and_codec(
 
 #: Health-check deadline in the pages (connectTimeout): silent this long = failed.
 DEADLINE = 1.0
-
-
-class Feed:
-    """Publishes numbered messages to one channel at a steady rate until stopped
-    (as in tests/test_fallback.py)."""
-
-    def __init__(self, server: Server, channel: str = "feed", rate: float = 200) -> None:
-        self.server = server
-        self.channel = channel
-        self.rate = rate
-        self.published = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Feed:
-        # A marker fixes the starting position: everything after it must arrive.
-        self.start = await self.server.hub.publish(self.channel, "start")
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def _run(self) -> None:
-        while True:
-            await self.server.hub.publish(self.channel, self.published)
-            self.published += 1
-            await asyncio.sleep(1 / self.rate)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def negotiate(page: Any, feed: Feed, transport: str,
