@@ -116,7 +116,7 @@ class Hub:
         if self._started:
             return
         self._started = True
-        await self.backend.start(self._on_publication)
+        await self.backend.start(self._on_publication, self._on_lost)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
         )
@@ -273,6 +273,10 @@ class Hub:
             if subscription.pending is not None:
                 subscription.pending.append(publication)
                 continue
+            known = subscription.position
+            if (known is not None and known.epoch == publication.position.epoch
+                    and known.offset >= publication.position.offset):
+                continue  # sent already (a backend catching up may repeat the seam)
             codec = connection.codec
             frame = encoded.get(codec)
             if frame is None:
@@ -280,6 +284,17 @@ class Hub:
             subscription.position = publication.position
             connection.news = True
             connection.deliver(frame)
+
+    def _on_lost(self, channel: str) -> None:
+        """Backend listener: publications of ``channel`` were lost on their way to this
+        node. Its subscribers are asked to reconnect; resubscribing from their positions
+        tells them ``recovered = false`` and carries on with the live stream."""
+        live = self._live.get(channel)
+        if live is None:
+            return
+        for connection in list(live.subscribers):
+            connection.close(CloseCode.RECONNECT,
+                             f"publications of {channel!r} were lost; resubscribe")
 
     # --- heartbeat -------------------------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import rtlink
 from rtlink.client.client import forget_transports
+
+from .redis_server import RedisServer, run_redis
 
 #: Reconnect quickly in tests; the backoff itself is tested in tests/test_backoff.py.
 FAST_RECONNECT: dict[str, Any] = {"backoff_base": 0.02, "backoff_cap": 0.2}
@@ -48,3 +51,11 @@ def make_client(codec: str, transport: str):  # type: ignore[no-untyped-def]
         assert client.state in (
             rtlink.ConnectionState.CLOSED, rtlink.ConnectionState.DISCONNECTED
         ), f"client left open in state {client.state}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One throw-away Redis for the session (tests that restart or kill it use their
+    own :func:`tests.redis_server.run_redis`). Tests share it through unique names."""
+    with run_redis() as server:
+        yield server

@@ -9,7 +9,10 @@ A backend owns three things and nothing else (no HTTP, no connections):
   gap cannot be filled;
 * **node fan-in** — between :meth:`Backend.subscribe` and :meth:`Backend.unsubscribe`
   of a channel, every publication of that channel, from any node, is handed to the
-  listener given to :meth:`Backend.start`, in offset order, exactly once.
+  listener given to :meth:`Backend.start`, in offset order, exactly once. A backend
+  that cannot keep that promise for a while (a network engine whose connection
+  dropped, whose history was lost meanwhile) says so by calling the ``on_lost``
+  listener with the channel before it hands over anything that follows the gap.
 
 Epochs are per channel: a channel's stream gets a fresh random epoch whenever its
 history is created anew (first publish, backend restart, expired stream), so a client
@@ -25,10 +28,20 @@ import attrs
 
 from ..protocol import Position, Publication
 
-__all__ = ["Backend", "HistoryPolicy", "PublishResult", "HistoryResult", "PublicationListener"]
+__all__ = [
+    "Backend",
+    "HistoryPolicy",
+    "PublishResult",
+    "HistoryResult",
+    "PublicationListener",
+    "LostListener",
+]
 
 #: Called by the backend for each publication of a subscribed channel.
 PublicationListener = Callable[[Publication], None]
+#: Called by the backend with a subscribed channel whose publications it could not all
+#: deliver (they are gone from history); its subscribers must resubscribe.
+LostListener = Callable[[str], None]
 
 
 @attrs.frozen
@@ -84,8 +97,13 @@ class Backend(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, listener: PublicationListener) -> None:
-        """Connect, and from now on hand publications of subscribed channels to ``listener``."""
+    async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
+        """Connect, and from now on hand publications of subscribed channels to ``listener``.
+
+        ``on_lost(channel)`` is called when publications of a subscribed channel could
+        not be delivered and cannot be recovered from history either (a backend that
+        never loses any, like the memory backend, never calls it).
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

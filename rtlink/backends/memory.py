@@ -17,7 +17,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
 from ..protocol import Position, Publication
-from .base import Backend, HistoryPolicy, HistoryResult, PublicationListener, PublishResult
+from .base import (
+    Backend,
+    HistoryPolicy,
+    HistoryResult,
+    LostListener,
+    PublicationListener,
+    PublishResult,
+)
 
 __all__ = ["MemoryBackend", "Clock"]
 
@@ -155,11 +162,12 @@ class MemoryBackend(Backend):
         """How many channels currently have state in memory (for metrics and tests)."""
         return len(self._channels)
 
-    async def start(self, listener: PublicationListener) -> None:
+    async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
         """Hand publications of subscribed channels to ``listener``; start the idle sweep.
 
         Args:
             listener: called synchronously for each publication of a subscribed channel.
+            on_lost: never called: a publication is handed over as it is stored.
         """
         self._listener = listener
         if self._sweep_interval is not None and self._sweeper is None:

@@ -53,6 +53,8 @@ class Harness:
     backend: Backend
     prefix: str = attrs.field(factory=lambda: f"contract-{secrets.token_hex(4)}")
     received: list[Publication] = attrs.field(factory=list)
+    #: Channels the backend reported lost (``on_lost``); never any in the contract.
+    lost: list[str] = attrs.field(factory=list)
     _marker_subscribed: bool = False
 
     def channel(self, name: str) -> str:
@@ -128,9 +130,10 @@ class BackendContract(abc.ABC):
     async def h(self) -> AsyncIterator[Harness]:
         backend = await self.make_backend()
         harness = Harness(backend)
-        await backend.start(harness.listener)
+        await backend.start(harness.listener, harness.lost.append)
         try:
             yield harness
+            assert harness.lost == [], "the backend reported channels lost"
         finally:
             await backend.close()
 

@@ -13,6 +13,7 @@ from rtlink.backends.base import (
     Backend,
     HistoryPolicy,
     HistoryResult,
+    LostListener,
     PublicationListener,
     PublishResult,
 )
@@ -37,7 +38,7 @@ class ListBackend(Backend):
         self.channels: set[str] = set()
         self.listener: PublicationListener | None = None
 
-    async def start(self, listener: PublicationListener) -> None:
+    async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
         self.listener = listener
 
     async def close(self) -> None:

@@ -60,7 +60,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def backend(clock: FakeClock) -> AsyncIterator[MemoryBackend]:
     backend = MemoryBackend(clock=clock, sweep_interval=None, idle_ttl=100)
-    await backend.start(lambda publication: None)
+    await backend.start(lambda publication: None, lambda channel: None)
     yield backend
     await backend.close()
 
@@ -133,7 +133,7 @@ async def test_unsubscribe_starts_the_idle_period(
 
 async def test_background_sweep_runs_and_stops_on_close(clock: FakeClock) -> None:
     backend = MemoryBackend(clock=clock, sweep_interval=0.01, idle_ttl=10)
-    await backend.start(lambda publication: None)
+    await backend.start(lambda publication: None, lambda channel: None)
     try:
         await backend.history("a", None, policy=POLICY)
         clock.advance(11)
@@ -148,7 +148,7 @@ async def test_background_sweep_runs_and_stops_on_close(clock: FakeClock) -> Non
 
 async def test_background_sweep_can_be_disabled(clock: FakeClock) -> None:
     backend = MemoryBackend(clock=clock, sweep_interval=None)
-    await backend.start(lambda publication: None)
+    await backend.start(lambda publication: None, lambda channel: None)
     assert [t for t in asyncio.all_tasks() if t.get_name() == "rtlink-memory-sweep"] == []
     await backend.close()
 
@@ -243,7 +243,7 @@ async def test_zero_ttl_keeps_nothing(backend: MemoryBackend) -> None:
 async def test_listener_is_called_synchronously(clock: FakeClock) -> None:
     received: list[Publication] = []
     backend = MemoryBackend(clock=clock, sweep_interval=None)
-    await backend.start(received.append)
+    await backend.start(received.append, lambda channel: None)
     await backend.subscribe("a")
     result = await backend.publish("a", "x", key=None, policy=POLICY)
     assert received == [Publication("a", "x", result.position)]
@@ -257,7 +257,7 @@ async def test_a_failing_listener_does_not_fail_the_publish(
         raise RuntimeError("boom")
 
     backend = MemoryBackend(clock=clock, sweep_interval=None)
-    await backend.start(listener)
+    await backend.start(listener, lambda channel: None)
     await backend.subscribe("a")
     with caplog.at_level(logging.ERROR, logger="rtlink.backends.memory"):
         result = await backend.publish("a", "x", key=None, policy=POLICY)

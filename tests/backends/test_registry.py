@@ -89,16 +89,25 @@ def test_not_a_url() -> None:
         create_backend(42)  # type: ignore[arg-type]
 
 
-def test_redis_is_registered_but_not_available_yet() -> None:
+def test_redis_urls_build_a_redis_backend_with_its_options() -> None:
+    from rtlink.backends.redis import RedisBackend
+
     assert {"memory", "redis"} <= set(backend_schemes())
-    with pytest.raises(ImportError, match=r"redis:// backend is not available"):
-        create_backend("redis://:secret@localhost:6379/0")
+    backend = create_backend("redis://:secret@localhost:6379/2?prefix=app&meta_ttl=60"
+                             "&socket_keepalive=true")
+    assert isinstance(backend, RedisBackend)
+    assert backend.prefix == "app"
+    assert backend.meta_ttl == 60
+    kwargs = backend._redis.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("localhost", 6379, 2)
+    assert kwargs["socket_keepalive"] is True  # redis-py's own options pass through
 
 
 def test_error_messages_do_not_echo_credentials() -> None:
-    with pytest.raises(ImportError) as info:
-        create_backend("redis://:hunter2@localhost:6379/0")
-    assert "hunter2" not in str(info.value)
+    with pytest.raises(ValueError) as invalid:
+        create_backend("redis://:hunter2@localhost:6379/0?meta_ttl=soon")
+    assert "meta_ttl" in str(invalid.value)
+    assert "hunter2" not in str(invalid.value)
     with pytest.raises(ValueError) as unknown:
         create_backend("nosuch://user:hunter2@host")
     assert "hunter2" not in str(unknown.value)

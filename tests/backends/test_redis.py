@@ -1,0 +1,319 @@
+"""The Redis backend against a real redis-server started by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from typing import Any
+
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+
+from rtlink.backends import Backend, HistoryPolicy
+from rtlink.backends.redis import RedisBackend
+from rtlink.errors import BackendUnavailable
+from rtlink.protocol import Position, Publication
+
+from ..redis_server import RedisServer, run_redis
+from ..support import Relay, eventually
+from .contract import BackendContract
+
+
+class TestRedisBackendContract(BackendContract):
+    """The contract on Redis: real TTLs in Redis (milliseconds), real pub/sub."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        self.url = redis_server.url
+
+    async def make_backend(self) -> Backend:
+        return RedisBackend(self.url, prefix="contract")
+
+
+# --- what only Redis has: keys, connections, faults ---------------------------------------
+
+POLICY = HistoryPolicy(size=100, ttl=300.0, key_ttl=600.0)
+
+
+class Node:
+    """A started RedisBackend and what its listeners received."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.received: list[Publication] = []
+        self.lost: list[str] = []
+
+    async def __aenter__(self) -> Node:
+        await self.backend.start(self.received.append, self.lost.append)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.backend.close()
+
+    def offsets(self, channel: str) -> list[int]:
+        return [p.position.offset for p in self.received if p.channel == channel]
+
+
+def node(url: str, **options: Any) -> Node:
+    return Node(RedisBackend(url, prefix=options.pop("prefix", "t"), **options))
+
+
+def unique(name: str) -> str:
+    return f"{name}-{secrets.token_hex(4)}"
+
+
+async def publish_many(backend: RedisBackend, channel: str, count: int,
+                       policy: HistoryPolicy = POLICY) -> list[Position]:
+    return [(await backend.publish(channel, i, key=None, policy=policy)).position
+            for i in range(count)]
+
+
+async def test_keys_follow_the_documented_layout(redis_server: RedisServer) -> None:
+    channel = unique("chat:lobby")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    async with node(redis_server.url, prefix="myapp") as a:
+        result = await a.backend.publish(channel, {"text": "hi"}, key="k1", policy=POLICY)
+        base = f"myapp:{{{channel}}}"
+        assert await raw.hgetall(f"{base}:meta") == {
+            b"e": result.position.epoch.encode(), b"o": b"1"}
+        entries = await raw.xrange(f"{base}:history")
+        assert [(fields[b"o"], msgpack.unpackb(fields[b"d"])) for _, fields in entries] == [
+            (b"1", {"text": "hi"})]
+        assert await raw.get(f"{base}:key:k1") == f"{result.position.epoch} 1".encode()
+        assert 0 < await raw.pttl(f"{base}:key:k1") <= 600_000
+        assert 0 < await raw.pttl(f"{base}:history") <= 300_000
+        assert 300_000 < await raw.pttl(f"{base}:meta") <= 86_400_000
+
+        # The pub/sub channel carries "<epoch> <offset> <msgpack data>".
+        pubsub = raw.pubsub()
+        await pubsub.subscribe(f"{base}:pub")
+        await pubsub.get_message(timeout=1)  # the confirmation
+        second = await a.backend.publish(channel, [1, 2], key=None, policy=POLICY)
+        message = await pubsub.get_message(timeout=2)
+        assert message is not None
+        epoch, offset, data = message["data"].split(b" ", 2)
+        assert (epoch.decode(), int(offset)) == (second.position.epoch, 2)
+        assert msgpack.unpackb(data) == [1, 2]
+        await pubsub.aclose()
+    await raw.aclose()
+
+
+async def test_one_pubsub_connection_and_one_redis_subscription_per_channel(
+    redis_server: RedisServer,
+) -> None:
+    prefix = unique("refcount")
+    channels = [f"c{i}" for i in range(5)]
+    raw = aioredis.Redis.from_url(redis_server.url)
+    before = await pubsub_clients(raw)
+    async with node(redis_server.url, prefix=prefix) as a:
+        for channel in channels:
+            await a.backend.subscribe(channel)
+        await a.backend.subscribe(channels[0])  # again: no second Redis subscription
+        names = [f"{prefix}:{{{c}}}:pub" for c in channels]
+        counts = dict(await raw.pubsub_numsub(*names))
+        assert set(counts.values()) == {1}
+        assert await pubsub_clients(raw) == before + 1
+        await a.backend.unsubscribe(channels[0])
+        assert dict(await raw.pubsub_numsub(names[0]))[names[0].encode()] == 0
+    assert await pubsub_clients(raw) == before
+    await raw.aclose()
+
+
+async def pubsub_clients(raw: aioredis.Redis) -> int:
+    clients = await raw.client_list(_type="pubsub")
+    return len(clients)
+
+
+async def test_a_publishing_process_opens_no_pubsub_connection(
+    redis_server: RedisServer,
+) -> None:
+    raw = aioredis.Redis.from_url(redis_server.url)
+    before = await pubsub_clients(raw)
+    async with node(redis_server.url) as a:
+        await publish_many(a.backend, unique("c"), 3)
+        assert await pubsub_clients(raw) == before
+    await raw.aclose()
+
+
+async def test_two_nodes_share_positions_and_deliver_to_each_other(
+    redis_server: RedisServer,
+) -> None:
+    channel = unique("shared")
+    async with node(redis_server.url) as a, node(redis_server.url) as b:
+        await a.backend.subscribe(channel)
+        await b.backend.subscribe(channel)
+        positions = []
+        for i in range(10):
+            publisher = a if i % 2 else b
+            positions.append((await publisher.backend.publish(
+                channel, i, key=None, policy=POLICY)).position)
+        assert [p.offset for p in positions] == list(range(1, 11))
+        assert len({p.epoch for p in positions}) == 1
+        await eventually(lambda: len(a.received) == 10 and len(b.received) == 10)
+        assert a.received == b.received
+        assert [p.data for p in a.received] == list(range(10))
+        # A duplicate key used on the other node is still a duplicate.
+        first = await a.backend.publish(channel, "x", key="k", policy=POLICY)
+        again = await b.backend.publish(channel, "x", key="k", policy=POLICY)
+        assert again.duplicate and again.position == first.position
+
+
+async def test_unavailable_redis_raises_a_clear_error_without_secrets() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nobody listens there once closed
+    backend = RedisBackend(f"redis://:hunter2@127.0.0.1:{port}/0", socket_timeout=1)
+    lost: list[str] = []
+    await backend.start(lambda publication: None, lost.append)
+    try:
+        for attempt in (
+            backend.publish("c", 1, key=None, policy=POLICY),
+            backend.history("c", None, policy=POLICY),
+            backend.subscribe("c"),
+        ):
+            with pytest.raises(BackendUnavailable) as info:
+                await attempt
+            assert f"127.0.0.1:{port}/0" in str(info.value)
+            assert "hunter2" not in str(info.value)
+            assert info.value.temporary
+    finally:
+        await backend.close()
+
+
+async def test_publish_fails_while_redis_is_down_and_works_once_it_is_back() -> None:
+    with run_redis() as redis_server:
+        async with node(redis_server.url, socket_timeout=1) as a:
+            channel = unique("c")
+            first = await a.backend.publish(channel, 1, key=None, policy=POLICY)
+            redis_server.stop()
+            with pytest.raises(BackendUnavailable):
+                await a.backend.publish(channel, 2, key=None, policy=POLICY)
+            redis_server.start()
+            again = await a.backend.publish(channel, 3, key=None, policy=POLICY)
+            # An empty Redis: a new epoch, and the old position is not recoverable.
+            assert again.position.offset == 1
+            assert again.position.epoch != first.position.epoch
+            result = await a.backend.history(channel, first.position, policy=POLICY)
+            assert result.recovered is False
+
+
+async def test_killed_pubsub_connections_lose_nothing() -> None:
+    """CLIENT KILL TYPE pubsub, several times, during a publish stream."""
+    with run_redis() as redis_server:
+        channel = unique("stream")
+        async with node(redis_server.url) as a, node(redis_server.url) as publisher:
+            await a.backend.subscribe(channel)
+            raw = aioredis.Redis.from_url(redis_server.url)
+            published: list[Position] = []
+            for round_ in range(5):
+                published += await publish_many(publisher.backend, channel, 40)
+                await eventually(lambda: pubsub_clients(raw), timeout=5)  # reconnected
+                assert redis_server.kill_pubsub() == 1
+                published += await publish_many(publisher.backend, channel, 40)
+                await asyncio.sleep(0.01 * round_)
+            published += await publish_many(publisher.backend, channel, 10)
+            await eventually(lambda: len(a.received) >= len(published), timeout=10)
+            await asyncio.sleep(0.2)  # nothing more may come
+            assert [p.position for p in a.received] == published
+            assert a.lost == []
+            await raw.aclose()
+
+
+async def test_a_restarted_redis_reports_subscribed_channels_lost_then_goes_live() -> None:
+    with run_redis() as redis_server:
+        with_history, quiet = unique("busy"), unique("quiet")
+        async with node(redis_server.url) as a, node(redis_server.url) as publisher:
+            await a.backend.subscribe(with_history)
+            await a.backend.subscribe(quiet)
+            before = await publish_many(publisher.backend, with_history, 3)
+            await eventually(lambda: len(a.received) == 3)
+
+            redis_server.restart()
+            await eventually(lambda: a.lost == [with_history], timeout=10)
+            # ``quiet`` had nothing delivered: nothing to lose there.
+            after = await eventually_publish(publisher.backend, with_history)
+            assert after.epoch != before[0].epoch and after.offset == 1
+            await eventually(lambda: len(a.received) == 4)
+            assert a.received[-1].position == after
+            await publisher.backend.publish(quiet, "q", key=None, policy=POLICY)
+            await eventually(lambda: a.offsets(quiet) == [1])
+            assert a.lost == [with_history]
+
+
+async def eventually_publish(backend: RedisBackend, channel: str) -> Position:
+    """Publish once Redis answers again (the pool notices the restart on first use)."""
+    for _ in range(50):
+        try:
+            return (await backend.publish(channel, "after", key=None, policy=POLICY)).position
+        except BackendUnavailable:
+            await asyncio.sleep(0.05)
+    raise AssertionError("Redis did not come back")
+
+
+async def test_a_silent_pubsub_connection_is_detected_by_ping() -> None:
+    with run_redis() as redis_server:
+        relay = await Relay(redis_server.port).start()
+        channel = unique("c")
+        try:
+            url = f"redis://127.0.0.1:{relay.port}/0"
+            async with node(url, ping_interval=0.1, socket_timeout=1) as a, \
+                    node(redis_server.url) as publisher:
+                await a.backend.subscribe(channel)
+                connections = relay.connections_made
+                relay.blackhole = True  # the network drops what Redis sends, silently
+                published = await publish_many(publisher.backend, channel, 10)
+                await eventually(lambda: relay.connections_made > connections + 1)
+                relay.blackhole = False
+                await eventually(lambda: len(a.received) == 10)
+                assert [p.position for p in a.received] == published
+        finally:
+            await relay.close()
+
+
+async def test_a_gap_larger_than_sync_limit_is_reported_lost() -> None:
+    with run_redis() as redis_server:
+        relay = await Relay(redis_server.port).start()
+        channel = unique("c")
+        try:
+            url = f"redis://127.0.0.1:{relay.port}/0"
+            async with node(url, sync_limit=5) as a, node(redis_server.url) as publisher:
+                await a.backend.subscribe(channel)
+                await publish_many(publisher.backend, channel, 2)
+                await eventually(lambda: len(a.received) == 2)
+                relay.refuse = True  # the node is cut off from Redis ...
+                relay.cut()
+                await publish_many(publisher.backend, channel, 8)  # ... while 8 go by
+                relay.refuse = False
+                await eventually(lambda: a.lost == [channel])
+                last = await publisher.backend.publish(channel, "live", key=None,
+                                                       policy=POLICY)
+                await eventually(lambda: a.received[-1].position == last.position)
+                assert a.offsets(channel) == [1, 2, 11]
+        finally:
+            await relay.close()
+
+
+async def test_a_gap_within_sync_limit_is_filled_from_history() -> None:
+    with run_redis() as redis_server:
+        relay = await Relay(redis_server.port).start()
+        channel = unique("c")
+        try:
+            url = f"redis://127.0.0.1:{relay.port}/0"
+            async with node(url, sync_limit=8) as a, node(redis_server.url) as publisher:
+                await a.backend.subscribe(channel)
+                await publish_many(publisher.backend, channel, 2)
+                await eventually(lambda: len(a.received) == 2)
+                relay.refuse = True
+                relay.cut()
+                await publish_many(publisher.backend, channel, 8)
+                relay.refuse = False
+                await eventually(lambda: len(a.received) == 10)
+                await publish_many(publisher.backend, channel, 1)
+                await eventually(lambda: len(a.received) == 11)
+                assert a.offsets(channel) == list(range(1, 12))
+                assert [p.data for p in a.received] == [0, 1, *range(8), 0]
+                assert a.lost == []
+        finally:
+            await relay.close()
