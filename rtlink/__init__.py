@@ -6,6 +6,10 @@ The small public API::
     rtlink.attach(app, hub, path="/rt")          # server, on an aiohttp app
     await hub.publish("chat:lobby", {"text": "hi"})
 
+    hub = rtlink.Hub(backend="redis://127.0.0.1:6379/0")   # several nodes as one
+    async with rtlink.Publisher("redis://127.0.0.1:6379/0") as publisher:
+        await publisher.publish("chat:lobby", {"text": "from a worker"})
+
     async with rtlink.Client("http://127.0.0.1:8080/rt") as client:   # client
         async with client.subscribe("chat:lobby") as sub:
             async for message in sub:
@@ -29,10 +33,12 @@ from .errors import (
 )
 from .hub import Hub
 from .protocol import Position, Publication
+from .publisher import Publisher
 from .server import attach
 
 __all__ = [
     "Hub",
+    "Publisher",
     "ChannelOptions",
     "attach",
     "Client",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
 from .backends.base import HistoryPolicy
 from .codes import ErrorCode
-from .errors import ChannelError
+from .errors import ChannelError, FrameError
+from .protocol import validate_channel, validate_data
 
 __all__ = ["ChannelOptions", "ChannelRules"]
 
@@ -76,3 +78,16 @@ class ChannelRules:
         if options is None:
             raise ChannelError(ErrorCode.UNKNOWN_CHANNEL, f"unknown channel {channel!r}")
         return options
+
+    def check_publication(self, channel: str, data: Any) -> ChannelOptions:
+        """Validate a server-side publish and return the channel's options.
+
+        Raises:
+            ChannelError: invalid or unknown channel, or data no codec can carry.
+        """
+        try:
+            validate_channel(channel)
+            validate_data(data)
+        except FrameError as exc:
+            raise ChannelError(exc.error_code, str(exc)) from None
+        return self.options(channel)

@@ -6,6 +6,9 @@
     rtlink tail http://127.0.0.1:8080/rt chat:lobby
     rtlink publish http://127.0.0.1:8080/rt chat:lobby '{"text": "hi"}'
 
+    rtlink serve --port 8081 --backend redis://127.0.0.1:6379/0    # one of many nodes
+    rtlink publish --backend redis://127.0.0.1:6379/0 chat:lobby '{"text": "hi"}'
+
 Exit codes: 0 success, 1 failure (refused, timed out, connection closed for good),
 2 usage error (bad arguments, invalid JSON), 130 interrupted while publishing.
 """
@@ -19,21 +22,33 @@ import importlib.resources
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from yarl import URL
 
 from . import __version__
+from .backends import backend_schemes
 from .channels import ChannelOptions
 from .client import Client, ConnectionState, Message, StateChange, SubscribedEvent
 from .codecs import CODECS
-from .errors import ClientClosed, FrameError, OutboxFull, PublishError, SubscribeError
+from .errors import (
+    BackendError,
+    ChannelError,
+    ClientClosed,
+    FrameError,
+    OutboxFull,
+    PublishError,
+    SubscribeError,
+)
 from .hub import Hub
 from .protocol import Position, validate_channel, validate_data
+from .publisher import Publisher
 from .server import ENDPOINTS, attach
 
 __all__ = ["main", "build_parser"]
@@ -122,6 +137,26 @@ def _server_url(text: str) -> str:
     return text
 
 
+def _backend_url(text: str) -> str:
+    scheme = urlsplit(text).scheme.lower()
+    if scheme not in backend_schemes():
+        known = ", ".join(f"{name}://" for name in backend_schemes())
+        raise argparse.ArgumentTypeError(
+            f"expected a backend URL ({known}), like redis://127.0.0.1:6379/0"
+        )
+    return text
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
 def _channel(text: str) -> str:
     try:
         return validate_channel(text)
@@ -144,6 +179,8 @@ examples:
   rtlink serve --port 8080
   rtlink tail http://127.0.0.1:8080/rt chat:lobby
   rtlink publish http://127.0.0.1:8080/rt chat:lobby '{"text": "hello"}'
+  rtlink serve --port 8081 --backend redis://127.0.0.1:6379/0
+  rtlink publish --backend redis://127.0.0.1:6379/0 chat:lobby '{"text": "hello"}'
 """
 
 
@@ -169,14 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run an rtlink server with an in-memory backend and a demo chat page",
+        help="run an rtlink server (in-memory backend by default) and a demo chat page",
         formatter_class=_Formatter,
         description="""\
-Run an rtlink server with the in-memory backend (memory://) and a demo chat page.
+Run an rtlink server and a demo chat page.
 
 The demo page is served at / and rtlink at PATH (WebSocket at PATH/ws). Every
-channel is allowed. History lives in this process only: it is lost on restart,
-and clients resuming from an older run are told that messages were missed.
+channel is allowed. With the default backend (memory://) history lives in this
+process only: it is lost on restart, and clients resuming from an older run are
+told that messages were missed. With --backend redis://HOST:PORT/DB every server
+started with the same URL serves the same channels (put a load balancer in front;
+no sticky sessions needed).
 Stop with Ctrl-C or SIGTERM: open connections are closed with 1001 (going away),
 which tells clients to reconnect and resume.""",
     )
@@ -186,6 +226,9 @@ which tells clients to reconnect and resume.""",
                        help="TCP port to listen on (0 picks a free one)")
     serve.add_argument("--path", type=_mount_path, default="/rt",
                        help="mount path of the rtlink endpoint")
+    serve.add_argument("--backend", type=_backend_url, default="memory://", metavar="URL",
+                       help="the engine: memory:// (this process only) or redis://HOST:PORT/DB "
+                            "(shared by every node started with it)")
     serve.add_argument("--history-size", type=_non_negative_int, default=100, metavar="N",
                        help="publications kept per channel for resume (0 disables resume)")
     serve.add_argument("--history-ttl", type=_positive_float, default=300.0, metavar="SECONDS",
@@ -205,12 +248,16 @@ which tells clients to reconnect and resume.""",
 Publish one message to a channel and print its position as EPOCH:OFFSET.
 
 DATA is JSON text: '{"text": "hi"}', '"a string"', '42', 'null'. Quote it for
-your shell. The server must allow client publishing on the channel (rtlink serve
-does unless started with --no-client-publish).
+your shell. Either through a server (URL): it must allow client publishing on the
+channel (rtlink serve does unless started with --no-client-publish); or straight
+into a shared engine with --backend redis://HOST:PORT/DB (no URL then): every
+server using that engine delivers it. With --backend, give the servers' history
+settings (--history-size, --history-ttl) so that history is bounded alike.
 
-exit status: 0 published, 1 refused by the server or timed out, 2 usage error""",
+exit status: 0 published, 1 refused, unavailable or timed out, 2 usage error""",
+        usage="%(prog)s [-h] [options] (URL | --backend URL) CHANNEL DATA",
     )
-    publish.add_argument("url", metavar="URL", type=_server_url,
+    publish.add_argument("url", metavar="URL", type=_server_url, nargs="?",
                          help="the server's rtlink URL, e.g. http://127.0.0.1:8080/rt")
     publish.add_argument("channel", metavar="CHANNEL", type=_channel,
                          help="channel name, e.g. chat:lobby")
@@ -223,6 +270,14 @@ exit status: 0 published, 1 refused by the server or timed out, 2 usage error"""
                               "nothing (default: a random key)")
     publish.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                          help="give up if connecting and publishing take longer")
+    publish.add_argument("--backend", type=_backend_url, metavar="URL",
+                         help="publish straight into this engine (redis://HOST:PORT/DB) "
+                              "instead of through a server")
+    publish.add_argument("--history-size", type=_non_negative_int, default=100, metavar="N",
+                         help="with --backend: publications kept per channel")
+    publish.add_argument("--history-ttl", type=_positive_float, default=300.0,
+                         metavar="SECONDS",
+                         help="with --backend: seconds a publication stays in history")
     publish.set_defaults(run=_cmd_publish)
 
     tail = commands.add_parser(
@@ -345,14 +400,15 @@ def _http_url(host: str, port: int, path: str) -> str:
 def build_app(
     *,
     path: str = "/rt",
+    backend: str = "memory://",
     history_size: int = 100,
     history_ttl: float = 300.0,
     client_publish: bool = True,
 ) -> tuple[web.Application, Hub]:
-    """Build the demo application: a memory hub allowing every channel, rtlink mounted
-    at ``path`` and the demo chat page at ``/``."""
+    """Build the demo application: a hub on ``backend`` allowing every channel, rtlink
+    mounted at ``path`` and the demo chat page at ``/``."""
     hub = Hub(
-        backend="memory://",
+        backend=backend,
         channels={"*": ChannelOptions(history_size=history_size, history_ttl=history_ttl,
                                       client_publish=client_publish)},
     )
@@ -371,10 +427,11 @@ def build_app(
 def _cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
-        app, _ = build_app(path=args.path, history_size=args.history_size,
+        app, _ = build_app(path=args.path, backend=args.backend,
+                           history_size=args.history_size,
                            history_ttl=args.history_ttl,
                            client_publish=not args.no_client_publish)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         _err(f"rtlink serve: error: cannot set up the server: {exc}")
         return EXIT_FAILURE
     return asyncio.run(_serve(app, args))
@@ -412,7 +469,8 @@ async def _serve(app: web.Application, args: argparse.Namespace) -> int:
         port = runner.addresses[0][1] if runner.addresses else args.port
         page = _http_url(args.host, port, "/")
         endpoint = _http_url(args.host, port, args.path)
-        print(f"rtlink serving on {page} (endpoint {endpoint}, backend memory://)", flush=True)
+        print(f"rtlink serving on {page} (endpoint {endpoint}, backend "
+              f"{_redact(args.backend)})", flush=True)
         if args.host in ("0.0.0.0", "::"):
             logger.info("listening on all interfaces (%s)", args.host)
         logger.info("transports: %s; client publishing %s",
@@ -442,8 +500,11 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         validate_data(data)
     except FrameError as exc:
         raise UsageError(f"DATA cannot be published: {exc}") from None
+    if (args.url is None) == (args.backend is None):
+        raise UsageError("give either the server's URL or --backend URL (not both)")
     _setup_logging("warning")
-    return asyncio.run(_until_signal(_publish(args, data), EXIT_INTERRUPTED))
+    work = _publish(args, data) if args.backend is None else _publish_to_backend(args, data)
+    return asyncio.run(_until_signal(work, EXIT_INTERRUPTED))
 
 
 def _reject_constant(name: str) -> Any:
@@ -483,6 +544,31 @@ async def _publish(args: argparse.Namespace, data: Any) -> int:
         return EXIT_FAILURE
     finally:
         await client.close()
+    print(position, flush=True)
+    return EXIT_OK
+
+
+async def _publish_to_backend(args: argparse.Namespace, data: Any) -> int:
+    where = _redact(args.backend)
+    try:
+        publisher = Publisher(args.backend, channels={"*": ChannelOptions(
+            history_size=args.history_size, history_ttl=args.history_ttl)})
+    except (ValueError, ImportError) as exc:
+        _err(f"error: cannot use the backend {where}: {exc}")
+        return EXIT_FAILURE
+    try:
+        async with asyncio.timeout(args.timeout):
+            async with publisher:
+                position = await publisher.publish(args.channel, data,
+                                                   key=args.key or secrets.token_hex(16))
+    except TimeoutError:
+        _err(f"error: {where} did not answer within {args.timeout:g}s; the message may or "
+             "may not have been published (retry with the same --key to be sure it is "
+             "published once)")
+        return EXIT_FAILURE
+    except (BackendError, ChannelError) as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAILURE
     print(position, flush=True)
     return EXIT_OK
 

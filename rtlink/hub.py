@@ -21,8 +21,8 @@ from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .connection import WEBSOCKET, Connection, ConnectionMode, Sink, _Subscription
-from .errors import ChannelError, FrameError
-from .protocol import Ping, Position, Publication, encode_frame, validate_channel, validate_data
+from .errors import ChannelError
+from .protocol import Ping, Position, Publication, encode_frame
 
 __all__ = ["Hub", "Authenticate", "Authorize"]
 
@@ -169,12 +169,8 @@ class Hub:
             ChannelError: invalid or unknown channel, or data no codec can carry.
             BackendError: the backend failed; nothing was published.
         """
-        try:
-            validate_channel(channel)
-            validate_data(data)
-        except FrameError as exc:
-            raise ChannelError(exc.error_code, str(exc)) from None
-        return await self._publish(channel, data, key, self.rules.options(channel))
+        options = self.rules.check_publication(channel, data)
+        return await self._publish(channel, data, key, options)
 
     async def authenticate(self, request: Any) -> Any:
         """Run the authenticate hook for a new connection's request (None without a hook)."""

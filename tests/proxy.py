@@ -11,7 +11,10 @@ temporary prefix: its own config, pid file, logs and temp directories, listening
 on a free port of 127.0.0.1, in the foreground (``daemon off``) as a child process of
 the test, and stops it afterwards. It never touches an nginx the machine may run.
 
-Modes (every path is proxied to ``http://127.0.0.1:<upstream_port>``):
+Modes (every path is proxied to ``http://127.0.0.1:<upstream_port>``, or, given several
+ports, to an ``upstream`` group of them balanced round robin with no stickiness: each
+request, each long poll included, goes to the next node; a node that refuses
+connections is skipped):
 
 ``"transparent"``
     A correct configuration for rtlink: WebSocket upgrades passed through, streamed
@@ -39,7 +42,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -148,9 +151,19 @@ def _server(listen: str, upstream: str, directives: str, extra: str) -> str:
 """
 
 
-def _config(prefix: Path, port: int, upstream_port: int, mode: str, extra: str) -> str:
+def _config(prefix: Path, port: int, upstream_ports: Sequence[int], mode: str,
+            extra: str) -> str:
     listen = f"127.0.0.1:{port}"
-    upstream = f"http://127.0.0.1:{upstream_port}"
+    group = ""
+    if len(upstream_ports) == 1:
+        upstream = f"http://127.0.0.1:{upstream_ports[0]}"
+    else:
+        # What docs/operations.md recommends in front of several nodes: plain round
+        # robin. A failed node is skipped for fail_timeout (short here for tests).
+        servers = "".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;\n"
+                          for p in upstream_ports)
+        group = f"    upstream rtlink_nodes {{\n{servers}    }}\n"
+        upstream = "http://rtlink_nodes"
     if mode == "strip_upgrade_buffering":
         # ``extra`` goes to both hops: a timeout, say, must apply to both.
         inner = f"unix:{prefix}/held.sock"
@@ -172,7 +185,8 @@ events {{
 }}
 
 http {{
-    access_log {prefix}/access.log;
+    log_format upstream '$request_method $uri $status $upstream_addr';
+    access_log {prefix}/access.log upstream;
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -184,7 +198,7 @@ http {{
         default upgrade;
         ''      close;
     }}
-{servers}
+{group}{servers}
 }}
 """
 
@@ -217,6 +231,7 @@ class Proxy:
 
     @property
     def access_log(self) -> str:
+        """What nginx logged so far: ``METHOD URI STATUS UPSTREAM-ADDRESS`` per request."""
         try:
             return (self.prefix / "access.log").read_text(errors="replace")
         except FileNotFoundError:
@@ -259,8 +274,10 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def run_nginx(upstream_port: int, mode: str, extra: str = "") -> AsyncIterator[Proxy]:
-    """Run nginx on a free loopback port in front of ``upstream_port`` (see module doc).
+async def run_nginx(upstream_port: int | Sequence[int], mode: str,
+                    extra: str = "") -> AsyncIterator[Proxy]:
+    """Run nginx on a free loopback port in front of ``upstream_port`` (see module doc);
+    several ports are balanced round robin.
 
     ``extra`` is inserted into the ``location /`` block after the mode's directives
     (in ``"strip_upgrade_buffering"``, into that of both hops).
@@ -268,13 +285,14 @@ async def run_nginx(upstream_port: int, mode: str, extra: str = "") -> AsyncIter
     if mode not in _LOCATIONS:
         raise ValueError(f"unknown nginx mode {mode!r}; one of {', '.join(MODES)}")
     nginx = require_nginx()
+    upstream_ports = [upstream_port] if isinstance(upstream_port, int) else list(upstream_port)
     prefix = Path(tempfile.mkdtemp(prefix="rtlink-nginx-"))
     process: asyncio.subprocess.Process | None = None
     try:
         for _attempt in range(5):  # another process may grab the free port first
             port = _free_port()
             conf = prefix / "nginx.conf"
-            conf.write_text(_config(prefix, port, upstream_port, mode, extra))
+            conf.write_text(_config(prefix, port, upstream_ports, mode, extra))
             (prefix / "error.log").write_bytes(b"")
             (prefix / "nginx.pid").unlink(missing_ok=True)
             with open(prefix / "stderr.log", "wb") as stderr:  # before error_log applies
