@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -45,21 +44,9 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import pytest
+from .support import find_binary, missing_component, seconds
 
-from .support import seconds
-
-
-def _find_nginx() -> str | None:
-    found = shutil.which("nginx")
-    if found:
-        return found
-    if os.access("/usr/sbin/nginx", os.X_OK):  # not on PATH for non-root users
-        return "/usr/sbin/nginx"
-    return None
-
-
-NGINX = _find_nginx()
+NGINX = find_binary("nginx")
 
 MISSING = "nginx (Debian package nginx-light) is not installed"
 
@@ -69,9 +56,7 @@ MODES = ("transparent", "strip_upgrade", "strip_upgrade_buffering", "short_read_
 def require_nginx() -> str:
     """The nginx binary; skip the test when missing (fail under ``CI=true``)."""
     if NGINX is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(MISSING, pytrace=False)
-        pytest.skip(MISSING)
+        missing_component(MISSING)
     return NGINX
 
 

@@ -17,7 +17,6 @@ may run (it never uses port 6379 unless the OS hands that out as free).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
@@ -26,31 +25,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from .support import seconds
+from .support import find_binary, missing_component, seconds
 
 MISSING = "redis-server (Debian package redis-server) is not installed"
 
 
-def _find_redis() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    if os.access("/usr/bin/redis-server", os.X_OK):
-        return "/usr/bin/redis-server"
-    return None
-
-
-REDIS_SERVER = _find_redis()
+REDIS_SERVER = find_binary("redis-server")
 
 
 def require_redis() -> str:
     """The redis-server binary; skip the test when missing (fail under ``CI=true``)."""
     if REDIS_SERVER is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(MISSING, pytrace=False)
-        pytest.skip(MISSING)
+        missing_component(MISSING)
     return REDIS_SERVER
 
 

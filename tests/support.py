@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
+import pytest
 from aiohttp import web
 
 import rtlink
@@ -24,6 +26,28 @@ TIME_FACTOR = float(os.environ.get("RTLINK_TEST_TIME_FACTOR", "1"))
 def seconds(value: float) -> float:
     """A test timeout, scaled for slow machines."""
     return value * TIME_FACTOR
+
+
+def find_binary(*names: str) -> str | None:
+    """The path of the first of ``names`` on PATH, or in /usr/sbin or /usr/bin (not on
+    PATH for non-root users); None when none is installed."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    for name in names:
+        for directory in ("/usr/sbin", "/usr/bin"):
+            if os.access(f"{directory}/{name}", os.X_OK):
+                return f"{directory}/{name}"
+    return None
+
+
+def missing_component(message: str) -> NoReturn:
+    """Skip the test because a component it needs is missing; under ``CI=true`` (where
+    the test command installs every component) fail instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 class Server:

@@ -33,8 +33,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -42,7 +40,7 @@ import pytest
 from aiohttp import web
 
 import rtlink
-from tests.support import Server, seconds
+from tests.support import Server, find_binary, missing_component, seconds
 
 try:
     from playwright import async_api as playwright_api
@@ -50,17 +48,7 @@ except ImportError:  # reported by require_browser()
     playwright_api = None  # type: ignore[assignment]
 
 
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return None
-
-
-CHROMIUM = _find_chromium()
+CHROMIUM = find_binary("chromium", "chromium-browser")
 
 #: Flags that keep a headless Chromium quiet and self-contained (no sandbox: tests may
 #: run as root in a container; no QUIC, background downloads or sync).
@@ -88,10 +76,7 @@ def require_browser() -> str:
         missing.append("the playwright Python package not installed "
                        "(pip install 'playwright>=1.45', part of the dev extras)")
     if missing:
-        message = "; ".join(missing) + ": cannot run the browser tests"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        missing_component("; ".join(missing) + ": cannot run the browser tests")
     assert CHROMIUM is not None
     return CHROMIUM
 
