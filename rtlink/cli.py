@@ -184,6 +184,25 @@ examples:
 """
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A command's parser that lets options sit between positionals
+    (``publish URL --key K CHANNEL DATA``): with an optional URL before CHANNEL, plain
+    argparse would hand a lone URL before an option to CHANNEL."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keep the layout of descriptions; show meaningful defaults."""
 
@@ -201,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rtlink", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_Formatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                     parser_class=_IntermixedParser)
     commands.required = True
 
     serve = commands.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import pytest
+
+from .redis_server import RedisServer, run_redis
 
 #: Multiply every timeout by RTLINK_TEST_TIME_FACTOR on slow machines.
 TIME_FACTOR = float(os.environ.get("RTLINK_TEST_TIME_FACTOR", "1"))
@@ -240,3 +243,250 @@ def test_refused_publish_and_clean_shutdown() -> None:
         server.kill()
         if tail is not None:
             tail.kill()
+
+
+# --- a Redis backend: several servers, and publishing without a server ------------------
+
+
+def unique(prefix: str) -> str:
+    """A channel name no other test (or earlier run on the session Redis) uses."""
+    return f"{prefix}:{secrets.token_hex(6)}"
+
+
+def backend_publish(backend: str, channel: str, data: Any, *options: str) -> str:
+    """``rtlink publish --backend``; return the position it prints."""
+    result = run_cli("publish", "--backend", backend, *options, channel, json.dumps(data))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    position = result.stdout.strip()
+    epoch, _, offset = position.rpartition(":")
+    assert epoch and offset.isdigit(), position
+    return position
+
+
+def split_position(position: str) -> tuple[str, int]:
+    epoch, _, offset = position.rpartition(":")
+    return epoch, int(offset)
+
+
+@pytest.fixture(scope="module")
+def redis_pair(redis_server: RedisServer) -> Iterator[tuple[Server, Server]]:
+    """Two `rtlink serve` processes on different ports sharing the session Redis."""
+    first = Server("--backend", redis_server.url)
+    try:
+        second = Server("--backend", redis_server.url)
+        try:
+            yield first, second
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+
+
+def test_serve_names_the_redis_backend(
+    redis_server: RedisServer, redis_pair: tuple[Server, Server]
+) -> None:
+    first, second = redis_pair
+    assert first.port != second.port
+    for server in redis_pair:
+        assert server.serving == (
+            f"rtlink serving on http://127.0.0.1:{server.port}/ "
+            f"(endpoint http://127.0.0.1:{server.port}/rt, backend {redis_server.url})"
+        )
+
+
+def test_servers_on_one_redis_are_one_cluster(
+    redis_server: RedisServer, redis_pair: tuple[Server, Server]
+) -> None:
+    first, second = redis_pair
+    channel = unique("test:cluster")
+    tail = Proc("tail", first.url, channel, "--count", "2")
+    try:
+        tail.stderr.wait_for(f"subscribed to {channel}")
+        via_server = publish(second.url, channel, {"via": "server B"})
+        direct = backend_publish(redis_server.url, channel, {"via": "no server"})
+        assert tail.wait() == 0
+        lines = [json.loads(line) for line in tail.stdout.rest()]
+    finally:
+        tail.kill()
+    assert lines == [
+        {"channel": channel, "position": via_server, "data": {"via": "server B"}},
+        {"channel": channel, "position": direct, "data": {"via": "no server"}},
+    ]
+    epoch, offset = split_position(via_server)
+    assert (offset, split_position(direct)) == (1, (epoch, 2))
+    assert "Traceback" not in "\n".join(tail.stderr.rest())
+
+
+def test_backend_publish_with_the_same_key_publishes_once(
+    redis_server: RedisServer, redis_pair: tuple[Server, Server]
+) -> None:
+    first, _ = redis_pair
+    channel = unique("test:key")
+    tail = Proc("tail", first.url, channel, "--count", "2", "--format", "text")
+    try:
+        tail.stderr.wait_for(f"subscribed to {channel}")
+        once = backend_publish(redis_server.url, channel, "once", "--key", "order-1")
+        again = backend_publish(redis_server.url, channel, "again", "--key", "order-1")
+        other = backend_publish(redis_server.url, channel, "other", "--key", "order-2")
+        assert tail.wait() == 0
+        lines = tail.stdout.rest()
+    finally:
+        tail.kill()
+    assert again == once
+    epoch, offset = split_position(once)
+    assert split_position(other) == (epoch, offset + 1)
+    # The repeat delivered nothing: the second message anyone sees is the third publish.
+    assert lines == [f"{once} {channel} once", f"{other} {channel} other"]
+
+
+def test_backend_publish_applies_the_history_size(
+    redis_server: RedisServer, redis_pair: tuple[Server, Server]
+) -> None:
+    first, _ = redis_pair
+    channel = unique("test:size")
+    positions = [backend_publish(redis_server.url, channel, n, "--history-size", "1")
+                 for n in range(3)]
+    # History holds only the last publication: resuming after the second one finds it...
+    result = run_cli("tail", first.url, channel, "--since", positions[1], "--count", "1",
+                     "--format", "text")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{positions[2]} {channel} 2"]
+    assert f"resumed after {positions[1]}" in result.stderr
+    # ... while resuming after the first one cannot work.
+    tail = Proc("tail", first.url, channel, "--since", positions[0], "--count", "1",
+                "--format", "text")
+    try:
+        tail.stderr.wait_for("WARNING: could not resume")
+        later = backend_publish(redis_server.url, channel, 3, "--history-size", "1")
+        assert tail.wait() == 0
+        assert tail.stdout.rest() == [f"{later} {channel} 3"]
+    finally:
+        tail.kill()
+
+
+def test_redis_password_is_used_and_never_printed() -> None:
+    with run_redis() as redis:
+        assert redis.command("CONFIG", "SET", "requirepass", "s3cret-pw") == b"+OK\r\n"
+        backend = f"redis://:s3cret-pw@127.0.0.1:{redis.port}/0"
+        server = Server("--backend", backend)
+        try:
+            assert f"backend redis://:***@127.0.0.1:{redis.port}/0)" in server.serving
+            assert "s3cret" not in server.serving
+            channel = unique("test:auth")
+            # Both through the server and straight into Redis: the password works.
+            epoch, offset = split_position(publish(server.url, channel, 1))
+            assert split_position(backend_publish(backend, channel, 2)) == (epoch, offset + 1)
+
+            wrong = f"redis://:wrong-pw@127.0.0.1:{redis.port}/0"
+            result = run_cli("publish", "--backend", wrong, "--timeout", "3", channel, "3")
+            assert result.returncode == 1
+            assert result.stdout == ""
+            assert result.stderr.startswith("error: "), result.stderr
+            assert f"127.0.0.1:{redis.port}/0" in result.stderr
+            assert "wrong-pw" not in result.stderr
+            assert "Traceback" not in result.stderr
+        finally:
+            server.kill()
+        assert "s3cret" not in "\n".join(server.stdout.rest() + server.stderr.rest())
+
+
+def test_serve_redacts_the_redis_password() -> None:
+    # Nothing listens on the port: serve does not reach Redis before a client subscribes.
+    port = free_port()
+    server = Server("--backend", f"redis://admin:secret@127.0.0.1:{port}/0")
+    try:
+        assert server.serving.endswith(f"backend redis://admin:***@127.0.0.1:{port}/0)")
+        assert "secret" not in server.serving
+        server.popen.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
+    finally:
+        server.kill()
+    assert "secret" not in "\n".join(server.stdout.rest() + server.stderr.rest())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["http://127.0.0.1:9/rt", "test:x", "1", "--backend",
+                      "redis://127.0.0.1:9/0"],
+                     "give either the server's URL or --backend URL", id="both"),
+        pytest.param(["--backend", "redis://127.0.0.1:9/0", "http://127.0.0.1:9/rt",
+                      "test:x", "1"],
+                     "give either the server's URL or --backend URL", id="both-backend-first"),
+        pytest.param(["test:x", "1"], "give either the server's URL or --backend URL",
+                     id="neither"),
+        pytest.param(["--backend", "foo://x", "test:x", "1"], "redis://", id="unknown-scheme"),
+        pytest.param(["--backend", "127.0.0.1:6379", "test:x", "1"], "redis://",
+                     id="no-scheme"),
+    ],
+)
+def test_publish_usage_errors(args: list[str], message: str) -> None:
+    result = run_cli("publish", *args, timeout=10)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_unknown_backend() -> None:
+    result = run_cli("serve", "--port", str(free_port()), "--backend", "foo://x", timeout=10)
+    assert result.returncode == 2
+    assert "redis://" in result.stderr and "memory://" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_backend_publish_without_redis_fails_cleanly() -> None:
+    backend = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    result = run_cli("publish", "--backend", backend, "--timeout", "3", "test:x", "1",
+                     timeout=10)
+    assert result.returncode == 1
+    assert time.monotonic() - started < seconds(8)
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: Redis at 127.0.0.1:"), result.stderr
+    assert "unavailable" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+
+def test_backend_publish_times_out_on_a_silent_redis() -> None:
+    # Accepts connections (the kernel completes them) but never answers.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = run_cli("publish", "--backend", f"redis://:hunter2@127.0.0.1:{port}/0",
+                         "--timeout", "1", "test:x", "1", timeout=10)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < seconds(6)
+    assert result.stderr.startswith(
+        f"error: redis://:***@127.0.0.1:{port}/0 did not answer within 1s"), result.stderr
+    assert "retry with the same --key" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "publish"])
+def test_invalid_backend_options_fail_cleanly(command: str) -> None:
+    backend = "redis://:hunter2@127.0.0.1:9/0?meta_ttl=abc"
+    args = ["--port", str(free_port())] if command == "serve" else ["test:x", "1"]
+    result = run_cli(command, "--backend", backend, *args, timeout=10)
+    assert result.returncode == 1
+    assert "error: " in result.stderr and "invalid meta_ttl='abc'" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+@pytest.mark.parametrize("command", ["serve", "publish"])
+def test_help_mentions_backend(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--backend URL" in result.stdout
+    assert "redis://HOST:PORT/DB" in result.stdout
+
+
+def test_publish_accepts_options_between_url_and_channel(server: Server) -> None:
+    result = run_cli("publish", server.url, "--key", "between", "test:between", "1")
+    assert result.returncode == 0, result.stderr
+    assert split_position(result.stdout.strip())[1] >= 1
