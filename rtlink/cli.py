@@ -214,6 +214,16 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+def _add_history_options(parser: argparse.ArgumentParser, when: str) -> None:
+    """--history-size and --history-ttl, for the servers and for publishing into a
+    shared engine (which must bound history alike)."""
+    parser.add_argument("--history-size", type=_non_negative_int, default=100, metavar="N",
+                        help=f"{when}publications kept per channel for resume "
+                             "(0 disables resume)")
+    parser.add_argument("--history-ttl", type=_positive_float, default=300.0,
+                        metavar="SECONDS", help=f"{when}seconds a publication stays in history")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``rtlink`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -249,10 +259,7 @@ which tells clients to reconnect and resume.""",
     serve.add_argument("--backend", type=_backend_url, default="memory://", metavar="URL",
                        help="the engine: memory:// (this process only) or redis://HOST:PORT/DB "
                             "(shared by every node started with it)")
-    serve.add_argument("--history-size", type=_non_negative_int, default=100, metavar="N",
-                       help="publications kept per channel for resume (0 disables resume)")
-    serve.add_argument("--history-ttl", type=_positive_float, default=300.0, metavar="SECONDS",
-                       help="seconds a publication stays in history")
+    _add_history_options(serve, "")
     serve.add_argument("--no-client-publish", action="store_true",
                        help="refuse publishes from clients (rtlink publish, the demo page) "
                             "with error 403; they may only subscribe")
@@ -293,11 +300,7 @@ exit status: 0 published, 1 refused, unavailable or timed out, 2 usage error""",
     publish.add_argument("--backend", type=_backend_url, metavar="URL",
                          help="publish straight into this engine (redis://HOST:PORT/DB) "
                               "instead of through a server")
-    publish.add_argument("--history-size", type=_non_negative_int, default=100, metavar="N",
-                         help="with --backend: publications kept per channel")
-    publish.add_argument("--history-ttl", type=_positive_float, default=300.0,
-                         metavar="SECONDS",
-                         help="with --backend: seconds a publication stays in history")
+    _add_history_options(publish, "with --backend: ")
     publish.set_defaults(run=_cmd_publish)
 
     tail = commands.add_parser(

@@ -39,12 +39,11 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from .support import find_binary, missing_component, seconds
+from .support import find_binary, free_port, missing_component, seconds
 
 NGINX = find_binary("nginx")
 
@@ -188,12 +187,6 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Proxy:
     """A running nginx: ``port``, ``url(path)``, and its ``error_log`` text."""
 
@@ -275,7 +268,7 @@ async def run_nginx(upstream_port: int | Sequence[int], mode: str,
     process: asyncio.subprocess.Process | None = None
     try:
         for _attempt in range(5):  # another process may grab the free port first
-            port = _free_port()
+            port = free_port()
             conf = prefix / "nginx.conf"
             conf.write_text(_config(prefix, port, upstream_ports, mode, extra))
             (prefix / "error.log").write_bytes(b"")

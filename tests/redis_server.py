@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .support import find_binary, missing_component, seconds
+from .support import find_binary, free_port, missing_component, seconds
 
 MISSING = "redis-server (Debian package redis-server) is not installed"
 
@@ -38,12 +38,6 @@ def require_redis() -> str:
     if REDIS_SERVER is None:
         missing_component(MISSING)
     return REDIS_SERVER
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -85,7 +79,7 @@ class RedisServer:
         """Start on ``port`` (a free one the first time; the same one on a restart)."""
         fixed = bool(self.port)
         for _attempt in range(20):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             conf = self.directory / "redis.conf"
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize no\n"

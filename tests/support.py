@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -26,6 +27,13 @@ TIME_FACTOR = float(os.environ.get("RTLINK_TEST_TIME_FACTOR", "1"))
 def seconds(value: float) -> float:
     """A test timeout, scaled for slow machines."""
     return value * TIME_FACTOR
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def find_binary(*names: str) -> str | None:

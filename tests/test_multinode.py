@@ -23,7 +23,7 @@ import rtlink
 from .conftest import FAST_RECONNECT
 from .proxy import run_nginx
 from .redis_server import RedisServer, run_redis
-from .support import Relay, collect, eventually, seconds
+from .support import Relay, collect, eventually, free_port, seconds
 
 #: Run the CLI as the console script does, without relying on it being installed.
 CLI = [sys.executable, "-c", "import sys; from rtlink.cli import main; sys.exit(main())"]
@@ -192,7 +192,7 @@ async def test_a_killed_node_loses_nothing_for_its_clients(
     other node and resumes without a gap."""
     url = redis_for_nodes.url
     a = await Node(url).start()
-    spare = Node(url, port=_free_port())
+    spare = Node(url, port=free_port())
     try:
         # Only ``a`` is up: the client's WebSocket goes to it.
         async with run_nginx([a.port, spare.port], "transparent") as proxy, \
@@ -273,10 +273,3 @@ async def collect_one(sub: rtlink.Subscription) -> rtlink.Message:
     (message,) = await collect(sub, 1, timeout=20)
     return message
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

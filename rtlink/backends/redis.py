@@ -217,10 +217,12 @@ class RedisBackend(Backend):
         sync_limit: publications read at most to fill one channel's gap after a
             reconnection; a larger gap counts as lost.
         client: a ready ``redis.asyncio.Redis`` to use instead of ``url`` (its
-            connection pool is not closed by :meth:`close`).
+            connection pool is not closed by :meth:`close`); it must return bytes
+            (``decode_responses=False``, redis-py's default).
 
     Raises:
-        ValueError: an argument is out of range or the prefix contains a brace.
+        ValueError: an argument is out of range, the prefix contains a brace, or
+            ``client`` decodes responses.
     """
 
     def __init__(
@@ -248,6 +250,10 @@ class RedisBackend(Backend):
         self.ping_interval = ping_interval
         self.sync_limit = sync_limit
         self._owns_client = client is None
+        if client is not None and client.connection_pool.connection_kwargs.get(
+                "decode_responses"):
+            raise ValueError("the Redis client must return bytes (decode_responses=False): "
+                             "data is stored as msgpack")
         if client is None:
             pool = aioredis.BlockingConnectionPool.from_url(
                 url,
@@ -451,7 +457,8 @@ class RedisBackend(Backend):
             epoch, offset = await self._redis.hmget(self._key(channel, "meta"), ["e", "o"])
         if epoch is None or offset is None:
             return None
-        return Position(_text(epoch), int(offset))
+        assert isinstance(epoch, bytes)  # the client returns bytes (checked in __init__)
+        return Position(epoch.decode(), int(offset))
 
     def _meta_ttl_ms(self, policy: HistoryPolicy) -> int:
         return _ms(max(self.meta_ttl, policy.ttl, policy.key_ttl))
@@ -688,10 +695,6 @@ def _ms(seconds: float) -> int:
     if math.isinf(seconds):
         return 2**62
     return max(1, round(seconds * 1000))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _unpack(raw: bytes) -> Any:

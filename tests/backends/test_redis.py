@@ -100,6 +100,18 @@ async def test_keys_follow_the_documented_layout(redis_server: RedisServer) -> N
     await raw.aclose()
 
 
+async def test_a_client_that_decodes_responses_is_refused(redis_server: RedisServer) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisBackend(client=client)
+    await client.aclose()
+    plain = aioredis.Redis.from_url(redis_server.url)
+    async with Node(RedisBackend(client=plain, prefix=unique("own"))) as a:
+        assert (await a.backend.publish("c", 1, key=None, policy=POLICY)).position.offset == 1
+    assert await plain.ping()  # a client passed in is not closed by the backend
+    await plain.aclose()
+
+
 async def test_one_pubsub_connection_and_one_redis_subscription_per_channel(
     redis_server: RedisServer,
 ) -> None:
