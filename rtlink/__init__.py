@@ -6,16 +6,21 @@ The small public API::
     rtlink.attach(app, hub, path="/rt")          # server, on an aiohttp app
     await hub.publish("chat:lobby", {"text": "hi"})
 
+    auth = rtlink.TokenAuth(secret)                         # HS256 JWTs, tickets
+    hub = rtlink.Hub(authenticate=auth, channels={
+        "user:{user}:*": rtlink.ChannelOptions(subscribe="authenticated")})
+
     hub = rtlink.Hub(backend="redis://127.0.0.1:6379/0")   # several nodes as one
     async with rtlink.Publisher("redis://127.0.0.1:6379/0") as publisher:
         await publisher.publish("chat:lobby", {"text": "from a worker"})
 
-    async with rtlink.Client("http://127.0.0.1:8080/rt") as client:   # client
+    async with rtlink.Client("http://127.0.0.1:8080/rt", token=auth.mint("alice")) as client:
         async with client.subscribe("chat:lobby") as sub:
             async for message in sub:
                 print(message.data)
 """
 
+from .auth import Identity, TokenAuth
 from .channels import ChannelOptions
 from .client import Client, ConnectionState, Message, StateChange, SubscribedEvent, Subscription
 from .codes import CloseCode, ErrorCode
@@ -40,6 +45,8 @@ __all__ = [
     "Hub",
     "Publisher",
     "ChannelOptions",
+    "TokenAuth",
+    "Identity",
     "attach",
     "Client",
     "ConnectionState",

@@ -1,19 +1,36 @@
-"""Channel rules: per-pattern options such as history bounds and client publishing."""
+"""Channel rules: per-pattern options such as history bounds, client publishing and
+who may subscribe.
+
+Access to a channel, checked for every subscribe and client publish (server-side
+``hub.publish`` is never restricted):
+
+* no pattern matches → 404 ``UNKNOWN_CHANNEL``;
+* ``subscribe="authenticated"`` and an anonymous connection (identity None) → 401
+  ``UNAUTHORIZED``;
+* a pattern with ``{user}`` is owned by the user it captures: an anonymous connection
+  gets 401, one whose subject (:func:`rtlink.auth.subject_of`) is another user 403
+  ``FORBIDDEN``.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
+from .auth import subject_of
 from .backends.base import HistoryPolicy
 from .codes import ErrorCode
 from .errors import ChannelError, FrameError
 from .protocol import validate_channel, validate_data
 
-__all__ = ["ChannelOptions", "ChannelRules"]
+__all__ = ["ChannelOptions", "ChannelRules", "ChannelMatch", "USER_PLACEHOLDER"]
+
+#: The placeholder of owned channel patterns: one run of channel characters without ``:``.
+USER_PLACEHOLDER = "{user}"
 
 
 @attrs.frozen
@@ -28,12 +45,16 @@ class ChannelOptions:
             says otherwise.
         key_ttl: seconds an idempotency key is remembered, i.e. how long after a
             publish a retry with the same key is still recognised as a duplicate.
+        subscribe: who may subscribe (and, with ``client_publish``, publish):
+            ``"anyone"``, or ``"authenticated"`` (anonymous connections get 401).
     """
 
     history_size: int = attrs.field(default=100, validator=attrs.validators.ge(0))
     history_ttl: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     client_publish: bool = False
     key_ttl: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+    subscribe: Literal["anyone", "authenticated"] = attrs.field(
+        default="anyone", validator=attrs.validators.in_(("anyone", "authenticated")))
 
     @property
     def policy(self) -> HistoryPolicy:
@@ -41,36 +62,96 @@ class ChannelOptions:
         return HistoryPolicy(size=self.history_size, ttl=self.history_ttl, key_ttl=self.key_ttl)
 
 
+@attrs.frozen
+class ChannelMatch:
+    """The rule a channel name matched.
+
+    Attributes:
+        options: the options of the matching pattern.
+        owner: for a pattern with ``{user}``, the user it captured (only that user
+            may subscribe and publish); None for other patterns.
+    """
+
+    options: ChannelOptions
+    owner: str | None = None
+
+
+def _glob_regex(glob: str) -> str:
+    """The body of :func:`fnmatch.translate`'s regex for ``glob`` (no anchors or flags)."""
+    translated = fnmatch.translate(glob)
+    if not (translated.startswith("(?s:") and translated.endswith(r")\Z")):
+        raise RuntimeError(f"unexpected fnmatch.translate output {translated!r}")
+    return translated[4:-3]
+
+
+def _compile(pattern: str) -> tuple[re.Pattern[str], bool]:
+    """A pattern's regex, and whether it has the ``{user}`` placeholder (group ``user``).
+
+    Raises:
+        ValueError: more than one ``{user}``, braces that are not ``{user}``, or a
+            ``*`` right next to ``{user}``.
+    """
+    parts = pattern.split(USER_PLACEHOLDER)
+    if len(parts) > 2:
+        raise ValueError(f"channel pattern {pattern!r}: {USER_PLACEHOLDER} may appear once")
+    if any("{" in part or "}" in part for part in parts):
+        raise ValueError(f"channel pattern {pattern!r}: the only placeholder is "
+                         f"{USER_PLACEHOLDER} (channel names cannot contain braces)")
+    if len(parts) == 1:
+        return re.compile(fnmatch.translate(pattern)), False
+    head, tail = parts
+    if head.endswith("*") or tail.startswith("*"):
+        # "*{user}" could split "xalice" anywhere: the owner would be a guess.
+        raise ValueError(f"channel pattern {pattern!r}: {USER_PLACEHOLDER} must not touch "
+                         "a '*' (put a ':' between them)")
+    return re.compile(f"(?s:{_glob_regex(head)}(?P<user>[^:]+){_glob_regex(tail)})\\Z"), True
+
+
 class ChannelRules:
     """Maps channel names to :class:`ChannelOptions` by glob patterns, first match wins.
 
     Patterns use :func:`fnmatch.fnmatchcase` syntax (``*``, ``?``, ``[…]``), so
-    ``"chat:*"`` matches ``"chat:lobby"``. A channel that matches no pattern is unknown
-    and refused with :attr:`~rtlink.codes.ErrorCode.UNKNOWN_CHANNEL`.
+    ``"chat:*"`` matches ``"chat:lobby"``, plus the placeholder ``{user}``: one run of
+    channel characters without ``:``, whose value owns the channel (``"user:{user}:*"``
+    matches ``"user:alice:notes"``, owned by ``alice``). A channel that matches no
+    pattern is unknown and refused with :attr:`~rtlink.codes.ErrorCode.UNKNOWN_CHANNEL`.
+
+    Raises:
+        ValueError: a pattern with ``{user}`` twice, with other braces, or with a
+            ``*`` right next to ``{user}``.
     """
 
     _CACHE_SIZE = 10_000
 
     def __init__(self, rules: Mapping[str, ChannelOptions] | None = None) -> None:
-        self._rules: list[tuple[str, ChannelOptions]] = list(
-            (rules if rules is not None else {"*": ChannelOptions()}).items()
-        )
-        self._cache: dict[str, ChannelOptions | None] = {}
+        self._rules: list[tuple[re.Pattern[str], bool, ChannelOptions]] = [
+            (*_compile(pattern), options)
+            for pattern, options in (rules if rules is not None
+                                     else {"*": ChannelOptions()}).items()
+        ]
+        self._cache: dict[str, ChannelMatch | None] = {}
 
-    def match(self, channel: str) -> ChannelOptions | None:
-        """Return the options of the first pattern matching ``channel``, or None."""
+    def lookup(self, channel: str) -> ChannelMatch | None:
+        """Return the rule of the first pattern matching ``channel``, or None."""
         try:
             return self._cache[channel]
         except KeyError:
             pass
-        found = next(
-            (options for pattern, options in self._rules if fnmatch.fnmatchcase(channel, pattern)),
-            None,
-        )
+        found = None
+        for regex, owned, options in self._rules:
+            matched = regex.match(channel)
+            if matched is not None:
+                found = ChannelMatch(options, matched.group("user") if owned else None)
+                break
         if len(self._cache) >= self._CACHE_SIZE:
             self._cache.clear()  # crude but bounded; matching is cheap to redo
         self._cache[channel] = found
         return found
+
+    def match(self, channel: str) -> ChannelOptions | None:
+        """Return the options of the first pattern matching ``channel``, or None."""
+        found = self.lookup(channel)
+        return None if found is None else found.options
 
     def options(self, channel: str) -> ChannelOptions:
         """Like :meth:`match` but raise :class:`ChannelError` (404) for unknown channels."""
@@ -78,6 +159,27 @@ class ChannelRules:
         if options is None:
             raise ChannelError(ErrorCode.UNKNOWN_CHANNEL, f"unknown channel {channel!r}")
         return options
+
+    def check_access(self, identity: Any, channel: str) -> ChannelOptions:
+        """Check that ``identity`` may subscribe (or client-publish) to ``channel``.
+
+        Returns the channel's options.
+
+        Raises:
+            ChannelError: 404 unknown channel; 401 an anonymous identity (None) on a
+                channel that needs authentication or has an owner; 403 the channel
+                is owned by another user.
+        """
+        found = self.lookup(channel)
+        if found is None:
+            raise ChannelError(ErrorCode.UNKNOWN_CHANNEL, f"unknown channel {channel!r}")
+        if identity is None and (found.owner is not None
+                                 or found.options.subscribe == "authenticated"):
+            raise ChannelError(ErrorCode.UNAUTHORIZED,
+                               f"authentication required for {channel!r}")
+        if found.owner is not None and subject_of(identity) != found.owner:
+            raise ChannelError(ErrorCode.FORBIDDEN, f"{channel!r} belongs to another user")
+        return found.options
 
     def check_publication(self, channel: str, data: Any) -> ChannelOptions:
         """Validate a server-side publish and return the channel's options.

@@ -51,6 +51,8 @@ class CloseCode(enum.IntEnum):
     """The connection's outbound buffer overflowed. Reconnect and resume: nothing is lost."""
     RECONNECT = 4002
     """The server asks the client to reconnect (e.g. rebalancing). Reconnect."""
+    TOKEN_EXPIRED = 4003
+    """The connection's credentials expired; reconnect with fresh ones."""
 
     UNAUTHORIZED = 4500
     """Authentication failed or is missing. Stop."""

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from rtlink.codes import CloseCode, ErrorCode, is_temporary, should_reconnect
+
+from .support import find_binary, missing_component
 
 # Every CloseCode member and whether a client reconnects after it. Listing them all
 # (instead of deriving the answer from the range) makes adding a member without
@@ -22,6 +28,7 @@ RECONNECT = {
     CloseCode.HEARTBEAT_TIMEOUT: True,
     CloseCode.SLOW_CONSUMER: True,
     CloseCode.RECONNECT: True,
+    CloseCode.TOKEN_EXPIRED: True,
     CloseCode.UNAUTHORIZED: False,
     CloseCode.FORBIDDEN: False,
     CloseCode.UNSUPPORTED_PROTOCOL: False,
@@ -57,7 +64,7 @@ def test_should_reconnect_for_each_close_code(code: CloseCode) -> None:
     assert should_reconnect(int(code)) is RECONNECT[code]
 
 
-@pytest.mark.parametrize("code", [4003, 4100, 4321, 4498, 4499])
+@pytest.mark.parametrize("code", [4004, 4100, 4321, 4498, 4499])
 def test_unknown_codes_4000_4499_reconnect(code: int) -> None:
     assert code not in set(CloseCode)
     assert should_reconnect(code) is True
@@ -78,6 +85,12 @@ def test_unknown_codes_4500_4999_stop(code: int) -> None:
 def test_other_unknown_codes_stop(code: int) -> None:
     assert code not in set(CloseCode)
     assert should_reconnect(code) is False
+
+
+def test_token_expired_4003_reconnects() -> None:
+    # The client reconnects and asks its token function for a fresh token.
+    assert int(CloseCode.TOKEN_EXPIRED) == 4003
+    assert should_reconnect(4003) is True
 
 
 def test_service_restart_1012_reconnects() -> None:
@@ -107,3 +120,29 @@ def test_is_temporary_for_each_error_code(code: ErrorCode) -> None:
 )
 def test_is_temporary_unknown_codes(code: int, temporary: bool) -> None:
     assert is_temporary(code) is temporary
+
+
+def test_the_javascript_client_uses_the_same_names_and_rules() -> None:
+    """js-client/src/codes.js has exactly these members, values and decisions."""
+    node = find_binary("node")
+    if node is None:
+        missing_component("node (Node.js) is not installed")
+    codes_js = Path(__file__).resolve().parents[1] / "js-client" / "src" / "codes.js"
+    probe = [int(code) for code in RECONNECT] + [1005, 3000, 4004, 4498, 4777, 5000]
+    errors = [int(code) for code in TEMPORARY] + [428, 499, 502, 599, 600]
+    script = (
+        f"import * as codes from {json.dumps(codes_js.as_uri())};"
+        "const [probe, errors] = JSON.parse(process.argv[1]);"
+        "console.log(JSON.stringify({close: codes.CloseCode, error: codes.ErrorCode,"
+        " reconnect: probe.map(codes.shouldReconnect),"
+        " temporary: errors.map(codes.isTemporary)}));"
+    )
+    result = subprocess.run(
+        [node, "--input-type=module", "-e", script, json.dumps([probe, errors])],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    js = json.loads(result.stdout)
+    assert js["close"] == {code.name: int(code) for code in CloseCode}
+    assert js["error"] == {code.name: int(code) for code in ErrorCode}
+    assert js["reconnect"] == [should_reconnect(code) for code in probe]
+    assert js["temporary"] == [is_temporary(code) for code in errors]

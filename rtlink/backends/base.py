@@ -7,6 +7,9 @@ A backend owns three things and nothing else (no HTTP, no connections):
   de-duplication by idempotency key;
 * **history** — :meth:`Backend.history` returns what follows a position, or says the
   gap cannot be filled;
+* **claims** — :meth:`Backend.claim` marks a key as used for a while (single-use
+  authentication tickets); the base class keeps claims in this process, a shared
+  engine overrides it so that every node sees them;
 * **node fan-in** — between :meth:`Backend.subscribe` and :meth:`Backend.unsubscribe`
   of a channel, every publication of that channel, from any node, is handed to the
   listener given to :meth:`Backend.start`, in offset order, exactly once. A backend
@@ -22,10 +25,13 @@ position from a lost history can never be mistaken for a position in the new one
 from __future__ import annotations
 
 import abc
+import heapq
+import time
 from collections.abc import Callable
 
 import attrs
 
+from ..errors import BackendUnavailable
 from ..protocol import Position, Publication
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "HistoryResult",
     "PublicationListener",
     "LostListener",
+    "LocalClaims",
 ]
 
 #: Called by the backend for each publication of a subscribed channel.
@@ -89,12 +96,69 @@ class HistoryResult:
     recovered: bool
 
 
+class LocalClaims:
+    """Claimed keys of one process, each forgotten once its TTL has passed.
+
+    What :meth:`Backend.claim` uses unless a backend overrides it: right for a single
+    node only, since other processes cannot see these claims.
+
+    Args:
+        max_claims: live claims kept at most. When that many are live, :meth:`claim`
+            raises :class:`~rtlink.errors.BackendUnavailable` rather than forget one
+            early (forgetting would let a single-use ticket be used twice).
+        clock: monotonic time in seconds; inject a fake one to drive TTLs in tests.
+    """
+
+    def __init__(self, max_claims: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_claims < 1:
+            raise ValueError("max_claims must be >= 1")
+        self.max_claims = max_claims
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+        # Expiry order, for pruning without a scan; entries of re-claimed keys go stale
+        # and are skipped.
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        """Claims held right now, expired ones not yet pruned included."""
+        return len(self._expiry)
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """True if ``key`` was not claimed within its TTL, and claim it for ``ttl`` seconds.
+
+        Raises:
+            BackendUnavailable: ``max_claims`` claims are live (retry later).
+        """
+        now = self._clock()
+        self._prune(now)
+        if key in self._expiry:
+            return False
+        if len(self._expiry) >= self.max_claims:
+            raise BackendUnavailable(f"too many live claims (max_claims={self.max_claims})")
+        expires = now + ttl
+        self._expiry[key] = expires
+        heapq.heappush(self._heap, (expires, key))
+        return True
+
+    def _prune(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires, key = heapq.heappop(heap)
+            if self._expiry.get(key) == expires:
+                del self._expiry[key]
+
+
 class Backend(abc.ABC):
     """Base class of backends. Subclass it to plug in another engine.
 
     All methods are coroutines so that network backends fit; a backend is used from
     one event loop.
     """
+
+    #: The claims of :meth:`claim`'s default implementation, created on first use (a
+    #: subclass may set its own, e.g. one with the backend's clock).
+    _local_claims: LocalClaims | None = None
 
     @abc.abstractmethod
     async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
@@ -145,3 +209,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def unsubscribe(self, channel: str) -> None:
         """Stop handing this channel's publications to the listener."""
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds: True the first time, False while it is claimed.
+
+        Used for single-use authentication tickets (:class:`rtlink.auth.TokenAuth`).
+        After ``ttl`` seconds the key may be claimed again. The default keeps claims
+        in this process (:class:`LocalClaims`), which is right for a **single node
+        only**; a backend shared by several nodes overrides it so that a key claimed
+        on one node is claimed for all.
+
+        Raises:
+            BackendUnavailable: the claim could not be recorded now; retry later.
+        """
+        claims = self._local_claims
+        if claims is None:
+            claims = self._local_claims = LocalClaims()
+        return claims.claim(key, ttl)

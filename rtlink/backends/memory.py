@@ -21,6 +21,7 @@ from .base import (
     Backend,
     HistoryPolicy,
     HistoryResult,
+    LocalClaims,
     LostListener,
     PublicationListener,
     PublishResult,
@@ -109,6 +110,10 @@ class MemoryBackend(Backend):
     ``recovered=False`` (there was nothing to miss, but the backend can no longer
     prove it), and re-syncs.
 
+    Claims (:meth:`~rtlink.backends.base.Backend.claim`, for single-use tickets) are
+    kept by the base class's :class:`~rtlink.backends.base.LocalClaims`, on this
+    backend's clock: like everything here, they are seen by this process only.
+
     Publications' ``data`` is stored by reference, not copied: it must not be mutated
     after it is published.
 
@@ -147,6 +152,7 @@ class MemoryBackend(Backend):
         self._idle_ttl = idle_ttl
         self._max_keys = max_keys_per_channel
         self._clock = clock
+        self._local_claims = LocalClaims(clock=clock)
         self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
         self._listener: PublicationListener | None = None

@@ -25,6 +25,7 @@ tag, so all keys of one channel share a slot — channel names cannot contain br
     rtlink:{chat:lobby}:history     stream entries (auto IDs) with o = offset, d = data
     rtlink:{chat:lobby}:key:<key>   string "<epoch> <offset>" of an idempotency key
     rtlink:{chat:lobby}:pub         pub/sub channel: "<epoch> <offset> <data>"
+    rtlink:claim:<key>              string "1" while <key> is claimed (single-use tickets)
 
 Data is stored and published as msgpack. Requires Redis 6.2 or newer.
 """
@@ -425,6 +426,18 @@ class RedisBackend(Backend):
         if not feed.confirmed.done():
             feed.confirmed.cancel()
         await self._unsubscribe_quietly(channel)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for every node at once: ``SET {prefix}:claim:<key> 1 NX PX <ttl>``.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving.
+            BackendError: Redis refused the command for another reason.
+        """
+        async with self._errors("claim"):
+            claimed = await self._redis.set(f"{self.prefix}:claim:{key}", b"1", nx=True,
+                                            px=max(_ms(ttl), 1))
+        return bool(claimed)
 
     # --- reading -------------------------------------------------------------------------
 

@@ -475,3 +475,32 @@ class BackendContract(abc.ABC):
             channel, Position(h.deliveries()[0].position.epoch, 0), policy=POLICY
         )
         assert [p.data for p in history.publications] == values
+
+    # --- claims (single-use tickets) --------------------------------------------------
+
+    async def test_claim_is_true_once_then_false_until_its_ttl_passed(
+        self, h: Harness
+    ) -> None:
+        key = h.channel("ticket")
+        assert await h.backend.claim(key, self.ttl) is True
+        assert await h.backend.claim(key, self.ttl) is False
+        assert await h.backend.claim(key, self.ttl) is False
+        await self.expire(h.backend)
+        assert await h.backend.claim(key, self.ttl) is True
+        # ...and the new claim holds again.
+        assert await h.backend.claim(key, self.ttl) is False
+
+    async def test_claims_of_different_keys_are_independent(self, h: Harness) -> None:
+        a, b = h.channel("ticket-a"), h.channel("ticket-b")
+        assert await h.backend.claim(a, 300) is True
+        assert await h.backend.claim(b, 300) is True
+        assert await h.backend.claim(a, 300) is False
+        assert await h.backend.claim(b, 300) is False
+
+    async def test_a_claim_lasts_its_own_ttl(self, h: Harness) -> None:
+        short, long = h.channel("short"), h.channel("long")
+        assert await h.backend.claim(short, self.ttl) is True
+        assert await h.backend.claim(long, 300) is True
+        await self.expire(h.backend)
+        assert await h.backend.claim(short, 300) is True
+        assert await h.backend.claim(long, 300) is False

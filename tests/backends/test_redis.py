@@ -17,7 +17,7 @@ from rtlink.errors import BackendUnavailable
 from rtlink.protocol import Position, Publication
 
 from ..redis_server import RedisServer, run_redis
-from ..support import Relay, eventually
+from ..support import Relay, eventually, free_port
 from .contract import BackendContract
 
 
@@ -329,3 +329,29 @@ async def test_a_gap_within_sync_limit_is_filled_from_history() -> None:
                 assert a.lost == []
         finally:
             await relay.close()
+
+
+async def test_a_claim_is_one_key_shared_by_every_node(redis_server: RedisServer) -> None:
+    key = unique("ticket:jti")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    async with node(redis_server.url, prefix="myapp") as a, \
+            node(redis_server.url, prefix="myapp") as b:
+        assert await a.backend.claim(key, 30) is True
+        assert await raw.get(f"myapp:claim:{key}") == b"1"
+        assert 0 < await raw.pttl(f"myapp:claim:{key}") <= 30_000
+        assert await b.backend.claim(key, 30) is False
+    async with node(redis_server.url, prefix="other") as c:
+        # Another prefix is another cluster: its claims are its own.
+        assert await c.backend.claim(key, 30) is True
+    await raw.aclose()
+
+
+async def test_claim_fails_clearly_while_redis_is_unreachable() -> None:
+    backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
+    await backend.start(lambda publication: None, lambda channel: None)
+    try:
+        with pytest.raises(BackendUnavailable, match="claim") as info:
+            await backend.claim("ticket:x", 30)
+        assert info.value.temporary
+    finally:
+        await backend.close()

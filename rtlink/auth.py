@@ -1,0 +1,411 @@
+"""Built-in authentication: HS256 JSON Web Tokens, and single-use tickets for browsers.
+
+``Hub(authenticate=TokenAuth(secret))`` authenticates every connection by a JWT signed
+with ``secret`` (HS256, made by :meth:`TokenAuth.mint` or by any JWT library)::
+
+    auth = rtlink.TokenAuth(os.environ["RTLINK_SECRET"])
+    hub = rtlink.Hub(authenticate=auth, channels={
+        "user:{user}:*": rtlink.ChannelOptions(subscribe="authenticated"),
+    })
+    token = auth.mint("alice", ttl=3600)           # hand it to alice's client
+
+Where the hook looks, in this order (a request with ``token=`` in its URL is refused
+first, unless ``allow_query_token``):
+
+1. the ``Authorization: Bearer <token>`` header (every transport of the Python client;
+   the browser client's ``fetch`` requests);
+2. the ``ticket`` query parameter: browsers cannot set headers on a WebSocket or an
+   EventSource, so they first trade their token for a **ticket** at
+   ``POST {path}/ticket`` (:func:`ticket_handler`). A ticket is a JWT that lives
+   ``ticket_ttl`` seconds and is accepted once (its ``jti`` is claimed in the hub's
+   backend, so on every node), which keeps long-lived tokens out of URLs and logs;
+3. the ``token`` query parameter, only with ``allow_query_token=True``.
+
+A connection whose identity expires (the token's ``exp``) is closed by the hub with
+:attr:`~rtlink.codes.CloseCode.TOKEN_EXPIRED` (4003); clients reconnect with a fresh
+token. Channel patterns with ``{user}`` (:mod:`rtlink.channels`) belong to the
+identity whose subject (:func:`subject_of`) they capture.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from numbers import Real
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import jwt
+from aiohttp import web
+
+from .backends.base import Backend, LocalClaims
+from .errors import AuthenticationError
+
+__all__ = [
+    "Identity",
+    "TokenAuth",
+    "subject_of",
+    "expires_at_of",
+    "ticket_handler",
+    "bearer_token",
+    "TICKET_TYPE",
+    "MIN_SECRET_BYTES",
+]
+
+#: The ``typ`` claim of a ticket; a token carrying it is refused as a token.
+TICKET_TYPE = "rtlink-ticket"
+#: Shortest secret accepted: HS256 keys should be at least as long as its output.
+MIN_SECRET_BYTES = 32
+
+_ALGORITHMS = ["HS256"]
+#: Claims a ticket sets itself rather than copying them from the token.
+_TICKET_OWN_CLAIMS = frozenset({"iat", "nbf", "exp", "jti", "typ", "rtlink_exp"})
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _read_only(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(claims))
+
+
+@attrs.frozen
+class Identity:
+    """Who a connection is, as :class:`TokenAuth` verified it.
+
+    Attributes:
+        subject: the token's ``sub`` claim (a user id).
+        claims: every verified claim of the token (of the ticket, for a connection
+            opened with one), read-only.
+        expires_at: when the credentials expire (unix time: the token's ``exp``, or a
+            ticket's ``rtlink_exp``); None if never. The hub closes the connection
+            with 4003 then.
+    """
+
+    subject: str
+    claims: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only, hash=False)
+    expires_at: float | None = None
+
+
+def subject_of(identity: Any) -> str | None:
+    """The subject (user id) of any identity an ``authenticate`` hook may return.
+
+    :class:`Identity` → its ``subject``; a ``str`` → itself; a mapping → its ``"sub"``
+    if that is a string; None → None; any other object → its ``subject`` attribute if
+    that is a string, else None. ``{user}`` channels compare it with their owner.
+    """
+    if identity is None:
+        return None
+    if isinstance(identity, str):
+        return identity
+    if isinstance(identity, Identity):
+        return identity.subject
+    if isinstance(identity, Mapping):
+        sub = identity.get("sub")
+        return sub if isinstance(sub, str) else None
+    subject = getattr(identity, "subject", None)
+    return subject if isinstance(subject, str) else None
+
+
+def expires_at_of(identity: Any) -> float | None:
+    """When an identity's credentials expire (unix time), or None.
+
+    An :class:`Identity`, or any object with a numeric ``expires_at`` attribute (so a
+    custom hook can have its connections expire too); None for anything else.
+    """
+    expires_at = getattr(identity, "expires_at", None)
+    if isinstance(expires_at, Real) and not isinstance(expires_at, bool):
+        return float(expires_at)
+    return None
+
+
+class TokenAuth:
+    """An ``authenticate`` hook for HS256 JWTs, with single-use tickets for browsers.
+
+    Args:
+        secret: the HS256 key shared with whoever mints tokens; at least 32 bytes
+            (``secrets.token_urlsafe(32)`` makes a good one). Never sent anywhere.
+        issuer: if set, tokens must carry this ``iss`` (and :meth:`mint` sets it).
+        audience: if set, tokens must carry this ``aud`` (and :meth:`mint` sets it);
+            if not, tokens carrying an ``aud`` are refused.
+        leeway: seconds of clock skew tolerated when checking ``exp``, ``nbf`` and
+            ``iat``. A connection still ends (4003) at the token's ``exp`` itself; one
+            opened with a token expired less than ``leeway`` ago is closed with 4003
+            at once, so its client fetches a fresh token rather than stopping.
+        ticket_ttl: seconds a ticket from ``POST {path}/ticket`` may be used in.
+        anonymous: accept requests without credentials (the identity is None);
+            wrong credentials are refused all the same.
+        allow_query_token: accept a token in the ``token`` query parameter. Off by
+            default: URLs end up in logs, so a request carrying ``token=`` is refused.
+
+    Raises:
+        ValueError: a secret shorter than 32 bytes, a negative ``leeway``, or a
+            ``ticket_ttl`` that is not positive.
+    """
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway: float = 30.0,
+        ticket_ttl: float = 30.0,
+        anonymous: bool = False,
+        allow_query_token: bool = False,
+    ) -> None:
+        key = secret.encode() if isinstance(secret, str) else bytes(secret)
+        if len(key) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"the secret must be at least {MIN_SECRET_BYTES} bytes for HS256 (got "
+                f"{len(key)}); make one with secrets.token_urlsafe(32)"
+            )
+        if not leeway >= 0:
+            raise ValueError("leeway must be >= 0")
+        if not ticket_ttl > 0:
+            raise ValueError("ticket_ttl must be > 0")
+        self._key = key
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.ticket_ttl = ticket_ttl
+        self.anonymous = anonymous
+        self.allow_query_token = allow_query_token
+        self._backend: Backend | None = None
+        self._local_claims = LocalClaims()
+
+    def __repr__(self) -> str:  # never the secret
+        return (f"<TokenAuth issuer={self.issuer!r} audience={self.audience!r} "
+                f"anonymous={self.anonymous} allow_query_token={self.allow_query_token}>")
+
+    def bind(self, backend: Backend) -> None:
+        """Claim tickets in ``backend`` (so a ticket is used once across every node
+        sharing it). :meth:`rtlink.Hub.start` calls it; without it, tickets are claimed
+        in this process only."""
+        self._backend = backend
+
+    # --- tokens ----------------------------------------------------------------------
+
+    def mint(self, subject: str, *, ttl: float = 3600.0,
+             claims: Mapping[str, Any] | None = None) -> str:
+        """Make a token for ``subject``, valid ``ttl`` seconds (HS256 JWT).
+
+        It carries ``sub``, ``iat``, ``exp`` (rounded up to a whole second), the
+        configured ``iss`` and ``aud``, and ``claims``.
+
+        Raises:
+            ValueError: an empty subject, a ``ttl`` that is not positive, or ``claims``
+                setting ``sub``, ``iat``, ``exp`` or a ticket's ``typ``.
+        """
+        if not isinstance(subject, str) or not subject:
+            raise ValueError("subject must be a non-empty string")
+        if not ttl > 0:
+            raise ValueError("ttl must be > 0")
+        extra = dict(claims or {})
+        reserved = sorted({"sub", "iat", "exp"} & extra.keys())
+        if reserved:
+            raise ValueError(f"claims may not set {', '.join(reserved)}: use subject= and ttl=")
+        if extra.get("typ") == TICKET_TYPE:
+            raise ValueError("a token may not claim to be a ticket")
+        now = time.time()
+        payload: dict[str, Any] = {**self._standard_claims(), **extra, "sub": subject,
+                                   "iat": int(now), "exp": math.ceil(now + ttl)}
+        return jwt.encode(payload, self._key, algorithm="HS256")
+
+    def verify(self, token: str) -> Identity:
+        """Check a token's signature and claims and return who it names.
+
+        Raises:
+            AuthenticationError: the token is malformed, not signed with this secret
+                (or not with HS256), expired (beyond ``leeway``), not yet valid, of
+                another issuer or audience, has no subject, or is a ticket; the message
+                says which.
+        """
+        claims = self._decode(token, "token")
+        if claims.get("typ") == TICKET_TYPE:
+            raise AuthenticationError(
+                "a ticket is not a token: send it as the 'ticket' query parameter")
+        return Identity(claims["sub"], claims, _number(claims.get("exp"), "token", "exp"))
+
+    # --- tickets ---------------------------------------------------------------------
+
+    def mint_ticket(self, identity: Identity) -> str:
+        """Make a single-use ticket for ``identity`` (normally from :meth:`verify`).
+
+        The ticket carries the identity's claims, ``exp`` = now + ``ticket_ttl`` (never
+        later than the identity's expiry), ``rtlink_exp`` = the identity's expiry (so a
+        connection opened with the ticket ends when the token would), a random
+        128-bit ``jti`` and ``typ`` = ``"rtlink-ticket"``.
+        """
+        return self._ticket(identity)[0]
+
+    def _ticket(self, identity: Identity) -> tuple[str, float]:
+        now = time.time()
+        expires: float = math.ceil(now + self.ticket_ttl)
+        if identity.expires_at is not None:
+            expires = min(expires, identity.expires_at)
+        payload: dict[str, Any] = {
+            **self._standard_claims(),
+            **{k: v for k, v in identity.claims.items() if k not in _TICKET_OWN_CLAIMS},
+            "sub": identity.subject,
+            "iat": int(now),
+            "exp": _numeric_date(expires),
+            "jti": secrets.token_hex(16),
+            "typ": TICKET_TYPE,
+        }
+        lifetime = self.ticket_ttl
+        if identity.expires_at is not None:
+            payload["rtlink_exp"] = _numeric_date(identity.expires_at)
+            lifetime = max(min(lifetime, identity.expires_at - now), 0.0)
+        return jwt.encode(payload, self._key, algorithm="HS256"), lifetime
+
+    async def _redeem(self, ticket: str) -> Identity:
+        """Verify a ticket and claim it, once for every node sharing the backend."""
+        claims = self._decode(ticket, "ticket")
+        if claims.get("typ") != TICKET_TYPE:
+            raise AuthenticationError("not a ticket: send tokens in the Authorization header")
+        expires = _number(claims.get("exp"), "ticket", "exp")
+        if expires is None:
+            raise AuthenticationError("ticket has no 'exp' claim")
+        if not claims.get("jti"):
+            raise AuthenticationError("ticket has no 'jti' claim")
+        # Remembered as long as the ticket could still pass verification.
+        ttl = max(expires + self.leeway - time.time(), 1.0)
+        key = f"ticket:{claims['jti']}"
+        backend = self._backend
+        claimed = (self._local_claims.claim(key, ttl) if backend is None
+                   else await backend.claim(key, ttl))
+        if not claimed:
+            raise AuthenticationError("ticket already used")
+        return Identity(claims["sub"], claims,
+                        _number(claims.get("rtlink_exp"), "ticket", "rtlink_exp"))
+
+    # --- the hook --------------------------------------------------------------------
+
+    async def __call__(self, request: web.Request) -> Identity | None:
+        """The ``authenticate`` hook: the request's credentials in, an identity out.
+
+        Raises:
+            AuthenticationError: no credentials (unless ``anonymous``), wrong ones, a
+                token in the URL (unless ``allow_query_token``), or a used ticket.
+            BackendUnavailable: the backend could not claim a ticket (the connection
+                is refused with 1011 and the client tries again).
+        """
+        query = request.query
+        if "token" in query and not self.allow_query_token:
+            raise AuthenticationError("tokens are not accepted in URLs; use a ticket")
+        header = request.headers.get("Authorization")
+        if header is not None:
+            return self.verify(bearer_token(header))
+        ticket = query.get("ticket")
+        if ticket is not None:
+            return await self._redeem(ticket)
+        token = query.get("token")
+        if token is not None:
+            return self.verify(token)
+        if self.anonymous:
+            return None
+        raise AuthenticationError("authentication required")
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _standard_claims(self) -> dict[str, Any]:
+        claims: dict[str, Any] = {}
+        if self.issuer is not None:
+            claims["iss"] = self.issuer
+        if self.audience is not None:
+            claims["aud"] = self.audience
+        return claims
+
+    def _decode(self, text: str, what: str) -> dict[str, Any]:
+        if not isinstance(text, str) or not text:
+            raise AuthenticationError(f"empty {what}")
+        if not text.isascii():
+            # A JWT is base64url and dots. Bytes that are not UTF-8 in a header reach
+            # us as lone surrogates, on which PyJWT raises UnicodeEncodeError.
+            raise AuthenticationError(f"malformed {what}: not ASCII")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                text, self._key, algorithms=_ALGORITHMS, issuer=self.issuer,
+                audience=self.audience, leeway=self.leeway,
+                options={"require": ["sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationError(f"{what} expired") from None
+        except jwt.InvalidSignatureError:
+            raise AuthenticationError(f"{what} signature is invalid") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthenticationError(f"{what} is not signed with HS256") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthenticationError(f"{what} has no {exc.claim!r} claim") from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationError(f"{what} issuer is not accepted") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationError(f"{what} audience is not accepted") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthenticationError(f"{what} is not valid yet") from None
+        except jwt.DecodeError as exc:
+            raise AuthenticationError(f"malformed {what}: {exc}") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthenticationError(f"invalid {what}: {exc}") from None
+        if not claims["sub"]:
+            raise AuthenticationError(f"{what} has an empty 'sub' claim")
+        return claims
+
+
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value.
+
+    Raises:
+        AuthenticationError: another scheme, or no token.
+    """
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+    return token
+
+
+def _numeric_date(seconds: float) -> float | int:
+    """A JWT NumericDate: a whole number of seconds as an int (as most issuers write it)."""
+    return int(seconds) if float(seconds).is_integer() else seconds
+
+
+def _number(value: Any, what: str, claim: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float, e.g. 10**400
+            raise AuthenticationError(f"malformed {what}: {claim!r} is out of range") from None
+    raise AuthenticationError(f"malformed {what}: {claim!r} must be a number")
+
+
+def ticket_handler(auth: TokenAuth) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``POST {path}/ticket``: trade the ``Authorization: Bearer`` token for a ticket.
+
+    200 with ``{"ticket": "<jwt>", "expires_in": <seconds>}``; 401 with
+    ``{"error": "<reason>"}`` when the header is missing or its token is refused.
+    Both with ``Cache-Control: no-store``. :func:`rtlink.attach` mounts it when the
+    hub's ``authenticate`` hook is a :class:`TokenAuth`.
+    """
+
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            header = request.headers.get("Authorization")
+            if header is None:
+                raise AuthenticationError(
+                    "authentication required: send 'Authorization: Bearer <token>'")
+            identity = auth.verify(bearer_token(header))
+            if identity.expires_at is not None and identity.expires_at <= time.time():
+                raise AuthenticationError("token expired")
+        except AuthenticationError as exc:
+            return web.json_response({"error": str(exc)}, status=401,
+                                     headers={**_NO_STORE, "WWW-Authenticate": "Bearer"})
+        ticket, expires_in = auth._ticket(identity)
+        return web.json_response({"ticket": ticket, "expires_in": expires_in},
+                                 headers=_NO_STORE)
+
+    return handle
