@@ -69,8 +69,24 @@ export interface ClientOptions {
   /** `'json'` (default) or `'msgpack'`. */
   codec?: 'json' | 'msgpack';
   /**
-   * Sent as the `token` query parameter. A function is called again before every
-   * connection attempt (so it can fetch a fresh, short-lived token).
+   * Credentials (e.g. a JWT). A function is called again before every connection
+   * attempt and every background probe of a better transport (so it can return a
+   * fresh, short-lived token); empty or null means none.
+   *
+   * Never put in a URL when the server has tickets: requests made with `fetch` (long
+   * polling, and `POST {url}/send` of SSE and long polling) send the header
+   * `Authorization: Bearer <token>`; WebSocket and EventSource, which cannot send
+   * headers, first trade it at `POST {url}/ticket` (with that header) for a
+   * short-lived single-use ticket and open with `?ticket=<ticket>` (SSE gets a new
+   * ticket for each stream it opens). Answers of `/ticket`:
+   * - 404 (no tickets: the server has a custom authenticate hook): `?token=<token>`;
+   * - 401: the client stops as after close code 4500 (state `'closed'`, `connect()`
+   *   rejects with ClientClosed 4500), with the server's `error` as the reason;
+   * - anything else (network error, 5xx): a failed connection attempt, retried
+   *   (next transport, or backoff) like any other.
+   *
+   * When the credentials expire the server closes the connection with 4003
+   * (TOKEN_EXPIRED): the client reconnects and calls the function again.
    */
   token?: string | null | (() => string | null | Promise<string | null>);
   /** Most publishes waiting for acknowledgement; beyond it publish() rejects

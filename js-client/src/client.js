@@ -38,7 +38,7 @@ export function forgetTransports(storage = defaultStorage()) {
 
 function checkChannel(channel) {
   if (typeof channel != 'string' || !CHANNEL_NAME.test(channel)) {
-    throw new TypeError(`invalid channel name '${channel}'`); // protocol.md 9
+    throw TypeError(`invalid channel name '${channel}'`); // protocol.md 9
   }
 }
 
@@ -48,7 +48,7 @@ const wellFormed = (text) => text.isWellFormed?.() ?? true;
 function checkData(value, depth = 0) {
   const type = typeof value;
   const fail = (reason) => {
-    throw new TypeError('invalid data: ' + reason);
+    throw TypeError('invalid data: ' + reason);
   };
   if (type == 'string') wellFormed(value) || fail('lone surrogate');
   else if (type == 'number') isFinite(value) || fail(value);
@@ -59,7 +59,7 @@ function checkData(value, depth = 0) {
     else if (prototype && prototype != Object.prototype) fail('not a plain object');
     else {
       for (const key in value) {
-        wellFormed(key) || fail('lone surrogate');
+        checkData(key); // a string: well-formed
         checkData(value[key], depth + 1);
       }
     }
@@ -88,7 +88,7 @@ export class Client {
       probeInterval: 60,
       WebSocket: scope.WebSocket,
       EventSource: scope.EventSource,
-      fetch: scope.fetch && ((...args) => scope.fetch(...args)),
+      fetch: (...args) => scope.fetch(...args), // called as a method of another object
       storage: defaultStorage(),
       ...options,
     };
@@ -98,21 +98,21 @@ export class Client {
     this._codec = codecs[options.codec];
     const unknown = options.transports.filter((name) => !transports[name]);
     if (!this._codec || unknown.length || !options.transports.length) {
-      throw new TypeError(`unknown codec or transport: ${options.codec} ${unknown}`);
+      throw TypeError(`unknown codec or transport: ${options.codec} ${unknown}`);
     }
     /** 'disconnected', 'connecting', 'connected' or 'closed'. */
     this.state = 'disconnected';
     /** The transport in use while connected, else null. */
-    this.transport = null;
     /** The server's session id of the current connection (for logs), else null. */
-    this.sessionId = null;
+    this.transport = this.sessionId = null;
     this._events = new Events(['state']);
     this._subscriptions = new Map(); // channel -> Subscription
     this._outbox = new Outbox(options.outboxLimit, options.storage, options.persist);
     this._worked = new Set(); // transports that got a welcome in this client
     this._lastId = 0; // request ids are never reused in a client's lifetime
-    this._retryAttempt = 0;
-    this._connection = null;
+    // Backoff attempts of the retries after temporary refusals: rounds since a
+    // request of that kind last succeeded.
+    this._retryAttempts = { resend: 0, resubscribe: 0 };
     // Reconnect at once when the browser is back online, or a hidden tab is shown.
     this._wakeUp = () => scope.document?.visibilityState != 'hidden' && this._wake?.();
     try {
@@ -122,7 +122,7 @@ export class Client {
 
   /** Publishes waiting for acknowledgement. */
   get outboxSize() {
-    return this._outbox.size;
+    return this._outbox._entries.size;
   }
 
   /** Call `callback` with {newState, oldState, code, reason, transport} on 'state'. */
@@ -141,35 +141,34 @@ export class Client {
     return new Promise((resolve, reject) => {
       const settled = () =>
         this.state == 'connected' ? resolve() : this._closedBy ? reject(this._closedBy) : 0;
-      if (settled() == 0) {
-        const remove = this.on('state', () => settled() != 0 && remove());
-      }
+      const remove = this.on('state', () => settled() != 0 && remove());
+      settled() != 0 && remove();
     });
   }
 
   /** Close and stop; waiting publishes reject with ClientClosed. */
   close() {
     if (this._closedBy) return;
-    this._connection?._end(1000, 'client closed');
+    this._connection?._ended(1000, 'client closed');
     this._stop(1000, 'client closed');
   }
 
   /** Drop the current connection (if any) and reconnect at once, resuming. */
   reconnect() {
     this._hurry = true; // skip the backoff delay once
-    this._connection?._end(1006, 'reconnect');
+    this._connection?._ended(1006, 'reconnect');
     this._wake?.();
   }
 
   /** Subscribe to `channel`; with `since`, resume after that position. */
   subscribe(channel, { since } = {}) {
     checkChannel(channel);
-    if (this._subscriptions.has(channel)) throw new Error(`already subscribed to '${channel}'`);
+    if (this._subscriptions.has(channel)) throw Error(`already subscribed to '${channel}'`);
     const subscription = new Subscription(this, channel, since);
     if (this._closedBy) subscription._end(this._closedBy);
     else {
       this._subscriptions.set(channel, subscription);
-      if (this._connection?._welcome) this._subscriptionsChanged(subscription);
+      if (this._connection?._welcome) this._resubscribePending(1);
     }
     return subscription;
   }
@@ -195,14 +194,14 @@ export class Client {
       checkChannel(channel);
       checkData(data);
       const entry = { channel, data, key: key || randomKey(), _settle: (error, position) => (error ? reject(error) : resolve(position)) };
-      this._outbox.add(entry);
+      this._outbox._add(entry);
       if (this._connection?._welcome) this._sendPublish(entry);
     });
   }
 
   // --- connection loop -------------------------------------------------------------
 
-  _setState(newState, code = null, reason = '', transport = null) {
+  _setState(newState, code, reason, transport = null) {
     const oldState = this.state;
     if (newState != oldState) {
       this.state = newState;
@@ -211,7 +210,7 @@ export class Client {
   }
 
   async _run() {
-    const { transports: names, backoffBase, backoffCap } = this._options;
+    const { transports: names } = this._options;
     let attempt = 0; // backoff attempts since the last working connection
     let strikes = 0; // consecutive failures of the current transport
     let index = this._initialTransport();
@@ -223,7 +222,7 @@ export class Client {
       if (!shouldReconnect(code)) return this._stop(code, reason);
       if (this._switchTo != null) {
         // A background probe found a better transport: go there at once.
-        this._setState('disconnected', code, 'switching transport');
+        this._setState('disconnected', code, reason); // 'switching transport'
         [index, this._switchTo, strikes, attempt] = [this._switchTo, null, 0, 0];
         continue;
       }
@@ -239,10 +238,10 @@ export class Client {
         if (++index < names.length) continue; // the next transport at once, no backoff
         index = this._initialTransport(); // all failed: start over after backoff
       }
-      const delay = fullJitter(attempt++, backoffBase, backoffCap);
+      const delay = this._backoff(attempt++);
       if (!this._hurry) {
         await new Promise((resolve) => {
-          const timer = setTimeout(resolve, delay * 1e3);
+          const timer = setTimeout(resolve, delay);
           this._wake = () => resolve(clearTimeout(timer));
         });
       }
@@ -263,19 +262,20 @@ export class Client {
   _connect(name, index) {
     return new Promise((resolve) => {
       const { connectTimeout, probeInterval } = this._options;
-      const connection = (this._connection = { name, _requests: new Map(), _queue: [] });
+      const connection = (this._connection = { _requests: new Map(), _queue: [], _retries: {} });
       const watchdog = (seconds, code, reason) => {
         clearTimeout(connection._timer);
         connection._timer = setTimeout(() => end(code, reason), seconds * 1e3);
       };
-      const end = (connection._end = (code, reason = '') => {
+      const end = (connection._ended = (code, reason = '') => {
         if (connection._dead) return;
         connection._dead = true;
         this._connection = this.transport = this.sessionId = null;
         clearTimeout(connection._timer);
         clearInterval(connection._prober);
+        Object.values(connection._retries).map(clearTimeout); // the next welcome sends all again
         connection._transport?._close();
-        this._outbox.resetAttempts();
+        this._outbox._resetAttempts();
         for (const subscription of this._subscriptions.values()) {
           subscription._active = subscription._held = false;
           subscription._requestId = null;
@@ -305,14 +305,10 @@ export class Client {
           this.transport = name;
           this.sessionId = welcome.session;
           // Send before announcing 'connected': a state callback that subscribes must
-          // not have its subscription sent twice.
-          const { _changed: changed } = connection._transport;
-          if (!changed) {
-            for (const subscription of this._subscriptions.values()) this._sendSubscribe(subscription);
-          } else if (connection._channels != Object.keys(this._cursor()).join()) {
-            changed(); // subscribed while the request was on its way
-          }
-          for (const entry of this._outbox.unsent()) this._sendPublish(entry);
+          // not have its subscription sent twice. On SSE and long polling, a new request
+          // if subscribed while this one was on its way.
+          this._resubscribePending(connection._channels != Object.keys(this._cursor()).join());
+          this._resendOutbox();
           this._setState('connected', null, '', name);
           if (connection._dead) return; // a state callback closed or reconnected
           if (index) connection._prober = setInterval(() => this._probe(connection, index), probeInterval * 1e3);
@@ -321,7 +317,6 @@ export class Client {
         watchdog(connection._welcome.ping_interval + connection._welcome.pong_timeout, 4000, 'silent');
         for (const frame of frames) if (!connection._dead) this._handle(connection, frame);
       };
-      connection._ended = end;
       watchdog(connectTimeout, 1006, `no welcome within ${connectTimeout} s`);
       this._open(name, connection).catch((error) => end(1006, String(error)));
     });
@@ -333,19 +328,19 @@ export class Client {
     let token = this._options.token;
     if (typeof token == 'function') token = await token(); // a fresh one every time
     if (holder._dead) return;
-    const { WebSocket, EventSource, fetch } = this._options;
-    holder._transport = transports[name]({
+    // The token goes in a header, never in a URL (logs keep URLs): fetch sets headers;
+    // WebSocket and EventSource cannot, so they carry a short-lived single-use ticket.
+    const headers = token ? { Authorization: 'Bearer ' + token } : {};
+    const link = {
+      ...this._options, // WebSocket, EventSource, fetch
       _codec: this._codec,
-      WebSocket,
-      EventSource,
-      fetch,
+      _headers: headers,
       _received: (message) => holder._dead || holder._received(message),
       _ended: (code, reason) => holder._dead || holder._ended(code, reason),
       _url: (endpoint, withCursor, extra) => {
         const url = new URL(this._url + endpoint);
         const query = url.searchParams;
         if (endpoint != '/ws') query.set('codec', this._codec.name);
-        if (token) query.set('token', token);
         if (withCursor) {
           const cursor = this._cursor();
           holder._channels = Object.keys(cursor).join();
@@ -354,7 +349,23 @@ export class Client {
         for (const key in extra) query.set(key, extra[key]);
         return url.href;
       },
-    });
+      _stream: async (endpoint, withCursor) => {
+        const extra = {};
+        if (token) {
+          const response = await link.fetch(this._url + '/ticket', { method: 'POST', headers });
+          // 404: no tickets here (a custom authenticate hook): the token in the URL.
+          if (response.status == 404) extra.token = token;
+          else {
+            const body = await response.json().catch(() => ({}));
+            if (response.status == 401) link._ended(4500, body.error); // as a close frame
+            if (!(extra.ticket = body.ticket)) throw Error('ticket: HTTP ' + response.status);
+          }
+        }
+        return link._url(endpoint, withCursor, extra);
+      },
+    };
+    const transport = (holder._transport = await transports[name](link));
+    if (holder._dead) transport._close(); // ended while the ticket was on its way
   }
 
   /** The subscriptions and their positions, for the transports that carry them. */
@@ -375,11 +386,11 @@ export class Client {
       const works = await new Promise((resolve) => {
         const probe = {
           _received: (message) => {
-            let works = false;
             try {
-              works = decodeFrames(this._codec, message)[0].type == 'welcome';
-            } catch {} // not a server that works: the probe failed
-            done(works);
+              done(decodeFrames(this._codec, message)[0].type == 'welcome');
+            } catch {
+              done(); // not a server that works: the probe failed
+            }
           },
         };
         const done = (works) => {
@@ -389,13 +400,13 @@ export class Client {
           probe._transport?._close();
           resolve(works);
         };
-        const failed = (probe._ended = () => done(false));
+        const failed = (probe._ended = () => done());
         const timer = setTimeout(failed, this._options.connectTimeout * 1e3);
         this._open(this._options.transports[better], probe).catch(failed);
       });
       if (works && !connection._dead) {
         this._switchTo = better;
-        return connection._end(1006, 'switching transport');
+        return connection._ended(1006, 'switching transport');
       }
     }
     connection._probing = false;
@@ -445,7 +456,7 @@ export class Client {
         this._flush(connection);
       },
       // Nothing is lost: a publish without an answer is sent again on reconnect.
-      (error) => connection._end(1006, `send failed: ${error.message}`),
+      (error) => connection._ended(1006, `send failed: ${error.message}`),
     );
   }
 
@@ -460,22 +471,32 @@ export class Client {
   _sendPublish(entry) {
     const { channel, data, key } = entry;
     const limit = this._connection._welcome.max_message_size;
-    const id = this._request(entry);
-    const size = this._codec._size(this._codec._encode({ type: 'publish', id, channel, data, key }));
+    const frame = { type: 'publish', id: this._request(entry), channel, data, key };
+    const size = this._codec._size(this._codec._encode(frame));
     if (size > limit) {
-      this._connection._requests.delete(id);
+      this._connection._requests.delete(frame.id);
       entry._settle(new RtlinkError('PublishError', 413, `publish too large: ${size} > ${limit} bytes`));
     } else {
-      entry._requestId = id;
-      this._send({ type: 'publish', id, channel, data, key });
+      entry._requestId = frame.id;
+      this._send(frame);
     }
   }
 
-  _subscriptionsChanged(subscription) {
-    const { _transport: transport } = this._connection;
-    if (transport._changed) transport._changed();
-    else this._sendSubscribe(subscription);
+  /** Send every waiting publish without an attempt in flight, oldest first. */
+  _resendOutbox() {
+    for (const entry of this._outbox._unsent()) this._sendPublish(entry);
   }
+
+  /** Subscribe every subscription neither held, confirmed nor on its way; where the
+   * transport's requests carry the subscriptions, send a new request if `renew`. */
+  _resubscribePending(renew) {
+    const { _changed: changed } = this._connection._transport;
+    for (const subscription of this._subscriptions.values()) {
+      if (!changed && !subscription._held && !subscription._active && !subscription._requestId) this._sendSubscribe(subscription);
+    }
+    if (renew && changed) changed();
+  }
+
 
   // --- inbound -----------------------------------------------------------------------
 
@@ -489,7 +510,7 @@ export class Client {
       if (subscription?._active) subscription._deliver(frame);
     } else if (type == 'ack') {
       if (target?._settle && frame.position) {
-        this._retryAttempt = 0;
+        this._retryAttempts.resend = 0;
         target._settle(null, frame.position);
       }
     } else if (type == 'subscribed') {
@@ -500,7 +521,7 @@ export class Client {
         if (target?._active && frame.recovered) return;
       }
       if (target instanceof Subscription) {
-        this._retryAttempt = 0;
+        this._retryAttempts.resubscribe = 0;
         target._confirm(frame.recovered, frame.position);
       }
     } else if (type == 'error') {
@@ -514,31 +535,39 @@ export class Client {
           // Out of the cursor until the retry, or every poll would fail at once again.
           target._held = true;
           target._active = false;
-          this._retryLater(() => {
-            if (this._subscriptions.get(channel) != target) return; // unsubscribed meanwhile
-            target._held = false;
-            if (connection._transport._changed) connection._transport._changed();
-            else if (!target._active && !target._requestId) this._sendSubscribe(target);
+          this._retryLater('resubscribe', () => {
+            for (const subscription of this._subscriptions.values()) subscription._held = false;
+            this._resubscribePending(1);
           });
         } else {
           this._subscriptions.delete(target.channel);
           target._end(new RtlinkError('SubscribeError', frame.code, frame.message));
         }
       } else if (temporary) {
-        this._retryLater(() => this._outbox.unsent().forEach((entry) => this._sendPublish(entry)));
+        this._retryLater('resend', () => this._resendOutbox());
       } else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
     } else if (type == 'ping') {
       // Over SSE there is no way back on the stream and no need to answer (6.6).
       if (!connection._transport._changed) this._send({ type: 'pong' });
     } else if (type == 'close') {
-      connection._end(frame.code, frame.reason);
+      connection._ended(frame.code, frame.reason);
     }
   }
 
-  /** Run `action` after a full-jitter delay if this connection is still up. */
-  _retryLater(action) {
-    const connection = this._connection;
-    const { backoffBase, backoffCap } = this._options;
-    setTimeout(() => connection._dead || action(), fullJitter(this._retryAttempt++, backoffBase, backoffCap) * 1e3);
+  /** Run `action`, a retry of `kind` ('resend' or 'resubscribe'), after a full-jitter
+   * delay unless one is pending already: a burst of refusals (a flushed outbox over
+   * the publish rate) makes one round, and the attempt grows once per round. The
+   * timer lives and dies with the connection. */
+  _retryLater(kind, action) {
+    const { _retries: retries } = this._connection;
+    retries[kind] ||= setTimeout(() => {
+      retries[kind] = 0;
+      action();
+    }, this._backoff(this._retryAttempts[kind]++));
+  }
+
+  /** The full-jitter delay in ms before attempt `attempt` (protocol.md 8.2). */
+  _backoff(attempt) {
+    return fullJitter(attempt, this._options.backoffBase, this._options.backoffCap) * 1e3;
   }
 }

@@ -26,12 +26,7 @@ export const codecs = {
     name: 'msgpack',
     _encode: encode,
     // msgpack values are self-delimiting: the frames of a message are concatenated.
-    _join: (parts) => {
-      const message = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
-      let offset = 0;
-      for (const part of parts) message.set(part, (offset += part.length) - part.length);
-      return message;
-    },
+    _join: (parts) => new Uint8Array(parts.flatMap((part) => [...part])),
     _size: (part) => part.length,
     _separator: 0,
     _read: async (response) => new Uint8Array(await response.arrayBuffer()),
@@ -45,9 +40,9 @@ export const codecs = {
  * not valid in the codec, empty, or a value that is not a map with a string type. */
 export function decodeFrames(codec, message) {
   const frames = codec._parse(message);
-  if (!frames.length) throw new Error('empty message');
+  if (!frames.length) throw Error('empty message');
   for (const frame of frames) {
-    if (typeof frame?.type != 'string') throw new Error('not a frame');
+    if (typeof frame?.type != 'string') throw Error('not a frame');
   }
   return frames;
 }

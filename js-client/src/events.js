@@ -10,7 +10,7 @@ export class Events {
   /** Register `callback` for `event`; returns a function that removes it. */
   on(event, callback) {
     const list = this._callbacks.get(event);
-    if (!list) throw new Error(`unknown event '${event}'`);
+    if (!list) throw Error(`unknown event '${event}'`);
     list.push(callback);
     return () => list.includes(callback) && list.splice(list.indexOf(callback), 1);
   }

@@ -21,43 +21,39 @@ export class Outbox {
     } catch {} // nothing kept, unreadable storage, or storage not allowed
     for (const [channel, data, key] of saved.slice(0, limit)) {
       // Their publish() calls belong to an earlier page: failures can only be logged.
-      this.add({ channel, data, key, _settle: (error) => error && console.warn('rtlink: publish failed', error) });
+      this._add({ channel, data, key, _settle: (error) => error && console.warn('rtlink: publish failed', error) });
     }
-  }
-
-  get size() {
-    return this._entries.size;
   }
 
   /** Append an entry; throws OutboxFull when full, or if its key is already waiting. */
-  add(entry) {
+  _add(entry) {
     if (this._entries.size >= this._limit) {
       throw new RtlinkError('OutboxFull', null, `outbox full (${this._limit})`);
     }
-    if (this._entries.has(entry.key)) throw new Error(`key '${entry.key}' already waiting`);
+    if (this._entries.has(entry.key)) throw Error(`key '${entry.key}' already waiting`);
     const settle = entry._settle;
     // Settling (ack, refusal, client stopped) takes the entry out, once.
     entry._settle = (error, position) => {
       if (this._entries.get(entry.key) != entry) return;
       this._entries.delete(entry.key);
-      this.save();
+      this._save();
       settle(error, position);
     };
     this._entries.set(entry.key, entry);
-    this.save();
+    this._save();
   }
 
   /** Entries with no attempt in flight on the current connection, oldest first. */
-  unsent() {
+  _unsent() {
     return [...this._entries.values()].filter((entry) => !entry._requestId);
   }
 
   /** The connection is gone: every entry is unsent again. */
-  resetAttempts() {
+  _resetAttempts() {
     for (const entry of this._entries.values()) entry._requestId = null;
   }
 
-  save() {
+  _save() {
     if (!this._storage) return;
     try {
       const entries = [...this._entries.values()].map((entry) => [entry.channel, entry.data, entry.key]);

@@ -11,8 +11,8 @@ export class Subscription {
     this.recovered = true;
     this._client = client;
     this._events = new Events(['message', 'subscribed', 'error']);
-    this._active = false; // confirmed on the current connection
-    this._requestId = null; // of the subscribe in flight
+    // Set later: _active (confirmed on the current connection), _requestId (of the
+    // subscribe in flight), _held (out of the cursor until a retry).
     this._confirmed = new Promise((resolve, reject) => {
       this._resolve = resolve;
       this._reject = reject;
@@ -63,7 +63,7 @@ export class Subscription {
     if (this._ended) return;
     this._ended = true;
     this._active = false;
-    this._reject(error || new Error('unsubscribed'));
+    this._reject(error || Error('unsubscribed'));
     if (error?.name == 'SubscribeError') this._events.emit('error', error);
   }
 }

@@ -1,15 +1,19 @@
 // Transports open one connection to the server and move transport messages; they
 // know nothing about frames. Each is a function of a `link` given by the client:
 //
-//   link._url(endpoint, withCursor, extra)  the URL of an endpoint (token, codec, subs)
-//   link.codec                             the codec (codec.js)
+//   link._url(endpoint, withCursor, extra)  the URL of an endpoint (codec, subs)
+//   link._stream(endpoint, withCursor)      the same, authenticated for a WebSocket or
+//                                           EventSource (ticket or token), async
+//   link._headers                           headers of every fetch (Authorization)
+//   link._codec                             the codec (codec.js)
 //   link._received(message)                 a transport message arrived
 //   link._ended(code, reason)               the connection is over (1006: no close code)
 //   link.WebSocket, link.EventSource, link.fetch   injectable for tests
 //
-// and returns { send(message) -> Promise, close() } plus, for the transports that
-// carry the subscriptions in their requests (SSE, long polling), _changed(): the
-// subscription set changed, so the stream is reopened or the next poll made at once.
+// and returns (or resolves with) { send(message) -> Promise, close() } plus, for the
+// transports that carry the subscriptions in their requests (SSE, long polling),
+// _changed(): the subscription set changed, so the stream is reopened or the next
+// poll made at once.
 
 const WEBSOCKET_SUBPROTOCOL = 'rtlink.v1.';
 
@@ -19,18 +23,18 @@ const post = (link) => async (message) => {
   const response = await link.fetch(link._url('/send'), {
     method: 'POST',
     body: message,
-    headers: { 'Content-Type': 'application/' + link._codec.name },
+    headers: { ...link._headers, 'Content-Type': 'application/' + link._codec.name },
   });
   // 400 carries a close frame (1007): the client applies its code.
-  if (response.status != 200 && response.status != 400) throw new Error('HTTP ' + response.status);
+  if (response.status != 200 && response.status != 400) throw Error('HTTP ' + response.status);
   const body = await link._codec._read(response);
   if (body.length) link._received(body);
 };
 
 export const transports = {
-  websocket(link) {
+  async websocket(link) {
     const subprotocol = WEBSOCKET_SUBPROTOCOL + link._codec.name;
-    const socket = new link.WebSocket(link._url('/ws').replace(/^http/, 'ws'), subprotocol);
+    const socket = new link.WebSocket((await link._stream('/ws')).replace(/^http/, 'ws'), subprotocol);
     const close = (code = 1000) => {
       socket.onclose = socket.onmessage = null;
       socket.close(code);
@@ -47,19 +51,22 @@ export const transports = {
     return { _send: async (message) => socket.send(message), _close: close };
   },
 
-  sse(link) {
-    let current, previous;
-    const open = () => {
+  async sse(link) {
+    let current, previous, closed;
+    const open = async () => {
+      // Each stream needs a ticket of its own (single use).
+      const url = await link._stream('/sse', true);
+      if (closed) return;
       // The stream in use keeps delivering until the new one (with the new
       // subscriptions) speaks, so nothing is missed; repeats at the seam are dropped
       // by offset. A new stream that has not spoken yet is simply replaced.
-      if (current?.spoke) {
+      if (current?._spoke) {
         previous?.close();
         previous = current;
       } else current?.close();
-      const stream = (current = new link.EventSource(link._url('/sse', true)));
+      const stream = (current = new link.EventSource(url));
       stream.onmessage = (event) => {
-        stream.spoke = true;
+        stream._spoke = true;
         if (stream == current) previous = previous?.close();
         link._received(link._codec._fromEvent(event.data));
       };
@@ -70,11 +77,12 @@ export const transports = {
         if (stream == current) link._ended(1006, 'stream ended');
       };
     };
-    open();
+    await open();
     return {
       _send: post(link),
-      _changed: open,
+      _changed: () => open().catch((error) => link._ended(1006, String(error))),
       _close: () => {
+        closed = 1;
         current.close();
         previous?.close();
       },
@@ -87,8 +95,8 @@ export const transports = {
     const poll = async () => {
       const mine = (poller = new AbortController());
       try {
-        const response = await link.fetch(link._url('/poll', true, first), { signal: mine.signal });
-        if (response.status != 200) throw new Error('HTTP ' + response.status);
+        const response = await link.fetch(link._url('/poll', true, first), { signal: mine.signal, headers: link._headers });
+        if (response.status != 200) throw Error('HTTP ' + response.status);
         const body = await link._codec._read(response);
         if (mine != poller) return; // replaced by a poll with new subscriptions
         first = null;

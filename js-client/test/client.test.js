@@ -8,26 +8,33 @@ import { RtlinkError } from '../src/index.js';
 import { pos, publication, sleep, waitFor, welcome } from './fakes.js';
 import { connectWebSocket, rejection, sentOf, settled, setup, start, track, waitState } from './helpers.js';
 
-// --- URL and token -----------------------------------------------------------------
+// --- URL and token (more in auth.test.js) --------------------------------------------
 
-test('the WebSocket URL is ws://host/path/ws, with the token from a string', async (t) => {
+test('the WebSocket URL is ws://host/path/ws; a token from a string buys a ticket for it', async (t) => {
   const { client, fakes } = setup(t, { token: 'secret' });
   start(client);
+  const request = await fakes.answerTicket();
+  assert.deepEqual([request.url, request.method, request.authorization], ['http://test/rt/ticket', 'POST', 'Bearer secret']);
   const ws = await fakes.nextSocket();
-  assert.equal(ws.url, 'ws://test/rt/ws?token=secret');
+  assert.equal(ws.url, 'ws://test/rt/ws?ticket=ticket-1');
 });
 
-test('https becomes wss, and a token is percent-encoded', async (t) => {
+test('https becomes wss, and a token in the URL (no tickets there) is percent-encoded', async (t) => {
   const { fakes } = setup(t);
   const { Client } = await import('../src/index.js');
   const client = new Client('https://example.com/rt/', {
     WebSocket: fakes.WebSocket,
+    fetch: fakes.fetch,
     storage: fakes.storage,
     transports: ['websocket'],
     token: 'a+b c&d=%',
   });
   t.after(() => client.close());
   start(client);
+  const request = await waitFor(() => fakes.requests[0]);
+  assert.equal(request.url, 'https://example.com/rt/ticket');
+  assert.equal(request.authorization, 'Bearer a+b c&d=%');
+  await request.respond(404, 'not found');
   const ws = await fakes.nextSocket();
   assert.equal(new URL(ws.url).origin + new URL(ws.url).pathname, 'wss://example.com/rt/ws');
   assert.equal(ws.token, 'a+b c&d=%');
@@ -37,8 +44,9 @@ test('https becomes wss, and a token is percent-encoded', async (t) => {
 test('the token from a synchronous function', async (t) => {
   const { client, fakes } = setup(t, { token: () => 'sync-token' });
   start(client);
+  assert.equal((await fakes.answerTicket()).authorization, 'Bearer sync-token');
   const ws = await fakes.nextSocket();
-  assert.equal(ws.url, 'ws://test/rt/ws?token=sync-token');
+  assert.equal(ws.url, 'ws://test/rt/ws?ticket=ticket-1');
 });
 
 test('an async token function is called again before every connection', async (t) => {
@@ -48,23 +56,31 @@ test('an async token function is called again before every connection', async (t
     return `t${++calls}`;
   };
   const { client, fakes } = setup(t, { token });
-  const ws1 = await connectWebSocket(client, fakes);
-  assert.equal(ws1.token, 't1');
+  start(client);
+  assert.equal((await fakes.answerTicket()).authorization, 'Bearer t1');
+  const ws1 = await fakes.nextSocket();
+  await ws1.open();
+  await ws1.serverSends(welcome());
+  await waitState(client, 'connected');
   await ws1.serverCloses(1001, 'going away');
+  assert.equal((await fakes.answerTicket()).authorization, 'Bearer t2');
   const ws2 = await fakes.nextSocket();
-  assert.equal(ws2.token, 't2');
+  assert.equal(ws2.ticket, 'ticket-2');
   await ws2.fail();
+  assert.equal((await fakes.answerTicket()).authorization, 'Bearer t3');
   const ws3 = await fakes.nextSocket();
-  assert.equal(ws3.token, 't3');
+  assert.equal(ws3.ticket, 'ticket-3');
   assert.equal(calls, 3);
+  assert.ok([ws1, ws2, ws3].every((ws) => ws.token == null), 'never the token in the URL');
 });
 
-test('an empty token is left out of the URL', async (t) => {
+test('an empty token is left out: no ticket, nothing in the URL', async (t) => {
   for (const token of ['', null, () => '', async () => null]) {
     const { client, fakes } = setup(t, { token });
     start(client);
     const ws = await fakes.nextSocket();
     assert.equal(ws.url, 'ws://test/rt/ws', `token ${token}`);
+    assert.deepEqual(fakes.requests, []);
     client.close();
   }
 });

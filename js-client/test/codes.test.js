@@ -22,6 +22,7 @@ test('shouldReconnect: every close code of the 7.2 table', () => {
     4000: true, // HEARTBEAT_TIMEOUT
     4001: true, // SLOW_CONSUMER
     4002: true, // RECONNECT
+    4003: true, // TOKEN_EXPIRED: reconnect with a fresh token
     4500: false, // UNAUTHORIZED
     4501: false, // FORBIDDEN
     4502: false, // UNSUPPORTED_PROTOCOL
@@ -32,7 +33,7 @@ test('shouldReconnect: every close code of the 7.2 table', () => {
 });
 
 test('shouldReconnect: codes not in the table follow the range rules', () => {
-  for (const code of [4003, 4100, 4250, 4498, 4499]) assert.equal(shouldReconnect(code), true, `${code}`);
+  for (const code of [4004, 4100, 4250, 4498, 4499]) assert.equal(shouldReconnect(code), true, `${code}`);
   for (const code of [4500, 4503, 4700, 4998, 4999]) assert.equal(shouldReconnect(code), false, `${code}`);
   // Any other code stops: only 1001, 1006, 1011, 1012, 1013 reconnect outside 4000-4999.
   for (const code of [0, 999, 1002, 1003, 1004, 1005, 1010, 1014, 1015, 2000, 3000, 3999, 5000, 65535]) {
@@ -57,8 +58,8 @@ test('CloseCode and ErrorCode carry the values of the protocol', () => {
     NORMAL: 1000, GOING_AWAY: 1001, ABNORMAL: 1006, INVALID_PAYLOAD: 1007,
     POLICY_VIOLATION: 1008, MESSAGE_TOO_BIG: 1009, INTERNAL_ERROR: 1011,
     SERVICE_RESTART: 1012, TRY_AGAIN_LATER: 1013, HEARTBEAT_TIMEOUT: 4000,
-    SLOW_CONSUMER: 4001, RECONNECT: 4002, UNAUTHORIZED: 4500, FORBIDDEN: 4501,
-    UNSUPPORTED_PROTOCOL: 4502,
+    SLOW_CONSUMER: 4001, RECONNECT: 4002, TOKEN_EXPIRED: 4003, UNAUTHORIZED: 4500,
+    FORBIDDEN: 4501, UNSUPPORTED_PROTOCOL: 4502,
   });
   assert.deepEqual(ErrorCode, {
     BAD_REQUEST: 400, UNAUTHORIZED: 401, FORBIDDEN: 403, UNKNOWN_CHANNEL: 404,

@@ -148,6 +148,11 @@ export class FakeWebSocket {
     return new URL(this.url).searchParams.get('token');
   }
 
+  /** The ticket query parameter, or null. */
+  get ticket() {
+    return new URL(this.url).searchParams.get('ticket');
+  }
+
   _dispatch(action) {
     return new Promise((resolve) =>
       setTimeout(() => {
@@ -227,7 +232,8 @@ export class FakeWebSocket {
 
 // --- EventSource ---------------------------------------------------------------------
 
-/** The rtlink query parameters of a URL, decoded: codec, subs (parsed), token, connect. */
+/** The rtlink query parameters of a URL, decoded: codec, subs (parsed), token,
+ * ticket, connect. */
 export function params(url) {
   const query = new URL(url).searchParams;
   const subs = query.get('subs');
@@ -235,6 +241,7 @@ export function params(url) {
     codec: query.get('codec'),
     subs: subs == null ? undefined : JSON.parse(subs),
     token: query.get('token'),
+    ticket: query.get('ticket'),
     connect: query.get('connect'),
   };
 }
@@ -290,14 +297,15 @@ function makeResponse(status, body) {
     ok: status >= 200 && status < 300,
     headers: new Map(),
     text: async () => new TextDecoder().decode(bytes),
+    json: async () => JSON.parse(new TextDecoder().decode(bytes)),
     arrayBuffer: async () => bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
   };
 }
 
 /** One request the client made with fetch: `url`, `path`, `method`, the decoded URL
- * parameters (`codec`, `subs`, `token`, `connect`), `body`, `frames` (the decoded
- * body of a POST), `headers`, `aborted`; the test answers it once with respond() or
- * fail(). */
+ * parameters (`codec`, `subs`, `token`, `ticket`, `connect`), `body`, `frames` (the
+ * decoded body of a POST), `headers`, `authorization` (the Authorization header or
+ * null), `aborted`; the test answers it once with respond() or fail(). */
 class FakeRequest {
   constructor(url, init = {}) {
     this.url = String(url);
@@ -305,6 +313,7 @@ class FakeRequest {
     Object.assign(this, params(this.url));
     this.method = init.method || 'GET';
     this.headers = init.headers || {};
+    this.authorization = Object.entries(this.headers).find(([name]) => name.toLowerCase() == 'authorization')?.[1] ?? null;
     this.body = init.body;
     this.frames = init.body == null ? [] : decodeMessage(this.codec || 'json', init.body);
     this.signal = init.signal;
@@ -348,6 +357,14 @@ class FakeRequest {
 }
 
 // --- all together --------------------------------------------------------------------
+
+/** Make `fakes` answer every ticket request (POST /rt/ticket) at once with a fresh
+ * ticket: 'ticket-1', 'ticket-2', ... */
+export function issueTickets(fakes) {
+  let issued = 0;
+  fakes.handler = (request) =>
+    request.path == '/rt/ticket' ? [200, JSON.stringify({ ticket: `ticket-${++issued}`, expires_in: 30 })] : undefined;
+}
 
 /** A fresh set of fakes for one test, recording every socket, stream and request. */
 export function createFakes({ storage = new MemoryStorage() } = {}) {
@@ -402,6 +419,16 @@ export function createFakes({ storage = new MemoryStorage() } = {}) {
     },
     /** Requests to `path`, in order. */
     requestsTo: (path) => requests.filter((request) => request.path == path),
+    /** Answer the next ticket request (POST /rt/ticket) as the server does: 200 with
+     * a ticket (default: 'ticket-' and the number of the request), or `status` with
+     * `body` (an object is sent as JSON). Returns the request. */
+    async answerTicket(status = 200, body) {
+      const request = await fakes.nextRequest('/rt/ticket');
+      const number = fakes.requestsTo('/rt/ticket').indexOf(request) + 1;
+      body ??= status == 200 ? { ticket: `ticket-${number}`, expires_in: 30 } : { error: 'refused' };
+      await request.respond(status, typeof body == 'string' ? body : JSON.stringify(body));
+      return request;
+    },
   };
   return fakes;
 }

@@ -95,3 +95,32 @@ export function quiet(t) {
 
 /** The frames of `types` sent on `ws` (all if none given). */
 export const sentOf = (ws, ...types) => ws.sent.filter((frame) => !types.length || types.includes(frame.type));
+
+/**
+ * Watch the client's retry timers (protocol.md 8.3, retry rounds): every setTimeout
+ * for which `isRetry(ms)` holds is counted (tell them from the reconnect delay by
+ * the client's state). Mock Math.random first so that the delays are known. Returns
+ * `scheduled` (the delays, in order), `pending` (how many wait now) and
+ * `mostPending` (the most that ever waited at once).
+ */
+export function watchRetries(t, isRetry) {
+  const { setTimeout: schedule, clearTimeout: cancel } = globalThis;
+  const waiting = new Set();
+  const watch = { scheduled: [], mostPending: 0, get pending() { return waiting.size; } };
+  t.mock.method(globalThis, 'setTimeout', (callback, ms, ...args) => {
+    if (!isRetry(ms)) return schedule(callback, ms, ...args);
+    const timer = schedule(() => {
+      waiting.delete(timer);
+      callback(...args);
+    }, ms);
+    waiting.add(timer);
+    watch.scheduled.push(ms);
+    watch.mostPending = Math.max(watch.mostPending, waiting.size);
+    return timer;
+  });
+  t.mock.method(globalThis, 'clearTimeout', (timer) => {
+    waiting.delete(timer);
+    cancel(timer);
+  });
+  return watch;
+}

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import { Client, RtlinkError } from '../src/index.js';
 import { createFakes, pos, sleep, waitFor, welcome } from './fakes.js';
-import { connectWebSocket, quiet, rejection, settled, setup, start, track, waitState } from './helpers.js';
+import { connectWebSocket, quiet, rejection, settled, setup, start, track, waitState, watchRetries } from './helpers.js';
 
 const ack = (frame, offset) => ({ type: 'ack', id: frame.id, position: pos('e', offset) });
 
@@ -156,6 +156,63 @@ test('error 429 is temporary too', async (t) => {
   await waitFor(() => ws.sent.length == 2);
   await ws.serverSends(ack(ws.sent[1], 1));
   assert.equal((await settled(published))[0], 'resolved');
+});
+
+test('a batch refused with 429 is retried in rounds: one retry pending, the attempt growing per round', async (t) => {
+  t.mock.method(Math, 'random', () => 0.5); // a round waits 0.5 * 100 ms * 2 ** attempt
+  const { client, fakes } = setup(t, { backoffBase: 0.1, backoffCap: 10 });
+  const retries = watchRetries(t, (ms) => client.state == 'connected' && ms >= 50 && ms < 1000);
+  const ws = await connectWebSocket(client, fakes);
+  const published = [1, 2, 3, 4, 5].map((n) => track(client.publish('chat', n)));
+  let batch = await waitFor(() => ws.sent.length == 5 && ws.sent.slice());
+  const keys = batch.map((frame) => frame.key);
+  const refuse = (frames) =>
+    ws.serverSends(frames.map(({ id }) => ({ type: 'error', code: 429, message: 'slow down', id, channel: 'chat' })));
+  for (let round = 1; round <= 3; round++) {
+    const before = ws.sent.length;
+    await refuse(batch); // five error frames: one retry round
+    assert.equal(retries.scheduled.length, round);
+    await waitFor(() => ws.sent.length == before + 5);
+    batch = ws.sent.slice(before);
+    assert.deepEqual(batch.map((frame) => frame.key), keys, 'the batch again, once, oldest first');
+  }
+  assert.deepEqual(retries.scheduled, [50, 100, 200], 'the attempt grows once per round');
+  assert.equal(retries.mostPending, 1);
+  await ws.serverSends(batch.map((frame, index) => ack(frame, index + 1)));
+  for (const [index, tracked] of published.entries()) {
+    assert.deepEqual(await settled(tracked), ['resolved', pos('e', index + 1)]);
+  }
+  assert.equal(ws.sent.length, 20);
+  assert.equal(retries.pending, 0);
+
+  // The acks started the backoff over; close() drops a pending retry.
+  const last = track(client.publish('chat', 6));
+  await waitFor(() => ws.sent.length == 21);
+  await refuse(ws.sent.slice(20));
+  assert.deepEqual(retries.scheduled, [50, 100, 200, 50]);
+  client.close();
+  assert.equal(retries.pending, 0);
+  assert.equal((await settled(last))[1].name, 'ClientClosed');
+});
+
+test('a retry pending when the connection drops is dropped: the next welcome sends the outbox once', async (t) => {
+  t.mock.method(Math, 'random', () => 0.5);
+  const { client, fakes } = setup(t, { backoffBase: 1, backoffCap: 10 }); // the retry would wait 500 ms
+  const retries = watchRetries(t, (ms) => client.state == 'connected' && ms >= 50 && ms < 1000);
+  const ws = await connectWebSocket(client, fakes);
+  const published = track(client.publish('chat', 'x'));
+  await waitFor(() => ws.sent.length == 1);
+  await ws.serverSends({ type: 'error', code: 503, message: 'busy', id: ws.sent[0].id, channel: 'chat' });
+  assert.equal(retries.pending, 1);
+  await ws.serverCloses(1001);
+  assert.equal(retries.pending, 0);
+  const ws2 = await fakes.nextSocket();
+  await ws2.open();
+  await ws2.serverSends(welcome());
+  await waitFor(() => ws2.sent.length == 1);
+  await ws2.serverSends(ack(ws2.sent[0], 1));
+  assert.deepEqual(await settled(published), ['resolved', pos('e', 1)]);
+  assert.deepEqual([ws.sent.length, ws2.sent.length, retries.pending], [1, 1, 0]);
 });
 
 test('a publish larger than max_message_size rejects with PublishError 413, nothing sent', async (t) => {

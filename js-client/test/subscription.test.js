@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 
 import { RtlinkError } from '../src/index.js';
 import { pos, publication, sleep, waitFor, welcome } from './fakes.js';
-import { connectWebSocket, quiet, rejection, sentOf, setup, waitState } from './helpers.js';
+import { connectWebSocket, quiet, rejection, sentOf, setup, waitState, watchRetries } from './helpers.js';
 
 /** A client connected over WebSocket with `channel` subscribed (with `since`), the
  * subscribe answered by `subscribed` at `position` unless `position` is null.
@@ -217,6 +217,35 @@ test('a 503 retry is dropped when the connection ended meanwhile (the next welco
   await sleep(120);
   assert.equal(sentOf(ws, 'subscribe').length, 1);
   assert.equal(sentOf(ws2, 'subscribe').length, 1);
+});
+
+test('subscribes refused together are retried together in rounds, apart from publish retries', async (t) => {
+  t.mock.method(Math, 'random', () => 0.5); // a round waits 0.5 * 100 ms * 2 ** attempt
+  const { client, fakes } = setup(t, { backoffBase: 0.1, backoffCap: 10 });
+  const retries = watchRetries(t, (ms) => client.state == 'connected' && ms >= 50 && ms < 1000);
+  const subscriptions = ['a', 'b', 'c'].map((channel) => client.subscribe(channel));
+  const ws = await connectWebSocket(client, fakes);
+  let batch = await waitFor(() => sentOf(ws, 'subscribe').length == 3 && sentOf(ws, 'subscribe'));
+  const refusals = (frames) => frames.map(({ id, channel }) => ({ type: 'error', code: 503, message: 'later', id, channel }));
+  for (let round = 1; round <= 2; round++) {
+    await ws.serverSends(refusals(batch));
+    assert.equal(retries.scheduled.length, round, 'one retry for the three refusals');
+    await waitFor(() => sentOf(ws, 'subscribe').length == 3 * (round + 1));
+    batch = sentOf(ws, 'subscribe').slice(3 * round);
+    assert.deepEqual(batch.map((frame) => frame.channel), ['a', 'b', 'c']);
+  }
+  // A publish refused with them has a retry of its own, with its own attempt.
+  client.publish('a', 'x').catch(() => {});
+  const publish = await waitFor(() => sentOf(ws, 'publish').length == 1 && sentOf(ws, 'publish'));
+  await ws.serverSends(refusals([...publish, ...batch]));
+  assert.deepEqual(retries.scheduled, [50, 100, 50, 200]);
+  assert.equal(retries.mostPending, 2);
+  await waitFor(() => sentOf(ws, 'subscribe').length == 12 && sentOf(ws, 'publish').length == 2);
+  batch = sentOf(ws, 'subscribe').slice(9);
+  await ws.serverSends(batch.map(({ id, channel }) => ({ type: 'subscribed', id, channel, recovered: true, position: pos('e', 0) })));
+  await Promise.all(subscriptions.map((subscription) => subscription.waitSubscribed()));
+  assert.equal(retries.pending, 0);
+  assert.equal(sentOf(ws, 'subscribe').length, 12);
 });
 
 test('unsubscribe() while a 503 retry is pending: the channel is not subscribed again', async (t) => {

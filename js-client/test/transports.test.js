@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { encode } from '../src/msgpack.js';
-import { byteSize, decodeMessage, pos, publication, sleep, waitFor, welcome } from './fakes.js';
+import { byteSize, decodeMessage, issueTickets, pos, publication, sleep, waitFor, welcome } from './fakes.js';
 import { connectSse, connectWebSocket, quiet, rejection, sentOf, settled, setup, start, track, waitState } from './helpers.js';
 
 // --- WebSocket batching --------------------------------------------------------------
@@ -101,15 +101,17 @@ function ackPosts(fakes) {
       : undefined;
 }
 
-test('SSE: the stream URL is /rt/sse with codec, subs (positions or null) and token', async (t) => {
+test('SSE: the stream URL is /rt/sse with codec, subs (positions or null) and a ticket', async (t) => {
   const { client, fakes } = setup(t, { ...SSE, token: 'tok' });
   client.subscribe('news');
   client.subscribe('chat:lobby', { since: pos('e1', 41) });
   start(client);
+  assert.equal((await fakes.answerTicket()).authorization, 'Bearer tok');
   const stream = await fakes.nextStream();
   assert.equal(stream.path, '/rt/sse');
   assert.equal(stream.codec, 'json');
-  assert.equal(stream.token, 'tok');
+  assert.equal(stream.ticket, 'ticket-1');
+  assert.equal(stream.token, null);
   assert.deepEqual(stream.subs, { news: null, 'chat:lobby': pos('e1', 41) });
   assert.equal(stream.connect, null);
   assert.equal(new URL(stream.url).origin, 'http://test');
@@ -160,12 +162,14 @@ test('SSE msgpack: codec=msgpack, events are base64 msgpack', async (t) => {
 test('SSE: a publish goes by POST /rt/send with the codec content type; the ack in the response resolves it', async (t) => {
   for (const codec of ['json', 'msgpack']) {
     const { client, fakes } = setup(t, { ...SSE, codec, token: 'tok' });
+    issueTickets(fakes);
     await connectSse(client, fakes);
     const published = track(client.publish('chat', { text: 'hi' }));
     const request = await fakes.nextRequest('/rt/send');
     assert.equal(request.method, 'POST');
     assert.equal(request.codec, codec);
-    assert.equal(request.token, 'tok');
+    assert.equal(request.authorization, 'Bearer tok');
+    assert.deepEqual([request.token, request.ticket], [null, null]);
     assert.equal(request.subs, undefined);
     assert.equal(Object.entries(request.headers).find(([name]) => name.toLowerCase() == 'content-type')?.[1], `application/${codec}`);
     assert.equal(codec == 'json' ? typeof request.body : request.body.constructor.name, codec == 'json' ? 'string' : 'Uint8Array');
@@ -384,12 +388,14 @@ const subscribedFrame = (channel, epoch, offset, recovered = true) => ({
   position: pos(epoch, offset),
 });
 
-test('long polling: the first poll has connect=1, later ones not; codec, token and subs', async (t) => {
+test('long polling: the first poll has connect=1, later ones not; codec, token (a header) and subs', async (t) => {
   const { client, fakes, states } = setup(t, { ...POLL, token: 'tok', codec: 'msgpack' });
   client.subscribe('chat');
   const connected = track(client.connect());
   const first = await fakes.nextRequest('/rt/poll');
-  assert.deepEqual([first.path, first.method, first.codec, first.token, first.connect], ['/rt/poll', 'GET', 'msgpack', 'tok', '1']);
+  assert.deepEqual([first.path, first.method, first.codec, first.authorization, first.connect], ['/rt/poll', 'GET', 'msgpack', 'Bearer tok', '1']);
+  assert.deepEqual([first.token, first.ticket], [null, null]);
+  assert.deepEqual(fakes.requestsTo('/rt/ticket'), [], 'no ticket for fetch');
   assert.deepEqual(first.subs, { chat: null });
   assert.equal(client.state, 'connecting');
   await first.respond(200, [welcome(), subscribedFrame('chat', 'e', 0)]);
@@ -398,6 +404,7 @@ test('long polling: the first poll has connect=1, later ones not; codec, token a
   assert.equal(states.at(-1).transport, 'longpoll');
   const second = await fakes.nextRequest('/rt/poll');
   assert.equal(second.connect, null);
+  assert.equal(second.authorization, 'Bearer tok');
   assert.deepEqual(second.subs, { chat: pos('e', 0) });
   await second.respond(200, [welcome(), subscribedFrame('chat', 'e', 0)]);
   const third = await fakes.nextRequest('/rt/poll');

@@ -9,19 +9,21 @@ mirror the Python client's (tests/test_fallback.py, tests/test_resume.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 import rtlink
 from rtlink.cli import build_app
 from tests.proxy import run_nginx
 from tests.support import Feed, Server, collect, eventually, relay_to, seconds
 
-from .browser import Chromium, expect, page_url, run_page_server, serve_app
+from .browser import Chromium, add_test_page, expect, page_url, run_page_server, serve_app
 
 # One event loop for the module: the browser (conftest.py) is shared by its tests.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -440,7 +442,10 @@ async def test_refused_credentials_close_the_client_with_4500(
     calls: list[str | None] = []
 
     def authenticate(request: Any) -> str:
-        calls.append(request.query.get("token"))
+        # Long polling sends the token in a header; WebSocket and SSE find no /ticket
+        # route on this server (a custom hook) and fall back to the URL.
+        header = request.headers.get("Authorization", "")
+        calls.append(header.removeprefix("Bearer ") or request.query.get("token"))
         raise rtlink.AuthenticationError("bad token")
 
     async with run_page_server(authenticate=authenticate) as server:
@@ -487,4 +492,152 @@ async def test_server_shutdown_disconnects_with_1001_and_keeps_trying(
                              message="a reconnect attempt")
             assert "closed" not in new_states(await page.states())
             assert await page.eval("T.connectError") is None
+            await page.eval("client.close()")
+
+
+# --- 7. credentials: TokenAuth, tickets, expiry -------------------------------------------
+
+SECRET = "browser-test-secret-0123456789abcdef"
+#: What the page's token function (``fetch('/token')``) gets: a fresh token each time.
+TOKEN_FUNCTION = "() => fetch('/token').then((response) => response.text())"
+
+
+#: One request as :func:`run_token_server` records it.
+Seen = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def run_token_server(auth: rtlink.TokenAuth, ttl: float = 3600.0,
+                           **hub_options: Any) -> AsyncIterator[tuple[Server, list[Seen]]]:
+    """A page server whose hub authenticates with ``auth``, with a ``/token`` route
+    minting a token for "alice" (``ttl`` seconds) per GET. Also yields every request
+    it received: method, path, query, the Authorization header (None if absent), and
+    the URL as sent."""
+    seen: list[Seen] = []
+
+    @web.middleware
+    async def record(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                     ) -> web.StreamResponse:
+        seen.append({"method": request.method, "path": request.path,
+                     "query": dict(request.query), "url": str(request.rel_url),
+                     "authorization": request.headers.get("Authorization")})
+        return await handler(request)
+
+    async def token(request: web.Request) -> web.Response:
+        return web.Response(text=auth.mint("alice", ttl=ttl),
+                            headers={"Cache-Control": "no-store"})
+
+    hub = rtlink.Hub(authenticate=auth, **hub_options)
+    app = web.Application(middlewares=[record])
+    rtlink.attach(app, hub)
+    add_test_page(app)
+    app.router.add_get("/token", token)
+    async with serve_app(app, hub) as server:
+        yield server, seen
+
+
+def to(seen: list[Seen], path: str) -> list[Seen]:
+    """The recorded requests to ``path``."""
+    return [request for request in seen if request["path"] == path]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_token_travels_in_a_header_or_as_a_ticket_never_in_a_url(
+    chromium: Chromium, transport: str
+) -> None:
+    auth = rtlink.TokenAuth(SECRET)
+    token = auth.mint("alice")
+    bearer = f"Bearer {token}"
+    async with run_token_server(auth, channels=PUBLISH) as (server, seen):
+        async with chromium.page(page_url(server.port)) as page:
+            await page.start(["room"], transports=[transport], token=token)
+            await page.wait_connected(["room"])
+            (connection,) = server.hub.connections
+            assert connection.identity.subject == "alice"
+            acked = await page.eval("() => client.publish('room', 'hi')")
+            assert acked["offset"] == 1
+            if transport == "sse":
+                # A new subscription reopens the stream: with a ticket of its own (the
+                # first one was used up), and the server accepts it.
+                await page.eval("T.subscribe('second')")
+                await page.wait_connected(["room", "second"])
+
+            assert not any(token in request["url"] for request in seen), "token in a URL"
+            stream_path = {"websocket": "/rt/ws", "sse": "/rt/sse", "longpoll": "/rt/poll"}
+            streams = to(seen, stream_path[transport])
+            tickets = to(seen, "/rt/ticket")
+            if transport == "longpoll":
+                assert tickets == []
+                assert len(streams) >= 2  # the first poll and the one after it
+                assert all(poll["authorization"] == bearer for poll in streams)
+                assert all("ticket" not in poll["query"] for poll in streams)
+            else:
+                count = 2 if transport == "sse" else 1
+                assert [(t["method"], t["authorization"]) for t in tickets] == \
+                    [("POST", bearer)] * count
+                assert len(streams) == count
+                issued = {stream["query"].get("ticket") for stream in streams}
+                assert None not in issued and len(issued) == count
+                assert all(stream["authorization"] is None for stream in streams)
+            sends = to(seen, "/rt/send")
+            assert bool(sends) == (transport != "websocket")  # the publish (and any pong)
+            assert all(send["authorization"] == bearer for send in sends)
+            await page.eval("client.close()")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_refused_token_stops_the_client_with_4500_and_the_server_reason(
+    chromium: Chromium, transport: str
+) -> None:
+    auth = rtlink.TokenAuth(SECRET)
+    forged = rtlink.TokenAuth("another-secret-0123456789abcdef-xyz").mint("mallory")
+    async with run_token_server(auth) as (server, seen):
+        async with chromium.page(page_url(server.port)) as page:
+            await page.start(["news"], transports=[transport], token=forged,
+                             **FAST_RECONNECT)
+            await page.until("client.state == 'closed'", message="the client to stop")
+            states = await page.states()
+            assert [(s["newState"], s["code"]) for s in states] == [
+                ("connecting", None), ("closed", 4500)
+            ]
+            assert "signature is invalid" in states[-1]["reason"]
+            error = await page.until("T.connectError")
+            assert (error["name"], error["code"]) == ("ClientClosed", 4500)
+            if transport != "longpoll":
+                # Refused at /ticket: no stream was even opened.
+                assert len(to(seen, "/rt/ticket")) == 1
+                assert to(seen, "/rt/ws") == to(seen, "/rt/sse") == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_expired_token_reconnects_with_a_fresh_one_and_resumes(
+    chromium: Chromium, transport: str
+) -> None:
+    auth = rtlink.TokenAuth(SECRET)
+    async with run_token_server(auth, ttl=seconds(3), channels=HISTORY) as (server, seen):
+        async with chromium.page(page_url(server.port)) as page:
+            await page.eval(
+                f"(options) => T.start({{...options, token: {TOKEN_FUNCTION}}}, ['room'])",
+                {"transports": [transport], **FAST_RECONNECT},
+            )
+            await page.wait_connected(["room"])
+            before = await server.hub.publish("room", "before")
+            await page.until("T.messages.room.length >= 1")
+            # The hub closes the connection when the token expires; the client asks
+            # its token function for a new one and reconnects.
+            await page.until("T.states.some((s) => s.code == 4003)", timeout=15,
+                             message="the 4003 close")
+            await page.until("client.state == 'connected'", timeout=10)
+            after = await server.hub.publish("room", "after")
+            await page.until("T.messages.room.length >= 2")
+            assert await page.messages("room") == [
+                {"data": "before", "position": wire(before)},
+                {"data": "after", "position": wire(after)},
+            ]
+            states = await page.states()
+            expired = next(s for s in states if s["code"] == 4003)
+            assert expired["newState"] == "disconnected"
+            assert "closed" not in new_states(states)
+            assert len(to(seen, "/token")) >= 2  # a fresh token for the reconnect
             await page.eval("client.close()")
