@@ -47,6 +47,7 @@ from .errors import (
     SubscribeError,
 )
 from .hub import Hub
+from .origins import OriginPolicy
 from .protocol import Position, validate_channel, validate_data
 from .publisher import Publisher
 from .server import ENDPOINTS, attach
@@ -111,6 +112,18 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+def _publish_rate(text: str) -> float | None:
+    return None if text == "off" else _positive_float(text)
+
+
+def _origin(text: str) -> str:
+    try:
+        OriginPolicy([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _position(text: str) -> Position:
@@ -263,6 +276,23 @@ which tells clients to reconnect and resume.""",
     serve.add_argument("--no-client-publish", action="store_true",
                        help="refuse publishes from clients (rtlink publish, the demo page) "
                             "with error 403; they may only subscribe")
+    serve.add_argument("--allowed-origin", action="append", type=_origin, metavar="ORIGIN",
+                       dest="allowed_origins",
+                       help="a web origin whose pages may connect, like "
+                            "https://app.example.com, https://*.example.com (subdomains), "
+                            "* (any) or null; repeat for several (default: only pages from "
+                            "this server's own host and port). Clients that send no Origin "
+                            "(not browsers) are always allowed")
+    serve.add_argument("--publish-rate", type=_publish_rate, default=50.0, metavar="PER_SECOND",
+                       help="client publishes allowed per second per connection, on average; "
+                            "more are refused with error 429 and sent again by clients "
+                            "(off: no limit)")
+    serve.add_argument("--publish-burst", type=_positive_int, default=100, metavar="N",
+                       help="client publishes allowed at once before --publish-rate applies")
+    serve.add_argument("--max-connections-per-ip", type=_positive_int, metavar="N",
+                       help="connections open at once from one client address; more are "
+                            "refused with 1013 (default: no limit; behind a proxy every "
+                            "client has the proxy's address: limit there instead)")
     serve.add_argument("--log-level", choices=_LOG_LEVELS, default="info",
                        help="logging level (info includes one access-log line per request)")
     serve.set_defaults(run=_cmd_serve)
@@ -427,16 +457,24 @@ def build_app(
     history_size: int = 100,
     history_ttl: float = 300.0,
     client_publish: bool = True,
+    allowed_origins: Sequence[str] | None = None,
+    publish_rate: float | None = 50.0,
+    publish_burst: int = 100,
+    max_connections_per_ip: int | None = None,
 ) -> tuple[web.Application, Hub]:
     """Build the demo application: a hub on ``backend`` allowing every channel, rtlink
-    mounted at ``path`` and the demo chat page at ``/``."""
+    mounted at ``path`` (for pages of ``allowed_origins``, default same origin) and the
+    demo chat page at ``/``."""
     hub = Hub(
         backend=backend,
         channels={"*": ChannelOptions(history_size=history_size, history_ttl=history_ttl,
                                       client_publish=client_publish)},
+        publish_rate=publish_rate,
+        publish_burst=publish_burst,
+        max_connections_per_ip=max_connections_per_ip,
     )
     app = web.Application()
-    attach(app, hub, path=path)
+    attach(app, hub, path=path, allowed_origins=allowed_origins)
     body = _demo_page(path)
 
     async def index(request: web.Request) -> web.Response:
@@ -453,7 +491,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app, _ = build_app(path=args.path, backend=args.backend,
                            history_size=args.history_size,
                            history_ttl=args.history_ttl,
-                           client_publish=not args.no_client_publish)
+                           client_publish=not args.no_client_publish,
+                           allowed_origins=args.allowed_origins,
+                           publish_rate=args.publish_rate,
+                           publish_burst=args.publish_burst,
+                           max_connections_per_ip=args.max_connections_per_ip)
     except (OSError, ValueError, ImportError) as exc:
         _err(f"rtlink serve: error: cannot set up the server: {exc}")
         return EXIT_FAILURE
@@ -479,7 +521,9 @@ async def _serve(app: web.Application, args: argparse.Namespace) -> int:
         except (NotImplementedError, RuntimeError):
             pass
 
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # Handler cancellation: an SSE stream or a held poll whose client left is dropped
+    # at once rather than at its next write (ping) or the end of the poll.
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, args.host, args.port)
@@ -500,6 +544,12 @@ async def _serve(app: web.Application, args: argparse.Namespace) -> int:
                     ", ".join(f"{name} {endpoint}{sub_path}"
                               for name, (sub_path, _) in ENDPOINTS.items()),
                     "off" if args.no_client_publish else "on")
+        logger.info("allowed origins: %s; publish rate %s; connections per address: %s",
+                    ", ".join(args.allowed_origins) if args.allowed_origins is not None
+                    else "same origin only",
+                    "no limit" if args.publish_rate is None
+                    else f"{args.publish_rate:g}/s, bursts of {args.publish_burst}",
+                    args.max_connections_per_ip or "no limit")
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from .auth import subject_of
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .errors import BackendError, ChannelError, FrameError, ProtocolError
+from .limits import TokenBucket
 from .protocol import (
     Ack,
     Close,
@@ -80,12 +82,16 @@ class ConnectionMode:
             dead (WebSocket); streams and polls are judged by their writes instead.
         subscribe_frames: subscriptions may change by ``subscribe``/``unsubscribe``
             frames; otherwise they travel in the transport's request.
+        shared_limits: the connection lasts one request, so its publish rate is
+            counted per client (address and identity subject) across requests
+            rather than per connection.
     """
 
     welcome: bool = True
     writer: bool = True
     heartbeat: bool = True
     subscribe_frames: bool = True
+    shared_limits: bool = False
 
 
 #: A WebSocket: everything, both ways.
@@ -95,7 +101,8 @@ STREAM = ConnectionMode(heartbeat=False, subscribe_frames=False)
 #: One long poll: subscriptions in the request, frames pulled when the poll answers.
 POLL = ConnectionMode(writer=False, heartbeat=False, subscribe_frames=False)
 #: One POST of client frames, answered in its response.
-REQUEST = ConnectionMode(welcome=False, writer=False, heartbeat=False, subscribe_frames=False)
+REQUEST = ConnectionMode(welcome=False, writer=False, heartbeat=False, subscribe_frames=False,
+                         shared_limits=True)
 
 
 class _Subscription:
@@ -121,15 +128,18 @@ class Connection:
         codec: the codec the client chose.
         identity: what the hub's ``authenticate`` hook returned (None if anonymous).
         transport: the transport's name (``"websocket"``, ...), for logs and metrics.
+        address: the client's address (``request.remote``) if the transport knows it.
         close_code: the close code once the connection is closing, else None.
     """
 
     def __init__(
         self, hub: Hub, codec: Codec, identity: Any, sink: Sink, transport: str,
-        mode: ConnectionMode = WEBSOCKET,
+        mode: ConnectionMode = WEBSOCKET, address: str | None = None,
     ) -> None:
         self.session = secrets.token_urlsafe(9)
         self.mode = mode
+        self.address = address
+        self._publish_bucket: TokenBucket | None = None  # made at the first publish
         self.codec = codec
         self.identity = identity
         self.transport = transport
@@ -206,6 +216,15 @@ class Connection:
             self.close_code = CloseCode.NORMAL
             self._hub._forget(self)
         self._closed.set()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of frames queued for the client and not yet handed to the transport.
+
+        At most ``outbound_limit`` plus one frame (plus a replay's bytes, see
+        :meth:`deliver`): the frame that crosses the limit closes the connection.
+        """
+        return self._queued_bytes
 
     @property
     def closing(self) -> bool:
@@ -469,8 +488,29 @@ class Connection:
         # the client's view and the server's may legitimately cross in flight.
         self.send(Ack(frame.id))
 
+    def _take_publish_token(self, key: str | None) -> bool:
+        """Whether the publish rate limit lets a publish with ``key`` through now."""
+        limits = self._hub.publish_limits
+        bucket = self._publish_bucket
+        if bucket is None:
+            bucket = self._publish_bucket = (
+                limits.shared_bucket(self.address, subject_of(self.identity))
+                if self.mode.shared_limits else limits.bucket())
+            if bucket is None:
+                return True  # no limit
+        return bucket.take(key, limits.clock())
+
     async def _on_publish(self, frame: Publish) -> None:
         hub = self._hub
+        # First, before hooks and backend: the limit protects them.
+        if not self._take_publish_token(frame.key):
+            logger.debug("%r: publish %s refused: rate limit", self, frame.id)
+            limits = hub.publish_limits
+            self.send(Error(ErrorCode.RATE_LIMITED,
+                            f"too many publishes (at most {limits.rate:g} per second, "
+                            f"{limits.burst} at once): send it again later",
+                            frame.id, frame.channel))
+            return
         try:
             options = hub.rules.options(frame.channel)
             await hub._check_publish(self.identity, frame.channel, options)

@@ -16,12 +16,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
 
+from .auth import TokenAuth, expires_at_of
 from .backends import Backend, create_backend
 from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .connection import WEBSOCKET, Connection, ConnectionMode, Sink, _Subscription
-from .errors import ChannelError
+from .errors import AuthenticationError, ChannelError
+from .limits import AddressSlots, PublishLimits
 from .protocol import Ping, Position, Publication, encode_frame
 
 __all__ = ["Hub", "Authenticate", "Authorize"]
@@ -58,7 +60,10 @@ class Hub:
         channels: channel pattern → :class:`ChannelOptions`, first match wins. Channels
             matching no pattern are refused. Default: every channel, default options.
         authenticate: hook called with the request of each new connection; returns
-            an identity or raises :class:`~rtlink.errors.AuthenticationError`.
+            an identity or raises :class:`~rtlink.errors.AuthenticationError`. The
+            built-in one is :class:`~rtlink.auth.TokenAuth` (JWTs and tickets). An
+            identity with an ``expires_at`` (:func:`~rtlink.auth.expires_at_of`) is
+            refused once expired, and its connection is closed with 4003 then.
         authorize_subscribe: hook ``(identity, channel) -> bool`` for subscriptions.
         authorize_publish: hook ``(identity, channel) -> bool`` for client publishes,
             consulted only on channels whose options allow client publishing.
@@ -71,6 +76,19 @@ class Hub:
         poll_timeout: seconds a long poll is held when there is nothing to send
             (at most ``ping_interval``); keep it below the read timeout of proxies
             in front (often 30-60 s).
+        publish_rate: client publishes allowed per second on average, per connection
+            (for ``POST {path}/send``: per client address and identity subject), or
+            None for no limit. A publish over the limit is refused with ``error`` 429
+            (temporary: clients resend it later, in order); the connection stays open.
+            See :mod:`rtlink.limits`.
+        publish_burst: client publishes allowed at once before ``publish_rate``
+            applies (the token bucket's size).
+        max_connections_per_ip: WebSocket, SSE and long-poll connections open at
+            once from one client address (``request.remote``), or None for no limit;
+            beyond it a connection is refused with 1013 (try again later). Behind a
+            proxy every client has the proxy's address unless a middleware restores
+            the client's (e.g. from ``X-Forwarded-For``): limit at the proxy instead
+            (nginx ``limit_conn``).
 
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
@@ -90,7 +108,17 @@ class Hub:
         ping_interval: float = 25.0,
         pong_timeout: float = 10.0,
         poll_timeout: float = 25.0,
+        publish_rate: float | None = 50.0,
+        publish_burst: int = 100,
+        max_connections_per_ip: int | None = None,
     ) -> None:
+        if publish_rate is not None and not 0 < publish_rate < float("inf"):
+            raise ValueError(f"publish_rate must be > 0 (None for no limit), not {publish_rate}")
+        if publish_burst < 1:
+            raise ValueError(f"publish_burst must be >= 1, not {publish_burst}")
+        if max_connections_per_ip is not None and max_connections_per_ip < 1:
+            raise ValueError("max_connections_per_ip must be >= 1 (None for no limit), "
+                             f"not {max_connections_per_ip}")
         self.backend: Backend = create_backend(backend)
         self.rules = ChannelRules(channels)
         self.max_message_size = max_message_size
@@ -99,10 +127,14 @@ class Hub:
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         self.poll_timeout = poll_timeout
+        self.publish_limits = PublishLimits(publish_rate, publish_burst)
+        self.connection_slots = AddressSlots(max_connections_per_ip)
         self._authenticate = authenticate
         self._authorize_subscribe = authorize_subscribe
         self._authorize_publish = authorize_publish
         self._connections: set[Connection] = set()
+        # Connections whose identity expires, each with the timer that closes it (4003).
+        self._expiry_timers: dict[Connection, asyncio.TimerHandle] = {}
         self._live: dict[str, _LiveChannel] = {}
         # Backend (un)subscribe calls of one channel run strictly in order.
         self._backend_ops: dict[str, asyncio.Future[None]] = {}
@@ -116,6 +148,9 @@ class Hub:
         if self._started:
             return
         self._started = True
+        bind = getattr(self._authenticate, "bind", None)
+        if callable(bind):  # e.g. TokenAuth: single-use tickets are claimed in the backend
+            bind(self.backend)
         await self.backend.start(self._on_publication, self._on_lost)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
@@ -172,23 +207,54 @@ class Hub:
         options = self.rules.check_publication(channel, data)
         return await self._publish(channel, data, key, options)
 
+    @property
+    def authenticate_hook(self) -> Authenticate | None:
+        """The ``authenticate`` hook the hub was made with (e.g. a
+        :class:`~rtlink.auth.TokenAuth`), or None."""
+        return self._authenticate
+
     async def authenticate(self, request: Any) -> Any:
-        """Run the authenticate hook for a new connection's request (None without a hook)."""
-        if self._authenticate is None:
+        """Run the authenticate hook for a new connection's request (None without a hook).
+
+        An identity that expired within the hook's leeway (a
+        :class:`~rtlink.auth.TokenAuth`'s ``leeway``; none for other hooks) is still
+        accepted, and its connection is closed with 4003 at once: a client whose token
+        ran out between two requests of an HTTP transport then reconnects with a fresh
+        one instead of stopping.
+
+        Raises:
+            AuthenticationError: the hook refused, or the identity it returned expired
+                before that (:func:`~rtlink.auth.expires_at_of`).
+        """
+        hook = self._authenticate
+        if hook is None:
             return None
-        return await _maybe_await(self._authenticate(request))
+        identity = await _maybe_await(hook(request))
+        expires_at = expires_at_of(identity)
+        leeway = hook.leeway if isinstance(hook, TokenAuth) else 0.0
+        if expires_at is not None and expires_at + leeway <= time.time():
+            raise AuthenticationError("credentials expired")
+        return identity
 
     def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str,
-               mode: ConnectionMode = WEBSOCKET) -> Connection:
-        """Register a new connection and send it ``welcome``. Called by transports."""
-        connection = Connection(self, codec, identity, sink, transport, mode)
+               mode: ConnectionMode = WEBSOCKET, *, address: str | None = None) -> Connection:
+        """Register a new connection and send it ``welcome``. Called by transports, with
+        the client's ``address`` if they know it."""
+        connection = Connection(self, codec, identity, sink, transport, mode, address)
         self._connections.add(connection)
         connection.start()
+        expires_at = expires_at_of(identity)
+        if expires_at is not None and not connection.closing:
+            # One timer per expiring connection (cancelled in _forget), no scan of all.
+            loop = asyncio.get_running_loop()
+            self._expiry_timers[connection] = loop.call_at(
+                loop.time() + (expires_at - time.time()), self._expire, connection)
         return connection
 
     # --- used by connections -----------------------------------------------------------
 
     async def _check_subscribe(self, identity: Any, channel: str) -> None:
+        self.rules.check_access(identity, channel)  # 404, or 401/403 by the channel's rules
         if self._authorize_subscribe is not None and not await _maybe_await(
             self._authorize_subscribe(identity, channel)
         ):
@@ -197,6 +263,7 @@ class Hub:
     async def _check_publish(self, identity: Any, channel: str, options: ChannelOptions) -> None:
         if not options.client_publish:
             raise ChannelError(ErrorCode.FORBIDDEN, f"clients may not publish to {channel!r}")
+        self.rules.check_access(identity, channel)
         if self._authorize_publish is not None and not await _maybe_await(
             self._authorize_publish(identity, channel)
         ):
@@ -231,6 +298,9 @@ class Hub:
     def _forget(self, connection: Connection) -> None:
         """Drop a closing connection from every index (synchronous, idempotent)."""
         self._connections.discard(connection)
+        timer = self._expiry_timers.pop(connection, None)
+        if timer is not None:
+            timer.cancel()
         for channel in list(connection.subscriptions):
             self._detach(connection, channel)
         connection.subscriptions.clear()
@@ -256,6 +326,11 @@ class Hub:
 
         task.add_done_callback(done)
         return task
+
+    def _expire(self, connection: Connection) -> None:
+        """The connection's credentials expired: it reconnects with fresh ones."""
+        self._expiry_timers.pop(connection, None)
+        connection.close(CloseCode.TOKEN_EXPIRED, "credentials expired; reconnect with fresh ones")
 
     # --- fan-out ---------------------------------------------------------------------
 

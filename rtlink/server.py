@@ -11,14 +11,17 @@ from typing import Any
 
 from aiohttp import web
 
+from .auth import TokenAuth, ticket_handler
 from .codecs import CODECS
 from .codes import CloseCode
 from .hub import Hub
+from .origins import OriginPolicy
 from .protocol import PROTOCOL_VERSION
-from .transports.http import NO_CACHE, send_handler
+from .transports.guard import Guard, Refuse
+from .transports.http import NO_CACHE, refuse_request, send_handler
 from .transports.longpoll import poll_handler
-from .transports.sse import sse_handler
-from .transports.websocket import websocket_handler
+from .transports.sse import refuse_stream, sse_handler
+from .transports.websocket import refuse_websocket, websocket_handler
 
 __all__ = ["attach", "TRANSPORT_NAMES", "ENDPOINTS", "CLIENT_FILES"]
 
@@ -30,6 +33,13 @@ ENDPOINTS: dict[str, tuple[str, Callable[[Hub], Any]]] = {
     "sse": ("/sse", sse_handler),
     "longpoll": ("/poll", poll_handler),
 }
+#: How each transport's endpoint refuses a request (origin, connections per address):
+#: in terms its clients act on (a close code), not a bare HTTP status.
+_REFUSALS: dict[str, Refuse] = {
+    "websocket": refuse_websocket,
+    "sse": refuse_stream,
+    "longpoll": refuse_request,
+}
 #: Transport names in the order clients should try them.
 TRANSPORT_NAMES: tuple[str, ...] = tuple(ENDPOINTS)
 #: The browser client builds (files in the package's ``static/``), served by
@@ -38,12 +48,15 @@ CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs")
 
 
 def attach(app: web.Application, hub: Hub, path: str = "/rt",
-           transports: Iterable[str] = TRANSPORT_NAMES, *, serve_client: bool = True) -> None:
+           transports: Iterable[str] = TRANSPORT_NAMES, *, serve_client: bool = True,
+           allowed_origins: Iterable[str] | None = None) -> None:
     """Serve ``hub`` on ``app`` under ``path``.
 
     Mounts, for the enabled ``transports``: ``{path}/ws`` (WebSocket), ``{path}/sse``
     (server-sent events) and ``{path}/poll`` (long polling); ``{path}/send`` (POST,
     client frames for the HTTP transports) when either HTTP transport is enabled;
+    ``{path}/ticket`` (POST) when the hub's ``authenticate`` hook is a
+    :class:`~rtlink.auth.TokenAuth`: trades a token for a single-use ticket;
     ``{path}/info``, a small JSON discovery document listing what is enabled; and, with
     ``serve_client``, the browser client: ``{path}/client.js`` (script-tag build, defines
     the global ``rtlink``) and ``{path}/client.mjs`` (ES module).
@@ -64,21 +77,40 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
             revalidate, so a server upgrade is picked up at once) and, when the request
             accepts it, gzip. A file missing from the package (a broken install) is
             logged as a warning and not mounted; the rest of rtlink works without it.
+        allowed_origins: the web origins whose pages may use the server (see
+            :mod:`rtlink.origins`): ``"*"`` (any), ``"https://app.example.com"``,
+            ``"https://*.example.com"`` (subdomains), ``"null"``. Default (None): only
+            pages served from the host the request was sent to (same origin). Every
+            route but the client files checks the browser's ``Origin`` header before
+            authentication and refuses others with 4501 (see
+            :mod:`rtlink.transports.guard`); requests without ``Origin`` (non-browser
+            clients) are allowed. The HTTP routes answer CORS for allowed origins.
 
     Raises:
-        ValueError: an unknown or empty transport list.
+        ValueError: an unknown or empty transport list, or an invalid origin.
     """
     enabled = tuple(transports)
     unknown = sorted(set(enabled) - set(ENDPOINTS))
     if unknown or not enabled:
         raise ValueError(f"unknown transports {unknown}; known: {', '.join(ENDPOINTS)}")
     base = "/" + path.strip("/") if path.strip("/") else ""
+    # Every route but the client files goes through the guard (origin, CORS, limits).
+    guard = Guard(app, OriginPolicy(allowed_origins), hub.connection_slots)
     for name in TRANSPORT_NAMES:
         if name in enabled:
             sub_path, make_handler = ENDPOINTS[name]
-            app.router.add_get(base + sub_path, make_handler(hub))
+            guard.add_route("GET", base + sub_path, make_handler(hub), refuse=_REFUSALS[name],
+                            cors=name != "websocket", counted=True)
     if {"sse", "longpoll"} & set(enabled):
-        app.router.add_post(base + "/send", send_handler(hub))
+        guard.add_route("POST", base + "/send", send_handler(hub), refuse=refuse_request)
+    hook = hub.authenticate_hook
+    if isinstance(hook, TokenAuth):
+        # Browsers trade their token for a single-use ticket to open WebSocket/SSE.
+        guard.add_route("POST", base + "/ticket", ticket_handler(hook))
+    else:
+        # No tickets, but the 404 goes through the guard: a page of another origin
+        # can only read it (and fall back to a token in the URL) with CORS headers.
+        guard.add_route("POST", base + "/ticket", _no_tickets)
     info = {
         "version": PROTOCOL_VERSION,
         "transports": [name for name in TRANSPORT_NAMES if name in enabled],
@@ -86,12 +118,15 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         "max_message_size": hub.max_message_size,
         "ping_interval": hub.ping_interval,
         "poll_timeout": hub.poll_timeout,
+        "max_subscriptions": hub.max_subscriptions,
+        "publish_rate": hub.publish_limits.rate,
+        "publish_burst": hub.publish_limits.burst,
     }
 
     async def discovery(request: web.Request) -> web.Response:
         return web.json_response(info, headers=NO_CACHE)
 
-    app.router.add_get(base + "/info", discovery)
+    guard.add_route("GET", base + "/info", discovery)
     if serve_client:
         for name in CLIENT_FILES:
             handler = _client_file_handler(name)
@@ -111,6 +146,12 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
 
     app.cleanup_ctx.append(hub_lifetime)
     app.on_shutdown.append(close_connections)
+
+
+async def _no_tickets(request: web.Request) -> web.Response:
+    """``POST {path}/ticket`` of a hub whose ``authenticate`` hook is not a TokenAuth."""
+    return web.Response(status=404, text="rtlink: this server issues no tickets\n",
+                        headers=NO_CACHE)
 
 
 def _client_file_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]] | None:

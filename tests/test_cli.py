@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import IO, Any
@@ -490,3 +491,81 @@ def test_publish_accepts_options_between_url_and_channel(server: Server) -> None
     result = run_cli("publish", server.url, "--key", "between", "test:between", "1")
     assert result.returncode == 0, result.stderr
     assert split_position(result.stdout.strip())[1] >= 1
+
+
+# --- origins and limits -----------------------------------------------------------------
+
+
+def http_get(url: str, origin: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET ``url`` (with an ``Origin`` header if given): status, headers and body."""
+    request = urllib.request.Request(url, headers={"Origin": origin} if origin else {})
+    try:
+        with urllib.request.urlopen(request, timeout=seconds(5)) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_serve_allows_its_own_origin_by_default(server: Server) -> None:
+    status, headers, body = http_get(f"{server.url}/info", f"http://127.0.0.1:{server.port}")
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == (
+        f"http://127.0.0.1:{server.port}")
+    info = json.loads(body)
+    assert (info["publish_rate"], info["publish_burst"]) == (50.0, 100)
+    assert http_get(f"{server.url}/info", "https://app.example.com")[0] == 403
+    assert http_get(f"{server.url}/info")[0] == 200  # no Origin: not a browser
+
+
+def test_serve_allowed_origins_and_publish_limits() -> None:
+    server = Server("--allowed-origin", "https://app.example.com",
+                    "--allowed-origin", "https://*.example.org",
+                    "--publish-rate", "2.5", "--publish-burst", "7")
+    try:
+        for origin in ("https://app.example.com", "https://chat.example.org"):
+            status, headers, body = http_get(f"{server.url}/info", origin)
+            assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
+        info = json.loads(body)
+        assert (info["publish_rate"], info["publish_burst"]) == (2.5, 7)
+        for origin in (f"http://127.0.0.1:{server.port}", "https://example.org"):
+            assert http_get(f"{server.url}/info", origin)[0] == 403
+    finally:
+        server.kill()
+    off = Server("--publish-rate", "off")
+    try:
+        assert json.loads(http_get(f"{off.url}/info")[2])["publish_rate"] is None
+    finally:
+        off.kill()
+
+
+def test_serve_max_connections_per_ip() -> None:
+    server = Server("--max-connections-per-ip", "1")
+    tail = Proc("tail", server.url, "test:conn")
+    try:
+        tail.stderr.wait_for("subscribed to test:conn")
+        # The only place is taken: publish is told to try again later, until it gives up.
+        result = run_cli("publish", "--timeout", "2", server.url, "test:conn", "1")
+        assert result.returncode == 1
+        assert "code 1013, too many connections from this address" in result.stderr
+        tail.kill()
+        publish(server.url, "test:conn", 2)  # the place is free again
+    finally:
+        tail.kill()
+        server.kill()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--allowed-origin", "app.example.com", "not an origin"),
+        ("--allowed-origin", "https://app.example.com/", "not an origin"),
+        ("--publish-rate", "0", "must be a positive number"),
+        ("--publish-rate", "fast", "not a number"),
+        ("--publish-burst", "0", "must be at least 1"),
+        ("--max-connections-per-ip", "0", "must be at least 1"),
+    ],
+)
+def test_serve_refuses_invalid_limits(option: str, value: str, message: str) -> None:
+    result = run_cli("serve", "--port", str(free_port()), option, value, timeout=10)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +30,11 @@ __all__ = [
     "request_cursor",
     "format_cursor",
     "authenticate_or_refuse",
+    "close_response",
+    "refuse_request",
     "send_handler",
     "ResponseSink",
+    "limit_unacknowledged_writes",
 ]
 
 logger = logging.getLogger("rtlink.transports.http")
@@ -68,7 +72,9 @@ def parse_subscriptions(text: str | None, limit: int) -> dict[str, Position | No
         return {}
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Absurd nesting ("[[[[...", well within a URL's length) exhausts the parser's
+        # recursion limit: still just a malformed cursor, not a server error.
         raise ValueError("subs must be a JSON object") from None
     if not isinstance(raw, dict):
         raise ValueError("subs must be a JSON object of channel -> position or null")
@@ -115,8 +121,48 @@ async def authenticate_or_refuse(hub: Hub, request: web.Request,
     except Exception:
         logger.exception("authenticate hook failed")
         code, reason = CloseCode.INTERNAL_ERROR, "authentication failed"
+    return None, close_response(codec, code, reason)
+
+
+def close_response(codec: Codec, code: int, reason: str) -> web.Response:
+    """An answer holding only a ``close`` frame: how the HTTP transports refuse a
+    request (status 200: clients act on the frame's code, as on WebSocket)."""
     body = encode_frame(codec, Close(code, reason))
-    return None, web.Response(body=body, content_type=codec.content_type, headers=NO_CACHE)
+    return web.Response(body=body, content_type=codec.content_type, headers=NO_CACHE)
+
+
+async def refuse_request(request: web.Request, code: int, reason: str) -> web.Response:
+    """Refuse a poll or send request with a ``close`` frame in its ``codec``."""
+    return close_response(request_codec(request), code, reason)
+
+
+def limit_unacknowledged_writes(request: web.Request, seconds: float) -> None:
+    """Make the kernel drop the request's TCP connection once data it sent has stayed
+    unacknowledged for ``seconds`` (``TCP_USER_TIMEOUT``; Linux only, else nothing).
+
+    Streams (WebSocket, SSE) call it with ``ping_interval + pong_timeout``. A peer that
+    vanished without a FIN or RST (power loss, a dropped mobile link, a NAT that forgot
+    the flow) acknowledges nothing, but a write still succeeds: it only fills the
+    kernel's buffer, and TCP would retransmit for about 15 minutes before giving up.
+    The server's pings are writes too, so with this bound the kernel ends such a
+    connection ``seconds`` after the first ping it sent into the void; the transport
+    sees the error and the connection is dropped. It matters most for SSE, where the
+    client never writes and silence proves nothing; on WebSocket it frees the socket
+    without waiting out the close timeout. A live peer whose receive window stays
+    closed that long (it stopped reading) is dropped too: it could not have read the
+    pings it must answer within the same time, and it resumes when it reconnects.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    milliseconds = round(seconds * 1000)
+    if (option is None or milliseconds < 1 or sock is None
+            or sock.family not in (socket.AF_INET, socket.AF_INET6)):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
+    except OSError as exc:  # e.g. a kernel without the option: detection is slower
+        logger.debug("TCP_USER_TIMEOUT not set: %s", exc)
 
 
 class ResponseSink:
@@ -158,7 +204,8 @@ def send_handler(hub: Hub) -> Any:
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal
-        connection = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST)
+        connection = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST,
+                                address=request.remote)
         try:
             await connection.receive(body)
             answer = connection.take_queued()

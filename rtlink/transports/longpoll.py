@@ -26,6 +26,7 @@ from .http import (
     NO_CACHE,
     ResponseSink,
     authenticate_or_refuse,
+    limit_unacknowledged_writes,
     request_codec,
     request_cursor,
 )
@@ -42,7 +43,11 @@ def poll_handler(hub: Hub) -> Any:
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal
-        connection = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL)
+        # A poller that vanished without FIN/RST would otherwise keep its socket (and
+        # the unacknowledged answer) until aiohttp's keep-alive timeout.
+        limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
+        connection = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL,
+                                address=request.remote)
         try:
             # The first poll of a session (connect=1) is the client's health check of
             # the transport: it is answered at once, news or not.

@@ -23,16 +23,18 @@ from aiohttp import web
 from ..codecs import Codec
 from ..connection import STREAM, Connection
 from ..hub import Hub
+from ..protocol import Close, encode_frame
 from .http import (
     NO_CACHE,
     authenticate_or_refuse,
     format_cursor,
+    limit_unacknowledged_writes,
     parse_subscriptions,
     request_codec,
     request_cursor,
 )
 
-__all__ = ["sse_handler"]
+__all__ = ["sse_handler", "refuse_stream"]
 
 logger = logging.getLogger("rtlink.transports.sse")
 
@@ -75,6 +77,20 @@ class _EventStreamSink:
             transport.abort()
 
 
+async def refuse_stream(request: web.Request, code: int, reason: str) -> web.StreamResponse:
+    """Refuse a stream request: a stream of one event, a ``close`` frame in the
+    request's ``codec`` (status 200, as for a refused authentication)."""
+    codec = request_codec(request)
+    response = web.StreamResponse(headers={
+        **NO_CACHE, "Content-Type": "text/event-stream; charset=utf-8",
+    })
+    await response.prepare(request)
+    await _EventStreamSink(request, response, codec).send(
+        encode_frame(codec, Close(code, reason)))
+    await response.write_eof()
+    return response
+
+
 def sse_handler(hub: Hub) -> Any:
     """Return the aiohttp handler serving rtlink over server-sent events for ``hub``."""
 
@@ -96,13 +112,16 @@ def sse_handler(hub: Hub) -> Any:
             **NO_CACHE, "Content-Type": "text/event-stream; charset=utf-8",
         })
         await response.prepare(request)
+        # The client never writes on the stream, so only unacknowledged writes (pings)
+        # reveal one that vanished without FIN/RST: bound how long they may stay so.
+        limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
         sink = _EventStreamSink(request, response, codec)
         if refusal is not None:
             assert isinstance(refusal.body, bytes)
             await sink.send(refusal.body)
             await response.write_eof()
             return response
-        connection = hub.accept(codec, identity, sink, "sse", STREAM)
+        connection = hub.accept(codec, identity, sink, "sse", STREAM, address=request.remote)
         sink.connection = connection
         try:
             for channel, since in cursor.items():

@@ -19,8 +19,9 @@ from ..codes import CloseCode
 from ..errors import AuthenticationError
 from ..hub import Hub
 from ..protocol import Close, encode_frame
+from .http import limit_unacknowledged_writes
 
-__all__ = ["websocket_handler"]
+__all__ = ["websocket_handler", "refuse_websocket"]
 
 logger = logging.getLogger("rtlink.transports.websocket")
 
@@ -64,6 +65,18 @@ async def _refuse(ws: web.WebSocketResponse, codec: Codec, code: int,
     return ws
 
 
+async def refuse_websocket(request: web.Request, code: int,
+                           reason: str) -> web.StreamResponse:
+    """Refuse a WebSocket request: complete the handshake, then close with ``code``
+    (after a ``close`` frame), so that the client learns why: a browser sees nothing
+    of an HTTP status answering a handshake, only that it failed."""
+    ws = web.WebSocketResponse(protocols=SUBPROTOCOLS)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="rtlink: this endpoint expects a WebSocket upgrade\n")
+    await ws.prepare(request)
+    return await _refuse(ws, codec_for_subprotocol(ws.ws_protocol), code, reason)
+
+
 def websocket_handler(hub: Hub) -> Any:
     """Return the aiohttp handler serving rtlink over WebSocket for ``hub``."""
 
@@ -77,6 +90,9 @@ def websocket_handler(hub: Hub) -> Any:
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="rtlink: this endpoint expects a WebSocket upgrade\n")
         await ws.prepare(request)
+        # The heartbeat closes a client gone without FIN/RST; this also frees its socket
+        # by then when a write to it is blocked (else only after the close timeout).
+        limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
         offered = request.headers.get("Sec-WebSocket-Protocol")
         if offered and ws.ws_protocol is None:
             await ws.close(
@@ -93,7 +109,7 @@ def websocket_handler(hub: Hub) -> Any:
             logger.exception("authenticate hook failed")
             return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
         connection = hub.accept(codec, identity, _WebSocketSink(ws, request, codec.binary),
-                                "websocket")
+                                "websocket", address=request.remote)
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):

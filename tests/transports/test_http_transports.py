@@ -13,7 +13,8 @@ import pytest
 
 import rtlink
 from rtlink.codecs import get_codec
-from tests.support import run_server, seconds
+from rtlink.transports.http import parse_subscriptions
+from tests.support import eventually, run_server, seconds
 
 PUBLISH = {"*": rtlink.ChannelOptions(client_publish=True, history_size=100)}
 
@@ -145,6 +146,24 @@ async def test_sse_refusals_bad_cursor_and_shutdown(http) -> None:
         close = await stream.frame()
         assert (close["type"], close["code"]) == ("close", rtlink.CloseCode.GOING_AWAY)
         await stopping
+
+
+async def test_absurdly_nested_cursors_are_http_400_not_500(http) -> None:
+    # Found by fuzzing (tests/transports/test_fuzz_http.py): 1000 nested brackets fit
+    # in a URL but exhaust the JSON parser's recursion limit, which was not caught.
+    nested = "[" * 1500  # the parser gives up before it notices the missing "]"s
+    for text in (nested, nested + "]" * 1500, '{"a":' * 1500):
+        with pytest.raises(ValueError, match="subs must be a JSON object"):
+            parse_subscriptions(text, 256)
+    async with run_server() as server:
+        for endpoint in ("sse", "poll"):
+            async with http.get(f"{server.url}/{endpoint}", params={"subs": nested}) as r:
+                assert r.status == 400
+                assert await r.text() == "rtlink: subs must be a JSON object\n"
+        async with http.get(f"{server.url}/sse", params={"subs": subs(news=None)},
+                            headers={"Last-Event-ID": nested}) as r:
+            assert r.status == 400
+            assert await r.text() == "rtlink: Last-Event-ID: subs must be a JSON object\n"
 
 
 async def poll(http: aiohttp.ClientSession, server: Any, codec: str,
@@ -297,3 +316,29 @@ async def test_a_publication_during_a_later_channels_setup_answers_the_poll(http
         await publishing
         assert time.monotonic() - started < 2  # not held for poll_timeout
         assert [f["data"] for f in frames if f["type"] == "publication"] == ["news"]
+
+
+@pytest.mark.parametrize("endpoint", ["sse", "poll"])
+async def test_a_stream_or_poll_whose_client_left_is_dropped_at_once_with_handler_cancellation(
+        http, endpoint) -> None:
+    """With aiohttp's handler cancellation (``rtlink serve`` sets it) a client that
+    closes its SSE stream or held poll leaves the hub at once, not at the next ping
+    (25 s here) or the end of the poll."""
+    async with run_server(handler_cancellation=True, ping_interval=25,
+                          poll_timeout=25) as server:
+        params = {"codec": "json", "subs": subs(news=None)}
+        if endpoint == "sse":
+            response = await http.get(f"{server.url}/sse", params=params)
+            await EventStream(response, "json").frames(2)  # welcome, subscribed
+        else:
+            fresh = await poll(http, server, "json", params["subs"], connect="1")
+            held = {"codec": "json", "subs": subs(news=fresh[1]["position"])}
+            request = asyncio.ensure_future(http.get(f"{server.url}/poll", params=held))
+            await eventually(lambda: len(server.hub.connections) == 1)
+        assert len(server.hub.connections) == 1
+        if endpoint == "sse":
+            response.close()
+        else:
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+        await eventually(lambda: not server.hub.connections, timeout=seconds(3))
