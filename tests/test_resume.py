@@ -47,6 +47,13 @@ async def test_thousand_messages_arrive_once_in_order_across_cuts(make_client) -
                 for n in range(1000):
                     await server.hub.publish("feed", {"n": n})
                     if n in cuts:
+                        # A long-polling client has a connection on the server only
+                        # while a poll is held: between two polls a server abort finds
+                        # nothing to abort, and a client drop or network cut breaks no
+                        # request (the next poll opens a new one). Cut once the server
+                        # holds one, so that every cut really breaks a connection.
+                        await eventually(lambda: bool(server.hub.connections),
+                                         message="a connection to cut")
                         cuts[n]()
                     if n % 20 == 0:
                         await asyncio.sleep(0.005)  # let deliveries and reconnects interleave

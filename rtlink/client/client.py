@@ -125,7 +125,9 @@ class Client:
             (``ws://`` works too).
         codec: ``"json"`` or ``"msgpack"``.
         token: a token string, or a (coroutine) function returning one, called again
-            before every connection attempt; sent as the ``token`` query parameter.
+            before every connection attempt (so after 4003, token expired, the client
+            reconnects with a fresh one); sent as the ``Authorization: Bearer`` header
+            of every request, never in the URL.
         transports: transport names to use, in order of preference: ``"websocket"``,
             ``"sse"``, ``"longpoll"``. The client falls back along this list when a
             transport fails, and moves back up when a better one works again.
@@ -189,7 +191,11 @@ class Client:
         self._outgoing_ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._next_id = 0
-        self._retry_attempt = 0
+        # Retries after temporary refusals, per kind ("resend": the outbox, "resubscribe"):
+        # the pending timer (at most one per kind, cancelled with the connection) and the
+        # backoff attempt (rounds since a request of that kind last succeeded).
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._retry_attempts = {"resend": 0, "resubscribe": 0}
 
     # --- state -----------------------------------------------------------------------
 
@@ -488,13 +494,13 @@ class Client:
         since proxies accept connections and then stay silent.
         """
         assert self._session is not None
-        params = {}
+        headers = {}
         token = await self._get_token()
         if token:
-            params["token"] = token
+            headers["Authorization"] = f"Bearer {token}"
         async with asyncio.timeout(self.connect_timeout):
             return await TRANSPORTS[name].open(
-                self._session, self.url, self.codec, params, self.connect_timeout,
+                self._session, self.url, self.codec, headers, self.connect_timeout,
                 self._cursor,
             )
 
@@ -560,6 +566,9 @@ class Client:
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
+        for timer in self._retry_timers.values():
+            timer.cancel()  # the next connection sends everything again after welcome
+        self._retry_timers.clear()
         self._outgoing.clear()
         self._requests.clear()
         self._outbox.reset_attempts()
@@ -640,7 +649,7 @@ class Client:
         elif isinstance(frame, Ack):
             target = self._requests.pop(frame.id, None)
             if isinstance(target, OutboxEntry):
-                self._retry_attempt = 0
+                self._retry_attempts["resend"] = 0
                 if not target.future.done() and frame.position is not None:
                     target.future.set_result(frame.position)
         elif isinstance(frame, Subscribed):
@@ -652,7 +661,7 @@ class Client:
             else:
                 target = self._requests.pop(frame.id, None)
             if isinstance(target, Subscription):
-                self._retry_attempt = 0
+                self._retry_attempts["resubscribe"] = 0
                 resumed = target.position is not None
                 target._confirm(frame.recovered, frame.position, resumed)
         elif isinstance(frame, Error):
@@ -681,7 +690,7 @@ class Client:
         if isinstance(target, OutboxEntry):
             target.request_id = None
             if temporary:
-                self._retry_later(self._resend_outbox)
+                self._retry_later("resend", self._resend_outbox)
             elif not target.future.done():
                 target.future.set_exception(PublishError(frame.code, frame.message))
         else:
@@ -689,16 +698,31 @@ class Client:
             if temporary:
                 target.active = False
                 target.held = True
-                self._retry_later(self._resubscribe_pending)
+                self._retry_later("resubscribe", self._resubscribe_pending)
             else:
                 if self._subscriptions.get(target.channel) is target:
                     del self._subscriptions[target.channel]
                 target._fail(SubscribeError(frame.code, frame.message))
 
-    def _retry_later(self, action: Callable[[], None]) -> None:
-        delay = full_jitter(self._retry_attempt, self.backoff_base, self.backoff_cap)
-        self._retry_attempt += 1
-        asyncio.get_running_loop().call_later(delay, action)
+    def _retry_later(self, kind: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (a retry of ``kind``) after a full-jitter delay, unless one is
+        pending already.
+
+        Refusals come in bursts: a flushed outbox over the publish rate is refused frame
+        by frame. One retry round answers the whole burst (``action`` resends everything
+        refused so far), so the backoff attempt grows once per round, not per frame.
+        """
+        if kind in self._retry_timers:
+            return
+        attempt = self._retry_attempts[kind]
+        self._retry_attempts[kind] = attempt + 1
+
+        def retry() -> None:
+            del self._retry_timers[kind]
+            action()
+
+        delay = full_jitter(attempt, self.backoff_base, self.backoff_cap)
+        self._retry_timers[kind] = asyncio.get_running_loop().call_later(delay, retry)
 
     def _resend_outbox(self) -> None:
         if self._state is ConnectionState.CONNECTED:

@@ -69,13 +69,15 @@ class ClientTransport(abc.ABC):
         session: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
-        params: dict[str, str],
+        headers: Mapping[str, str],
         timeout: float,
         cursor: Cursor,
     ) -> ClientTransport:
         """Open a connection to the server mounted at ``base_url``.
 
-        ``cursor`` gives the subscriptions to carry, for transports that carry them.
+        ``headers`` go with every request of the connection (``Authorization``:
+        credentials never travel in URLs). ``cursor`` gives the subscriptions to
+        carry, for transports that carry them.
         """
 
     def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here
@@ -121,14 +123,15 @@ class WebSocketTransport(ClientTransport):
         session: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
-        params: dict[str, str],
+        headers: Mapping[str, str],
         timeout: float,
         cursor: Cursor,
     ) -> WebSocketTransport:
         scheme = {"http": "ws", "https": "wss"}.get(base_url.scheme, base_url.scheme)
         url = base_url.with_scheme(scheme).with_path(base_url.path.rstrip("/") + "/ws")
         ws = await session.ws_connect(
-            url.with_query(params) if params else url,
+            url,
+            headers=headers,
             protocols=(codec.subprotocol,),
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
             max_msg_size=0,  # the server bounds what it sends; a client never refuses it
@@ -181,11 +184,11 @@ class _HttpTransport(ClientTransport):
     carries_subscriptions = True
 
     def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 params: dict[str, str], cursor: Cursor) -> None:
+                 headers: Mapping[str, str], cursor: Cursor) -> None:
         self._session = session
         self._base = base_url.with_path(base_url.path.rstrip("/"))
         self._codec = codec
-        self._params = params
+        self._headers = dict(headers)
         self._cursor = cursor
         self._received: asyncio.Queue[object] = asyncio.Queue()
         self._closed: TransportClosed | None = None
@@ -197,11 +200,11 @@ class _HttpTransport(ClientTransport):
         session: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
-        params: dict[str, str],
+        headers: Mapping[str, str],
         timeout: float,
         cursor: Cursor,
     ) -> _HttpTransport:
-        transport = cls(session, base_url, codec, params, cursor)
+        transport = cls(session, base_url, codec, headers, cursor)
         await transport._start()
         return transport
 
@@ -210,7 +213,7 @@ class _HttpTransport(ClientTransport):
         """Start receiving (open the stream, or send the first poll)."""
 
     def _url(self, endpoint: str, with_cursor: bool, **extra: str) -> URL:
-        query = {**self._params, **extra, "codec": self._codec.name}
+        query = {**extra, "codec": self._codec.name}
         if with_cursor:
             cursor = self._cursor()
             self.requested_channels = tuple(cursor)
@@ -232,7 +235,8 @@ class _HttpTransport(ClientTransport):
         if self._closed is not None:
             raise self._closed
         async with self._session.post(self._url("/send", with_cursor=False), data=message,
-                                      headers={"Content-Type": self._codec.content_type}) as r:
+                                      headers={**self._headers,
+                                               "Content-Type": self._codec.content_type}) as r:
             body = await r.read()
             # 400 carries a close frame (1007) whose code the client applies.
             if r.status not in (200, 400):
@@ -272,7 +276,7 @@ class EventSourceTransport(_HttpTransport):
     async def _connect(self) -> aiohttp.ClientResponse:
         response = await self._session.get(
             self._url("/sse", with_cursor=True),
-            headers={"Accept": "text/event-stream"},
+            headers={**self._headers, "Accept": "text/event-stream"},
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
         if response.status != 200:
@@ -339,8 +343,8 @@ class LongPollTransport(_HttpTransport):
     _poller: asyncio.Task[None]
 
     def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 params: dict[str, str], cursor: Cursor) -> None:
-        super().__init__(session, base_url, codec, params, cursor)
+                 headers: Mapping[str, str], cursor: Cursor) -> None:
+        super().__init__(session, base_url, codec, headers, cursor)
         # Set while the client waits for a message with nothing queued: it has
         # handled everything, so the cursor is up to date for the next poll.
         self._idle = asyncio.Event()
@@ -363,7 +367,7 @@ class LongPollTransport(_HttpTransport):
             while True:
                 url = self._url("/poll", with_cursor=True, **first)
                 first = {}
-                async with self._session.get(url) as response:
+                async with self._session.get(url, headers=self._headers) as response:
                     body = await response.read()
                     if response.status != 200:
                         raise TransportClosed(CloseCode.ABNORMAL,

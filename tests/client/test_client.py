@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 import rtlink
-from rtlink.backends.base import HistoryPolicy, PublishResult
+import rtlink.client.client as client_module
+from rtlink.backends.base import HistoryPolicy, HistoryResult, PublishResult
 from rtlink.backends.memory import MemoryBackend
 from tests.support import collect, eventually, relay_to, run_server, seconds, take_offline
 
@@ -216,7 +217,10 @@ async def test_close_while_connecting_ends_connect(make_client) -> None:
 
 def token_checker(calls: list[str | None]) -> Any:
     def authenticate(request: web.Request) -> str:
-        token = request.query.get("token")
+        # The client sends its token as a Bearer header, never in the URL.
+        assert "token" not in request.query
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ") if header else None
         calls.append(token)
         if token != "good":
             raise rtlink.AuthenticationError("bad token")
@@ -483,6 +487,106 @@ async def test_temporary_publish_error_is_retried_until_it_succeeds_once(make_cl
             assert await history_data(server, "chat", position.epoch) == ["once"]
             assert client.outbox_size == 0
             assert client.session_id == session  # retried on the same connection
+
+
+class RefusingBackend(MemoryBackend):
+    """A memory backend that refuses the next ``refuse_publishes`` publishes and the
+    next ``refuse_reads`` history reads (as subscribe does) with BackendUnavailable."""
+
+    def __init__(self) -> None:
+        super().__init__(sweep_interval=None)
+        self.refuse_publishes = self.refuse_reads = 0
+        self.refused: list[str | None] = []  # keys of the refused publishes, in order
+        self.accepted: list[str | None] = []
+        self.refused_reads: list[str] = []
+
+    async def publish(self, channel: str, data: object, *, key: str | None,
+                      policy: HistoryPolicy) -> PublishResult:
+        if self.refuse_publishes:
+            self.refuse_publishes -= 1
+            self.refused.append(key)
+            raise rtlink.BackendUnavailable("down")
+        self.accepted.append(key)
+        return await super().publish(channel, data, key=key, policy=policy)
+
+    async def history(self, channel: str, since: rtlink.Position | None, *,
+                      policy: HistoryPolicy) -> HistoryResult:
+        if self.refuse_reads:
+            self.refuse_reads -= 1
+            self.refused_reads.append(channel)
+            raise rtlink.BackendUnavailable("down")
+        return await super().history(channel, since, policy=policy)
+
+
+class RetryRounds:
+    """Stands in for the client's backoff function (pure): records the attempt of every
+    delay asked for and answers a fixed delay, so the test sees each retry round."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.attempts: list[int] = []
+
+    def __call__(self, attempt: int, base: float, cap: float) -> float:
+        self.attempts.append(attempt)
+        return self.delay
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+async def test_a_burst_of_refused_publishes_is_retried_in_rounds(
+    make_client, transport: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rounds = RetryRounds(seconds(0.1))
+    monkeypatch.setattr(client_module, "full_jitter", rounds)
+    backend = RefusingBackend()
+    backend.refuse_publishes = 15  # the batch of five, three times
+    keys = [f"k{n}" for n in range(5)]
+    async with run_server(backend=backend, channels=PUBLISH) as server:
+        async with make_client(server.url) as client:
+            session = client.session_id
+            publishes = [asyncio.create_task(client.publish("chat", n, key=key))
+                         for n, key in enumerate(keys)]
+            async with asyncio.timeout(seconds(10)):
+                positions = await asyncio.gather(*publishes)
+            # One retry per round of five refusals, the attempt growing per round (a
+            # retry per refused frame would have resent the batch five times a round).
+            assert rounds.attempts == [0, 1, 2]
+            assert backend.refused == keys * 3
+            assert backend.accepted == keys
+            assert [p.offset for p in positions] == [1, 2, 3, 4, 5]
+            # The acks started the backoff over.
+            backend.refuse_publishes = 1
+            async with asyncio.timeout(seconds(10)):
+                assert (await client.publish("chat", 5, key="k5")).offset == 6
+            assert rounds.attempts == [0, 1, 2, 0]
+            assert client.session_id == session  # all on the same connection
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+async def test_refused_subscriptions_are_retried_together_in_rounds(
+    make_client, transport: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rounds = RetryRounds(seconds(0.1))
+    monkeypatch.setattr(client_module, "full_jitter", rounds)
+    backend = RefusingBackend()
+    backend.refuse_reads = 6  # the three channels, twice
+    channels = ["a", "b", "c"]
+    async with run_server(backend=backend) as server:
+        client = make_client(server.url)
+        subscriptions = [client.subscribe(channel) for channel in channels]
+        async with client:
+            async with asyncio.timeout(seconds(10)):
+                for subscription in subscriptions:
+                    await subscription.wait_subscribed()
+            assert rounds.attempts == [0, 1]
+            assert sorted(backend.refused_reads) == sorted(channels * 2)
+            await server.hub.publish("b", "after the retries")
+            assert [m.data for m in await collect(subscriptions[1], 1)] == ["after the retries"]
+            # A confirmation started the backoff over.
+            backend.refuse_reads = 1
+            late = client.subscribe("d")
+            async with asyncio.timeout(seconds(10)):
+                await late.wait_subscribed()
+            assert rounds.attempts == [0, 1, 0]
 
 
 # --- misbehaving servers ------------------------------------------------------------------
