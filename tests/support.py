@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import random
 import shutil
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -77,16 +80,20 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def run_server(hub: rtlink.Hub | None = None, path: str = "/rt",
+async def run_server(hub: rtlink.Hub | None = None, path: str = "/rt", port: int = 0,
+                     handler_cancellation: bool = False,
                      **hub_options: Any) -> AsyncIterator[Server]:
-    """Serve a hub (made from ``hub_options`` if not given) on a free loopback port."""
+    """Serve a hub (made from ``hub_options`` if not given) on a free loopback port, or
+    on ``port`` (e.g. that of a server just stopped, to restart it in place).
+    ``handler_cancellation`` is aiohttp's (what ``rtlink serve`` sets)."""
     if hub is None:
         hub = rtlink.Hub(**hub_options)
     app = web.Application()
     rtlink.attach(app, hub, path=path)
-    runner = web.AppRunner(app, shutdown_timeout=2)
+    runner = web.AppRunner(app, shutdown_timeout=2,
+                           handler_cancellation=handler_cancellation)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     server = Server(hub, runner, port, path)
@@ -105,6 +112,11 @@ class Relay:
     * ``silence_websockets = True`` lets WebSocket handshakes through (the client
       sees its connection open) and then drops everything the server sends on
       them, as a proxy that mishandles WebSockets does.
+    * :meth:`cut_randomly` resets each relayed connection after a random number of
+      bytes, in the middle of a chunk (so mid-frame); ``cuts`` counts those resets.
+    * ``stall = True`` stops reading what the server sends (a client that stopped
+      reading): the server's bytes pile up in the kernel buffers, then TCP
+      backpressure stops the server's writes. Set it back to False to read on.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -114,8 +126,14 @@ class Relay:
         self.blackhole = False
         self.silence_websockets = False
         self.connections_made = 0
+        self.cuts = 0
+        self.stall = False
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._random_cuts: RandomCuts | None = None
+        #: Bytes each open connection may still relay before it is cut, by direction.
+        self._budgets: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+                            dict[bool, float]] = {}
 
     async def start(self) -> Relay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -134,6 +152,55 @@ class Relay:
             client_writer.transport.abort()
             server_writer.transport.abort()
         self._pairs.clear()
+
+    def cut_randomly(self, rng: random.Random, downstream: tuple[int, int] = (200, 100_000),
+                     upstream: tuple[int, int] | None = None) -> None:
+        """From now on, reset every relayed connection at a random byte position.
+
+        Each connection (open or new) gets a byte budget for what the server sends,
+        drawn log-uniformly from ``downstream`` (small budgets cut handshakes, large
+        ones cut streams in full flow), and, with ``upstream``, one for what the client
+        sends. The chunk that exhausts a budget is forwarded only up to it, so the peer
+        gets part of a frame, then both sides are reset (RST, no FIN) as a failing
+        network would. Draws come from ``rng`` only: seed it to repeat a run.
+        """
+        self._random_cuts = RandomCuts(rng, downstream, upstream)
+        self._budgets.clear()
+
+    def stop_cutting(self) -> None:
+        """Relay everything again (after :meth:`cut_randomly`)."""
+        self._random_cuts = None
+        self._budgets.clear()
+
+    def _allowance(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+                   downstream: bool, size: int) -> int:
+        """How many of ``size`` bytes may pass before the connection is cut."""
+        if self._random_cuts is None:
+            return size
+        budgets = self._budgets.get(pair)
+        if budgets is None:
+            budgets = self._budgets[pair] = self._random_cuts.draw()
+        budget = budgets[downstream]
+        budgets[downstream] = budget - size
+        return size if budget >= size else max(0, int(budget))
+
+    async def _reset(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+        """Reset both sides of ``pair`` (RST, no FIN) once what was written has left."""
+        for _ in range(100):  # the partial chunk must reach the peer before the reset
+            if all(w.transport.get_write_buffer_size() == 0 for w in pair):
+                break
+            await asyncio.sleep(0.001)
+        if pair not in self._pairs:
+            return  # cut by someone else meanwhile
+        self._pairs.discard(pair)
+        self._budgets.pop(pair, None)
+        self.cuts += 1
+        for writer in pair:
+            sock = writer.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):  # linger 0: close sends RST
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
 
     async def _handle(self, client_reader: asyncio.StreamReader,
                       client_writer: asyncio.StreamWriter) -> None:
@@ -157,31 +224,71 @@ class Relay:
             silence_after_handshake = b"/ws" in request_line.split(b"?")[0]
         try:
             await asyncio.gather(
-                self._pump(client_reader, server_writer, downstream=False),
+                self._pump(client_reader, server_writer, downstream=False, pair=pair),
                 self._pump(server_reader, client_writer, downstream=True,
-                           silence_after_headers=silence_after_handshake),
+                           silence_after_headers=silence_after_handshake, pair=pair),
             )
         finally:
             self._pairs.discard(pair)
+            self._budgets.pop(pair, None)
             client_writer.transport.abort()
             server_writer.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    downstream: bool, silence_after_headers: bool = False) -> None:
+                    downstream: bool, silence_after_headers: bool = False,
+                    pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter] | None = None,
+                    ) -> None:
         try:
             if silence_after_headers:  # forward the handshake answer, then nothing
                 writer.write(await reader.readuntil(b"\r\n\r\n"))
                 while await reader.read(65536):
                     pass
-            while data := await reader.read(65536):
+            while data := await self._read(reader, writer, downstream):
                 if downstream and self.blackhole:
                     continue
+                if pair is not None and (allowed := self._allowance(pair, downstream,
+                                                                     len(data))) < len(data):
+                    writer.write(data[:allowed])
+                    await self._reset(pair)
+                    return
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.transport.abort()
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    downstream: bool) -> bytes:
+        # Stalled: leave the server's bytes unread, until un-stalled or cut.
+        while downstream and self.stall and not writer.transport.is_closing():
+            await asyncio.sleep(0.005)
+        return await reader.read(65536)
+
+
+class RandomCuts:
+    """Where :meth:`Relay.cut_randomly` cuts: byte budgets drawn from a seeded random.
+
+    A budget is drawn log-uniformly between its bounds, so that cuts a few bytes into
+    a connection (in its handshake, its first subscribe) are as common as cuts deep
+    into a long stream. A direction without bounds is never cut.
+    """
+
+    def __init__(self, rng: random.Random, downstream: tuple[int, int],
+                 upstream: tuple[int, int] | None) -> None:
+        self.rng = rng
+        self.downstream = downstream
+        self.upstream = upstream
+
+    def _draw(self, bounds: tuple[int, int] | None) -> float:
+        if bounds is None:
+            return math.inf
+        low, high = bounds
+        return math.exp(self.rng.uniform(math.log(low), math.log(high)))
+
+    def draw(self) -> dict[bool, float]:
+        """Budgets for one connection, keyed by ``downstream`` (True: server to client)."""
+        return {True: self._draw(self.downstream), False: self._draw(self.upstream)}
 
 
 async def take_offline(relay: Relay, client: rtlink.Client) -> None:
