@@ -249,6 +249,13 @@ def test_json_deep_nesting_is_a_protocol_error_not_recursion_error(opener: str) 
         assert not isinstance(info.value, RecursionError)
 
 
+def test_json_integer_of_more_than_4300_digits_is_a_protocol_error() -> None:
+    # docs/protocol.md 3.4: Python reads integers of at most 4300 digits.
+    assert JSON.decode('{"type":"ping","n":' + "9" * 4300 + "}")[0]["n"] == 10**4300 - 1
+    with pytest.raises(ProtocolError, match="4300 digits"):
+        JSON.decode('{"type":"ping","n":' + "9" * 4301 + "}")
+
+
 def test_json_moderate_nesting_is_fine() -> None:
     message = "[" * 500 + "]" * 500
     (value,) = JSON.decode(message)

@@ -29,6 +29,10 @@ logger = logging.getLogger("rtlink.transports.websocket")
 _MAX_REASON = 123
 
 
+def _inflated_size(data: str | bytes) -> int:
+    return len(data) if isinstance(data, bytes) else len(data.encode())
+
+
 def _reason_bytes(reason: str) -> bytes:
     return reason.encode()[:_MAX_REASON].decode(errors="ignore").encode()
 
@@ -113,6 +117,11 @@ def websocket_handler(hub: Hub) -> Any:
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if ws.compress and _inflated_size(message.data) > hub.max_message_size:
+                        # aiohttp's limit on an inflated message is one byte looser than
+                        # on a plain one (max_msg_size above): refuse it the same way.
+                        await ws.close(code=CloseCode.MESSAGE_TOO_BIG)
+                        break
                     await connection.receive(message.data)
         finally:
             await connection.transport_closed(ws.close_code or CloseCode.ABNORMAL)

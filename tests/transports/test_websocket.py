@@ -102,6 +102,29 @@ async def test_message_over_the_size_limit_closes_with_1009(raw, codec) -> None:
         assert await client.close_code() == rtlink.CloseCode.MESSAGE_TOO_BIG
 
 
+async def test_the_size_limit_holds_for_deflated_messages_too(codec) -> None:
+    # Found by fuzzing (tests/transports/test_fuzz_http.py): with permessage-deflate,
+    # aiohttp let an inflated message of max_message_size + 1 bytes through.
+    async with run_server(max_message_size=1024) as server, aiohttp.ClientSession() as http:
+        for extra in (0, 1):
+            ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/ws",
+                                       protocols=(f"rtlink.v1.{codec}",), compress=15)
+            assert ws.compress == 15
+            client = RawClient(ws, codec)
+            assert (await client.frame())["type"] == "welcome"
+            frame = {"type": "ping", "pad": "x" * 1024}
+            while len(client.codec.encode(frame)) > 1024:
+                frame["pad"] = frame["pad"][:-1]
+            frame["pad"] += "x" * extra
+            assert len(client.codec.encode(frame)) == 1024 + extra
+            await client.send(frame)
+            if extra:
+                assert await client.close_code() == rtlink.CloseCode.MESSAGE_TOO_BIG
+            else:
+                assert (await client.frame())["type"] == "pong"
+                await ws.close()
+
+
 @pytest.mark.parametrize("garbage", [b"\xc1\xff\x00", b"{not json", b"", b"\x92\x01"])
 async def test_undecodable_message_closes_with_1007(raw, codec, garbage: bytes) -> None:
     async with run_server() as server:
