@@ -197,7 +197,20 @@ def send_handler(hub: Hub) -> Any:
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, headers=NO_CACHE,
                                                 actual_size=request.content_length)
-        body = await request.content.read(limit + 1)
+        # read(n) returns what has arrived so far: a body split over TCP segments
+        # takes several reads (one would decode a truncated message: 1007, stop).
+        received = bytearray()
+        try:
+            while len(received) <= limit:
+                chunk = await request.content.read(limit + 1 - len(received))
+                if not chunk:
+                    break
+                received += chunk
+        except ConnectionError:
+            # The client left mid-body: nothing was handled and nobody reads an answer.
+            # (Unhandled, aiohttp would log it as a server error with a traceback.)
+            return web.Response(status=400, headers=NO_CACHE)
+        body = bytes(received)
         if len(body) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body),
                                                 headers=NO_CACHE)
