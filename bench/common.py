@@ -1,0 +1,263 @@
+"""Shared pieces of the benchmark harness: rows, ports, process meters, servers, pinning.
+
+Everything here is stable API for the scenario modules (``bench/scenarios/*.py``):
+
+``Row``
+    One measured figure (scenario, system, transport, metric, value, unit, notes).
+``free_port()``
+    A free TCP port on 127.0.0.1.
+``cpu_seconds(pid)``
+    User + system CPU time of a process: the scheduler's nanosecond run time of its
+    threads (``/proc/<pid>/task/*/schedstat``), else ``/proc/<pid>/stat`` (10 ms ticks).
+``cpu_split(pid)``
+    (user, system) CPU seconds from ``/proc/<pid>/stat`` (10 ms ticks).
+``rss_bytes(pid)``
+    Resident set size of a process, from ``/proc/<pid>/status`` (``VmRSS``).
+``start_server(module, port, transport, cpu)``
+    Runs ``python -m bench.servers.<module> --port P --transport T`` as a subprocess
+    pinned to ``cpu``, waits until it prints ``ready`` and returns a :class:`Server`
+    (``pid``, ``port``, ``url``, ``stop()``; also a context manager).
+``raise_nofile()``
+    Raises this process's RLIMIT_NOFILE soft limit to the hard limit.
+``pin(cpu)``
+    Pins this process to one CPU (no-op when it does not exist); ``SERVER_CPU`` and
+    ``CLIENT_CPU`` say which cores servers and load clients use.
+``median(values)``, ``SYSTEMS``
+    Small helpers: the median of repetitions; display names of the server modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import resource
+import selectors
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "Row", "free_port", "cpu_seconds", "cpu_split", "rss_bytes", "start_server", "Server",
+    "raise_nofile", "pin", "median", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS", "ROOT",
+    "control", "running",
+]
+
+#: The repository root (servers run with it as working directory and on sys.path).
+ROOT = Path(__file__).resolve().parent.parent
+_CORES = os.cpu_count() or 1
+#: The core the server under test runs on.
+SERVER_CPU = 0
+#: The core load clients run on: another one than the server's when there are 2+.
+CLIENT_CPU = 1 if _CORES > 1 else 0
+#: Display name of each server module in bench/servers/.
+SYSTEMS = {
+    "rtlink": "rtlink",
+    "socketio": "python-socketio",
+    "naive": "naive aiohttp",
+    "floor": "asyncio floor",
+}
+
+
+@dataclasses.dataclass
+class Row:
+    """One measured figure; the runner prints rows as tables and writes them to JSON."""
+
+    scenario: str
+    system: str
+    transport: str
+    metric: str
+    value: float
+    unit: str
+    notes: str = ""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the threads of process ``pid``.
+
+    Read from ``/proc/<pid>/task/*/schedstat`` (the scheduler's run time, in
+    nanoseconds) where the kernel provides it: the 10 ms ticks of ``/proc/<pid>/stat``
+    would limit a 0.2 s burst to 5 % precision. Both agree within a tick on this
+    machine. Falls back to utime + stime of ``/proc/<pid>/stat``.
+    """
+    try:
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process ``pid`` from ``/proc/<pid>/stat`` (ticks)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may contain spaces: fields after it start past ")".
+    fields = stat[stat.rindex(")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 in proc(5)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return utime / ticks, stime / ticks
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def raise_nofile() -> int:
+    """Raise the soft limit of open files to the hard limit; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pin(cpu: int) -> None:
+    """Run this process on core ``cpu`` only (ignored where the core does not exist)."""
+    if cpu < _CORES and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cpu})
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (the mean of the middle two for an even count)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def control(port: int, action: str, timeout: float = 120.0, **params: object) -> str:
+    """POST ``/control/<action>?params`` to a bench server; returns the response body.
+
+    Every server in bench/servers/ answers ``POST /control/burst?count=N&size=B``
+    (publishes N messages of about B bytes to the channel "bench" as fast as it can,
+    answers once they are all handed to the transports) and ``GET``-or-``POST``
+    ``/control/subscribers`` (the number of subscribers of "bench", as text).
+    """
+    query = "&".join(f"{key}={value}" for key, value in params.items())
+    url = f"http://127.0.0.1:{port}/control/{action}" + (f"?{query}" if query else "")
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return str(response.read().decode())
+
+
+class Server:
+    """A bench server subprocess: ``pid``, ``port``, ``url`` and :meth:`stop`."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Terminate the server (kill after 5 s); safe to call twice."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+
+def start_server(module: str, port: int | None = None, transport: str = "ws",
+                 cpu: int | None = SERVER_CPU, timeout: float = 30.0,
+                 extra_args: Sequence[str] = ()) -> Server:
+    """Start ``bench.servers.<module>`` and wait for its "ready" line.
+
+    Args:
+        module: server module name in bench/servers/ ("rtlink", "socketio", "naive",
+            "floor").
+        port: the port to listen on (default: a free one).
+        transport: "ws", "sse" or "poll" (servers serve what they can; the transport
+            tells those that need it, e.g. python-socketio, what to enable).
+        cpu: the core to pin the server to (None: no pinning).
+        timeout: seconds to wait for "ready".
+        extra_args: more command-line arguments for the server.
+
+    Raises:
+        RuntimeError: the server exited or did not get ready in time (its output is in
+            the message).
+    """
+    port = port or free_port()
+    command = [sys.executable, "-m", f"bench.servers.{module}", "--port", str(port),
+               "--transport", transport, *extra_args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+
+    def prepare() -> None:  # in the child, before exec
+        raise_nofile()
+        if cpu is not None:
+            pin(cpu)
+
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, preexec_fn=prepare)
+    server = Server(process, port)
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    output: list[bytes] = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                break
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if line.strip() == b"ready":
+                _drain_output(process)
+                return server
+    server.stop()
+    raise RuntimeError(f"server {module} ({transport}) did not get ready:\n"
+                       + b"".join(output).decode(errors="replace"))
+
+
+def _drain_output(process: subprocess.Popen[bytes]) -> None:
+    """Keep reading the server's output in a thread so a chatty server never blocks."""
+    import threading
+
+    def drain() -> None:
+        assert process.stdout is not None
+        with contextlib.suppress(ValueError, OSError):
+            for line in iter(process.stdout.readline, b""):
+                sys.stderr.write(f"[server {process.pid}] {line.decode(errors='replace')}")
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+@contextlib.contextmanager
+def running(module: str, transport: str = "ws", **kwargs: object) -> Iterator[Server]:
+    """``with running("rtlink", "ws") as server:`` — start_server, stopped on exit."""
+    server = start_server(module, transport=transport, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()

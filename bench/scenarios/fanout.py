@@ -1,0 +1,98 @@
+"""Fan-out burst: the server's CPU time per delivered publication.
+
+Method, per (system, transport, subscribers): the server runs pinned to core 0 and
+the readers (bench/clients.py) to core 1, spread over 2-4 processes. Once every
+reader confirmed its subscription, one warm-up burst of 5 publications is delivered;
+then for each repetition: zero the readers' counters, read the server's CPU time
+(utime + stime from /proc, 10 ms ticks), ``POST /control/burst?count=200&size=100``,
+wait until every reader has received the last publication, read the CPU time again.
+CPU per delivery = CPU used / publications received by all readers (which is
+subscribers x 200 unless something was lost; losses are noted). The figure is the
+median over the repetitions (3; 1 with ``--quick`` and for python-socketio with 5,000
+subscribers, which takes about a minute per burst).
+
+The notes split the CPU time into user and system (kernel) time, from the 10 ms ticks
+of /proc/<pid>/stat. The CPU time includes everything the server process does meanwhile: encoding,
+framing, the event loop, the kernel's work for its ``send`` calls (on loopback that
+includes the TCP receive path of the data it sends) and the control request.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.clients import ClientGroup
+from bench.common import SYSTEMS, Row, control, cpu_seconds, cpu_split, median, running
+
+__all__ = ["TITLE", "run", "measure"]
+
+TITLE = "Fan-out burst: server CPU µs per delivery (1 channel, 200 publications of ~100 B)"
+PUBLICATIONS = 200
+SIZE = 100
+#: Publications of the warm-up burst (before the measured ones).
+WARMUP = 5
+TRANSPORT_NAMES = {"ws": "WebSocket", "sse": "SSE", "poll": "long polling"}
+
+#: (subscribers, transport, systems) of the full run.
+FULL = [
+    (1000, "ws", ("rtlink", "socketio", "naive", "floor")),
+    (5000, "ws", ("rtlink", "socketio", "naive", "floor")),
+    (1000, "sse", ("rtlink", "naive", "floor")),
+    (1000, "poll", ("rtlink", "socketio")),
+]
+QUICK = [(1000, "ws", ("rtlink", "socketio", "naive", "floor"))]
+
+
+def measure(system: str, transport: str, subscribers: int,
+            repetitions: int) -> tuple[list[float], str]:
+    """CPU µs per delivery of each repetition, and notes (losses, wall times)."""
+    values: list[float] = []
+    user: list[float] = []
+    system_: list[float] = []
+    walls: list[float] = []
+    notes: list[str] = []
+    with running(system, transport) as server:
+        with ClientGroup(system, transport, server.port, subscribers) as clients:
+            clients.reset()
+            control(server.port, "burst", count=WARMUP, size=SIZE)
+            clients.wait_end()
+            for _ in range(repetitions):
+                clients.reset()
+                before = cpu_seconds(server.pid)
+                user_before, system_before = cpu_split(server.pid)
+                started = time.monotonic()
+                control(server.port, "burst", timeout=600, count=PUBLICATIONS, size=SIZE)
+                clients.wait_end(timeout=600)
+                used = cpu_seconds(server.pid) - before
+                wall = time.monotonic() - started
+                user_after, system_after = cpu_split(server.pid)
+                received = clients.report().received
+                expected = subscribers * PUBLICATIONS
+                if received != expected:
+                    notes.append(f"received {received:,} of {expected:,}")
+                values.append(used / received * 1e6)
+                user.append((user_after - user_before) / received * 1e6)
+                system_.append((system_after - system_before) / received * 1e6)
+                walls.append(wall)
+    notes.append(f"user {median(user):.2f} + system {median(system_):.2f} µs")
+    notes.append("burst wall " + ", ".join(f"{wall:.1f}" for wall in walls) + " s")
+    return values, "; ".join(notes)
+
+
+def run(quick: bool) -> list[Row]:
+    rows = []
+    for subscribers, transport, systems in QUICK if quick else FULL:
+        for system in systems:
+            repetitions = 1 if quick or (system == "socketio" and subscribers > 1000) else 3
+            label = f"{TRANSPORT_NAMES[transport]}, {subscribers:,} subscribers"
+            try:
+                values, notes = measure(system, transport, subscribers, repetitions)
+            except Exception as error:  # one failed case must not end the whole run
+                rows.append(Row("fan-out burst", SYSTEMS[system], label,
+                                "server CPU per delivery", float("nan"), "µs",
+                                f"failed: {type(error).__name__}: {error}"[:300]))
+                continue
+            spread = f"runs {', '.join(f'{v:.2f}' for v in values)}; " if len(values) > 1 else ""
+            rows.append(Row("fan-out burst", SYSTEMS[system], label, "server CPU per delivery",
+                            round(median(values), 3), "µs", spread + notes))
+    return rows
