@@ -2,9 +2,12 @@
 
 A :class:`Connection` speaks the protocol with one client: it decodes what the
 transport receives, answers requests through the hub, and queues outbound frames in
-a bounded buffer that one writer task drains, batching everything queued since the
-last write into one transport message. Transports only provide a :class:`Sink` that
-moves a transport message, and feed received messages to :meth:`Connection.receive`.
+a bounded buffer, batching everything queued since the last write into one transport
+message. With a :class:`DirectSink` the hub's flush writes that message synchronously
+for every connection at once; otherwise (and while a transport is paused, and for the
+close) one writer task per connection drains the buffer. Transports only provide a
+:class:`Sink` that moves a transport message, and feed received messages to
+:meth:`Connection.receive`.
 
 This is the only per-client state on the server, and it lives exactly as long as the
 connection: resuming needs nothing from here (the client carries its positions).
@@ -17,7 +20,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -47,7 +50,8 @@ from .protocol import (
 if TYPE_CHECKING:
     from .hub import Hub
 
-__all__ = ["Connection", "ConnectionMode", "Sink", "WEBSOCKET", "STREAM", "POLL", "REQUEST"]
+__all__ = ["Connection", "ConnectionMode", "Sink", "DirectSink", "WEBSOCKET", "STREAM", "POLL",
+           "REQUEST"]
 
 logger = logging.getLogger("rtlink.connection")
 
@@ -68,6 +72,27 @@ class Sink(Protocol):
 
     def abort(self) -> None:
         """End the connection at once, without a goodbye."""
+
+
+@runtime_checkable
+class DirectSink(Sink, Protocol):
+    """A sink that can also write synchronously, from the hub's flush.
+
+    Fan-out then costs one ``transport.write`` per connection per flush, with no task
+    switch; the writer task only runs for what needs waiting (a paused transport,
+    compression, the close).
+    """
+
+    def write_now(self, message: bytes, framed: dict[bytes, bytes] | None) -> bool:
+        """Write one transport message now if the transport takes it without waiting
+        (open, not paused, nothing to await); False if it does not (nothing written).
+
+        ``framed``, when given, caches the wire bytes of a message (e.g. with its frame
+        header) for the other connections of the same flush.
+        """
+
+    async def drained(self) -> None:
+        """Wait until the transport takes writes again (returns at once if it does)."""
 
 
 @attrs.frozen
@@ -148,6 +173,7 @@ class Connection:
         self.last_seen = time.monotonic()
         self.subscriptions: dict[str, _Subscription] = {}
         self._hub = hub
+        self._outbound_limit = hub.outbound_limit
         self._sink = sink
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
@@ -159,6 +185,12 @@ class Connection:
         self.news = False  # something the client did not know was queued (long polls)
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # With a DirectSink the hub's flush writes the queue; the writer task only
+        # takes over while it is busy (``_writing``: waiting for a paused transport).
+        self._direct: DirectSink | None = (
+            sink if mode.writer and isinstance(sink, DirectSink) else None)
+        self._writing = False
+        self._dirty = False  # queued in the hub's next flush
         self._closed = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -311,6 +343,41 @@ class Connection:
         encoded = encode_frame(self.codec, publication)
         self._queue.append(encoded)
         self._queued_bytes += len(encoded)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Something was queued: have it written (or a pull answered)."""
+        if self._direct is not None and not self._writing:
+            if not self._dirty:
+                self._dirty = True
+                self._hub._mark_dirty(self)
+        else:
+            self._wakeup.set()
+
+    def _flush(self, framed: dict[bytes, bytes]) -> None:
+        """Write the queue synchronously; called by the hub's flush.
+
+        ``framed`` maps a message to its wire bytes, shared by the connections of one
+        flush: a publication alone in many queues is framed once. When the transport
+        cannot take a write now the writer task takes over and waits for it; the queue
+        then grows until the outbound limit closes a consumer that does not catch up.
+        """
+        self._dirty = False
+        sink = self._direct
+        queue = self._queue
+        if sink is None or self._writing or self.close_code is not None or not queue:
+            return
+        if self._queued_bytes <= _BATCH_BYTES:  # the usual case: one message
+            if len(queue) == 1:
+                written = sink.write_now(queue[0], framed)
+            else:
+                written = sink.write_now(self.codec.join(queue), None)
+            if written:
+                queue.clear()
+                self._queued_bytes = self._replay_credit = 0
+                return
+        # A backlog (a replay, or a transport that was paused) or a transport that
+        # cannot take a write now: the writer task sends it, waiting as needed.
         self._wakeup.set()
 
     def deliver(self, encoded: bytes) -> None:
@@ -324,25 +391,40 @@ class Connection:
             return
         self._queue.append(encoded)
         self._queued_bytes += len(encoded)
-        if self._queued_bytes - self._replay_credit > self._hub.outbound_limit:
+        if self._queued_bytes - self._replay_credit > self._outbound_limit:
             logger.warning("%r: outbound buffer over %d bytes, closing as slow consumer",
                            self, self._hub.outbound_limit)
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your positions",
                        flush=False)
-            return
-        self._wakeup.set()
+        elif not self._dirty:  # _kick(), inlined: this runs once per delivery
+            if self._direct is not None and not self._writing:
+                self._dirty = True
+                self._hub._mark_dirty(self)
+            else:
+                self._wakeup.set()
 
     async def _write_loop(self) -> None:
         queue = self._queue
+        direct = self._direct
         try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                while queue:
-                    message, taken = self.codec.take_batch(queue, _BATCH_BYTES)
-                    self._queued_bytes -= taken
-                    self._replay_credit = min(self._replay_credit, self._queued_bytes)
-                    await self._sink.send(message)
+                self._writing = True
+                try:
+                    while queue:
+                        if direct is not None:
+                            # Backpressure: nothing more is handed to a paused transport;
+                            # the queue grows meanwhile, bounded by the outbound limit.
+                            await direct.drained()
+                            if not queue:
+                                break
+                        message, taken = self.codec.take_batch(queue, _BATCH_BYTES)
+                        self._queued_bytes -= taken
+                        self._replay_credit = min(self._replay_credit, self._queued_bytes)
+                        await self._sink.send(message)
+                finally:
+                    self._writing = False
                 if self.close_code is not None:
                     break
             try:

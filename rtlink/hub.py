@@ -30,6 +30,9 @@ __all__ = ["Hub", "Authenticate", "Authorize"]
 
 logger = logging.getLogger("rtlink.hub")
 
+#: Longest pause between two flushes of the fan-out (see :meth:`Hub._mark_dirty`).
+_MAX_FLUSH_GAP = 0.010
+
 #: ``authenticate(request) -> identity``: the transport's request object (an
 #: ``aiohttp.web.Request``) in, any identity out (None for anonymous); raise
 #: :class:`~rtlink.errors.AuthenticationError` to refuse. May be a coroutine function.
@@ -140,6 +143,11 @@ class Hub:
         self._backend_ops: dict[str, asyncio.Future[None]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._started = False
+        # Connections with frames to write at the next flush, in order of arrival.
+        self._dirty: list[Connection] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_ended = 0.0
+        self._flush_took = 0.0
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -334,25 +342,66 @@ class Hub:
 
     # --- fan-out ---------------------------------------------------------------------
 
+    def _mark_dirty(self, connection: Connection) -> None:
+        """Have ``connection``'s queue written at the next flush.
+
+        One flush writes every dirty connection: one ``transport.write`` each, however
+        many frames queued since the last. It runs at once when the hub is idle; after
+        a flush that took T it waits until T has passed since (at most
+        ``_MAX_FLUSH_GAP``): under load each write then carries several publications,
+        and the CPU spent per delivery falls as the rate rises, with no delay added at
+        light load.
+        """
+        self._dirty.append(connection)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            due = self._flush_ended + self._flush_took
+            self._flush_handle = (loop.call_soon(self._flush) if due <= loop.time()
+                                  else loop.call_at(due, self._flush))
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        framed: dict[bytes, bytes] = {}
+        for connection in dirty:
+            try:
+                connection._flush(framed)
+            except Exception:  # one broken transport must not starve the others
+                logger.exception("%r: flush failed", connection)
+                connection.abort()
+        ended = loop.time()
+        self._flush_ended = ended
+        self._flush_took = min(ended - began, _MAX_FLUSH_GAP)
+
     def _on_publication(self, publication: Publication) -> None:
         """Backend listener: hand one publication to every local subscriber."""
         live = self._live.get(publication.channel)
         if live is None:
             return
+        # This loop runs once per delivery: locals, and the codec of the previous
+        # subscriber (almost always the same one) before the dict.
+        position = publication.position
+        epoch, offset = position.epoch, position.offset
         encoded: dict[Codec, bytes] = {}
+        last_codec: Codec | None = None
+        frame = b""
         for connection, subscription in list(live.subscribers.items()):
             if subscription.pending is not None:
                 subscription.pending.append(publication)
                 continue
             known = subscription.position
-            if (known is not None and known.epoch == publication.position.epoch
-                    and known.offset >= publication.position.offset):
+            if known is not None and known.offset >= offset and known.epoch == epoch:
                 continue  # sent already (a backend catching up may repeat the seam)
             codec = connection.codec
-            frame = encoded.get(codec)
-            if frame is None:
-                frame = encoded[codec] = encode_frame(codec, publication)
-            subscription.position = publication.position
+            if codec is not last_codec:
+                last_codec = codec
+                cached = encoded.get(codec)
+                if cached is None:
+                    cached = encoded[codec] = encode_frame(codec, publication)
+                frame = cached
+            subscription.position = position
             connection.news = True
             connection.deliver(frame)
 

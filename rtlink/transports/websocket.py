@@ -10,6 +10,7 @@ that is not UTF-8 with 1007.
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -37,8 +38,22 @@ def _reason_bytes(reason: str) -> bytes:
     return reason.encode()[:_MAX_REASON].decode(errors="ignore").encode()
 
 
+_PACK_LEN1 = struct.Struct("!BB").pack
+_PACK_LEN2 = struct.Struct("!BBH").pack
+_PACK_LEN3 = struct.Struct("!BBQ").pack
+
+
+def _frame_header(first_byte: int, length: int) -> bytes:
+    """An unmasked WebSocket frame header (RFC 6455 5.2): server frames carry no mask."""
+    if length < 126:
+        return _PACK_LEN1(first_byte, length)
+    if length < 65536:
+        return _PACK_LEN2(first_byte, 126, length)
+    return _PACK_LEN3(first_byte, 127, length)
+
+
 class _WebSocketSink:
-    """Moves transport messages over one aiohttp WebSocketResponse."""
+    """Moves transport messages over one aiohttp WebSocketResponse (with its writer)."""
 
     __slots__ = ("_ws", "_request", "_opcode")
 
@@ -58,6 +73,45 @@ class _WebSocketSink:
         transport = self._request.transport
         if transport is not None:
             transport.abort()
+
+
+class _DirectWebSocketSink(_WebSocketSink):
+    """A :class:`~rtlink.connection.DirectSink` over an uncompressed WebSocket.
+
+    The hub's flush frames messages itself and writes them straight to the transport,
+    as aiohttp's ``send_frame`` does for an uncompressed frame, minus the task switch
+    and the await. Compressed WebSockets keep :class:`_WebSocketSink`: their frames
+    need aiohttp's compressor (and its lock).
+    """
+
+    __slots__ = ("_first_byte", "_transport", "_protocol")
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, binary: bool) -> None:
+        super().__init__(ws, request, binary)
+        self._first_byte = 0x80 | self._opcode  # FIN, no RSV bits, the opcode
+        self._transport = request.transport
+        self._protocol = request.protocol
+
+    def write_now(self, message: bytes, framed: dict[bytes, bytes] | None) -> bool:
+        transport = self._transport
+        if (transport is None or transport.is_closing() or self._protocol.writing_paused
+                or self._ws.closed):
+            return False
+        # A payload has a single opcode, its codec's (JSON: text, msgpack: binary), so
+        # the payload alone is a valid cache key.
+        data = framed.get(message) if framed is not None else None
+        if data is None:
+            data = _frame_header(self._first_byte, len(message)) + message
+            if framed is not None:
+                framed[message] = data
+        transport.write(data)
+        return True
+
+    async def drained(self) -> None:
+        protocol = self._protocol
+        if protocol.writing_paused:
+            # aiohttp's own wait for resume_writing() (what its writers await).
+            await protocol._drain_helper()
 
 
 async def _refuse(ws: web.WebSocketResponse, codec: Codec, code: int,
@@ -112,8 +166,9 @@ def websocket_handler(hub: Hub) -> Any:
         except Exception:
             logger.exception("authenticate hook failed")
             return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
-        connection = hub.accept(codec, identity, _WebSocketSink(ws, request, codec.binary),
-                                "websocket", address=request.remote)
+        sink = (_WebSocketSink if ws.compress else _DirectWebSocketSink)(
+            ws, request, codec.binary)
+        connection = hub.accept(codec, identity, sink, "websocket", address=request.remote)
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
