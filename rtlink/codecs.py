@@ -14,7 +14,6 @@ subprotocol (:func:`codec_for_subprotocol`).
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -69,25 +68,26 @@ class Codec:
         """Batch already-encoded frames into one transport message."""
         return self.separator.join(encoded_frames)
 
-    def take_batch(self, queue: deque[bytes], limit: int) -> tuple[bytes, int]:
-        """Pop encoded frames off the front of ``queue`` into one transport message.
+    def take_batch(self, queue: list[bytes], limit: int) -> tuple[bytes, int]:
+        """Remove encoded frames from the front of ``queue`` into one transport message.
 
         Frames are taken while the message stays within ``limit`` bytes, but always at
         least one. Returns the message and the total length of the frames taken.
         """
-        first = queue.popleft()
-        if not queue:
-            return first, len(first)
-        batch = [first]
-        taken = len(first)
-        size = taken
+        first = queue[0]
+        taken = size = len(first)
+        count = 1
         extra = len(self.separator)
-        while queue and size + extra + len(queue[0]) <= limit:
-            frame = queue.popleft()
-            batch.append(frame)
-            taken += len(frame)
-            size += extra + len(frame)
-        return self.join(batch), taken
+        while count < len(queue) and size + extra + len(queue[count]) <= limit:
+            taken += len(queue[count])
+            size += extra + len(queue[count])
+            count += 1
+        if count == 1:
+            del queue[0]
+            return first, taken
+        message = self.join(queue[:count])
+        del queue[:count]
+        return message, taken
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

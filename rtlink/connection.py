@@ -19,7 +19,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -83,12 +82,16 @@ class DirectSink(Sink, Protocol):
     compression, the close).
     """
 
-    def write_now(self, message: bytes, framed: dict[bytes, bytes] | None) -> bool:
-        """Write one transport message now if the transport takes it without waiting
-        (open, not paused, nothing to await); False if it does not (nothing written).
+    def write_now(self, frames: list[bytes], codec: Codec,
+                  framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
+        """Write encoded ``frames`` as one transport message (``codec.join``) now if the
+        transport takes it without waiting (open, not paused, nothing to await); False
+        if it does not (nothing written).
 
-        ``framed``, when given, caches the wire bytes of a message (e.g. with its frame
-        header) for the other connections of the same flush.
+        ``framed`` caches wire bytes (message and frame header) for the other
+        connections of the same flush, keyed by the frame (one) or the tuple of frames:
+        subscribers of the same channels have the same queue, which is then joined and
+        framed once per flush, not once per connection.
         """
 
     async def drained(self) -> None:
@@ -175,7 +178,9 @@ class Connection:
         self._hub = hub
         self._outbound_limit = hub.outbound_limit
         self._sink = sink
-        self._queue: deque[bytes] = deque()
+        # A list, not a deque: an empty deque costs ~600 bytes, an idle connection's
+        # queue is empty nearly always, and batches are taken from the front by slices.
+        self._queue: list[bytes] = []
         self._queued_bytes = 0
         # A replay is bounded by the channel's history, not by how fast the client
         # reads: its bytes may exceed the outbound limit once (else a client whose gap
@@ -183,15 +188,20 @@ class Connection:
         # queue drains.
         self._replay_credit = 0
         self.news = False  # something the client did not know was queued (long polls)
-        self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        # With a DirectSink the hub's flush writes the queue; the writer task only
-        # takes over while it is busy (``_writing``: waiting for a paused transport).
+        # With a DirectSink the hub's flush writes the queue; the writer task is only
+        # started when the flush cannot (a paused transport, a backlog, the close), and
+        # then takes over while it is busy (``_writing``). An idle connection has no
+        # task, no event and no future: they are most of its memory otherwise.
         self._direct: DirectSink | None = (
             sink if mode.writer and isinstance(sink, DirectSink) else None)
+        # Set when something is queued, for the writer task or a pull waiting for it;
+        # None until a direct connection first needs its writer.
+        self._wakeup: asyncio.Event | None = None if self._direct else asyncio.Event()
         self._writing = False
         self._dirty = False  # queued in the hub's next flush
-        self._closed = asyncio.Event()
+        self._done = False  # the writer finished: the close was sent or abandoned
+        self._done_waiters: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.session} {self.transport}/{self.codec.name}>"
@@ -210,10 +220,22 @@ class Connection:
                     max_message_size=hub.max_message_size,
                 )
             )
-        if self.mode.writer:
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write_loop(), name=f"rtlink-writer-{self.session}"
-            )
+        if self.mode.writer and self._direct is None:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"rtlink-writer-{self.session}"
+        )
+
+    def _wake(self) -> None:
+        """Wake the writer task (or a waiting pull); a direct connection's first call
+        starts its writer."""
+        wakeup = self._wakeup
+        if wakeup is None:
+            wakeup = self._wakeup = asyncio.Event()
+            self._start_writer()
+        wakeup.set()
 
     def cursor(self) -> dict[str, Position | None] | None:
         """Each subscribed channel with the position of the last publication queued.
@@ -227,18 +249,19 @@ class Connection:
 
     async def wait_delivery(self, timeout: float) -> bool:
         """Pull mode: wait until something more is queued; False if ``timeout`` passed."""
-        self._wakeup.clear()
+        wakeup = self._wakeup
+        assert wakeup is not None  # pull connections have no DirectSink
+        wakeup.clear()
         try:
             async with asyncio.timeout(timeout):
-                await self._wakeup.wait()
+                await wakeup.wait()
         except TimeoutError:
             return False
         return True
 
     def take_queued(self) -> bytes:
         """Pull mode: everything queued, as one transport message (b"" if nothing)."""
-        frames = list(self._queue)
-        self._queue.clear()
+        frames, self._queue = self._queue, []
         self._queued_bytes = 0
         return self.codec.join(frames)
 
@@ -247,7 +270,7 @@ class Connection:
         if self.close_code is None:
             self.close_code = CloseCode.NORMAL
             self._hub._forget(self)
-        self._closed.set()
+        self._set_done()
 
     @property
     def queued_bytes(self) -> int:
@@ -281,15 +304,16 @@ class Connection:
         # The close frame is what HTTP transports see; on WebSocket the close code
         # follows it, so a client can rely on either.
         self._queue.append(encode_frame(self.codec, Close(code, reason)))
-        self._wakeup.set()
-        if self._writer is None:
-            self._closed.set()
+        if not self.mode.writer:
+            self._wake()  # a waiting pull answers with the close frame
+            self._set_done()
             return
+        self._wake()
         # A stalled peer can block the writer forever; the close must not wait on it.
         asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, self._abort_if_open)
 
     def _abort_if_open(self) -> None:
-        if not self._closed.is_set():
+        if not self._done:
             logger.debug("%r: close timed out, aborting", self)
             self._sink.abort()
             self._finish()
@@ -316,14 +340,25 @@ class Connection:
             return
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await self._closed.wait()
+                await self.wait_closed()
         except TimeoutError:
             self._sink.abort()
             self._finish()
 
     async def wait_closed(self) -> None:
         """Wait until the writer has finished (the close was sent or abandoned)."""
-        await self._closed.wait()
+        if self._done:
+            return
+        if self._done_waiters is None:
+            self._done_waiters = asyncio.get_running_loop().create_future()
+        # Shielded: one waiter cancelled (a timeout) must not cancel the others.
+        await asyncio.shield(self._done_waiters)
+
+    def _set_done(self) -> None:
+        self._done = True
+        waiters = self._done_waiters
+        if waiters is not None and not waiters.done():
+            waiters.set_result(None)
 
     def _finish(self) -> None:
         writer = self._writer
@@ -331,7 +366,7 @@ class Connection:
             writer.cancel()
         self._queue.clear()
         self._queued_bytes = 0
-        self._closed.set()
+        self._set_done()
 
     # --- outbound ------------------------------------------------------------------
 
@@ -352,13 +387,13 @@ class Connection:
                 self._dirty = True
                 self._hub._mark_dirty(self)
         else:
-            self._wakeup.set()
+            self._wake()
 
-    def _flush(self, framed: dict[bytes, bytes]) -> None:
+    def _flush(self, framed: dict[bytes | tuple[bytes, ...], bytes]) -> None:
         """Write the queue synchronously; called by the hub's flush.
 
-        ``framed`` maps a message to its wire bytes, shared by the connections of one
-        flush: a publication alone in many queues is framed once. When the transport
+        ``framed`` is shared by the connections of one flush (see
+        :meth:`DirectSink.write_now`): the same queued frames are framed once. When the transport
         cannot take a write now the writer task takes over and waits for it; the queue
         then grows until the outbound limit closes a consumer that does not catch up.
         """
@@ -367,18 +402,14 @@ class Connection:
         queue = self._queue
         if sink is None or self._writing or self.close_code is not None or not queue:
             return
-        if self._queued_bytes <= _BATCH_BYTES:  # the usual case: one message
-            if len(queue) == 1:
-                written = sink.write_now(queue[0], framed)
-            else:
-                written = sink.write_now(self.codec.join(queue), None)
-            if written:
-                queue.clear()
-                self._queued_bytes = self._replay_credit = 0
-                return
+        # The usual case: what queued since the last flush fits one message.
+        if self._queued_bytes <= _BATCH_BYTES and sink.write_now(queue, self.codec, framed):
+            queue.clear()
+            self._queued_bytes = self._replay_credit = 0
+            return
         # A backlog (a replay, or a transport that was paused) or a transport that
         # cannot take a write now: the writer task sends it, waiting as needed.
-        self._wakeup.set()
+        self._wake()
 
     def deliver(self, encoded: bytes) -> None:
         """Queue one already-encoded frame. The hot path of fan-out: no await, no task.
@@ -401,15 +432,17 @@ class Connection:
                 self._dirty = True
                 self._hub._mark_dirty(self)
             else:
-                self._wakeup.set()
+                self._wake()
 
     async def _write_loop(self) -> None:
         queue = self._queue
         direct = self._direct
+        wakeup = self._wakeup
+        assert wakeup is not None  # made before the task (start() or _wake())
         try:
             while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
+                await wakeup.wait()
+                wakeup.clear()
                 self._writing = True
                 try:
                     while queue:
@@ -443,7 +476,7 @@ class Connection:
         finally:
             self._queue.clear()
             self._queued_bytes = 0
-            self._closed.set()
+            self._set_done()
 
     # --- inbound -------------------------------------------------------------------
 

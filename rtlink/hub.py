@@ -364,7 +364,7 @@ class Hub:
         dirty, self._dirty = self._dirty, []
         loop = asyncio.get_running_loop()
         began = loop.time()
-        framed: dict[bytes, bytes] = {}
+        framed: dict[bytes | tuple[bytes, ...], bytes] = {}
         for connection in dirty:
             try:
                 connection._flush(framed)

@@ -16,7 +16,6 @@ import inspect
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -187,7 +186,7 @@ class Client:
         self._transport: ClientTransport | None = None
         self._welcome: Welcome | None = None
         self._requests: dict[int, Subscription | OutboxEntry | None] = {}
-        self._outgoing: deque[bytes] = deque()
+        self._outgoing: list[bytes] = []
         self._outgoing_ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._next_id = 0

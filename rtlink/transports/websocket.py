@@ -92,18 +92,19 @@ class _DirectWebSocketSink(_WebSocketSink):
         self._transport = request.transport
         self._protocol = request.protocol
 
-    def write_now(self, message: bytes, framed: dict[bytes, bytes] | None) -> bool:
+    def write_now(self, frames: list[bytes], codec: Codec,
+                  framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
         transport = self._transport
         if (transport is None or transport.is_closing() or self._protocol.writing_paused
                 or self._ws.closed):
             return False
-        # A payload has a single opcode, its codec's (JSON: text, msgpack: binary), so
-        # the payload alone is a valid cache key.
-        data = framed.get(message) if framed is not None else None
+        # A codec has a single opcode (JSON: text, msgpack: binary) and the encodings
+        # of two codecs never coincide, so the frames alone are a valid cache key.
+        key = frames[0] if len(frames) == 1 else tuple(frames)
+        data = framed.get(key)
         if data is None:
-            data = _frame_header(self._first_byte, len(message)) + message
-            if framed is not None:
-                framed[message] = data
+            message = frames[0] if len(frames) == 1 else codec.join(frames)
+            data = framed[key] = _frame_header(self._first_byte, len(message)) + message
         transport.write(data)
         return True
 
