@@ -559,7 +559,7 @@ class Connection:
             # Join the live stream first, then read history: a publication racing with
             # the read lands in ``pending`` and is de-duplicated below, never lost.
             await hub._attach(self, channel, subscription)
-            result = await hub.backend.history(channel, since, policy=options.policy)
+            result = await hub._history(channel, since, options)
         except Exception as exc:
             if self.subscriptions.get(channel) is subscription:
                 del self.subscriptions[channel]
@@ -574,6 +574,8 @@ class Connection:
             return True
         if self.subscriptions.get(channel) is not subscription or self.close_code is not None:
             return False  # unsubscribed or closed while history was read
+        if since is not None:
+            hub.stats.resumed(self.transport, result.recovered, len(result.publications))
         self.send(Subscribed(request_id, channel, result.recovered, result.position))
         news = since is None or not result.recovered
         last: Position = result.position
@@ -629,7 +631,8 @@ class Connection:
         try:
             options = hub.rules.options(frame.channel)
             await hub._check_publish(self.identity, frame.channel, options)
-            position = await hub._publish(frame.channel, frame.data, frame.key, options)
+            position = await hub._publish(frame.channel, frame.data, frame.key, options,
+                                          source="client")
         except ChannelError as exc:
             self.send(Error(exc.code, str(exc), frame.id, frame.channel))
             return

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
 
 from .auth import TokenAuth, expires_at_of
-from .backends import Backend, create_backend
+from .backends import Backend, HistoryResult, create_backend
 from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
@@ -25,6 +25,7 @@ from .connection import WEBSOCKET, Connection, ConnectionMode, Sink, _Subscripti
 from .errors import AuthenticationError, ChannelError
 from .limits import AddressSlots, PublishLimits
 from .protocol import Ping, Position, Publication, encode_frame
+from .stats import HubStats
 
 __all__ = ["Hub", "Authenticate", "Authorize"]
 
@@ -92,7 +93,6 @@ class Hub:
             proxy every client has the proxy's address unless a middleware restores
             the client's (e.g. from ``X-Forwarded-For``): limit at the proxy instead
             (nginx ``limit_conn``).
-
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
     """
@@ -148,6 +148,9 @@ class Hub:
         self._flush_handle: asyncio.Handle | None = None
         self._flush_ended = 0.0
         self._flush_took = 0.0
+        #: What the hub counts about itself (:mod:`rtlink.stats`; shown by
+        #: :mod:`rtlink.metrics`).
+        self.stats = HubStats()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -245,11 +248,14 @@ class Hub:
         return identity
 
     def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str,
-               mode: ConnectionMode = WEBSOCKET, *, address: str | None = None) -> Connection:
+               mode: ConnectionMode = WEBSOCKET, *, address: str | None = None,
+               fallback: str | None = None) -> Connection:
         """Register a new connection and send it ``welcome``. Called by transports, with
-        the client's ``address`` if they know it."""
+        the client's ``address`` if they know it, and the ``fallback`` query parameter
+        of its request (why the client fell back to this transport; only counted)."""
         connection = Connection(self, codec, identity, sink, transport, mode, address)
         self._connections.add(connection)
+        self.stats.connection_accepted(transport, fallback)
         connection.start()
         expires_at = expires_at_of(identity)
         if expires_at is not None and not connection.closing:
@@ -278,9 +284,26 @@ class Hub:
             raise ChannelError(ErrorCode.FORBIDDEN, f"not allowed to publish to {channel!r}")
 
     async def _publish(self, channel: str, data: Any, key: str | None,
-                       options: ChannelOptions) -> Position:
-        result = await self.backend.publish(channel, data, key=key, policy=options.policy)
+                       options: ChannelOptions, source: str = "server") -> Position:
+        """Publish through the backend; ``source`` (``"server"`` or ``"client"``) is
+        for the counters."""
+        started = time.perf_counter()
+        try:
+            result = await self.backend.publish(channel, data, key=key, policy=options.policy)
+        except Exception:
+            self.stats.publish_failed(source, time.perf_counter() - started)
+            raise
+        self.stats.published(source, result.duplicate, time.perf_counter() - started)
         return result.position
+
+    async def _history(self, channel: str, since: Position | None,
+                       options: ChannelOptions) -> HistoryResult:
+        """Read a channel's history after ``since`` through the backend, timed."""
+        started = time.perf_counter()
+        try:
+            return await self.backend.history(channel, since, policy=options.policy)
+        finally:
+            self.stats.history_read(time.perf_counter() - started)
 
     async def _attach(self, connection: Connection, channel: str,
                       subscription: _Subscription) -> None:
@@ -305,7 +328,9 @@ class Hub:
 
     def _forget(self, connection: Connection) -> None:
         """Drop a closing connection from every index (synchronous, idempotent)."""
-        self._connections.discard(connection)
+        if connection in self._connections:
+            self._connections.remove(connection)
+            self.stats.connection_closed(connection.transport, connection.close_code)
         timer = self._expiry_timers.pop(connection, None)
         if timer is not None:
             timer.cancel()
@@ -387,12 +412,15 @@ class Hub:
         encoded: dict[Codec, bytes] = {}
         last_codec: Codec | None = None
         frame = b""
+        # Counted once per publication, not per delivery (minus the rare repeat below).
+        self.stats.deliveries += len(live.subscribers)
         for connection, subscription in list(live.subscribers.items()):
             if subscription.pending is not None:
                 subscription.pending.append(publication)
                 continue
             known = subscription.position
             if known is not None and known.offset >= offset and known.epoch == epoch:
+                self.stats.deliveries -= 1
                 continue  # sent already (a backend catching up may repeat the seam)
             codec = connection.codec
             if codec is not last_codec:

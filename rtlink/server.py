@@ -15,11 +15,13 @@ from .auth import TokenAuth, ticket_handler
 from .codecs import CODECS
 from .codes import CloseCode
 from .hub import Hub
+from .metrics import metrics_handler
 from .origins import OriginPolicy
 from .protocol import PROTOCOL_VERSION
 from .transports.guard import Guard, Refuse
 from .transports.http import NO_CACHE, refuse_request, send_handler
 from .transports.longpoll import poll_handler
+from .transports.publish_api import ApiKeys, publish_handler, refuse_publish
 from .transports.sse import refuse_stream, sse_handler
 from .transports.websocket import refuse_websocket, websocket_handler
 
@@ -49,7 +51,9 @@ CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs")
 
 def attach(app: web.Application, hub: Hub, path: str = "/rt",
            transports: Iterable[str] = TRANSPORT_NAMES, *, serve_client: bool = True,
-           allowed_origins: Iterable[str] | None = None) -> None:
+           allowed_origins: Iterable[str] | None = None,
+           api_keys: Iterable[str] | None = None,
+           metrics_path: str | None = None) -> None:
     """Serve ``hub`` on ``app`` under ``path``.
 
     Mounts, for the enabled ``transports``: ``{path}/ws`` (WebSocket), ``{path}/sse``
@@ -57,9 +61,11 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     client frames for the HTTP transports) when either HTTP transport is enabled;
     ``{path}/ticket`` (POST) when the hub's ``authenticate`` hook is a
     :class:`~rtlink.auth.TokenAuth`: trades a token for a single-use ticket;
+    ``{path}/publish`` (POST) with ``api_keys``: the HTTP publish API for services;
     ``{path}/info``, a small JSON discovery document listing what is enabled; and, with
     ``serve_client``, the browser client: ``{path}/client.js`` (script-tag build, defines
-    the global ``rtlink``) and ``{path}/client.mjs`` (ES module).
+    the global ``rtlink``) and ``{path}/client.mjs`` (ES module); and, with
+    ``metrics_path``, the hub's Prometheus metrics (:mod:`rtlink.metrics`).
 
     The hub is started with the application and closed with it; on shutdown every
     connection is closed with 1001 (going away), which tells clients to reconnect —
@@ -85,15 +91,30 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
             authentication and refuses others with 4501 (see
             :mod:`rtlink.transports.guard`); requests without ``Origin`` (non-browser
             clients) are allowed. The HTTP routes answer CORS for allowed origins.
+        api_keys: keys accepted by ``POST {path}/publish``
+            (:mod:`rtlink.transports.publish_api`; docs/protocol.md §2.10), which
+            publishes like :meth:`Hub.publish` for a request with ``Authorization:
+            Bearer <key>``. Each key is a full-power credential (any channel the
+            server knows, no client rules). None or empty (default): not mounted.
+        metrics_path: where to serve the hub's metrics in the Prometheus text format
+            (``GET``; an absolute path, not under ``path``), e.g. ``"/metrics"``
+            (:mod:`rtlink.metrics`). None (default): not mounted. Metrics are for the
+            operator: keep the path from the public (see docs/operations.md).
 
     Raises:
-        ValueError: an unknown or empty transport list, or an invalid origin.
+        ValueError: an unknown or empty transport list, an invalid origin, or an API
+            key shorter than 16 characters or not of visible ASCII, or a
+            ``metrics_path`` that does not start with ``/``.
+        TypeError: ``api_keys`` is a single string instead of a collection of keys.
     """
     enabled = tuple(transports)
     unknown = sorted(set(enabled) - set(ENDPOINTS))
     if unknown or not enabled:
         raise ValueError(f"unknown transports {unknown}; known: {', '.join(ENDPOINTS)}")
     base = "/" + path.strip("/") if path.strip("/") else ""
+    keys = ApiKeys(api_keys or ())  # checked before anything is mounted
+    if metrics_path is not None and not metrics_path.startswith("/"):
+        raise ValueError(f"metrics_path must be an absolute path, not {metrics_path!r}")
     # Every route but the client files goes through the guard (origin, CORS, limits).
     guard = Guard(app, OriginPolicy(allowed_origins), hub.connection_slots)
     for name in TRANSPORT_NAMES:
@@ -127,6 +148,13 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         return web.json_response(info, headers=NO_CACHE)
 
     guard.add_route("GET", base + "/info", discovery)
+    if keys:
+        # For servers, not pages: no CORS answers (origins are still checked).
+        guard.add_route("POST", base + "/publish", publish_handler(hub, keys),
+                        refuse=refuse_publish, cors=False)
+    if metrics_path is not None:
+        # For Prometheus, not pages: no CORS answers (origins are still checked).
+        guard.add_route("GET", metrics_path, metrics_handler(hub), cors=False)
     if serve_client:
         for name in CLIENT_FILES:
             handler = _client_file_handler(name)

@@ -382,6 +382,7 @@ class Client:
         attempt = 0  # backoff attempts since the last working connection
         strikes = 0  # consecutive failures of the current transport
         index = self._initial_transport()
+        fallback: str | None = None  # why the client fell back to transports[index]
         while not self._closing:
             self._reconnect_now.clear()  # a reconnect() asked before this attempt is served
             name = self.transports[index]
@@ -389,7 +390,7 @@ class Client:
             code: int = CloseCode.ABNORMAL
             reason = ""
             try:
-                await self._connection(name)
+                await self._connection(name, fallback)
             except TransportClosed as exc:
                 code, reason = exc.code, exc.reason
             except ProtocolError as exc:
@@ -400,6 +401,7 @@ class Client:
                 logger.exception("rtlink client connection attempt failed")
                 reason = f"{type(exc).__name__}: {exc}"
             connected = self._welcome is not None
+            fallback = None  # said by the attempt it explains, not by later ones
             self._drop_connection()
             if self._closing:
                 return
@@ -423,6 +425,8 @@ class Client:
                     logger.info("rtlink: %s failed (%s %s); falling back to %s",
                                 name, code, reason, self.transports[index + 1])
                     index, strikes = index + 1, 0
+                    # The next transport's first request says why (8.7): servers count it.
+                    fallback = "silent" if connected else "health_check"
                     continue  # the next transport at once: no backoff
                 index, strikes = self._initial_transport(), 0  # all failed: start over
             delay = full_jitter(attempt, self.backoff_base, self.backoff_cap)
@@ -445,11 +449,11 @@ class Client:
             return self.transports.index(remembered)
         return 0
 
-    async def _connection(self, name: str) -> None:
+    async def _connection(self, name: str, fallback: str | None = None) -> None:
         assert self._session is not None
         # One deadline for opening the transport and receiving the server's first frame.
         async with asyncio.timeout(self.connect_timeout):
-            transport = await self._open(name)
+            transport = await self._open(name, fallback)
             self._transport = transport
             message = await transport.receive()
         first = decode_server_message(self.codec, message)
@@ -486,11 +490,13 @@ class Client:
             for frame in decode_server_message(self.codec, message):
                 self._handle(frame)
 
-    async def _open(self, name: str) -> ClientTransport:
+    async def _open(self, name: str, fallback: str | None = None) -> ClientTransport:
         """Open transport ``name``; it works only once the server's first frame arrived.
 
         The caller reads that first message: an ``open`` event alone proves nothing,
-        since proxies accept connections and then stay silent.
+        since proxies accept connections and then stay silent. ``fallback`` is why the
+        client fell back to this transport, if it did (``"health_check"`` or
+        ``"silent"``, protocol.md 8.7).
         """
         assert self._session is not None
         headers = {}
@@ -500,7 +506,7 @@ class Client:
         async with asyncio.timeout(self.connect_timeout):
             return await TRANSPORTS[name].open(
                 self._session, self.url, self.codec, headers, self.connect_timeout,
-                self._cursor,
+                self._cursor, fallback,
             )
 
     def _cursor(self) -> dict[str, Position | None]:

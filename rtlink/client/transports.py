@@ -72,12 +72,15 @@ class ClientTransport(abc.ABC):
         headers: Mapping[str, str],
         timeout: float,
         cursor: Cursor,
+        fallback: str | None = None,
     ) -> ClientTransport:
         """Open a connection to the server mounted at ``base_url``.
 
         ``headers`` go with every request of the connection (``Authorization``:
         credentials never travel in URLs). ``cursor`` gives the subscriptions to
-        carry, for transports that carry them.
+        carry, for transports that carry them. ``fallback``, when the client fell
+        back to this transport, says why (protocol.md 8.7): it goes in the
+        ``fallback`` query parameter of the connection's first request only.
         """
 
     def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here
@@ -126,9 +129,12 @@ class WebSocketTransport(ClientTransport):
         headers: Mapping[str, str],
         timeout: float,
         cursor: Cursor,
+        fallback: str | None = None,
     ) -> WebSocketTransport:
         scheme = {"http": "ws", "https": "wss"}.get(base_url.scheme, base_url.scheme)
         url = base_url.with_scheme(scheme).with_path(base_url.path.rstrip("/") + "/ws")
+        if fallback:
+            url = url.with_query(fallback=fallback)
         ws = await session.ws_connect(
             url,
             headers=headers,
@@ -184,12 +190,14 @@ class _HttpTransport(ClientTransport):
     carries_subscriptions = True
 
     def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 headers: Mapping[str, str], cursor: Cursor) -> None:
+                 headers: Mapping[str, str], cursor: Cursor,
+                 fallback: str | None = None) -> None:
         self._session = session
         self._base = base_url.with_path(base_url.path.rstrip("/"))
         self._codec = codec
         self._headers = dict(headers)
         self._cursor = cursor
+        self._fallback = fallback  # for the first request only (see open())
         self._received: asyncio.Queue[object] = asyncio.Queue()
         self._closed: TransportClosed | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -203,8 +211,9 @@ class _HttpTransport(ClientTransport):
         headers: Mapping[str, str],
         timeout: float,
         cursor: Cursor,
+        fallback: str | None = None,
     ) -> _HttpTransport:
-        transport = cls(session, base_url, codec, headers, cursor)
+        transport = cls(session, base_url, codec, headers, cursor, fallback)
         await transport._start()
         return transport
 
@@ -214,6 +223,9 @@ class _HttpTransport(ClientTransport):
 
     def _url(self, endpoint: str, with_cursor: bool, **extra: str) -> URL:
         query = {**extra, "codec": self._codec.name}
+        if self._fallback:
+            # Said once: a stream reopened or a poll repeated is no new fallback.
+            query["fallback"], self._fallback = self._fallback, None
         if with_cursor:
             cursor = self._cursor()
             self.requested_channels = tuple(cursor)
@@ -343,8 +355,9 @@ class LongPollTransport(_HttpTransport):
     _poller: asyncio.Task[None]
 
     def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 headers: Mapping[str, str], cursor: Cursor) -> None:
-        super().__init__(session, base_url, codec, headers, cursor)
+                 headers: Mapping[str, str], cursor: Cursor,
+                 fallback: str | None = None) -> None:
+        super().__init__(session, base_url, codec, headers, cursor, fallback)
         # Set while the client waits for a message with nothing queued: it has
         # handled everything, so the cursor is up to date for the next poll.
         self._idle = asyncio.Event()

@@ -32,6 +32,8 @@ __all__ = [
     "authenticate_or_refuse",
     "close_response",
     "refuse_request",
+    "BodyTooLarge",
+    "read_body",
     "send_handler",
     "ResponseSink",
     "limit_unacknowledged_writes",
@@ -165,6 +167,50 @@ def limit_unacknowledged_writes(request: web.Request, seconds: float) -> None:
         logger.debug("TCP_USER_TIMEOUT not set: %s", exc)
 
 
+class BodyTooLarge(Exception):
+    """A request body is larger than allowed (answered with HTTP 413).
+
+    Attributes:
+        limit: the largest body allowed, in bytes.
+        size: the body's size as far as known: its ``Content-Length``, or the bytes
+            read before reading stopped (``limit + 1``).
+    """
+
+    def __init__(self, limit: int, size: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+        self.limit = limit
+        self.size = size
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body of ``request``, of at most ``limit`` bytes (exactly ``limit`` is
+    fine), or None if the client left before sending all of it.
+
+    Raises:
+        BodyTooLarge: ``Content-Length`` announces more than ``limit`` bytes (then
+            nothing is read), or more arrive (chunked, or a lying length): reading
+            stops at ``limit + 1`` bytes, so a huge body is never held in memory.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit, request.content_length)
+    # read(n) returns what has arrived so far: a body split over TCP segments
+    # takes several reads (one would decode a truncated message).
+    received = bytearray()
+    try:
+        while len(received) <= limit:
+            chunk = await request.content.read(limit + 1 - len(received))
+            if not chunk:
+                break
+            received += chunk
+    except ConnectionError:
+        # Nothing can be handled and nobody reads an answer. (Unhandled, aiohttp
+        # would log it as a server error with a traceback.)
+        return None
+    if len(received) > limit:
+        raise BodyTooLarge(limit, len(received))
+    return bytes(received)
+
+
 class ResponseSink:
     """Sink of connections answered by one HTTP response (pull mode): nothing is pushed."""
 
@@ -194,26 +240,14 @@ def send_handler(hub: Hub) -> Any:
     async def handle(request: web.Request) -> web.Response:
         codec = request_codec(request)
         limit = hub.max_message_size
-        if request.content_length is not None and request.content_length > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, headers=NO_CACHE,
-                                                actual_size=request.content_length)
-        # read(n) returns what has arrived so far: a body split over TCP segments
-        # takes several reads (one would decode a truncated message: 1007, stop).
-        received = bytearray()
         try:
-            while len(received) <= limit:
-                chunk = await request.content.read(limit + 1 - len(received))
-                if not chunk:
-                    break
-                received += chunk
-        except ConnectionError:
+            body = await read_body(request, limit)
+        except BodyTooLarge as exc:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=exc.size,
+                                                headers=NO_CACHE) from None
+        if body is None:
             # The client left mid-body: nothing was handled and nobody reads an answer.
-            # (Unhandled, aiohttp would log it as a server error with a traceback.)
             return web.Response(status=400, headers=NO_CACHE)
-        body = bytes(received)
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body),
-                                                headers=NO_CACHE)
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal

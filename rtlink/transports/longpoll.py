@@ -47,7 +47,7 @@ def poll_handler(hub: Hub) -> Any:
         # the unacknowledged answer) until aiohttp's keep-alive timeout.
         limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
         connection = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL,
-                                address=request.remote)
+                                address=request.remote, fallback=request.query.get("fallback"))
         try:
             # The first poll of a session (connect=1) is the client's health check of
             # the transport: it is answered at once, news or not.

@@ -121,7 +121,8 @@ def sse_handler(hub: Hub) -> Any:
             await sink.send(refusal.body)
             await response.write_eof()
             return response
-        connection = hub.accept(codec, identity, sink, "sse", STREAM, address=request.remote)
+        connection = hub.accept(codec, identity, sink, "sse", STREAM, address=request.remote,
+                                fallback=request.query.get("fallback"))
         sink.connection = connection
         try:
             for channel, since in cursor.items():

@@ -169,7 +169,8 @@ def websocket_handler(hub: Hub) -> Any:
             return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
         sink = (_WebSocketSink if ws.compress else _DirectWebSocketSink)(
             ws, request, codec.binary)
-        connection = hub.accept(codec, identity, sink, "websocket", address=request.remote)
+        connection = hub.accept(codec, identity, sink, "websocket", address=request.remote,
+                                fallback=request.query.get("fallback"))
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
