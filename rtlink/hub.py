@@ -93,6 +93,14 @@ class Hub:
             proxy every client has the proxy's address unless a middleware restores
             the client's (e.g. from ``X-Forwarded-For``): limit at the proxy instead
             (nginx ``limit_conn``).
+        websocket_compression: accept permessage-deflate when a client offers it
+            (browsers always do). Off by default, as in engine.io 4 and Centrifugo:
+            a compressed connection keeps zlib state once it has sent a message
+            (up to ~256 KiB for the default window, by zlib's own formula; an idle
+            uncompressed connection costs ~14 KiB), and its frames are compressed
+            per connection instead of framed once per flush; rtlink's frames are
+            small JSON or msgpack, where deflate saves little.
+
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
     """
@@ -114,6 +122,7 @@ class Hub:
         publish_rate: float | None = 50.0,
         publish_burst: int = 100,
         max_connections_per_ip: int | None = None,
+        websocket_compression: bool = False,
     ) -> None:
         if publish_rate is not None and not 0 < publish_rate < float("inf"):
             raise ValueError(f"publish_rate must be > 0 (None for no limit), not {publish_rate}")
@@ -132,6 +141,7 @@ class Hub:
         self.poll_timeout = poll_timeout
         self.publish_limits = PublishLimits(publish_rate, publish_burst)
         self.connection_slots = AddressSlots(max_connections_per_ip)
+        self.websocket_compression = websocket_compression
         self._authenticate = authenticate
         self._authorize_subscribe = authorize_subscribe
         self._authorize_publish = authorize_publish

@@ -145,6 +145,7 @@ def websocket_handler(hub: Hub) -> Any:
             # aiohttp refuses messages of max_msg_size bytes or more; ours is inclusive.
             max_msg_size=hub.max_message_size + 1,
             autoping=True,
+            compress=hub.websocket_compression,
         )
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="rtlink: this endpoint expects a WebSocket upgrade\n")

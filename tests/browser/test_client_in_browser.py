@@ -425,13 +425,13 @@ async def test_demo_page_connects_and_chats(
 # --- 6. close codes -------------------------------------------------------------------------
 
 
-async def first_websocket_close(page: Any) -> dict[str, Any]:
+async def first_websocket_close(page: Any, compressed: bool) -> dict[str, Any]:
     """How the page's first WebSocket (started with ``recordSockets``) closed, once it
-    did; checks that Chromium had negotiated permessage-deflate on it."""
+    did; checks that permessage-deflate was negotiated on it if and only if
+    ``compressed`` (the hub's ``websocket_compression``): Chromium always offers it."""
     socket = await page.until("T.sockets[0]?.close && T.sockets[0]",
                               message="the WebSocket to close")
-    # Chromium always offers compression: the close code must survive it.
-    assert "permessage-deflate" in (socket["extensions"] or ""), socket
+    assert ("permessage-deflate" in (socket["extensions"] or "")) == compressed, socket
     return dict(socket["close"])
 
 
@@ -448,7 +448,8 @@ async def test_refused_credentials_close_the_client_with_4500(
         calls.append(header.removeprefix("Bearer ") or request.query.get("token"))
         raise rtlink.AuthenticationError("bad token")
 
-    async with run_page_server(authenticate=authenticate) as server:
+    # Compressed: the close code must survive permessage-deflate too.
+    async with run_page_server(authenticate=authenticate, websocket_compression=True) as server:
         async with chromium.page(page_url(server.port)) as page:
             await page.start(["news"], transports=[transport], token="bad",
                              recordSockets=True, **FAST_RECONNECT)
@@ -463,7 +464,7 @@ async def test_refused_credentials_close_the_client_with_4500(
             assert await page.eval("T.subscribed.news.length") == 0
             if transport == "websocket":
                 # The browser itself saw the server's close code and reason.
-                close = await first_websocket_close(page)
+                close = await first_websocket_close(page, compressed=True)
                 assert (close["code"], close["reason"]) == (4500, "bad token")
             assert calls == ["bad"]  # never retried
 
@@ -485,7 +486,7 @@ async def test_server_shutdown_disconnects_with_1001_and_keeps_trying(
             change = next(s for s in states if s["newState"] == "disconnected")
             assert (change["code"], change["reason"]) == (1001, "server shutting down")
             if transport == "websocket":
-                close = await first_websocket_close(page)
+                close = await first_websocket_close(page, compressed=False)
                 assert (close["code"], close["reason"]) == (1001, "server shutting down")
             # It keeps trying to reconnect (the server is gone: those attempts fail).
             await page.until("T.states.filter((s) => s.newState == 'connecting').length >= 2",

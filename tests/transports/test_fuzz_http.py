@@ -79,6 +79,8 @@ HUB_OPTIONS: dict[str, Any] = {
     "channels": CHANNELS,
     "max_message_size": MAX_MESSAGE_SIZE,
     "max_subscriptions": MAX_SUBSCRIPTIONS,
+    # WebSocket messages are fuzzed with and without permessage-deflate.
+    "websocket_compression": True,
     # A poll with nothing new is held this long: keeps such examples short.
     "poll_timeout": 0.002,
     # No server pings and no closing for client silence (4000) during a test, even a

@@ -102,10 +102,27 @@ async def test_message_over_the_size_limit_closes_with_1009(raw, codec) -> None:
         assert await client.close_code() == rtlink.CloseCode.MESSAGE_TOO_BIG
 
 
+async def test_compression_is_refused_unless_enabled(codec) -> None:
+    # Browsers always offer permessage-deflate; by default the server declines it (the
+    # handshake answer has no extension) and the connection works uncompressed.
+    async with run_server() as server, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/ws",
+                                   protocols=(f"rtlink.v1.{codec}",), compress=15)
+        try:
+            assert ws.compress == 0
+            client = RawClient(ws, codec)
+            assert (await client.frame())["type"] == "welcome"
+            await client.send({"type": "ping"})
+            assert (await client.frame())["type"] == "pong"
+        finally:
+            await ws.close()
+
+
 async def test_the_size_limit_holds_for_deflated_messages_too(codec) -> None:
     # Found by fuzzing (tests/transports/test_fuzz_http.py): with permessage-deflate,
     # aiohttp let an inflated message of max_message_size + 1 bytes through.
-    async with run_server(max_message_size=1024) as server, aiohttp.ClientSession() as http:
+    async with run_server(max_message_size=1024, websocket_compression=True) as server, \
+            aiohttp.ClientSession() as http:
         for extra in (0, 1):
             ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/ws",
                                        protocols=(f"rtlink.v1.{codec}",), compress=15)
