@@ -1,0 +1,1 @@
+"""rtlink's runnable examples: ``bash examples/run.sh NAME`` (see examples/README.md)."""

@@ -1,0 +1,102 @@
+"""examples/chat: ``bash examples/run.sh chat``, checked with Python clients and Chromium."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+import rtlink
+from tests.browser.browser import Chromium, expect
+from tests.support import collect, seconds
+
+from .runner import Example, run_example, start_example
+
+# One event loop for the module: the example and the browser are shared by its tests.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROOM = "chat:lobby"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chat() -> AsyncIterator[Example]:
+    async with run_example("chat") as example:
+        yield example
+
+
+async def test_two_clients_exchange_messages(chat: Example) -> None:
+    url = chat.url + "rt"
+    async with rtlink.Client(url) as ann, rtlink.Client(url, codec="msgpack") as bob:
+        async with ann.subscribe(ROOM) as ann_room, bob.subscribe(ROOM) as bob_room:
+            await ann_room.wait_subscribed()
+            await bob_room.wait_subscribed()
+            first = await ann.publish(ROOM, {"from": "ann", "text": "hi bob"})
+            second = await bob.publish(ROOM, {"from": "bob", "text": "hi ann"})
+            for room in (ann_room, bob_room):
+                messages = await collect(room, 2)
+                assert [(m.data, m.position) for m in messages] == [
+                    ({"from": "ann", "text": "hi bob"}, first),
+                    ({"from": "bob", "text": "hi ann"}, second),
+                ]
+
+
+async def test_clients_publish_only_to_chat_channels(chat: Example) -> None:
+    async with rtlink.Client(chat.url + "rt") as client:
+        with pytest.raises(rtlink.PublishError) as refused:
+            await client.publish("news", {"text": "not a chat channel"})
+        assert refused.value.code == rtlink.ErrorCode.UNKNOWN_CHANNEL
+
+
+async def test_page_shows_transport_and_chats_with_python(chat: Example,
+                                                          chromium: Chromium) -> None:
+    async with rtlink.Client(chat.url + "rt") as client, client.subscribe(ROOM) as room:
+        await room.wait_subscribed()
+        async with chromium.page(chat.url) as page:
+            await expect(page.page.locator("#state")).to_have_text("connected")
+            await expect(page.page.locator("#transport")).to_have_text("websocket")
+            await page.page.fill("#nick", "page")
+            await page.page.fill("#text", "hello from the page")
+            await page.page.press("#text", "Enter")
+            (message,) = await collect(room, 1)
+            assert message.data == {"from": "page", "text": "hello from the page"}
+            await client.publish(ROOM, {"from": "python", "text": "hello page"})
+            log = page.page.locator("#log li")
+            await expect(log).to_have_text(["pagehello from the page", "pythonhello page"])
+            await expect(page.page.locator("#pending li")).to_have_count(0)
+
+
+async def test_messages_typed_while_offline_are_sent_once_on_reconnect(
+    chat: Example, chromium: Chromium
+) -> None:
+    # Its own server, stopped and restarted on the same port while the page stays open
+    # (the way the page tells users to try it).
+    first = await start_example("chat")
+    async with chromium.page(first.url) as page:
+        try:
+            await expect(page.page.locator("#state")).to_have_text("connected")
+        finally:
+            assert await first.stop() == 0, first.output
+        await expect(page.page.locator("#state")).not_to_have_text("connected")
+        await page.page.fill("#nick", "n")
+        for text in ("typed offline", "and again"):
+            await page.page.fill("#text", text)
+            await page.page.press("#text", "Enter")
+        pending = page.page.locator("#pending li")
+        await expect(pending).to_have_text(["waiting to send: typed offline",
+                                            "waiting to send: and again"])
+        assert await page.eval("client.outboxSize") == 2
+
+        async with run_example("chat", "--port", str(first.port)) as second:
+            # What the browser does when the network comes back: reconnect now rather
+            # than when its backoff timer says.
+            await page.eval("window.dispatchEvent(new Event('online'))")
+            log = page.page.locator("#log li")
+            await expect(log).to_have_text(["ntyped offline", "nand again"],
+                                           timeout=seconds(10) * 1000)
+            await expect(pending).to_have_count(0)
+            assert await page.eval("client.outboxSize") == 0
+            # Once each: a marker published now arrives right after them.
+            async with rtlink.Client(second.url + "rt") as client:
+                await client.publish(ROOM, {"from": "python", "text": "marker"})
+            await expect(log).to_have_text(["ntyped offline", "nand again", "pythonmarker"])
