@@ -400,11 +400,13 @@ class Client:
             except Exception as exc:  # e.g. the token function failed: retry, never die
                 logger.exception("rtlink client connection attempt failed")
                 reason = f"{type(exc).__name__}: {exc}"
+            if self._closing:
+                # close() is closing the transport politely (aiohttp ends this read as
+                # the close begins): an abort now would cut its close frame off.
+                return
             connected = self._welcome is not None
             fallback = None  # said by the attempt it explains, not by later ones
             self._drop_connection()
-            if self._closing:
-                return
             if not should_reconnect(code):
                 self._stop(code, reason)
                 return

@@ -868,3 +868,16 @@ async def test_http_transport_refusal_of_a_confirmed_channel_ends_it(
             assert checks.count("news") == refused  # not asked again
             await server.hub.publish("other", 1)
             assert [m.data for m in await collect(other, 1)] == [1]
+
+
+async def test_close_says_goodbye_with_1000_on_websocket() -> None:
+    # Regression: close() began aiohttp's close handshake, which ends the read of the
+    # connection loop, and that loop then aborted the socket before the close frame
+    # went out: the server saw 1006 (abnormal) instead of 1000.
+    async with run_server() as server:
+        client = rtlink.Client(server.url, transports=["websocket"])
+        await client.connect()
+        await client.close()
+        await eventually(lambda: bool(server.hub.stats.closed),
+                         message="the server to see the close")
+        assert server.hub.stats.closed == {("websocket", "1000"): 1}
