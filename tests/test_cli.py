@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import secrets
 import signal
 import socket
@@ -15,9 +16,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
+import rtlink
+from rtlink.auth import TokenAuth
+from rtlink.config import SERVE_OPTIONS
+from rtlink.errors import AuthenticationError
 
 from .redis_server import RedisServer, run_redis
 
@@ -38,9 +45,10 @@ def free_port() -> int:
         return port
 
 
-def run_cli(*args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 15,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True,
-                          timeout=seconds(timeout))
+                          timeout=seconds(timeout), env=environment() if env is None else env)
 
 
 class Lines:
@@ -92,12 +100,21 @@ class Lines:
                 self.lines.append(item)
 
 
+def environment(**variables: str) -> dict[str, str]:
+    """This process's environment without RTLINK_* settings (but the test time
+    factor), plus ``variables``."""
+    kept = {name: value for name, value in os.environ.items()
+            if not name.startswith("RTLINK_") or name == "RTLINK_TEST_TIME_FACTOR"}
+    return {**kept, **variables}
+
+
 class Proc:
     """A CLI subprocess with its stdout and stderr collected line by line."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.popen = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
+                                      stderr=subprocess.PIPE, text=True,
+                                      env=environment() if env is None else env)
         assert self.popen.stdout is not None and self.popen.stderr is not None
         self.stdout = Lines(self.popen.stdout)
         self.stderr = Lines(self.popen.stderr)
@@ -112,9 +129,11 @@ class Proc:
 
 
 class Server(Proc):
-    def __init__(self, *options: str) -> None:
-        self.port = free_port()
-        super().__init__("serve", "--port", str(self.port), "--log-level", "warning", *options)
+    def __init__(self, *options: str, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = free_port() if port is None else port
+        super().__init__("serve", "--port", str(self.port), "--log-level", "warning", *options,
+                         env=env)
         self.serving = self.stdout.wait_for("rtlink serving on", timeout=15)
         self.url = f"http://127.0.0.1:{self.port}/rt"
 
@@ -164,7 +183,7 @@ def test_tail_prints_published_messages_as_json_lines(server: Server) -> None:
         {"channel": "test:tail", "position": first, "data": {"text": "hello"}},
         {"channel": "test:tail", "position": second, "data": "plain string"},
     ]
-    assert "connected (websocket" in "\n".join(tail.stderr.rest())
+    assert "rtlink: connected via websocket (session " in "\n".join(tail.stderr.rest())
 
 
 def test_tail_since_resumes_after_a_position(server: Server) -> None:
@@ -206,7 +225,7 @@ def test_publish_times_out_without_a_server() -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["publish"], ["tail"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["publish"], ["tail"], ["token"]])
 def test_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -558,10 +577,11 @@ def test_serve_max_connections_per_ip() -> None:
     [
         ("--allowed-origin", "app.example.com", "not an origin"),
         ("--allowed-origin", "https://app.example.com/", "not an origin"),
-        ("--publish-rate", "0", "must be a positive number"),
-        ("--publish-rate", "fast", "not a number"),
-        ("--publish-burst", "0", "must be at least 1"),
-        ("--max-connections-per-ip", "0", "must be at least 1"),
+        ("--publish-rate", "0", "argument --publish-rate: expected a number > 0 or \"off\", "
+                                "got '0'"),
+        ("--publish-rate", "fast", "expected a number > 0 or \"off\", got 'fast'"),
+        ("--publish-burst", "0", "argument --publish-burst: expected an integer >= 1, got '0'"),
+        ("--max-connections-per-ip", "0", "expected an integer >= 1 or \"off\", got '0'"),
     ],
 )
 def test_serve_refuses_invalid_limits(option: str, value: str, message: str) -> None:
@@ -569,3 +589,354 @@ def test_serve_refuses_invalid_limits(option: str, value: str, message: str) -> 
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- serve configured by a file, the environment and flags: over the wire --------------
+
+SECRET = "a-token-secret-for-the-tests-" + "x" * 16
+API_KEY = "publish-api-key-" + "k" * 8
+
+RULES = """\
+token_secret_file = "secret.txt"
+
+[channels."news:*"]
+history_size = 2
+
+[channels."user:{user}:*"]
+subscribe = "authenticated"
+
+[channels."chat:*"]
+client_publish = false
+"""
+
+
+@pytest.fixture
+def configured(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    """`rtlink serve --config` with channel rules and a token secret (from files next to
+    the config file); the directory of those files."""
+    (tmp_path / "secret.txt").write_text(SECRET + "\n")
+    config = tmp_path / "rtlink.toml"
+    config.write_text(RULES)
+    server = Server("--config", str(config))
+    try:
+        yield server, tmp_path
+    finally:
+        server.kill()
+
+
+def mint(directory: Path, subject: str, *options: str) -> str:
+    result = run_cli("token", subject, "--secret-file", str(directory / "secret.txt"), *options)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n"
+    return token
+
+
+async def refused(client: rtlink.Client, channel: str) -> int:
+    """The error code the server refuses a subscription to ``channel`` with."""
+    with pytest.raises(rtlink.SubscribeError) as caught:
+        async with client.subscribe(channel):
+            pass
+    return caught.value.code
+
+
+async def test_serve_applies_the_channel_rules_of_the_config_file(
+    configured: tuple[Server, Path]
+) -> None:
+    server, directory = configured
+    async with rtlink.Client(server.url) as client:
+        # Only the channels of the rules exist: "*" is gone.
+        assert await refused(client, "other:x") == 404
+        # news:* keeps 2 publications (client publishing is on server-wide by default).
+        positions = [await client.publish("news:a", n) for n in range(4)]
+        with pytest.raises(rtlink.PublishError) as caught:
+            await client.publish("chat:lobby", "hi")  # its rule turned client_publish off
+        assert caught.value.code == 403
+    async with rtlink.Client(server.url) as client:
+        async with client.subscribe("news:a", since=positions[1]) as sub:
+            assert sub.recovered  # 3 and 4 are in history
+            assert [(await anext(sub)).data for _ in range(2)] == [2, 3]
+        async with client.subscribe("news:a", since=positions[0]) as sub:
+            assert not sub.recovered  # 2 is gone: history_size = 2 applied
+
+
+async def test_serve_with_a_token_secret_needs_tokens_where_rules_say(
+    configured: tuple[Server, Path]
+) -> None:
+    server, directory = configured
+    async with rtlink.Client(server.url) as anonymous:
+        assert await refused(anonymous, "user:alice:inbox") == 401
+        async with anonymous.subscribe("news:open"):  # subscribe = "anyone" still works
+            pass
+    async with rtlink.Client(server.url, token=mint(directory, "alice")) as alice:
+        async with alice.subscribe("user:alice:inbox"):
+            pass
+        assert await refused(alice, "user:bob:inbox") == 403
+    forged = rtlink.Client(server.url,
+                           token=TokenAuth("another-secret-" + "y" * 32).mint("alice"))
+    try:
+        with pytest.raises(rtlink.ClientClosed) as caught:
+            await forged.connect()
+    finally:
+        await forged.close()
+    assert (caught.value.code, caught.value.reason) == (4500, "token signature is invalid")
+
+
+def test_tail_and_publish_with_a_token(configured: tuple[Server, Path]) -> None:
+    server, directory = configured
+    token_file = directory / "alice.jwt"
+    token_file.write_text(mint(directory, "alice") + "\n")
+    anonymous = run_cli("tail", server.url, "user:alice:inbox", "--count", "1")
+    assert anonymous.returncode == 1
+    assert "error: cannot subscribe to user:alice:inbox" in anonymous.stderr
+    assert "(code 401)" in anonymous.stderr
+    tail = Proc("tail", server.url, "user:alice:inbox", "--count", "1",
+                "--token-file", str(token_file))
+    try:
+        tail.stderr.wait_for("subscribed to user:alice:inbox")
+        # publish takes the token from RTLINK_TOKEN (the rule lets clients publish).
+        result = run_cli("publish", server.url, "user:alice:inbox", '"for alice"',
+                         env=environment(RTLINK_TOKEN=token_file.read_text().strip()))
+        assert result.returncode == 0, result.stderr
+        assert tail.wait() == 0
+        assert [json.loads(line)["data"] for line in tail.stdout.rest()] == ["for alice"]
+    finally:
+        tail.kill()
+    missing = run_cli("tail", server.url, "user:alice:inbox", "--token-file",
+                      str(directory / "nope.jwt"))
+    assert missing.returncode == 2
+    assert "--token-file: cannot read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_token_refuses_a_short_secret_file(tmp_path: Path) -> None:
+    short = tmp_path / "short.txt"
+    short.write_text("hunter2\n")
+    for result in (run_cli("token", "alice", "--secret-file", str(short)),
+                   run_cli("token", "alice", env=environment(RTLINK_TOKEN_SECRET_FILE=str(short)))):
+        assert result.returncode == 2
+        assert f"file {short} (" in result.stderr
+        assert "expected a secret of at least 32 bytes" in result.stderr
+        assert "got 7 bytes" in result.stderr  # the final newline is not part of it
+        assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_verifies_with_the_secret(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text(SECRET + "\n")
+    token = mint(tmp_path, "alice", "--ttl", "60", "--claim", "role=admin",
+                 "--claim", 'rooms:=["a", "b"]', "--claim", "level:=3")
+    identity = TokenAuth(SECRET).verify(token)
+    assert identity.subject == "alice"
+    assert identity.claims["role"] == "admin"
+    assert identity.claims["rooms"] == ["a", "b"] and identity.claims["level"] == 3
+    assert identity.expires_at is not None
+    assert 0 < identity.expires_at - time.time() <= 61
+    # The secret from the environment, as `rtlink serve` reads it.
+    from_env = run_cli("token", "bob", env=environment(RTLINK_TOKEN_SECRET=SECRET))
+    assert from_env.returncode == 0, from_env.stderr
+    assert TokenAuth(SECRET).verify(from_env.stdout.strip()).subject == "bob"
+    named = run_cli("token", "carol", "--secret-env", "MY_SECRET",
+                    env=environment(MY_SECRET=SECRET))
+    assert TokenAuth(SECRET).verify(named.stdout.strip()).subject == "carol"
+    with pytest.raises(AuthenticationError):
+        TokenAuth("another-secret-" + "y" * 32).verify(token)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["alice"], {}, "no token secret: give --secret-file FILE or --secret-env VAR, or set "
+                        "RTLINK_TOKEN_SECRET"),
+        (["alice"], {"RTLINK_TOKEN_SECRET": "hunter2"},
+         "environment RTLINK_TOKEN_SECRET: expected a secret of at least 32 bytes"),
+        (["alice", "--secret-env", "NOT_SET_ANYWHERE"], {},
+         "--secret-env: the environment variable NOT_SET_ANYWHERE is not set"),
+        (["alice", "--secret-file", "/no/such/file"], {},
+         "--secret-file: cannot read '/no/such/file': No such file or directory"),
+        (["alice", "--secret-env", "SHORT"], {"SHORT": "hunter2"},
+         "environment SHORT: expected a secret of at least 32 bytes"),
+        (["alice"], {"RTLINK_TOKEN_SECRET_FILE": "/no/such/file"},
+         "environment RTLINK_TOKEN_SECRET_FILE: cannot read '/no/such/file'"),
+        (["alice", "--claim", "role"], {"RTLINK_TOKEN_SECRET": SECRET},
+         "--claim 'role': expected KEY=VALUE or KEY:=JSON"),
+        (["alice", "--claim", "n:={"], {"RTLINK_TOKEN_SECRET": SECRET},
+         "the value after := is not valid JSON"),
+        (["alice", "--claim", "=x"], {"RTLINK_TOKEN_SECRET": SECRET}, "the key is empty"),
+        (["alice", "--claim", "a=1", "--claim", "a=2"], {"RTLINK_TOKEN_SECRET": SECRET},
+         "--claim a: given twice"),
+        (["alice", "--claim", "sub=bob"], {"RTLINK_TOKEN_SECRET": SECRET},
+         "claims may not set sub"),
+        (["alice", "--ttl", "0"], {"RTLINK_TOKEN_SECRET": SECRET},
+         "argument --ttl: expected a number > 0, got '0'"),
+        ([""], {"RTLINK_TOKEN_SECRET": SECRET}, "subject must be a non-empty string"),
+        (["alice", "--secret-file", "f", "--secret-env", "V"], {},
+         "argument --secret-env: not allowed with argument --secret-file"),
+    ],
+)
+def test_token_usage_errors(args: list[str], env: dict[str, str], message: str) -> None:
+    result = run_cli("token", *args, env=environment(**env))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_from_the_environment_over_the_wire(tmp_path: Path) -> None:
+    env = environment(RTLINK_PATH="/live", RTLINK_TRANSPORTS="sse,longpoll",
+                      RTLINK_API_KEYS=API_KEY, RTLINK_PUBLISH_BURST="9")
+    server = Server(env=env)
+    try:
+        url = f"http://127.0.0.1:{server.port}/live"
+        info = json.loads(http_get(f"{url}/info")[2])
+        assert (info["transports"], info["publish_burst"]) == (["sse", "longpoll"], 9)
+        assert http_get(f"{url}/ws")[0] == 404  # WebSocket is off
+        # The publish API is mounted with the key from RTLINK_API_KEYS.
+        assert http_post(f"{url}/publish", {"channel": "a:b", "data": 1}, API_KEY)[0] == 200
+        assert http_post(f"{url}/publish", {"channel": "a:b", "data": 1},
+                         "wrong-key-" + "w" * 10)[0] == 401
+        # Metrics by default, at /metrics.
+        status, headers, body = http_get(f"http://127.0.0.1:{server.port}/metrics")
+        assert status == 200 and b"rtlink_publishes_total" in body
+    finally:
+        server.kill()
+    # Flags beat the same environment.
+    bare = Server("--no-metrics", "--transports", "websocket", env=env)
+    try:
+        assert http_get(f"http://127.0.0.1:{bare.port}/metrics")[0] == 404
+        url = f"http://127.0.0.1:{bare.port}/live"
+        assert json.loads(http_get(f"{url}/info")[2])["transports"] == ["websocket"]
+    finally:
+        bare.kill()
+
+
+def http_post(url: str, body: Any, key: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=seconds(5)) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_serve_config_error_exits_2_before_listening(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[channels."news:*"]\nhistory_size = -1\n')
+    port = free_port()
+    result = run_cli("serve", "--port", str(port), "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (f"rtlink serve: error: config file {config}: "
+                             "channels.'news:*'.history_size: expected an integer >= 0, "
+                             "got -1\n")
+    assert result.stdout == ""
+
+
+def test_serve_logs_one_line_per_event() -> None:
+    port = free_port()
+    server = Server("--log-level", "info", "--backend", f"redis://:hunter2@127.0.0.1:{port}/0",
+                    "--allowed-origin", "https://app.example.com")
+    try:
+        startup = server.stderr.wait_for("rtlink.cli: serving ")
+        http_get(f"http://127.0.0.1:{server.port}/")
+        access = server.stderr.wait_for("aiohttp.access")
+        server.popen.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+        lines = server.stderr.rest()
+    finally:
+        server.kill()
+    line_format = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) "
+                             r"[\w.]+: \S")
+    assert all(line_format.match(line) for line in lines), lines
+    for detail in ("transports=websocket,sse,longpoll",
+                   f"backend=redis://:***@127.0.0.1:{port}/0",
+                   "origins=https://app.example.com", "auth=off", "metrics=/metrics",
+                   "publish_api=off", "channels=*", f"port={server.port}"):
+        assert f" {detail}" in startup, (detail, startup)
+    assert 'request="GET / HTTP/1.1" status=200' in access and "remote=127.0.0.1" in access
+    assert any("rtlink.cli: shutting down" in line and "signal=SIGTERM" in line
+               for line in lines)
+    assert lines[-1].endswith("INFO rtlink.cli: stopped")
+    assert "hunter2" not in "\n".join(lines + server.stdout.rest())
+
+
+# --- tail: the transport in use, reconnects and resumes on stderr -----------------------
+
+
+def test_tail_reports_transport_reconnects_and_resumes() -> None:
+    server = Server()
+    port = server.port
+    tail = Proc("tail", server.url, "test:restart")
+    try:
+        assert tail.stderr.wait_for("rtlink: connecting to").endswith("via websocket ...")
+        assert tail.stderr.wait_for("rtlink: connected via ").startswith(
+            "rtlink: connected via websocket (session ")
+        tail.stderr.wait_for("rtlink: subscribed to test:restart at ")
+        server.popen.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+        tail.stderr.wait_for("rtlink: disconnected (code 1001, server shutting down); "
+                             "reconnecting")
+        server = Server(port=port)  # a new process: the memory backend lost history
+        reconnected = tail.stderr.wait_for("rtlink: reconnected via ", timeout=40)
+        assert "reconnection 1)" in reconnected
+        tail.stderr.wait_for("WARNING: could not resume test:restart after ")
+        position = publish(server.url, "test:restart", "after restart")
+        line = tail.stdout.wait_for("after restart")
+        assert json.loads(line)["position"] == position
+    finally:
+        tail.kill()
+        server.kill()
+    assert tail.stdout.lines == [line]  # stdout: messages only
+
+
+def test_tail_reports_the_fallback_transport() -> None:
+    server = Server("--transports", "sse")
+    tail = Proc("tail", server.url, "test:fallback", "--transports", "websocket,sse")
+    try:
+        failed = tail.stderr.wait_for("rtlink: could not connect via websocket (")
+        connected = tail.stderr.wait_for("rtlink: connected via ")
+        assert connected.startswith("rtlink: connected via sse (session "), connected
+        tail.stderr.wait_for("subscribed to test:fallback")
+        # When the server is gone for good, tail says what it is trying.
+        server.popen.send_signal(signal.SIGTERM)
+        tail.stderr.wait_for("rtlink: disconnected (code 1001")
+        tail.stderr.wait_for("rtlink: could not connect via ", timeout=20)
+    finally:
+        tail.kill()
+        server.kill()
+    assert "code" in failed or "Error" in failed, failed
+    assert tail.stdout.rest() == []
+
+
+def test_tail_usage_errors() -> None:
+    result = run_cli("tail", "http://127.0.0.1:9/rt", "x:y", "--transports", "carrier-pigeon")
+    assert result.returncode == 2
+    assert "argument --transports: unknown transport 'carrier-pigeon'" in result.stderr
+
+
+# --- --help -----------------------------------------------------------------------------
+
+
+def test_serve_help_lists_every_option_with_its_environment_variable() -> None:
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # undo the wrapping
+    for option in SERVE_OPTIONS:
+        assert option.flag in text, option.flag
+        assert f"env {option.env}" in text, option.env
+        if option.file_env:
+            assert option.file_env in text and f"config {option.key}" in text
+    assert text.count("default: ") >= len(SERVE_OPTIONS)
+    for expected in ("--config FILE", "env RTLINK_CONFIG", "--print-config", "--no-metrics",
+                     "--no-client-publish", "docs/operations.md", "examples:",
+                     '[channels."news:*"]', "exit status:"):
+        assert expected in text, expected
+
+
+@pytest.mark.parametrize("command", ["publish", "tail", "token"])
+def test_command_help_has_examples_and_environment(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "examples:" in result.stdout and "exit status:" in result.stdout
+    expected = "RTLINK_TOKEN_SECRET" if command == "token" else "RTLINK_TOKEN"
+    assert expected in result.stdout

@@ -51,3 +51,28 @@ async def test_ci_serve_runs_the_server_with_demo_page_and_passes_options_throug
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=seconds(10)) == 0
+
+
+def test_ci_serve_takes_options_from_the_environment_and_a_config_file(tmp_path: Path) -> None:
+    """`.ci/serve` is `rtlink serve`: RTLINK_* variables and --config reach it, and
+    --print-config shows the result without starting a server."""
+    config = tmp_path / "rtlink.toml"
+    config.write_text('port = 9001\nhistory_size = 5\n[channels."chat:*"]\nclient_publish = true\n')
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RTLINK_")}
+    result = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "serve"), "--config", str(config), "--print-config",
+         "--history-size", "7"],
+        capture_output=True, text=True, cwd=ROOT, timeout=seconds(120),
+        env={**env, "RTLINK_PORT": "9002", "RTLINK_LOG_LEVEL": "debug"},
+    )
+    assert result.returncode == 0, result.stderr
+    # The sources of "key = value" lines, in order (server-wide first, then the rules).
+    sources: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        setting, _, source = line.partition("  # ")
+        sources.setdefault(setting.rstrip(), []).append(source)
+    assert sources["port = 9002"] == ["environment RTLINK_PORT"]
+    assert sources['log_level = "debug"'] == ["environment RTLINK_LOG_LEVEL"]
+    assert sources["history_size = 7"] == ["flag --history-size",
+                                           "server-wide history_size (flag --history-size)"]
+    assert sources["client_publish = true"] == ["default", f"config file {config}"]

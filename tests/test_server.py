@@ -16,6 +16,7 @@ from aiohttp import web
 
 import rtlink
 from rtlink.cli import build_app
+from rtlink.config import ServeConfig
 from tests.support import run_server
 
 CLIENT_FILES = ["client.js", "client.mjs"]
@@ -213,7 +214,7 @@ async def test_a_missing_file_is_skipped_with_a_warning(
 
 @pytest.mark.parametrize(("path", "src"), [("/rt", "/rt/client.js"), ("", "/client.js")])
 async def test_demo_page_loads_the_served_client(path: str, src: str) -> None:
-    app, _ = build_app(path=path)
+    app, _ = build_app(ServeConfig(path=path))
     async with serve(app) as base, raw_session() as session:
         async with session.get(f"{base}/") as response:
             assert response.status == 200
