@@ -15,7 +15,7 @@ import random
 import shutil
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 import pytest
@@ -82,14 +82,16 @@ class Server:
 @contextlib.asynccontextmanager
 async def run_server(hub: rtlink.Hub | None = None, path: str = "/rt", port: int = 0,
                      handler_cancellation: bool = False,
+                     attach_options: Mapping[str, Any] | None = None,
                      **hub_options: Any) -> AsyncIterator[Server]:
     """Serve a hub (made from ``hub_options`` if not given) on a free loopback port, or
     on ``port`` (e.g. that of a server just stopped, to restart it in place).
-    ``handler_cancellation`` is aiohttp's (what ``rtlink serve`` sets)."""
+    ``handler_cancellation`` is aiohttp's (what ``rtlink serve`` sets);
+    ``attach_options`` go to :func:`rtlink.attach` (``api_keys``, ``allowed_origins``...)."""
     if hub is None:
         hub = rtlink.Hub(**hub_options)
     app = web.Application()
-    rtlink.attach(app, hub, path=path)
+    rtlink.attach(app, hub, path=path, **(attach_options or {}))
     runner = web.AppRunner(app, shutdown_timeout=2,
                            handler_cancellation=handler_cancellation)
     await runner.setup()

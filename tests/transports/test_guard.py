@@ -18,7 +18,7 @@ from aiohttp import web
 
 import rtlink
 from rtlink.codecs import get_codec
-from tests.support import Server, eventually, seconds
+from tests.support import Server, eventually, run_server, seconds
 from tests.transports.test_http_transports import EventStream
 from tests.transports.test_websocket import RawClient
 
@@ -30,18 +30,10 @@ CORS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Credentials")
 
 @contextlib.asynccontextmanager
 async def serve(hub: rtlink.Hub | None = None, **attach_options: Any) -> AsyncIterator[Server]:
-    """Like tests.support.run_server, with options for :func:`rtlink.attach`."""
+    """:func:`tests.support.run_server` with options for :func:`rtlink.attach`."""
     hub = hub or rtlink.Hub(channels={"*": rtlink.ChannelOptions(client_publish=True)})
-    app = web.Application()
-    rtlink.attach(app, hub, path="/rt", **attach_options)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server = Server(hub, runner, runner.addresses[0][1], "/rt")
-    try:
+    async with run_server(hub, attach_options=attach_options) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import rtlink
 from rtlink.protocol import Position
 from tests.conftest import FAST_RECONNECT
 from tests.redis_server import run_redis
-from tests.support import Server, collect, eventually, seconds
+from tests.support import Server, collect, eventually, run_server, seconds
 
 KEY = "k3y-for-tests-0123456789abcdef"
 OTHER_KEY = "another-key-for-tests-fedcba9876"
@@ -38,18 +38,11 @@ MSGPACK = {**BEARER, "Content-Type": "application/msgpack"}
 async def api_server(*, api_keys: Iterable[str] | None = (KEY,),
                      allowed_origins: Iterable[str] | None = None,
                      **hub_options: Any) -> AsyncIterator[Server]:
-    """Like :func:`tests.support.run_server`, with the publish API's ``attach`` options."""
-    hub = rtlink.Hub(**hub_options)
-    app = web.Application()
-    rtlink.attach(app, hub, api_keys=api_keys, allowed_origins=allowed_origins)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server = Server(hub, runner, runner.addresses[0][1], "/rt")
-    try:
+    """:func:`tests.support.run_server` with the publish API's ``attach`` options."""
+    async with run_server(attach_options={"api_keys": api_keys,
+                                          "allowed_origins": allowed_origins},
+                          **hub_options) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
