@@ -85,6 +85,10 @@ logger = logging.getLogger("rtlink.cli")
 PATH_PLACEHOLDER = "{{RTLINK_PATH}}"
 #: Seconds the server gives open requests to finish on shutdown.
 SHUTDOWN_TIMEOUT = 5.0
+#: Seconds an idle kept-alive HTTP connection stays open (what ``web.run_app`` uses;
+#: aiohttp's lower-level default is 3,630 s, which holds a descriptor per recent
+#: HTTP client for an hour).
+KEEPALIVE_TIMEOUT = 75.0
 #: Where clients' token commands look for the token when no --token-file is given.
 TOKEN_ENV = "RTLINK_TOKEN"
 #: Where ``rtlink token`` looks for the secret (as ``rtlink serve`` does).
@@ -711,6 +715,7 @@ async def _serve(app: web.Application, config: ServeConfig) -> int:
     # Handler cancellation: an SSE stream or a held poll whose client left is dropped
     # at once rather than at its next write (ping) or the end of the poll.
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT,
                            access_log_format=_ACCESS_LOG_FORMAT)
     await runner.setup()
     try:
