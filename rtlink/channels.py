@@ -25,7 +25,7 @@ from .auth import subject_of
 from .backends.base import HistoryPolicy
 from .codes import ErrorCode
 from .errors import ChannelError, FrameError
-from .protocol import validate_channel, validate_data
+from .protocol import validate_channel, validate_data, validate_key
 
 __all__ = ["ChannelOptions", "ChannelRules", "ChannelMatch", "USER_PLACEHOLDER"]
 
@@ -181,15 +181,18 @@ class ChannelRules:
             raise ChannelError(ErrorCode.FORBIDDEN, f"{channel!r} belongs to another user")
         return found.options
 
-    def check_publication(self, channel: str, data: Any) -> ChannelOptions:
+    def check_publication(self, channel: str, data: Any,
+                          key: str | None = None) -> ChannelOptions:
         """Validate a server-side publish and return the channel's options.
 
         Raises:
-            ChannelError: invalid or unknown channel, or data no codec can carry.
+            ChannelError: invalid or unknown channel, data no codec can carry, or an
+                idempotency key that is not 1-128 characters.
         """
         try:
             validate_channel(channel)
             validate_data(data)
+            validate_key(key)
         except FrameError as exc:
             raise ChannelError(exc.error_code, str(exc)) from None
         return self.options(channel)

@@ -222,10 +222,11 @@ class Hub:
                 channel's ``key_ttl`` returns the first position and publishes nothing.
 
         Raises:
-            ChannelError: invalid or unknown channel, or data no codec can carry.
+            ChannelError: invalid or unknown channel, data no codec can carry, or a
+                key that is not 1-128 characters.
             BackendError: the backend failed; nothing was published.
         """
-        options = self.rules.check_publication(channel, data)
+        options = self.rules.check_publication(channel, data, key)
         return await self._publish(channel, data, key, options)
 
     @property

@@ -60,6 +60,7 @@ __all__ = [
     "SERVER_FRAMES",
     "validate_channel",
     "validate_data",
+    "validate_key",
     "parse_client_frame",
     "parse_server_frame",
     "decode_client_message",
@@ -357,6 +358,17 @@ def validate_channel(channel: Any, request_id: int | None = None) -> str:
     return channel
 
 
+def validate_key(key: Any, request_id: int | None = None) -> str | None:
+    """Return ``key`` if it is None or a valid idempotency key, else raise
+    :class:`FrameError`.
+
+    An idempotency key is a string of 1–128 characters, any except lone surrogates
+    (which no codec can carry).
+    """
+    return _string({"key": key}, "key", request_id, optional=True,  # type: ignore[no-any-return]
+                   max_length=MAX_KEY_LENGTH)
+
+
 def validate_data(data: Any, request_id: int | None = None) -> Any:
     """Return ``data`` if every codec can carry it, else raise :class:`FrameError`.
 
@@ -477,7 +489,7 @@ def _parse_publish(raw: Mapping[str, Any]) -> Publish:
     channel = validate_channel(raw.get("channel"), rid)
     if "data" not in raw:
         raise FrameError("publish needs data", request_id=rid)
-    key = _string(raw, "key", rid, optional=True, max_length=MAX_KEY_LENGTH)
+    key = validate_key(raw.get("key"), rid)
     return Publish(rid, channel, validate_data(raw["data"], rid), key)  # type: ignore[arg-type]
 
 

@@ -78,13 +78,14 @@ class Publisher:
 
         Raises:
             RuntimeError: the publisher was not started.
-            ChannelError: invalid or unknown channel, or data no codec can carry.
+            ChannelError: invalid or unknown channel, data no codec can carry, or a
+                key that is not 1-128 characters.
             BackendUnavailable: the engine cannot be reached; retry later.
             BackendError: the engine refused the publish.
         """
         if not self._started:
             raise RuntimeError("Publisher not started: use 'async with' or call start()")
-        options = self.rules.check_publication(channel, data)
+        options = self.rules.check_publication(channel, data, key)
         result = await self.backend.publish(channel, data, key=key, policy=options.policy)
         return result.position
 

@@ -47,6 +47,21 @@ async def test_refuses_what_a_hub_would_refuse(channel: str, data: object, code:
         assert same.value.code == code
 
 
+@pytest.mark.parametrize("key", ["", "k" * 129, "\udfff"], ids=repr)
+async def test_hub_and_publisher_refuse_keys_the_protocol_refuses(key: str) -> None:
+    """The wire protocol's limits (1-128 characters, no lone surrogates) hold for
+    server-side publishes too, and a refused publish publishes nothing."""
+    async with rtlink.Publisher(channels={"news:*": rtlink.ChannelOptions()}) as publisher:
+        with pytest.raises(rtlink.ChannelError, match="key") as info:
+            await publisher.publish("news:a", 1, key=key)
+        assert info.value.code == ErrorCode.BAD_REQUEST
+    async with rtlink.Hub(channels={"news:*": rtlink.ChannelOptions()}) as hub:
+        with pytest.raises(rtlink.ChannelError, match="key") as same:
+            await hub.publish("news:a", 1, key=key)
+        assert same.value.code == ErrorCode.BAD_REQUEST
+        assert (await hub.publish("news:a", 1, key="k" * 128)).offset == 1
+
+
 async def test_must_be_started() -> None:
     publisher = rtlink.Publisher()
     with pytest.raises(RuntimeError, match="not started"):

@@ -52,6 +52,7 @@ from ..protocol import (
     encode_frame,
     validate_channel,
     validate_data,
+    validate_key,
 )
 from .events import Events
 from .outbox import Outbox, OutboxEntry
@@ -350,13 +351,14 @@ class Client:
             OutboxFull: too many publishes are waiting already.
             PublishError: the server refused it (e.g. forbidden, too large).
             ClientClosed: the client stopped before the publish was acknowledged.
-            ValueError: invalid channel name or data.
+            ValueError: invalid channel name, data or key (1-128 characters).
         """
         if self._closed_by is not None:
             raise self._closed_by
         try:
             validate_channel(channel)
             validate_data(data)
+            validate_key(key)
         except FrameError as exc:
             raise ValueError(str(exc)) from None
         future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()

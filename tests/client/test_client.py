@@ -380,6 +380,9 @@ async def test_invalid_input_is_refused_locally(make_client) -> None:
             for data in (float("nan"), float("inf"), b"bytes", {1: "int key"}, {"a": object()}):
                 with pytest.raises(ValueError):
                     await client.publish("chat", data)
+            for key in ("", "k" * 129, "\udfff"):
+                with pytest.raises(ValueError, match="key"):
+                    await client.publish("chat", 1, key=key)
             assert client.outbox_size == 0
             sub = client.subscribe("chat")
             with pytest.raises(ValueError, match="already subscribed"):
