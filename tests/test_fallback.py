@@ -25,6 +25,7 @@ DEADLINE = 1.0
 
 
 async def negotiate(url: str, codec: str, feed: Feed, expect: str,
+                    failures: list[str] | None = None,
                     **options: Any) -> tuple[rtlink.Client, float, list[str]]:
     """Connect preferring WebSocket, check the transport it ends on and the timing.
 
@@ -36,6 +37,9 @@ async def negotiate(url: str, codec: str, feed: Feed, expect: str,
     tried: list[str] = []
     client.on("state", lambda change: tried.append(change.transport)
               if change.new_state is rtlink.ConnectionState.CONNECTING else None)
+    if failures is not None:  # the reason of each failed attempt
+        client.on("state", lambda change: failures.append(change.reason)
+                  if change.new_state is rtlink.ConnectionState.DISCONNECTED else None)
     started = time.monotonic()
     subscription = client.subscribe(feed.channel, since=feed.start)
     await asyncio.wait_for(client.connect(), seconds(DEADLINE * 4 + 5))
@@ -70,9 +74,13 @@ async def server() -> AsyncIterator[Server]:
 
 async def test_proxy_stripping_upgrade_ends_on_sse(server: Server, codec: str) -> None:
     async with run_nginx(server.port, "strip_upgrade") as proxy, Feed(server) as feed:
-        client, elapsed, tried = await negotiate(proxy.url(server.path), codec, feed, "sse")
+        failures: list[str] = []
+        client, elapsed, tried = await negotiate(proxy.url(server.path), codec, feed, "sse",
+                                                 failures)
         try:
             assert tried[:2] == ["websocket", "sse"]
+            # Said in words: the server refused the plain GET the proxy made of it.
+            assert failures[0] == "WebSocket handshake failed: HTTP 400", failures
             assert elapsed < DEADLINE + 2
             await drain_exactly_once(client, feed)
         finally:

@@ -117,6 +117,21 @@ class StateChange:
     transport: str | None = None
 
 
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a connection attempt failed, in words for state events and logs: the HTTP
+    status a server or proxy answered with rather than aiohttp's exception text."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        # 101 with wrong headers (a proxy that answers the upgrade itself) has a message
+        # that tells what; other statuses come with a generic one.
+        detail = f": {exc.message}" if exc.status == 101 else ""
+        return f"WebSocket handshake failed: HTTP {exc.status}{detail}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status} {exc.message}".rstrip()
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
 class Client:
     """An rtlink client for asyncio.
 
@@ -398,7 +413,7 @@ class Client:
             except ProtocolError as exc:
                 code, reason = CloseCode.ABNORMAL, f"server sent an invalid message: {exc}"
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                reason = describe_failure(exc)
             except Exception as exc:  # e.g. the token function failed: retry, never die
                 logger.exception("rtlink client connection attempt failed")
                 reason = f"{type(exc).__name__}: {exc}"
