@@ -155,6 +155,19 @@ def _config(prefix: Path, port: int, upstream_ports: Sequence[int], mode: str,
                    + _server(inner, upstream, _BUFFERING_INNER, extra))
     else:
         servers = _server(listen, upstream, _LOCATIONS[mode], extra)
+    return nginx_config(prefix, f"""
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+{group}{servers}""")
+
+
+def nginx_config(prefix: Path, http_block: str, worker_connections: int = 256) -> str:
+    """A whole nginx.conf around ``http_block`` (the inside of ``http { }``): one
+    process in the foreground whose pid file, error log, access log (``METHOD URI
+    STATUS UPSTREAM-ADDRESS`` per request, see :attr:`Proxy.access_log`) and temporary
+    files all live in ``prefix``."""
     # Single process (master_process off): no worker to switch to another user, so the
     # same config works as root and not, and SIGQUIT/SIGKILL reach the only process.
     return f"""
@@ -165,7 +178,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log info;
 
 events {{
-    worker_connections 256;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -177,12 +190,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     default_type application/octet-stream;
-
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ''      close;
-    }}
-{group}{servers}
+{http_block}
 }}
 """
 

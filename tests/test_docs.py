@@ -42,7 +42,7 @@ from rtlink.config import SERVE_OPTIONS
 
 from .conftest import FAST_RECONNECT
 from .proxy import Proxy as NginxProxy
-from .proxy import require_nginx
+from .proxy import nginx_config, require_nginx
 from .redis_server import RedisServer
 from .support import collect, find_binary, free_port, missing_component, seconds
 
@@ -230,30 +230,6 @@ class Proxy(NginxProxy):
         return f"https://127.0.0.1:{self.https_port}"
 
 
-def nginx_config(block: str, prefix: Path) -> str:
-    """A whole nginx.conf around an ``http``-context block of the documentation: the
-    process, its pid file, logs and temporary files in ``prefix``."""
-    temp_paths = "".join(f"    {kind}_temp_path {prefix}/{kind};\n"
-                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{
-    worker_connections 1024;
-}}
-http {{
-    log_format upstream '$request_method $uri $status $upstream_addr';
-    access_log {prefix}/access.log upstream;
-{temp_paths}    default_type application/octet-stream;
-
-{block}
-}}
-"""
-
-
 def nginx_replacements(node_ports: list[int], https_port: int, http_port: int,
                        cert: Path, key: Path) -> dict[str, str]:
     return {
@@ -279,7 +255,7 @@ def documented_proxy(kind: str, node_ports: list[int],
             block = replaced(the_block(OPERATIONS, "nginx", "upstream rtlink_nodes"),
                              nginx_replacements(node_ports, https_port, http_port, cert, key))
             config = directory / "nginx.conf"
-            config.write_text(nginx_config(block, directory))
+            config.write_text(nginx_config(directory, block, worker_connections=1024))
             command = [require_nginx(), "-p", f"{directory}/", "-c", str(config)]
         elif kind == "haproxy":
             pem = directory / "both.pem"
@@ -330,7 +306,7 @@ def test_every_nginx_block_of_the_operations_guide_passes_nginx_t(
         block = block.replace("/etc/ssl/rt.example.com/fullchain.pem", str(cert))
         block = block.replace("/etc/ssl/rt.example.com/privkey.pem", str(key))
         config = prefix / "nginx.conf"
-        config.write_text(nginx_config(block, prefix))
+        config.write_text(nginx_config(prefix, block, worker_connections=1024))
         result = subprocess.run([nginx, "-t", "-p", f"{prefix}/", "-c", str(config)],
                                 capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, f"nginx block {number}:\n{block}\n{result.stderr}"
