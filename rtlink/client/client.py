@@ -117,7 +117,6 @@ class StateChange:
     transport: str | None = None
 
 
-
 def describe_failure(exc: BaseException) -> str:
     """Why a connection attempt failed, in words for state events and logs: the HTTP
     status a server or proxy answered with rather than aiohttp's exception text."""
@@ -131,6 +130,7 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
 
 class Client:
     """An rtlink client for asyncio.
