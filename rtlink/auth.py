@@ -329,7 +329,9 @@ class TokenAuth:
             claims: dict[str, Any] = jwt.decode(
                 text, self._key, algorithms=_ALGORITHMS, issuer=self.issuer,
                 audience=self.audience, leeway=self.leeway,
-                options={"require": ["sub"]},
+                # The type of "sub" is checked below, the same way on every PyJWT
+                # (2.10 added its own check; older releases accept any type).
+                options={"require": ["sub"], "verify_sub": False},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError(f"{what} expired") from None
@@ -345,10 +347,16 @@ class TokenAuth:
             raise AuthenticationError(f"{what} audience is not accepted") from None
         except jwt.ImmatureSignatureError:
             raise AuthenticationError(f"{what} is not valid yet") from None
-        except jwt.DecodeError as exc:
-            raise AuthenticationError(f"malformed {what}: {exc}") from None
+        except jwt.DecodeError:
+            # PyJWT's own text differs between its releases ("Invalid header padding",
+            # "Invalid header string: ..."); a refusal reason is part of the wire.
+            raise AuthenticationError(
+                f"malformed {what}: not a JWT (base64url header.payload.signature)"
+            ) from None
         except jwt.InvalidTokenError as exc:
             raise AuthenticationError(f"invalid {what}: {exc}") from None
+        if not isinstance(claims["sub"], str):
+            raise AuthenticationError(f"{what} 'sub' claim must be a string")
         if not claims["sub"]:
             raise AuthenticationError(f"{what} has an empty 'sub' claim")
         return claims

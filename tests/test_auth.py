@@ -32,11 +32,13 @@ from rtlink.auth import (
     subject_of,
 )
 from rtlink.backends.redis import RedisBackend
-from tests.redis_server import RedisServer
 from tests.support import collect, eventually, free_port, run_server, seconds
+from tests.support.redis_server import RedisServer
 
 SECRET = "test-secret-" + "x" * 32
 OTHER_SECRET = "another-secret-" + "y" * 32
+#: The refusal of anything that does not decode as a JWT (the same on every PyJWT).
+MALFORMED = "malformed token: not a JWT (base64url header.payload.signature)"
 S = rtlink.ConnectionState
 
 #: Raw endpoints: the three transports, and POST /send of the HTTP ones.
@@ -164,14 +166,14 @@ def test_a_token_minted_by_plain_pyjwt_is_accepted_and_vice_versa() -> None:
         (plain_jwt({"sub": "alice"}, OTHER_SECRET), "token signature is invalid"),
         (plain_jwt({"exp": int(time.time()) + 60}), "token has no 'sub' claim"),
         (plain_jwt({"sub": ""}), "token has an empty 'sub' claim"),
-        (plain_jwt({"sub": 42}), "invalid token: Subject must be a string"),
+        (plain_jwt({"sub": 42}), "token 'sub' claim must be a string"),
         (plain_jwt({"sub": "alice", "nbf": int(time.time()) + 600}), "token is not valid yet"),
         (plain_jwt({"sub": "alice", "aud": "other-app"}), "token audience is not accepted"),
         (jwt.encode({"sub": "alice"}, SECRET * 2, algorithm="HS512"),
          "token is not signed with HS256"),
         (jwt.encode({"sub": "alice"}, None, algorithm="none"), "token is not signed with HS256"),
-        ("not.a.jwt", "malformed token: Invalid header padding"),
-        ("garbage", "malformed token: Not enough segments"),
+        ("not.a.jwt", MALFORMED),
+        ("garbage", MALFORMED),
         ("", "empty token"),
     ],
     ids=["expired", "bad-signature", "missing-sub", "empty-sub", "numeric-sub", "not-yet",
@@ -368,7 +370,7 @@ async def test_a_token_in_the_url_only_with_allow_query_token(
         frame = await first_frame(http, server, endpoint, query={"token": auth.mint("alice")})
         assert frame["type"] == accepted(endpoint)
         assert await first_frame(http, server, endpoint, query={"token": "bad"}) == refused(
-            "malformed token: Not enough segments")
+            MALFORMED)
         assert await first_frame(http, server, endpoint) == refused("authentication required")
 
 
@@ -380,7 +382,7 @@ async def test_anonymous_admits_no_credentials_but_not_bad_ones(
             assert (await first_frame(http, server, endpoint))["type"] == accepted(endpoint)
             assert await first_frame(http, server, endpoint,
                                      headers=bearer("bad.token.here")) == refused(
-                "malformed token: Invalid header padding")
+                MALFORMED)
 
 
 async def test_the_python_client_sends_a_bearer_header_on_every_transport(
@@ -504,6 +506,7 @@ async def test_a_ticket_is_refused_with_1011_while_the_backend_cannot_claim_it(
             rtlink.CloseCode.INTERNAL_ERROR, "authentication failed")
 
 
+@pytest.mark.slow
 async def test_a_ticket_expires_after_ticket_ttl(http: aiohttp.ClientSession) -> None:
     auth = TokenAuth(SECRET, ticket_ttl=1, leeway=0)
     async with run_server(authenticate=auth) as server:
@@ -570,6 +573,7 @@ async def test_a_token_expired_within_the_leeway_connects_and_gets_4003_at_once(
                                  headers=bearer(very_stale)) == refused("token expired")
 
 
+@pytest.mark.slow
 async def test_a_ticket_connection_ends_with_4003_when_the_token_expires(
     http: aiohttp.ClientSession,
 ) -> None:
@@ -590,6 +594,8 @@ async def test_a_ticket_connection_ends_with_4003_when_the_token_expires(
         await eventually(lambda: not server.hub.connections, message="connection dropped")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["json"])  # expiry is the same in both; each takes ~5 s
 @pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
 async def test_expiry_closes_with_4003_and_the_client_resumes_with_a_fresh_token(
     make_client: Any, transport: str

@@ -534,7 +534,7 @@ class RedisBackend(Backend):
             for i in range(0, len(names), 1000):
                 await pubsub.subscribe(*names[i : i + 1000])
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             raise
         self._pubsub = pubsub
         self._connected.set()
@@ -568,7 +568,7 @@ class RedisBackend(Backend):
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
         for feed in self._feeds.values():
             if feed.state == _LIVE:
                 feed.state = _RESUBSCRIBING
