@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # (otherwise the rows that need them say "not measured").
 source .ci/need.sh
 if [ "$(id -u)" = 0 ]; then export INSTALL_MISSING=true; fi
-need nginx nginx-light  # connect: fallback behind a buffering proxy (tests/proxy.py)
+need nginx nginx-light  # connect: fallback behind a buffering proxy (tests/support/proxy.py)
 need redis-server redis-server  # redis: publish throughput
 # shellcheck source=../.ci/venv.sh
 source .ci/venv.sh bench

@@ -8,8 +8,8 @@ machine may already run.
     async with redis_server() as redis_url: ...                 # redis://127.0.0.1:<port>/0
     async with nginx(site_config, port=8082, upstream_port=app_port): ...
 
-The test suite has its own, fault-injecting versions (tests/proxy.py,
-tests/redis_server.py); these stay small and depend on nothing but the standard library.
+The test suite has its own, fault-injecting versions (tests/support/proxy.py,
+tests/support/redis_server.py); these stay small and depend on nothing but the standard library.
 """
 
 from __future__ import annotations

@@ -1,19 +1,35 @@
-"""Shared fixtures: both codecs, and fast-reconnecting clients."""
+"""Shared fixtures (both codecs, fast-reconnecting clients, a throw-away Redis) and the
+markers that tests/README.md describes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import rtlink
 from rtlink.client.client import forget_transports
+from tests.support import FAST_RECONNECT
+from tests.support.redis_server import RedisServer, run_redis
 
-from .redis_server import RedisServer, run_redis
+_E2E = Path(__file__).parent / "e2e"
 
-#: Reconnect quickly in tests; the backoff itself is tested in tests/test_backoff.py.
-FAST_RECONNECT: dict[str, Any] = {"backoff_base": 0.02, "backoff_cap": 0.2}
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what the markers can tell from where a test is and what it asks for:
+    everything under tests/e2e/ is ``slow`` (the fast lane leaves it out), a test with
+    the ``chromium`` fixture is ``browser``, one with ``redis_server`` is ``redis``.
+    Tests that start Redis or a proxy themselves carry the marker in their module."""
+    for item in items:
+        if item.path.is_relative_to(_E2E):
+            item.add_marker(pytest.mark.slow)
+        fixtures = getattr(item, "fixturenames", ())
+        if "chromium" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        if "redis_server" in fixtures:
+            item.add_marker(pytest.mark.redis)
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +72,6 @@ def make_client(codec: str, transport: str):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One throw-away Redis for the session (tests that restart or kill it use their
-    own :func:`tests.redis_server.run_redis`). Tests share it through unique names."""
+    own :func:`tests.support.redis_server.run_redis`). Tests share it through unique names."""
     with run_redis() as server:
         yield server

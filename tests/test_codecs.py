@@ -178,6 +178,7 @@ def test_json_decode_ignores_blank_lines_and_crlf() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(frames, min_size=1, max_size=4))
 @codec_ids
+@pytest.mark.slow
 def test_batch_round_trip_property(codec: Codec, batch: list[dict[str, Any]]) -> None:
     message = codec.join(codec.encode(frame) for frame in batch)
     assert codec.decode(message) == batch
@@ -379,6 +380,7 @@ def mutated_msgpack(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(mutated_msgpack())
+@pytest.mark.slow
 def test_fuzz_msgpack_mutations(message: bytes) -> None:
     check_decode(MSGPACK, message)
 
@@ -392,6 +394,7 @@ def test_msgpack_every_truncation_of_the_corpus_fails() -> None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(frames, min_size=1, max_size=3), st.data())
+@pytest.mark.slow
 def test_msgpack_truncated_batch_never_decodes(batch: list[dict[str, Any]], data: Any) -> None:
     encoded = [MSGPACK.encode(f) for f in batch]
     message = MSGPACK.join(encoded)

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtlink.codes import CloseCode, ErrorCode, is_temporary, should_reconnect
-
-from .support import find_binary, missing_component
+from tests.support import find_binary, missing_component
 
 # Every CloseCode member and whether a client reconnects after it. Listing them all
 # (instead of deriving the answer from the range) makes adding a member without

@@ -4,7 +4,7 @@ their source; and ``rtlink serve --print-config``, which shows the result.
 
 The loader is tested directly with real files; the command (``main``) in this process,
 since ``--print-config`` and usage errors never start a server. What the settings do
-over the wire is in tests/test_cli.py.
+over the wire is in tests/e2e/test_cli.py.
 """
 
 from __future__ import annotations

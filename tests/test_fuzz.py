@@ -6,7 +6,7 @@ survives a round trip through both codecs), or a documented exception type from
 exception of any other type fails the test with the input that caused it.
 
 The number of inputs each test ran is checked against its target and printed at the
-end of the run (tests/fuzzing.py); the transports are fuzzed through a real server in
+end of the run (tests/support/fuzzing.py); the transports are fuzzed through a real server in
 tests/transports/test_fuzz_http.py. The targets here (8,700 inputs) and there (2,100)
 add up to the 10,800 inputs of every CI run (issue 6 asks for at least 10,000), in
 about 30 s on a 2-core machine; cheap inputs (random bytes) get the largest share.
@@ -42,8 +42,7 @@ from rtlink.protocol import (
     encode_frames,
 )
 from rtlink.transports.http import format_cursor, parse_subscriptions
-
-from .fuzzing import (
+from tests.support.fuzzing import (
     TOKEN_SECRET,
     Tally,
     client_frames,
@@ -58,6 +57,8 @@ from .fuzzing import (
     server_message,
     tokens,
 )
+
+pytestmark = pytest.mark.slow
 
 RecordProperty = Callable[[str, object], None]
 

@@ -194,6 +194,7 @@ async def test_send_requests_share_a_bucket_per_address_and_identity(http) -> No
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+@pytest.mark.slow
 async def test_an_offline_outbox_flushed_against_the_limit_arrives_once_in_order(
     transport: str, caplog: pytest.LogCaptureFixture,
 ) -> None:

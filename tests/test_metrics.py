@@ -25,8 +25,8 @@ from rtlink.errors import BackendUnavailable
 from rtlink.metrics import METRIC_NAMES
 from rtlink.protocol import Position
 from rtlink.stats import LatencyHistogram, close_code_label, fallback_reason
-from tests.redis_server import run_redis
 from tests.support import Server, collect, eventually, relay_to, run_server, take_offline
+from tests.support.redis_server import run_redis
 
 #: Reconnect at once in these tests (the backoff is tested elsewhere).
 FAST: dict[str, Any] = {"backoff_base": 0.02, "backoff_cap": 0.2}
@@ -158,6 +158,7 @@ async def test_two_hubs_in_one_process_keep_their_own_numbers() -> None:
 # --- connections -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_open_connections_by_transport_and_how_they_ended() -> None:
     # Short polls and pings: the server notices a stream or a poll whose client left
     # at its next write (without handler cancellation, as aiohttp's default).
@@ -257,6 +258,7 @@ async def test_deliveries_count_each_subscriber_of_each_publication() -> None:
     assert after("rtlink_backend_latency_seconds_count", operation="history") == subscribers
 
 
+@pytest.mark.redis
 async def test_a_publish_the_backend_fails_is_counted_as_an_error() -> None:
     with run_redis() as redis:
         backend = RedisBackend(redis.url, prefix="metrics", socket_timeout=1)
@@ -359,6 +361,7 @@ async def test_a_stalled_reader_is_counted_as_a_slow_consumer_disconnect() -> No
 
 
 @pytest.mark.parametrize("fallback_to", ["sse", "longpoll"])
+@pytest.mark.slow
 async def test_a_client_falling_back_says_why_once(fallback_to: str) -> None:
     async with metrics_server(channels=HISTORY, poll_timeout=0.2) as server, \
             relay_to(server) as relay:
@@ -381,6 +384,7 @@ async def test_a_client_falling_back_says_why_once(fallback_to: str) -> None:
     assert metrics("rtlink_connections_accepted_total", transport="websocket") >= 1
 
 
+@pytest.mark.slow
 async def test_a_transport_that_keeps_going_silent_falls_back_as_silent() -> None:
     # Pings every 0.3 s: a client hears nothing for 0.6 s and calls it silent (4000).
     async with metrics_server(ping_interval=0.3, pong_timeout=0.3) as server, \

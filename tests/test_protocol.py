@@ -159,6 +159,7 @@ def test_frame_tables_match_frame_classes() -> None:
 # 1,000 frames, each encoded and decoded with both codecs: 1,000 examples per codec.
 @quick(1000)
 @given(any_frames)
+@pytest.mark.slow
 def test_every_frame_round_trips_through_both_codecs(frame: Frame) -> None:
     for codec in ALL_CODECS:
         encoded = encode_frame(codec, frame)
@@ -322,6 +323,7 @@ def assert_reencodable(frame: Frame) -> None:
 
 @quick(1000)
 @given(st.one_of(raw_frames, weird_values, mutated_wire_frames()))
+@pytest.mark.slow
 def test_fuzz_parsers_raise_only_protocol_errors(raw: Any) -> None:
     frame = check_parse(parse_client_frame, raw)
     event(f"client parser: {type(frame).__name__ if frame else 'error'}")
@@ -342,6 +344,7 @@ def test_fuzz_parsers_raise_only_protocol_errors(raw: Any) -> None:
     weird_values,
     st.none() | weird_scalars,
 )
+@pytest.mark.slow
 def test_fuzz_valid_requests_with_weird_data(
     type_: str, rid: int, channel: str, data: Any, key: Any
 ) -> None:

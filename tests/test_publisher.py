@@ -7,9 +7,8 @@ import pytest
 import rtlink
 from rtlink.backends import MemoryBackend
 from rtlink.codes import ErrorCode
-
-from .redis_server import RedisServer, run_redis
-from .support import collect, run_server
+from tests.support import collect, run_server
+from tests.support.redis_server import RedisServer, run_redis
 
 
 async def test_publishes_into_the_backend_with_the_channel_policy() -> None:
@@ -79,6 +78,7 @@ async def test_every_node_delivers_what_a_publisher_sends(redis_server: RedisSer
                     assert [m.position for m in await collect(sub, 10)] == sent
 
 
+@pytest.mark.redis
 async def test_an_unavailable_redis_is_a_clear_error_for_hub_and_publisher() -> None:
     with run_redis() as redis_server:
         async with rtlink.Hub(backend=redis_server.url) as hub, \

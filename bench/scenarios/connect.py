@@ -15,7 +15,7 @@ timed with ``time.perf_counter()`` from the moment the TCP connection is started
   ``subscribed`` and the replayed ``publication`` at once.
 - Fallback: the real Python client (``rtlink.Client`` with its default transports and
   timeouts) behind an nginx that strips ``Upgrade`` and buffers streamed responses
-  (tests/proxy.py, mode ``strip_upgrade_buffering``): time from ``connect()`` until it
+  (tests/support/proxy.py, mode ``strip_upgrade_buffering``): time from ``connect()`` until it
   is connected, on long polling (target: 3 s); in full mode also with
   ``connect_timeout=1`` (the SSE attempt the proxy holds costs one ``connect_timeout``).
 
@@ -114,7 +114,7 @@ async def fallback_once(port: int, connect_timeout: float | None) -> tuple[float
     nginx, and the transport the client ended on."""
     import rtlink
     from rtlink.client.client import forget_transports
-    from tests.proxy import run_nginx
+    from tests.support.proxy import run_nginx
 
     forget_transports()  # every run starts from WebSocket, as a new page would
     async with run_nginx(port, "strip_upgrade_buffering") as proxy:
@@ -132,9 +132,9 @@ async def fallback_once(port: int, connect_timeout: float | None) -> tuple[float
 def nginx_available() -> str | None:
     """None when the fallback can run, else why not."""
     try:
-        from tests.proxy import NGINX
+        from tests.support.proxy import NGINX
     except ImportError as error:  # tests/ needs pytest (the dev extra)
-        return f"tests/proxy.py not importable ({error}); install the dev extra"
+        return f"tests/support/proxy.py not importable ({error}); install the dev extra"
     return None if NGINX else "nginx is not installed"
 
 

@@ -15,10 +15,12 @@ from rtlink.backends import Backend, HistoryPolicy
 from rtlink.backends.redis import RedisBackend
 from rtlink.errors import BackendUnavailable
 from rtlink.protocol import Position, Publication
+from tests.support import Relay, eventually, free_port
+from tests.support.redis_server import RedisServer, run_redis
 
-from ..redis_server import RedisServer, run_redis
-from ..support import Relay, eventually, free_port
 from .contract import BackendContract
+
+pytestmark = pytest.mark.redis
 
 
 class TestRedisBackendContract(BackendContract):
@@ -264,6 +266,7 @@ async def eventually_publish(backend: RedisBackend, channel: str) -> Position:
     raise AssertionError("Redis did not come back")
 
 
+@pytest.mark.slow
 async def test_a_silent_pubsub_connection_is_detected_by_ping() -> None:
     with run_redis() as redis_server:
         relay = await Relay(redis_server.port).start()

@@ -229,6 +229,7 @@ def token_checker(calls: list[str | None]) -> Any:
     return authenticate
 
 
+@pytest.mark.slow
 async def test_unauthorized_client_stops_without_reconnecting(make_client) -> None:
     calls: list[str | None] = []
     async with run_server(authenticate=token_checker(calls)) as server:
@@ -471,6 +472,7 @@ class FlakyBackend(MemoryBackend):
         return await super().publish(channel, data, key=key, policy=policy)
 
 
+@pytest.mark.slow
 async def test_temporary_publish_error_is_retried_until_it_succeeds_once(make_client) -> None:
     backend = FlakyBackend()
     backend.down = True
@@ -535,6 +537,7 @@ class RetryRounds:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+@pytest.mark.slow
 async def test_a_burst_of_refused_publishes_is_retried_in_rounds(
     make_client, transport: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -565,6 +568,7 @@ async def test_a_burst_of_refused_publishes_is_retried_in_rounds(
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+@pytest.mark.slow
 async def test_refused_subscriptions_are_retried_together_in_rounds(
     make_client, transport: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -804,6 +808,7 @@ async def test_subscribe_from_a_connected_callback_subscribes_once(make_client) 
 
 
 @pytest.mark.parametrize("transport", ["sse", "longpoll"])
+@pytest.mark.slow
 async def test_http_transport_client_stays_connected_through_server_pings(
         make_client, transport: str) -> None:
     """Pings need no answer on SSE (6.6): the client must not treat the empty answer
@@ -818,6 +823,7 @@ async def test_http_transport_client_stays_connected_through_server_pings(
 
 
 @pytest.mark.parametrize("transport", ["sse", "longpoll"])
+@pytest.mark.slow
 async def test_subscribe_while_the_http_request_is_on_its_way(make_client, transport: str) -> None:
     """A subscription made after the stream/poll request left, before its welcome,
     is carried by a new request once connected."""
@@ -842,6 +848,7 @@ async def test_subscribe_while_the_http_request_is_on_its_way(make_client, trans
 
 
 @pytest.mark.parametrize("transport", ["sse", "longpoll"])
+@pytest.mark.slow
 async def test_http_transport_refusal_of_a_confirmed_channel_ends_it(
         make_client, transport: str) -> None:
     """Every stream/poll subscribes again: a channel confirmed before and refused now

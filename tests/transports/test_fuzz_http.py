@@ -50,7 +50,8 @@ from rtlink.protocol import (
     parse_server_frame,
 )
 from rtlink.transports.http import parse_subscriptions
-from tests.fuzzing import (
+from tests.support import Server, run_server, seconds
+from tests.support.fuzzing import (
     TOKEN_SECRET,
     Tally,
     client_message,
@@ -60,7 +61,8 @@ from tests.fuzzing import (
     register_summary,
     tokens,
 )
-from tests.support import Server, run_server, seconds
+
+pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
 RecordProperty = Callable[[str, object], None]

@@ -116,6 +116,7 @@ async def test_sse_resumes_from_subs_and_from_last_event_id(http, codec) -> None
         stream.response.close()
 
 
+@pytest.mark.slow
 async def test_sse_pings_as_events_and_is_not_closed_for_silence(http, codec) -> None:
     async with run_server(ping_interval=0.05, pong_timeout=0.05) as server:
         stream = await open_stream(http, server, codec, subs(news=None))
@@ -175,6 +176,7 @@ async def poll(http: aiohttp.ClientSession, server: Any, codec: str,
         return get_codec(codec).decode(await r.read())
 
 
+@pytest.mark.slow
 async def test_long_poll_answers_at_once_with_news_and_holds_without(http, codec) -> None:
     async with run_server(channels=PUBLISH, poll_timeout=0.5) as server:
         fresh = await poll(http, server, codec, subs(news=None))
@@ -293,6 +295,7 @@ async def test_info_lists_enabled_transports_and_disabled_ones_are_not_mounted(h
         rtlink.attach(web.Application(), rtlink.Hub(), transports=["carrier-pigeon"])
 
 
+@pytest.mark.slow
 async def test_a_publication_during_a_later_channels_setup_answers_the_poll(http) -> None:
     from rtlink.backends.memory import MemoryBackend
 

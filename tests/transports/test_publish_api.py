@@ -23,9 +23,8 @@ from multidict import CIMultiDict
 
 import rtlink
 from rtlink.protocol import Position
-from tests.conftest import FAST_RECONNECT
-from tests.redis_server import run_redis
-from tests.support import Server, collect, eventually, run_server, seconds
+from tests.support import FAST_RECONNECT, Server, collect, eventually, run_server, seconds
+from tests.support.redis_server import run_redis
 
 KEY = "k3y-for-tests-0123456789abcdef"
 OTHER_KEY = "another-key-for-tests-fedcba9876"
@@ -438,6 +437,7 @@ async def test_a_larger_body_is_refused_with_413(http: aiohttp.ClientSession) ->
         assert (await publish_json(http, server, "a", 2)).offset == 1
 
 
+@pytest.mark.slow
 async def test_a_chunked_body_that_never_ends_is_refused_with_413(
         http: aiohttp.ClientSession) -> None:
     # No Content-Length: the server must stop reading at the limit, not at the end.
@@ -541,6 +541,7 @@ async def test_other_methods_get_405(http: aiohttp.ClientSession) -> None:
 # --- backend failures -------------------------------------------------------------------
 
 
+@pytest.mark.redis
 async def test_a_stopped_redis_answers_503_and_the_server_recovers(
         http: aiohttp.ClientSession) -> None:
     with run_redis() as redis:
@@ -565,6 +566,7 @@ async def test_a_stopped_redis_answers_503_and_the_server_recovers(
     assert before.offset == 1
 
 
+@pytest.mark.redis
 async def test_a_redis_refusing_writes_answers_503_and_publishes_nothing(
         http: aiohttp.ClientSession) -> None:
     with run_redis() as redis:

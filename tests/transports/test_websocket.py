@@ -295,6 +295,7 @@ async def test_server_pings_and_closes_a_silent_client_with_4000(raw) -> None:
         assert not server.hub.connections
 
 
+@pytest.mark.slow
 async def test_a_client_that_answers_pings_stays_connected(raw) -> None:
     async with run_server(ping_interval=0.05, pong_timeout=0.05) as server:
         client = await raw(server)

@@ -3,7 +3,7 @@
 Each test loads a page same-origin with a real rtlink server -- directly, through the
 fault-injecting relay, or through a real nginx -- creates ``window.client`` there and
 checks what the page saw against what Python published or received. The scenarios
-mirror the Python client's (tests/test_fallback.py, tests/test_resume.py).
+mirror the Python client's (tests/e2e/test_fallback.py, tests/e2e/test_resume.py).
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ from aiohttp import web
 
 import rtlink
 from rtlink.cli import build_app
-from tests.proxy import run_nginx
 from tests.support import Feed, Server, collect, eventually, relay_to, seconds
-
-from .browser import Chromium, add_test_page, expect, page_url, run_page_server, serve_app
+from tests.support.browser import (
+    Chromium,
+    add_test_page,
+    expect,
+    page_url,
+    run_page_server,
+    serve_app,
+)
+from tests.support.proxy import run_nginx
 
 # One event loop for the module: the browser (conftest.py) is shared by its tests.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -168,6 +174,7 @@ def transitions(states: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return [(s["newState"], s["transport"]) for s in states]
 
 
+@pytest.mark.proxy
 async def test_proxy_stripping_upgrade_ends_on_sse_and_is_remembered(
     chromium: Chromium, feed_server: Server
 ) -> None:
@@ -193,6 +200,7 @@ async def test_proxy_stripping_upgrade_ends_on_sse_and_is_remembered(
             await page.eval("client.close()")
 
 
+@pytest.mark.proxy
 async def test_proxy_stripping_upgrade_and_buffering_ends_on_long_polling(
     chromium: Chromium, feed_server: Server
 ) -> None:
@@ -217,6 +225,7 @@ async def test_proxy_stripping_upgrade_and_buffering_ends_on_long_polling(
             await page.eval("client.close()")
 
 
+@pytest.mark.proxy
 async def test_transparent_proxy_keeps_websocket(
     chromium: Chromium, feed_server: Server
 ) -> None:

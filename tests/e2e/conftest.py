@@ -1,4 +1,5 @@
-"""Fixtures of the browser tests: one headless Chromium per test module (see browser.py).
+"""Fixtures of the end-to-end tests: one headless Chromium per test module
+(tests/support/browser.py), for the browser tests and the examples' smoke tests.
 
 Playwright's objects belong to the event loop that made them, so the browser tests run
 in one event loop per module (``pytestmark = pytest.mark.asyncio(loop_scope="module")``
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from .browser import Chromium, launch_chromium
+from tests.support.browser import Chromium, launch_chromium
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -16,6 +16,7 @@ import shutil
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -25,6 +26,10 @@ import rtlink
 
 #: Multiply every timeout in the tests by RTLINK_TEST_TIME_FACTOR on slow machines.
 TIME_FACTOR = float(os.environ.get("RTLINK_TEST_TIME_FACTOR", "1"))
+#: The repository's root directory.
+ROOT = Path(__file__).resolve().parents[2]
+#: Reconnect quickly in tests; the backoff itself is tested in tests/test_backoff.py.
+FAST_RECONNECT: dict[str, Any] = {"backoff_base": 0.02, "backoff_cap": 0.2}
 
 
 def seconds(value: float) -> float:

@@ -7,8 +7,10 @@ import asyncio
 import re
 import socket
 
-from tests.proxy import require_nginx
+import pytest
+
 from tests.support import seconds
+from tests.support.proxy import require_nginx
 
 from .runner import ROOT, RUN
 
@@ -56,6 +58,7 @@ async def test_a_port_in_use_is_reported_in_one_line() -> None:
                           "choose another port with --port\n")
 
 
+@pytest.mark.proxy
 async def test_a_port_in_use_by_nginx_is_reported() -> None:
     require_nginx()
     with socket.socket() as busy:

@@ -1,6 +1,6 @@
 """A real Chromium, driven by Playwright, running the browser client against real servers.
 
-Tests get a :class:`Chromium` from the ``chromium`` fixture (tests/browser/conftest.py)
+Tests get a :class:`Chromium` from the ``chromium`` fixture (tests/e2e/browser/conftest.py)
 and open pages with it::
 
     async with run_page_server(channels=...) as server:
@@ -24,7 +24,7 @@ error in the page fails the test.
 Needs Chromium (Debian package ``chromium``) and the ``playwright`` Python package
 (the ``dev`` extras; its own browser downloads are not used). When either is missing
 the browser tests are skipped -- under ``CI=true`` they fail instead (``.ci/test``
-installs Chromium), like :func:`tests.proxy.require_nginx`.
+installs Chromium), like :func:`tests.support.proxy.require_nginx`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def client_script() -> bytes:
 # --- the test page ----------------------------------------------------------------------
 
 _PAGE_SCRIPT = """
-// Records what the client reports, for the tests to read (tests/browser/browser.py).
+// Records what the client reports, for the tests to read (tests/support/browser.py).
 
 /** The browser's WebSocket, recording what each socket negotiated and how it closed. */
 class RecordingWebSocket extends WebSocket {

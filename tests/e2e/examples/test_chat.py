@@ -8,8 +8,8 @@ import pytest
 import pytest_asyncio
 
 import rtlink
-from tests.browser.browser import Chromium, expect
 from tests.support import collect, seconds
+from tests.support.browser import Chromium, expect
 
 from .runner import Example, run_example, start_example
 

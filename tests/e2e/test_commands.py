@@ -5,22 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import aiohttp
 
 import rtlink
-from tests.support import seconds
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import ROOT, free_port, seconds
 
 
 async def test_ci_serve_runs_the_server_with_demo_page_and_passes_options_through() -> None:

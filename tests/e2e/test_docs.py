@@ -39,14 +39,22 @@ from aiohttp import web
 import rtlink
 from rtlink.client.client import forget_transports
 from rtlink.config import SERVE_OPTIONS
+from tests.support import (
+    FAST_RECONNECT,
+    ROOT,
+    collect,
+    find_binary,
+    free_port,
+    missing_component,
+    seconds,
+)
+from tests.support.proxy import Proxy as NginxProxy
+from tests.support.proxy import nginx_config, require_nginx
+from tests.support.redis_server import RedisServer
 
-from .conftest import FAST_RECONNECT
-from .proxy import Proxy as NginxProxy
-from .proxy import nginx_config, require_nginx
-from .redis_server import RedisServer
-from .support import collect, find_binary, free_port, missing_component, seconds
+pytestmark = [pytest.mark.redis, pytest.mark.proxy]
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = ROOT / "docs"
 OPERATIONS = DOCS / "operations.md"
 MIGRATION = DOCS / "migrating-from-socketio.md"
 

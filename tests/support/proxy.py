@@ -43,7 +43,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from .support import find_binary, free_port, missing_component, seconds
+from tests.support import find_binary, free_port, missing_component, seconds
 
 NGINX = find_binary("nginx")
 
@@ -73,7 +73,7 @@ _STRIP_UPGRADE = """
             proxy_set_header Connection "";
 """
 
-# Holding streamed events (checked in tests/test_proxy_harness.py). nginx's gzip
+# Holding streamed events (checked in tests/e2e/test_proxy_harness.py). nginx's gzip
 # filter flushes its deflate stream only when a buffer comes marked "flush", which
 # happens with ``proxy_buffering off``; with buffering on, data read from the
 # upstream is passed on unmarked, so events stay inside zlib and gzip's output buffer

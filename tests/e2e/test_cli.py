@@ -25,24 +25,11 @@ import rtlink
 from rtlink.auth import TokenAuth
 from rtlink.config import SERVE_OPTIONS
 from rtlink.errors import AuthenticationError
+from tests.support import free_port, seconds
+from tests.support.redis_server import RedisServer, run_redis
 
-from .redis_server import RedisServer, run_redis
-
-#: Multiply every timeout by RTLINK_TEST_TIME_FACTOR on slow machines.
-TIME_FACTOR = float(os.environ.get("RTLINK_TEST_TIME_FACTOR", "1"))
 #: Run the CLI the way the console script does, without relying on it being installed.
 CLI = [sys.executable, "-c", "import sys; from rtlink.cli import main; sys.exit(main())"]
-
-
-def seconds(value: float) -> float:
-    return value * TIME_FACTOR
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run_cli(*args: str, timeout: float = 15,
@@ -385,6 +372,7 @@ def test_backend_publish_applies_the_history_size(
         tail.kill()
 
 
+@pytest.mark.redis
 def test_redis_password_is_used_and_never_printed() -> None:
     with run_redis() as redis:
         assert redis.command("CONFIG", "SET", "requirepass", "s3cret-pw") == b"+OK\r\n"

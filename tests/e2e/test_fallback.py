@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 import rtlink
-from tests.proxy import require_nginx, run_nginx
 from tests.support import Feed, Server, collect, eventually, relay_to, run_server, seconds
+from tests.support.proxy import require_nginx, run_nginx
+
+pytestmark = pytest.mark.proxy
 
 HISTORY = {"*": rtlink.ChannelOptions(history_size=5000, client_publish=True)}
 #: Health-check deadline used here: a transport silent for this long has failed.

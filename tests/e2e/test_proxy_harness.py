@@ -1,4 +1,4 @@
-"""The nginx harness (tests/proxy.py) does what each mode claims.
+"""The nginx harness (tests/support/proxy.py) does what each mode claims.
 
 A tiny aiohttp server (not rtlink) stands behind nginx with a WebSocket echo (/ws),
 a Server-Sent Events stream (/sse: event 1 at once, event 2 after 0.3 s, end after
@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from .proxy import run_nginx
-from .support import seconds
+from tests.support import seconds
+from tests.support.proxy import run_nginx
+
+pytestmark = pytest.mark.proxy
 
 SSE_SECOND_EVENT = 0.3
 SSE_END = 1.0

@@ -15,12 +15,12 @@ import pytest_asyncio
 
 import rtlink
 from examples.publisher import CHANNELS
-from tests.redis_server import RedisServer, require_redis
 from tests.support import collect, find_binary, missing_component, run_server, seconds
+from tests.support.redis_server import RedisServer, require_redis
 
 from .runner import ROOT, Example, run_example
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.redis, pytest.mark.asyncio(loop_scope="module")]
 
 PUBLISH_SCRIPT = ROOT / "examples" / "publish.sh"
 

@@ -19,11 +19,9 @@ import os
 import re
 import signal
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-from tests.support import seconds
+from tests.support import ROOT, seconds
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "examples" / "run.sh"
 URL = re.compile(r"http://127\.0\.0\.1:(\d+)/\S*")
 #: The first run may create .venv or reinstall rtlink after pyproject.toml changed.

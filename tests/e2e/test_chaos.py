@@ -26,8 +26,8 @@ from typing import TypeVar
 import pytest
 
 import rtlink
-from tests.redis_server import RedisServer
 from tests.support import collect, eventually, relay_to, run_server, seconds
+from tests.support.redis_server import RedisServer
 
 #: Messages published per run of the subscriber chaos test, spread over CHANNELS.
 MESSAGES = 10_000

@@ -1,7 +1,7 @@
 """Load: 5,000 connections across the three transports on one server process.
 
-The server (tests/load_server.py) runs in a process of its own. Two reader processes
-(this module, run as ``python -m tests.test_load``) open cheap connections that speak
+The server (tests/support/load_server.py) runs in a process of its own. Two reader processes
+(this module, run as ``python -m tests.e2e.test_load``) open cheap connections that speak
 the wire protocol directly (docs/protocol.md), 2,500 each: a WebSocket, SSE or
 long-polling client subscribed to one of a few channels, and recording the offsets of
 the publications it receives. While all are open the test publishes a steady stream
@@ -26,16 +26,13 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from tests.load_server import raise_open_file_limit
-from tests.support import free_port, missing_component, seconds
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, free_port, missing_component, seconds
+from tests.support.load_server import raise_open_file_limit
 
 #: Connections per transport, over all reader processes.
 CONNECTIONS = {"websocket": 2500, "sse": 1500, "longpoll": 1000}
@@ -279,7 +276,7 @@ async def test_5000_connections_get_every_publication_and_leave_nothing_behind()
     port = free_port()
     url = f"http://127.0.0.1:{port}/rt"
     async with processes() as children:
-        server = await Process.start("tests/load_server.py", "--port", str(port))
+        server = await Process.start("tests/support/load_server.py", "--port", str(port))
         children.append(server)
         assert (await server.read_line(20)).strip() == "ready"
         # One connection for the statistics, kept alive: it is part of the baseline.
@@ -297,7 +294,7 @@ async def test_5000_connections_get_every_publication_and_leave_nothing_behind()
             for _ in range(READER_PROCESSES):
                 share = [f"--{transport}={count // READER_PROCESSES}"
                          for transport, count in CONNECTIONS.items()]
-                readers.append(await Process.start("-m", "tests.test_load", url, *share))
+                readers.append(await Process.start("-m", "tests.e2e.test_load", url, *share))
                 children.append(readers[-1])
             for reader in readers:
                 ready = await reader.read(60)

@@ -13,8 +13,7 @@ from aiohttp import web
 
 import rtlink
 from tests.support import Server, seconds
-
-from .browser import Chromium, page_html, page_url, serve_app
+from tests.support.browser import Chromium, page_html, page_url, serve_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 import rtlink
-from tests.browser.browser import Chromium, expect
 from tests.support import eventually, seconds
+from tests.support.browser import Chromium, expect
 
 from .runner import Example, run_example
 

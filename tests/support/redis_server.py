@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .support import find_binary, free_port, missing_component, seconds
+from tests.support import find_binary, free_port, missing_component, seconds
 
 MISSING = "redis-server (Debian package redis-server) is not installed"
 

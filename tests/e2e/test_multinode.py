@@ -2,7 +2,7 @@
 
 Every node is a real ``rtlink serve --backend redis://...`` process; Redis is a real
 redis-server started by the tests, and the load balancer a real nginx balancing round
-robin (tests/proxy.py). Clients are the Python client; publishers are clients of
+robin (tests/support/proxy.py). Clients are the Python client; publishers are clients of
 another node or :class:`rtlink.Publisher` writing straight into Redis.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 import rtlink
+from tests.support import FAST_RECONNECT, Relay, collect, eventually, free_port, seconds
+from tests.support.proxy import run_nginx
+from tests.support.redis_server import RedisServer, run_redis
 
-from .conftest import FAST_RECONNECT
-from .proxy import run_nginx
-from .redis_server import RedisServer, run_redis
-from .support import Relay, collect, eventually, free_port, seconds
+pytestmark = [pytest.mark.redis, pytest.mark.proxy]
 
 #: Run the CLI as the console script does, without relying on it being installed.
 CLI = [sys.executable, "-c", "import sys; from rtlink.cli import main; sys.exit(main())"]

@@ -1,6 +1,6 @@
-"""The server of the load test (tests/test_load.py), in a process of its own.
+"""The server of the load test (tests/e2e/test_load.py), in a process of its own.
 
-``.venv/bin/python tests/load_server.py --port N`` serves rtlink under ``/rt`` (memory
+``.venv/bin/python tests/support/load_server.py --port N`` serves rtlink under ``/rt`` (memory
 backend; channels ``load:*`` accept client publishes, so the test publishes by ``POST
 /rt/send`` like any client) and one test-only route, ``GET /test/stats``, answering
 what a leak would change: the process's open file descriptors, its asyncio tasks and

@@ -13,13 +13,13 @@ import pytest
 import pytest_asyncio
 
 import rtlink
-from tests.browser.browser import Chromium, expect
-from tests.proxy import require_nginx
 from tests.support import collect, seconds
+from tests.support.browser import Chromium, expect
+from tests.support.proxy import require_nginx
 
 from .runner import Example, run_example
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.proxy, pytest.mark.asyncio(loop_scope="module")]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
