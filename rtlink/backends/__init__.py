@@ -8,8 +8,9 @@ when a URL of that scheme is used, so optional engines cost nothing until chosen
     create_backend("memory://?sweep_interval=30")    # MemoryBackend(sweep_interval=30)
     create_backend(MyBackend())                      # passed through
 
-Pre-registered schemes: ``memory`` (:class:`~rtlink.backends.memory.MemoryBackend`)
-and ``redis`` (``rtlink.backends.redis:RedisBackend``).
+Pre-registered schemes: ``memory`` (:class:`~rtlink.backends.memory.MemoryBackend`),
+and ``redis``, ``rediss``, ``unix`` and ``redis+sentinel``
+(``rtlink.backends.redis:RedisBackend``).
 """
 
 from __future__ import annotations
@@ -190,6 +191,8 @@ def _convert(value: str) -> object:
 
 
 register_backend("memory", "rtlink.backends.memory:MemoryBackend")
-register_backend(
-    "redis", "rtlink.backends.redis:RedisBackend", install_hint="pip install 'rtlink[redis]'"
-)
+# One Redis (plain, TLS, a Unix socket) or a Sentinel-managed master: rtlink.backends.redis.
+for _scheme in ("redis", "rediss", "unix", "redis+sentinel"):
+    register_backend(
+        _scheme, "rtlink.backends.redis:RedisBackend", install_hint="pip install 'rtlink[redis]'"
+    )

@@ -78,8 +78,9 @@ async def test_keys_follow_the_documented_layout(redis_server: RedisServer) -> N
     async with node(redis_server.url, prefix="myapp") as a:
         result = await a.backend.publish(channel, {"text": "hi"}, key="k1", policy=POLICY)
         base = f"myapp:{{{channel}}}"
+        run_id = (await raw.info("server"))["run_id"].encode()
         assert await raw.hgetall(f"{base}:meta") == {
-            b"e": result.position.epoch.encode(), b"o": b"1"}
+            b"e": result.position.epoch.encode(), b"o": b"1", b"r": run_id}
         entries = await raw.xrange(f"{base}:history")
         assert [(fields[b"o"], msgpack.unpackb(fields[b"d"])) for _, fields in entries] == [
             (b"1", {"text": "hi"})]
@@ -358,3 +359,156 @@ async def test_claim_fails_clearly_while_redis_is_unreachable() -> None:
         assert info.value.temporary
     finally:
         await backend.close()
+
+
+# --- an epoch is a promise: failover, restarts, refusals ----------------------------------
+
+
+async def replication_up(replica: aioredis.Redis) -> bool:
+    return bool((await replica.info("replication")).get("master_link_status") == "up")
+
+
+class Failover:
+    """A master and a replica that replicates through a relay, so that the test decides
+    what reaches it (``lag()``), then promotes it (``promote()``)."""
+
+    def __init__(self, master: RedisServer, replica: RedisServer) -> None:
+        self.master, self.replica = master, replica
+        self.replica_client = aioredis.Redis.from_url(replica.url)
+        self.link = Relay(master.port)
+
+    async def __aenter__(self) -> Failover:
+        await self.link.start()
+        # A master waits 5 s for more replicas before a diskless full sync.
+        self.master.command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        await self.replica_client.replicaof("127.0.0.1", self.link.port)
+        await eventually(self._replicating, message="replication up")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.link.close()
+        await self.replica_client.aclose()
+
+    async def _replicating(self) -> bool:
+        info = await self.replica_client.info("replication")
+        return bool(info.get("master_link_status") == "up")
+
+    def lag(self) -> None:
+        """From now on the replica receives nothing more from the master."""
+        self.link.blackhole = True
+
+    async def promote(self) -> None:
+        await self.replica_client.replicaof("NO", "ONE")
+
+
+async def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch() -> None:
+    # The failover that broke the promise: a replica that had not received the master's
+    # last 20 writes is promoted; under the same epoch it handed out offsets 41-60
+    # again, and a client that saw the old 41-60 resumed with recovered=true, missing
+    # the new ones.
+    channel = unique("feed")
+    with run_redis() as master, run_redis() as replica:
+        async with Failover(master, replica) as failover, node(master.url) as old, \
+                node(replica.url) as watcher:
+            await watcher.backend.subscribe(channel)  # live, through the replica
+            before = await publish_many(old.backend, channel, 40)
+            await eventually(lambda: len(watcher.received) == 40)
+            failover.lag()
+            acknowledged = await publish_many(old.backend, channel, 20)
+            assert acknowledged[-1] == Position(before[0].epoch, 60)
+            await failover.promote()  # without 41-60
+            async with node(replica.url) as new:
+                after = await publish_many(new.backend, channel, 20)
+                # A new epoch; offsets and history carry on from what the replica has.
+                assert {p.epoch for p in after} == {after[0].epoch} != {before[0].epoch}
+                assert [p.offset for p in after] == list(range(41, 61))
+                kept = await new.backend.history(channel, Position(after[0].epoch, 0),
+                                                 policy=POLICY)
+                assert [p.data for p in kept.publications] == [*range(40), *range(20)]
+                # A client that got 1-60 from the old master resumes: told, not fooled.
+                resumed = await new.backend.history(channel, acknowledged[-1], policy=POLICY)
+                assert not resumed.recovered
+                assert resumed.position == after[-1]
+                # A node that was live through the change reports the channel lost (its
+                # subscribers resubscribe and learn recovered=false) and goes on.
+                await eventually(lambda: watcher.lost == [channel])
+                await eventually(lambda: len(watcher.received) == 40 + 20)
+                assert [p.position for p in watcher.received[40:]] == after
+
+
+async def test_with_replica_acks_an_acknowledged_publication_survives_a_failover() -> None:
+    channel = unique("orders")
+    with run_redis() as master, run_redis() as replica:
+        async with Failover(master, replica) as failover, \
+                node(master.url, replica_acks=1, replica_timeout=5) as old, \
+                node(master.url, replica_acks=1, replica_timeout=0.2) as impatient:
+            acknowledged = [await old.backend.publish(channel, i, key=f"k{i}", policy=POLICY)
+                            for i in range(10)]
+            failover.lag()
+            for i in range(10, 13):  # the replica does not get them: not acknowledged
+                with pytest.raises(BackendUnavailable, match="reached 0 of 1 replicas"):
+                    await impatient.backend.publish(channel, i, key=f"k{i}", policy=POLICY)
+            await failover.promote()
+            async with node(replica.url) as new:
+                # The publisher retries the unacknowledged ones with their keys; a retry
+                # of an acknowledged one is found again, in the new epoch.
+                retried = [await new.backend.publish(channel, i, key=f"k{i}", policy=POLICY)
+                           for i in (9, 10, 11, 12)]
+                epoch = retried[0].position.epoch
+                assert epoch != acknowledged[0].position.epoch
+                assert retried[0].duplicate and retried[0].position == Position(epoch, 10)
+                assert [r.position.offset for r in retried[1:]] == [11, 12, 13]
+                kept = await new.backend.history(channel, Position(epoch, 0), policy=POLICY)
+                assert [p.data for p in kept.publications] == list(range(13))  # none lost
+
+
+async def test_a_key_from_an_unknown_epoch_publishes_again(redis_server: RedisServer) -> None:
+    channel = unique("orders")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with node(redis_server.url) as a:
+            first = await a.backend.publish(channel, "order", key="k", policy=POLICY)
+            # What a failover leaves: the same keys, written by another Redis process.
+            await raw.hset(f"t:{{{channel}}}:meta", "r", "another-run-id")
+            again = await a.backend.publish(channel, "order", key="k", policy=POLICY)
+            assert again.duplicate and again.position.offset == 1
+            assert again.position.epoch != first.position.epoch
+            # Found again, the key moved to the new epoch: it outlives the next change.
+            await raw.hset(f"t:{{{channel}}}:meta", "r", "a-third-run-id")
+            third = await a.backend.publish(channel, "order", key="k", policy=POLICY)
+            assert third.duplicate and third.position.offset == 1
+            # A key of an epoch this channel does not know points into a lost history.
+            await raw.set(f"t:{{{channel}}}:key:k", "ffffffff 1", px=60_000)
+            fourth = await a.backend.publish(channel, "order", key="k", policy=POLICY)
+            assert not fourth.duplicate and fourth.position.offset == 2
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("refusal", ["OOM", "READONLY"])
+async def test_a_redis_refusing_writes_is_unavailable_not_an_error(refusal: str) -> None:
+    # redis-py raises OutOfMemoryError / ReadOnlyError with the reply code stripped from
+    # the message; both are conditions that pass (memory freed, a failover completing).
+    with run_redis() as server:
+        raw = aioredis.Redis.from_url(server.url)
+        try:
+            async with node(server.url) as a:
+                await a.backend.publish("c", 1, key=None, policy=POLICY)
+                if refusal == "OOM":
+                    await raw.config_set("maxmemory-policy", "noeviction")
+                    await raw.config_set("maxmemory", 1)
+                else:  # a replica of a master that is gone: it serves reads, refuses writes
+                    await raw.replicaof("127.0.0.1", free_port())
+                with pytest.raises(BackendUnavailable, match=f"cannot serve publish now "
+                                                             rf"\({refusal}\)"):
+                    await a.backend.publish("c", 2, key=None, policy=POLICY)
+                if refusal == "READONLY":
+                    with pytest.raises(BackendUnavailable, match=r"\(READONLY\)"):
+                        await a.backend.claim("ticket", 10)
+                    await raw.replicaof("NO", "ONE")
+                else:
+                    await raw.config_set("maxmemory", 0)
+                after = await a.backend.publish("c", 3, key=None, policy=POLICY)
+                assert after.position.offset == 2  # the refused one took no offset
+        finally:
+            await raw.aclose()

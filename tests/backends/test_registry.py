@@ -16,6 +16,7 @@ from rtlink.backends import (
     create_backend,
     register_backend,
 )
+from rtlink.backends.redis import RedisBackend
 
 
 @pytest.fixture
@@ -90,9 +91,7 @@ def test_not_a_url() -> None:
 
 
 def test_redis_urls_build_a_redis_backend_with_its_options() -> None:
-    from rtlink.backends.redis import RedisBackend
-
-    assert {"memory", "redis"} <= set(backend_schemes())
+    assert {"memory", "redis", "rediss", "unix", "redis+sentinel"} <= set(backend_schemes())
     backend = create_backend("redis://:secret@localhost:6379/2?prefix=app&meta_ttl=60"
                              "&socket_keepalive=true")
     assert isinstance(backend, RedisBackend)
@@ -101,6 +100,30 @@ def test_redis_urls_build_a_redis_backend_with_its_options() -> None:
     kwargs = backend._redis.connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("localhost", 6379, 2)
     assert kwargs["socket_keepalive"] is True  # redis-py's own options pass through
+
+
+@pytest.mark.parametrize(("url", "where"), [
+    ("rediss://:secret@cache.internal:6380/1", "cache.internal:6380/1"),
+    ("unix:///run/redis/redis.sock?db=3&prefix=app", "unix:/run/redis/redis.sock"),
+    ("redis+sentinel://:secret@10.0.0.1:26379,10.0.0.2/orders/2?sentinel_password=s3",
+     "master 'orders' of Sentinels 10.0.0.1:26379,10.0.0.2:26379 (at not resolved yet, db 2)"),
+])
+def test_every_redis_deployment_has_a_url(url: str, where: str) -> None:
+    # Nothing is connected until the backend is used: building it checks the URL.
+    backend = create_backend(url)
+    assert isinstance(backend, RedisBackend)
+    assert backend.address() == where
+    assert "secret" not in backend.address() and "s3" not in backend.address()
+
+
+@pytest.mark.parametrize("url", [
+    "redis+sentinel://10.0.0.1:26379",  # no master name
+    "redis+sentinel://10.0.0.1:26379/orders/first",  # a database must be a number
+    "redis+sentinel://10.0.0.1:port/orders",
+])
+def test_malformed_sentinel_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="Sentinel"):
+        create_backend(url)
 
 
 def test_error_messages_do_not_echo_credentials() -> None:

@@ -1,0 +1,312 @@
+"""The Redis engine as a :class:`~rtlink.backends.base.Backend`: positions, history,
+idempotency and claims through the scripts; live publications through the node's
+:class:`~.feed.ChannelFeeds`."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import msgpack
+import redis.asyncio as aioredis
+
+from ...errors import BackendUnavailable
+from ...protocol import Position, Publication
+from ..base import (
+    Backend,
+    HistoryPolicy,
+    HistoryResult,
+    LostListener,
+    PublicationListener,
+    PublishResult,
+)
+from .errors import translated
+from .feed import ChannelFeeds, unpack
+from .scripts import HISTORY, PUBLISH
+from .topology import connect, describe
+
+__all__ = ["RedisBackend"]
+
+#: Options of Redis URLs that belong to rtlink, not to redis-py.
+_OWN_OPTIONS = {"prefix": str, "meta_ttl": float, "ping_interval": float,
+                "max_connections": int, "sync_limit": int, "replica_acks": int,
+                "replica_timeout": float}
+
+
+class RedisBackend(Backend):
+    """The Redis engine (see the module docstring for the design and key layout).
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]`` (or ``rediss://`` for TLS,
+            ``unix://`` for a socket). redis-py options may be given as query
+            parameters (``?socket_timeout=5``).
+        prefix: the first part of every key and pub/sub channel name; nodes that
+            share a prefix (and a database) are one cluster.
+        meta_ttl: seconds a channel's epoch and offset are kept after its last use
+            (at least the channel's history and key TTLs). When they expire, the
+            channel starts a new epoch: clients that were away get
+            ``recovered = false``.
+        ping_interval: seconds of silence on the pub/sub connection after which it is
+            pinged; with no answer within another interval it is presumed dead and
+            reconnected.
+        max_connections: connections to Redis at most (commands wait for a free one).
+        socket_timeout: seconds a command may take before it fails.
+        sync_limit: publications read at most to fill one channel's gap after a
+            reconnection; a larger gap counts as lost.
+        replica_acks: replicas that must have a publication before :meth:`publish`
+            returns (Redis ``WAIT``). With 0 (the default) a publication the master
+            acknowledged but had not yet sent to a replica is lost if that replica is
+            promoted (the channel then starts a new epoch, so subscribers are told);
+            with 1 or more, a publication is acknowledged only once it survives the
+            master's loss, and otherwise fails with :class:`BackendUnavailable`, to be
+            retried with its idempotency key.
+        replica_timeout: seconds to wait for ``replica_acks`` replicas.
+        client: a ready ``redis.asyncio.Redis`` to use instead of ``url`` (its
+            connection pool is not closed by :meth:`close`); it must return bytes
+            (``decode_responses=False``, redis-py's default).
+
+    Raises:
+        ValueError: an argument is out of range, the prefix contains a brace, or
+            ``client`` decodes responses.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "rtlink",
+        meta_ttl: float = 86400.0,
+        ping_interval: float = 5.0,
+        max_connections: int = 64,
+        socket_timeout: float = 5.0,
+        sync_limit: int = 10_000,
+        replica_acks: int = 0,
+        replica_timeout: float = 1.0,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must be non-empty and contain no braces")
+        if not meta_ttl > 0 or not ping_interval > 0 or not socket_timeout > 0:
+            raise ValueError("meta_ttl, ping_interval and socket_timeout must be > 0")
+        if max_connections < 2:
+            raise ValueError("max_connections must be >= 2 (one is the pub/sub connection)")
+        if sync_limit < 1:
+            raise ValueError("sync_limit must be >= 1")
+        if replica_acks < 0 or not replica_timeout > 0:
+            raise ValueError("replica_acks must be >= 0 and replica_timeout > 0")
+        self.prefix = prefix
+        self.meta_ttl = meta_ttl
+        self.replica_acks = replica_acks
+        self.replica_timeout = replica_timeout
+        self._owns_client = client is None
+        if client is not None and client.connection_pool.connection_kwargs.get(
+                "decode_responses"):
+            raise ValueError("the Redis client must return bytes (decode_responses=False): "
+                             "data is stored as msgpack")
+        if client is None:
+            client = connect(url, max_connections=max_connections,
+                             socket_timeout=socket_timeout)
+        self._redis = client
+        self._publish_script = client.register_script(PUBLISH)
+        self._history_script = client.register_script(HISTORY)
+        self._feeds = ChannelFeeds(
+            client,
+            address=self.address,
+            pub_channel=self._pub_channel,
+            channel_of=self._channel_of,
+            read=self._catch_up,
+            top=self._top,
+            ping_interval=ping_interval,
+            sync_limit=sync_limit,
+            timeout=socket_timeout,
+        )
+
+    def address(self) -> str:
+        """Where this backend's Redis is, for messages (no credentials)."""
+        return describe(self._redis)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackend:
+        """Build a backend from a URL; rtlink's own options may ride in its query.
+
+        ``redis://host:6379/0?prefix=myapp&meta_ttl=3600`` sets ``prefix`` and
+        ``meta_ttl``; other query parameters go to redis-py.
+
+        Raises:
+            ValueError: an option of rtlink has an invalid value.
+        """
+        parts = urlsplit(url)
+        own: dict[str, Any] = {}
+        rest = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            kind = _OWN_OPTIONS.get(name)
+            if kind is None:
+                rest.append((name, value))
+                continue
+            try:
+                own[name] = kind(value)
+            except ValueError:
+                raise ValueError(f"invalid {name}={value!r} in the redis:// backend URL") from None
+        # Not urlunsplit: it turns unix:///path into unix:/path.
+        base = url.partition("?")[0].partition("#")[0]
+        return cls(f"{base}?{urlencode(rest)}" if rest else base, **own)
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def _key(self, channel: str, part: str) -> str:
+        return f"{self.prefix}:{{{channel}}}:{part}"
+
+    def _pub_channel(self, channel: str) -> str:
+        return self._key(channel, "pub")
+
+    def _channel_of(self, pub_channel: bytes) -> str:
+        name = pub_channel.decode()
+        # "<prefix>:{<channel>}:pub"
+        return name[len(self.prefix) + 2 : -5]
+
+    # --- Backend -------------------------------------------------------------------------
+
+    async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
+        """Remember the listeners. The pub/sub connection opens on the first subscribe,
+        so a process that only publishes (:class:`rtlink.Publisher`) never opens one."""
+        self._feeds.start(listener, on_lost)
+
+    async def close(self) -> None:
+        """Stop reading, close the pub/sub connection and (if owned) the pool."""
+        await self._feeds.close()
+        if self._owns_client:
+            await self._redis.aclose(close_connection_pool=True)
+
+    async def publish(
+        self, channel: str, data: object, *, key: str | None, policy: HistoryPolicy
+    ) -> PublishResult:
+        """Run the publish script: position, history, de-duplication and fan-out at once.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving; the
+                publication may have happened only if the connection broke after the
+                script ran (retry with an idempotency key to be sure of once).
+            BackendError: Redis refused the script for another reason.
+        """
+        keys = [self._key(channel, "meta"), self._key(channel, "history")]
+        if key is not None:
+            keys.append(self._key(channel, "key:" + key))
+        payload = msgpack.packb(data, use_bin_type=True)
+        args = [
+            secrets.token_hex(4),
+            payload,
+            max(policy.size, 0),
+            _ms(policy.ttl),
+            _ms(policy.key_ttl),
+            self._meta_ttl_ms(policy),
+            self._pub_channel(channel),
+        ]
+        with translated(self.address(), "publish"):
+            if not self.replica_acks:
+                epoch, offset, duplicate = await self._publish_script(keys=keys, args=args)
+            else:
+                # WAIT counts the replicas that have every write of its connection so
+                # far: it must follow the script on the same connection (a pipeline).
+                # A repeated key refreshes the meta hash's TTL, a write: a retry waits too.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    await self._publish_script(keys=keys, args=args, client=pipe)
+                    pipe.execute_command("WAIT", self.replica_acks,
+                                         _ms(self.replica_timeout))
+                    (epoch, offset, duplicate), acks = await pipe.execute()
+                if acks < self.replica_acks:
+                    raise BackendUnavailable(
+                        f"Redis at {self.address()}: publication {epoch.decode()}:{offset} "
+                        f"reached {acks} of {self.replica_acks} replicas in "
+                        f"{self.replica_timeout} s; it may be lost in a failover, retry "
+                        "with its idempotency key")
+        return PublishResult(Position(epoch.decode(), int(offset)), duplicate=bool(duplicate))
+
+    async def history(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy
+    ) -> HistoryResult:
+        """Run the history script (see :meth:`Backend.history`)."""
+        if policy.size <= 0 or policy.ttl <= 0:
+            size, ttl_ms = 0, 0
+        else:
+            size, ttl_ms = policy.size, _ms(policy.ttl)
+        return await self._read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy))
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe the node to ``channel`` in Redis; returns once Redis confirmed it.
+
+        Raises:
+            BackendUnavailable: the pub/sub connection is down or did not confirm in
+                time.
+        """
+        await self._feeds.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe the node from ``channel`` (errors are logged, not raised: a node
+        that is reconnecting subscribes only what is still wanted anyway)."""
+        await self._feeds.unsubscribe(channel)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for every node at once: ``SET {prefix}:claim:<key> 1 NX PX <ttl>``.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving.
+            BackendError: Redis refused the command for another reason.
+        """
+        with translated(self.address(), "claim"):
+            claimed = await self._redis.set(f"{self.prefix}:claim:{key}", b"1", nx=True,
+                                            px=max(_ms(ttl), 1))
+        return bool(claimed)
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def _read(self, channel: str, since: Position | None, size: int, ttl_ms: int,
+                    meta_ttl_ms: int) -> HistoryResult:
+        keys = [self._key(channel, "meta"), self._key(channel, "history")]
+        args: list[str | int] = [
+            secrets.token_hex(4),
+            "" if since is None else since.epoch,
+            0 if since is None else since.offset,
+            size,
+            ttl_ms,
+            meta_ttl_ms,
+        ]
+        with translated(self.address(), "history"):
+            reply = await self._history_script(keys=keys, args=args)
+        epoch, top, recovered = reply[0].decode(), int(reply[1]), bool(reply[2])
+        position = Position(epoch, top)
+        if not recovered:
+            return HistoryResult([], position, False)
+        first = top - len(reply) + 4
+        publications = [
+            Publication(channel, unpack(raw), Position(epoch, first + i))
+            for i, raw in enumerate(reply[3:])
+        ]
+        return HistoryResult(publications, position, True)
+
+    async def _top(self, channel: str) -> Position | None:
+        with translated(self.address(), "subscribe"):
+            epoch, offset = await self._redis.hmget(self._key(channel, "meta"), ["e", "o"])
+        if epoch is None or offset is None:
+            return None
+        assert isinstance(epoch, bytes)  # the client returns bytes (checked in __init__)
+        return Position(epoch.decode(), int(offset))
+
+    def _meta_ttl_ms(self, policy: HistoryPolicy) -> int:
+        return _ms(max(self.meta_ttl, policy.ttl, policy.key_ttl))
+
+    async def _catch_up(self, channel: str, since: Position | None, size: int
+                        ) -> HistoryResult:
+        return await self._read(channel, since, size, 0, _ms(self.meta_ttl))
+
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as whole milliseconds for Redis (at least 1 for any positive value)."""
+    if seconds <= 0:
+        return 0
+    if math.isinf(seconds):
+        return 2**62
+    return max(1, round(seconds * 1000))
+

@@ -1,0 +1,126 @@
+"""Where the Redis engine connects: a redis-py client from a URL, and its name for
+messages.
+
+* ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) and
+  ``unix:///path/to/redis.sock?db=0``: one Redis (redis-py's own URL forms).
+* ``redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]``: the
+  master that the Sentinels at those addresses name ``MASTER``, asked again after a
+  failover (redis-py's Sentinel client: a connection to a master that became a replica
+  fails once, and the next one goes to the new master). ``sentinel_username`` and
+  ``sentinel_password`` query options authenticate to the Sentinels; the URL's own
+  credentials are the master's.
+
+Every command waits for a free connection rather than failing when ``max_connections``
+are busy, and redis-py never retries a command by itself: a publish whose answer was
+lost may have happened, so retrying is the caller's decision (with its idempotency key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+
+__all__ = ["SCHEMES", "connect", "describe"]
+
+#: The URL schemes of the Redis engine.
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+
+#: Default port of a Sentinel.
+_SENTINEL_PORT = 26379
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A Sentinel-managed pool whose commands wait for a free connection, like the
+    ``BlockingConnectionPool`` of a single Redis (redis-py has no such class)."""
+
+
+def connect(url: str, *, max_connections: int, socket_timeout: float) -> aioredis.Redis:
+    """A redis-py client for ``url`` (see the module docstring for the forms).
+
+    Raises:
+        ValueError: the URL is malformed or of an unknown scheme.
+    """
+    options: dict[str, Any] = {
+        "max_connections": max_connections,
+        "timeout": socket_timeout,  # the wait for a free connection
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "redis+sentinel":
+        return _sentinel_master(url, options)
+    if scheme not in SCHEMES:
+        raise ValueError(f"not a Redis URL scheme: {scheme!r} (known: {', '.join(SCHEMES)})")
+    pool = aioredis.BlockingConnectionPool.from_url(url, **options)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _sentinel_master(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    sentinels = [_address(item) for item in hosts.split(",") if item]
+    path = [unquote(item) for item in parts.path.split("/") if item]
+    if not sentinels or not 1 <= len(path) <= 2:
+        raise ValueError("a Sentinel URL is redis+sentinel://host:port[,host:port...]"
+                         "/MASTER[/db]")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    sentinel_options = {
+        "username": query.pop("sentinel_username", None),
+        "password": query.pop("sentinel_password", None),
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+    }
+    # redis-py's own parser turns the rest of the query into typed connection options.
+    master_options: dict[str, Any] = dict(parse_url(f"redis://localhost/?{urlencode(query)}"))
+    for name in ("host", "port", "path"):
+        master_options.pop(name, None)
+    master_options.update(options)
+    if len(path) == 2:
+        if not path[1].isdigit():
+            raise ValueError(f"invalid database {path[1]!r} in the Sentinel URL")
+        master_options["db"] = int(path[1])
+    if username:
+        master_options["username"] = unquote(username)
+    if password:
+        master_options["password"] = unquote(password)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options)
+    client: aioredis.Redis = sentinel.master_for(
+        path[0], connection_pool_class=_BlockingSentinelPool, **master_options)
+    return client
+
+
+def _address(item: str) -> tuple[str, int]:
+    host, colon, port = item.rpartition(":")
+    if not colon:
+        return item, _SENTINEL_PORT
+    if not port.isdigit():
+        raise ValueError(f"invalid Sentinel address {item!r}")
+    return host.strip("[]"), int(port)
+
+
+def describe(client: aioredis.Redis) -> str:
+    """Where ``client`` connects, for messages: ``host:port/db``, ``unix:PATH``, or the
+    Sentinel master's name and its current address; never credentials."""
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = ",".join(
+            f"{s.connection_pool.connection_kwargs.get('host')}:"
+            f"{s.connection_pool.connection_kwargs.get('port')}"
+            for s in pool.sentinel_manager.sentinels
+        )
+        master = getattr(pool, "master_address", None)
+        where = f"{master[0]}:{master[1]}" if master else "not resolved yet"
+        return f"master {pool.service_name!r} of Sentinels {sentinels} (at {where}, db {db})"
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
