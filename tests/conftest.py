@@ -20,7 +20,8 @@ _E2E = Path(__file__).parent / "e2e"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark what the markers can tell from where a test is and what it asks for:
     everything under tests/e2e/ is ``slow`` (the fast lane leaves it out), a test with
-    the ``chromium`` fixture is ``browser``, one with ``redis_server`` is ``redis``.
+    the ``chromium`` fixture is ``browser``, one with a Redis fixture is ``redis`` (and
+    ``slow`` on the cluster).
     Tests that start Redis or a proxy themselves carry the marker in their module."""
     for item in items:
         if item.path.is_relative_to(_E2E):
@@ -28,8 +29,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "chromium" in fixtures:
             item.add_marker(pytest.mark.browser)
-        if "redis_server" in fixtures:
+        if {"redis_server", "redis_sentinel", "redis_cluster"} & set(fixtures):
             item.add_marker(pytest.mark.redis)
+        if "redis_cluster" in fixtures:  # 2 s to start: Redis holds cluster_state:ok
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

