@@ -11,12 +11,12 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from rtlink.backends import Backend, HistoryPolicy
+from rtlink.backends import Backend, HistoryPolicy, create_backend
 from rtlink.backends.redis import RedisBackend
 from rtlink.errors import BackendUnavailable
 from rtlink.protocol import Position, Publication
 from tests.support import Relay, eventually, free_port
-from tests.support.redis_server import RedisServer, run_redis
+from tests.support.redis_server import RedisServer, SentinelSetup, run_redis
 
 from .contract import BackendContract
 
@@ -32,6 +32,17 @@ class TestRedisBackendContract(BackendContract):
 
     async def make_backend(self) -> Backend:
         return RedisBackend(self.url, prefix="contract")
+
+
+class TestRedisSentinelContract(BackendContract):
+    """The contract on a master found through Sentinel (redis+sentinel://)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_sentinel: SentinelSetup) -> None:
+        self.url = redis_sentinel.url
+
+    async def make_backend(self) -> Backend:
+        return create_backend(f"{self.url}?prefix=contract-sentinel")
 
 
 # --- what only Redis has: keys, connections, faults ---------------------------------------
