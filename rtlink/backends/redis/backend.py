@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from ...errors import BackendUnavailable
 from ...protocol import Position, Publication
@@ -25,7 +26,7 @@ from ..base import (
 from .errors import translated
 from .feed import ChannelFeeds, unpack
 from .scripts import HISTORY, PUBLISH
-from .topology import connect, describe
+from .topology import SentinelWatch, connect, describe
 
 __all__ = ["RedisBackend"]
 
@@ -122,6 +123,8 @@ class RedisBackend(Backend):
             sync_limit=sync_limit,
             timeout=socket_timeout,
         )
+        self._watch = (SentinelWatch(client, self._feeds.reconnect, self.address)
+                       if isinstance(client.connection_pool, SentinelConnectionPool) else None)
 
     def address(self) -> str:
         """Where this backend's Redis is, for messages (no credentials)."""
@@ -170,11 +173,16 @@ class RedisBackend(Backend):
 
     async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
         """Remember the listeners. The pub/sub connection opens on the first subscribe,
-        so a process that only publishes (:class:`rtlink.Publisher`) never opens one."""
+        so a process that only publishes (:class:`rtlink.Publisher`) never opens one.
+        With Sentinel, start following the master's switches."""
         self._feeds.start(listener, on_lost)
+        if self._watch is not None:
+            self._watch.start()
 
     async def close(self) -> None:
         """Stop reading, close the pub/sub connection and (if owned) the pool."""
+        if self._watch is not None:
+            await self._watch.close()
         await self._feeds.close()
         if self._owns_client:
             await self._redis.aclose(close_connection_pool=True)

@@ -112,6 +112,13 @@ class ChannelFeeds:
         self._listener = listener
         self._on_lost = on_lost
 
+    async def reconnect(self) -> None:
+        """Drop the pub/sub connection (the master moved): the reader reconnects and
+        catches every channel up, as after any loss."""
+        pubsub = self._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            await pubsub.connection.disconnect()
+
     @property
     def channels(self) -> list[str]:
         """The channels subscribed (or being subscribed) in Redis."""

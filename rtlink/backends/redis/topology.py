@@ -17,6 +17,10 @@ lost may have happened, so retrying is the caller's decision (with its idempoten
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -26,7 +30,11 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-__all__ = ["SCHEMES", "connect", "describe"]
+from ...backoff import full_jitter
+
+__all__ = ["SCHEMES", "SentinelWatch", "connect", "describe"]
+
+logger = logging.getLogger("rtlink.backends.redis")
 
 #: The URL schemes of the Redis engine.
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
@@ -124,3 +132,80 @@ def describe(client: aioredis.Redis) -> str:
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
+
+
+class SentinelWatch:
+    """Follows a Sentinel master's switches as they happen.
+
+    redis-py asks the Sentinels for the master only when it opens a connection, so
+    after a failover that leaves the old master running (``SENTINEL FAILOVER``, a
+    partition), pooled connections keep writing to it until Sentinel demotes it, about
+    10 s later, and what it acknowledges meanwhile is lost. This task listens to the
+    Sentinels' ``+switch-master`` events and, on a switch of its master, drops every
+    connection of the pool (a command in flight fails with a temporary error and is
+    retried by its caller) and calls ``on_switch`` (the pub/sub link reconnects).
+
+    Args:
+        client: a client made by :func:`connect` from a ``redis+sentinel://`` URL.
+        on_switch: called after each switch, with no argument.
+        address: names the master for log messages.
+    """
+
+    def __init__(self, client: aioredis.Redis, on_switch: Callable[[], Awaitable[None]],
+                 address: Callable[[], str]) -> None:
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        self._pool = pool
+        self._on_switch = on_switch
+        self._address = address
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start listening (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="rtlink-redis-sentinel-watch")
+
+    async def close(self) -> None:
+        """Stop listening."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        attempt = 0
+        sentinels = self._pool.sentinel_manager.sentinels
+        while True:
+            sentinel = sentinels[attempt % len(sentinels)]
+            pubsub = sentinel.pubsub()
+            try:
+                await pubsub.subscribe("+switch-master")
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=30)
+                    if message is not None:
+                        attempt = 0
+                        await self._on_message(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
+                logger.debug("Sentinel watch of %s: %s", self._address(), exc)
+                attempt += 1
+                await asyncio.sleep(full_jitter(attempt, base=0.1, cap=5.0))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _on_message(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else data
+        name, *_ = text.split(" ")
+        if name != self._pool.service_name:
+            return
+        logger.warning("Redis Sentinel switched master %s: reconnecting", text)
+        await self._pool.disconnect(inuse_connections=True)
+        await self._pool.get_master_address()  # type: ignore[no-untyped-call]  # for messages
+        await self._on_switch()
