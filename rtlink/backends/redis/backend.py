@@ -26,7 +26,7 @@ from ..base import (
 from .errors import translated
 from .feed import ChannelFeeds, unpack
 from .scripts import HISTORY, PUBLISH
-from .topology import SentinelWatch, connect, describe
+from .topology import SentinelWatch, close_client, connect, describe
 
 __all__ = ["RedisBackend"]
 
@@ -185,7 +185,7 @@ class RedisBackend(Backend):
             await self._watch.close()
         await self._feeds.close()
         if self._owns_client:
-            await self._redis.aclose(close_connection_pool=True)
+            await close_client(self._redis)
 
     async def publish(
         self, channel: str, data: object, *, key: str | None, policy: HistoryPolicy

@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 
 from ...backoff import full_jitter
 
-__all__ = ["SCHEMES", "SentinelWatch", "connect", "describe"]
+__all__ = ["SCHEMES", "SentinelWatch", "close_client", "connect", "describe"]
 
 logger = logging.getLogger("rtlink.backends.redis")
 
@@ -68,6 +68,16 @@ def connect(url: str, *, max_connections: int, socket_timeout: float) -> aioredi
         raise ValueError(f"not a Redis URL scheme: {scheme!r} (known: {', '.join(SCHEMES)})")
     pool = aioredis.BlockingConnectionPool.from_url(url, **options)
     return aioredis.Redis(connection_pool=pool)
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client made by :func:`connect`: its pool, and for a Sentinel master the
+    connections to the Sentinels too (redis-py leaves them open)."""
+    pool = client.connection_pool
+    await client.aclose(close_connection_pool=True)
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose(close_connection_pool=True)
 
 
 def _sentinel_master(url: str, options: dict[str, Any]) -> aioredis.Redis:
