@@ -56,7 +56,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -108,17 +108,27 @@ class ConfigError(Exception):
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password (``redis://user:***@host``), for printing."""
+    """``url`` without its passwords (``redis://user:***@host``, and query options
+    named like ``*password``, as Sentinel's), for printing."""
     try:
         parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # e.g. a bad port: show the scheme only, never the rest
+    except ValueError:  # e.g. an unclosed [: show the scheme only, never the rest
         return f"{url.partition(':')[0]}://***"
-    if password is None:
+    netloc, query = parts.netloc, parts.query
+    credentials, at, hosts = netloc.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    if at and colon:
+        netloc = f"{user}:***@{hosts}"
+    if "password" in query:
+        query = "&".join(
+            f"{name}=***" if name.endswith("password") else f"{name}{eq}{value}"
+            for name, eq, value in (item.partition("=") for item in query.split("&"))
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    # Not urlunsplit: it turns unix:///path into unix:/path.
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 # --- kinds: how the values of an option are written and checked -------------------------

@@ -34,9 +34,11 @@ Data is stored and published as msgpack. Requires Redis 6.2 or newer.
 
 The parts: :mod:`.scripts` (the Lua that runs inside Redis, and why an epoch changes),
 :mod:`.topology` (URLs and clients), :mod:`.feed` (the pub/sub link and its catch-up),
-:mod:`.errors` (what is temporary), :mod:`.backend` (the Backend itself).
+:mod:`.errors` (what is temporary), :mod:`.backend` (the Backend itself),
+:mod:`.sharded` (channels spread over independent Redis servers).
 """
 
 from .backend import RedisBackend
+from .sharded import ShardedRedisBackend
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "ShardedRedisBackend"]
