@@ -71,6 +71,7 @@ class RedisBackend(Backend):
     Raises:
         ValueError: an argument is out of range, the prefix contains a brace, or
             ``client`` decodes responses.
+        TypeError: ``client`` is not a ``redis.asyncio.Redis`` (a ``RedisCluster``).
     """
 
     def __init__(
@@ -102,6 +103,11 @@ class RedisBackend(Backend):
         self.replica_acks = replica_acks
         self.replica_timeout = replica_timeout
         self._owns_client = client is None
+        if client is not None and not isinstance(client, aioredis.Redis):
+            # A RedisCluster has no single connection pool, and the engine does not
+            # route by slot or use sharded pub/sub yet.
+            raise TypeError(f"client must be a redis.asyncio.Redis, not "
+                            f"{type(client).__name__} (Redis Cluster is not supported yet)")
         if client is not None and client.connection_pool.connection_kwargs.get(
                 "decode_responses"):
             raise ValueError("the Redis client must return bytes (decode_responses=False): "
