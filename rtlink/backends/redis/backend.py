@@ -217,7 +217,7 @@ class RedisBackend(Backend):
             self._meta_ttl_ms(policy),
             self._pub_channel(channel),
         ]
-        with translated(self.address(), "publish"):
+        with translated(self.address, "publish"):
             if not self.replica_acks:
                 epoch, offset, duplicate = await self._publish_script(keys=keys, args=args)
             else:
@@ -268,7 +268,7 @@ class RedisBackend(Backend):
             BackendUnavailable: Redis cannot be reached or is not serving.
             BackendError: Redis refused the command for another reason.
         """
-        with translated(self.address(), "claim"):
+        with translated(self.address, "claim"):
             claimed = await self._redis.set(f"{self.prefix}:claim:{key}", b"1", nx=True,
                                             px=max(_ms(ttl), 1))
         return bool(claimed)
@@ -286,7 +286,7 @@ class RedisBackend(Backend):
             ttl_ms,
             meta_ttl_ms,
         ]
-        with translated(self.address(), "history"):
+        with translated(self.address, "history"):
             reply = await self._history_script(keys=keys, args=args)
         epoch, top, recovered = reply[0].decode(), int(reply[1]), bool(reply[2])
         position = Position(epoch, top)
@@ -300,7 +300,7 @@ class RedisBackend(Backend):
         return HistoryResult(publications, position, True)
 
     async def _top(self, channel: str) -> Position | None:
-        with translated(self.address(), "subscribe"):
+        with translated(self.address, "subscribe"):
             epoch, offset = await self._redis.hmget(self._key(channel, "meta"), ["e", "o"])
         if epoch is None or offset is None:
             return None

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis.exceptions as redis_errors
 
@@ -37,8 +37,10 @@ _TEMPORARY_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAG
 
 
 @contextlib.contextmanager
-def translated(address: str, operation: str) -> Iterator[None]:
-    """Raise redis-py's errors inside the block as rtlink's, naming ``address``.
+def translated(address: Callable[[], str], operation: str) -> Iterator[None]:
+    """Raise redis-py's errors inside the block as rtlink's, naming ``address()``
+    (called only for an error: describing a Sentinel master costs more than a publish
+    should pay).
 
     Raises:
         BackendUnavailable: Redis cannot be reached, or refused for a temporary reason.
@@ -49,14 +51,14 @@ def translated(address: str, operation: str) -> Iterator[None]:
     except UNAVAILABLE as exc:
         detail = str(exc) or type(exc).__name__
         raise BackendUnavailable(
-            f"Redis at {address} is unavailable ({operation}): {detail}"
+            f"Redis at {address()} is unavailable ({operation}): {detail}"
         ) from exc
     except redis_errors.ResponseError as exc:
         if isinstance(exc, _TEMPORARY_ERRORS) or str(exc).startswith(_TEMPORARY_REPLIES):
             raise BackendUnavailable(
-                f"Redis at {address} cannot serve {operation} now ({reply_code(exc)}): {exc}"
+                f"Redis at {address()} cannot serve {operation} now ({reply_code(exc)}): {exc}"
             ) from exc
-        raise BackendError(f"Redis at {address} refused {operation}: {exc}") from exc
+        raise BackendError(f"Redis at {address()} refused {operation}: {exc}") from exc
 
 
 def reply_code(error: Exception) -> str:

@@ -163,7 +163,7 @@ class ChannelFeeds:
                 if pubsub is None:  # dropped again between the wake-up and now
                     raise BackendUnavailable(f"Redis at {self._address()}: pub/sub reconnecting")
                 if self._feeds.get(channel) is feed and feed.state == _SUBSCRIBING:
-                    with translated(self._address(), "subscribe"):
+                    with translated(self._address, "subscribe"):
                         await pubsub.subscribe(self._pub_channel(channel))
                 await asyncio.shield(feed.confirmed)
         except BaseException as exc:
@@ -321,9 +321,8 @@ class ChannelFeeds:
             # A new epoch: Redis restarted or failed over, and what this node's
             # subscribers were owed from the old one may be gone. Never cross it
             # silently: they resubscribe from their positions and learn recovered=false.
-            feed.last = Position(position.epoch, position.offset - 1)
             self._report_lost(channel, last)
-            self._offer(channel, feed, publication)
+            self._deliver(feed, publication)
             return True
         self._deliver(feed, publication)
         return True
