@@ -9,8 +9,8 @@ when a URL of that scheme is used, so optional engines cost nothing until chosen
     create_backend(MyBackend())                      # passed through
 
 Pre-registered schemes: ``memory`` (:class:`~rtlink.backends.memory.MemoryBackend`),
-and ``redis``, ``rediss``, ``unix``, ``redis+sentinel`` and ``redis+sharded``
-(``rtlink.backends.redis``).
+and ``redis``, ``rediss``, ``unix``, ``redis+sentinel``, ``redis+cluster``,
+``rediss+cluster`` and ``redis+sharded`` (``rtlink.backends.redis``).
 """
 
 from __future__ import annotations
@@ -191,11 +191,12 @@ def _convert(value: str) -> object:
 
 
 register_backend("memory", "rtlink.backends.memory:MemoryBackend")
-# One Redis (plain, TLS, a Unix socket), a Sentinel-managed master, or channels spread
-# over several independent Redis servers: rtlink.backends.redis.
+# One Redis (plain, TLS, a Unix socket), a Sentinel-managed master, a Redis Cluster, or
+# channels spread over several independent Redis servers: rtlink.backends.redis.
 for _scheme, _target in [
     ("redis", "RedisBackend"), ("rediss", "RedisBackend"), ("unix", "RedisBackend"),
-    ("redis+sentinel", "RedisBackend"), ("redis+sharded", "ShardedRedisBackend"),
+    ("redis+sentinel", "RedisBackend"), ("redis+cluster", "RedisBackend"),
+    ("rediss+cluster", "RedisBackend"), ("redis+sharded", "ShardedRedisBackend"),
 ]:
     register_backend(_scheme, f"rtlink.backends.redis:{_target}",
                      install_hint="pip install 'rtlink[redis]'")

@@ -114,14 +114,6 @@ async def test_keys_follow_the_documented_layout(redis_server: RedisServer) -> N
     await raw.aclose()
 
 
-def test_a_cluster_client_is_refused_with_a_clear_error() -> None:
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-    cluster = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", free_port())])
-    with pytest.raises(TypeError, match="Redis Cluster is not supported yet"):
-        RedisBackend(client=cluster)  # type: ignore[arg-type]
-
-
 async def test_a_client_that_decodes_responses_is_refused(redis_server: RedisServer) -> None:
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     with pytest.raises(ValueError, match="decode_responses=False"):

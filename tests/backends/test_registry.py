@@ -126,6 +126,27 @@ def test_malformed_sentinel_urls_are_refused(url: str) -> None:
         create_backend(url)
 
 
+def test_a_cluster_url_needs_sharded_pub_sub_in_redis_py() -> None:
+    # redis-py 8.0 brought SSUBSCRIBE to its asyncio client; the minimum-versions lane
+    # runs this with an older one.
+    from redis.asyncio.client import PubSub
+
+    url = "rediss+cluster://:secret@10.0.0.1:7000,10.0.0.2?prefix=app&socket_keepalive=true"
+    if not hasattr(PubSub, "ssubscribe"):
+        with pytest.raises(RuntimeError, match="Redis Cluster needs redis-py 8.0"):
+            create_backend(url)
+        return
+    backend = create_backend(url)
+    assert isinstance(backend, RedisBackend)
+    assert backend.prefix == "app"
+    # Nothing is connected yet: the address names the startup nodes, no password.
+    assert backend.address() == "cluster 10.0.0.1:7000, 10.0.0.2:6379"
+    kwargs = backend._redis.get_connection_kwargs()
+    assert kwargs["password"] == "secret"
+    assert kwargs["socket_keepalive"] is True
+    assert kwargs["connection_class"].__name__ == "SSLConnection"
+
+
 def test_error_messages_do_not_echo_credentials() -> None:
     with pytest.raises(ValueError) as invalid:
         create_backend("redis://:hunter2@localhost:6379/0?meta_ttl=soon")

@@ -1,7 +1,8 @@
 """Redis failover under load: no subscriber ever misses a message without being told.
 
-A master, a replica and three Sentinels (tests/support/redis_server.py); two rtlink
-nodes on ``redis+sentinel://``; 10 clients subscribed to 10 channels each (100
+A master, a replica and three Sentinels, or a Redis Cluster of three masters with
+replicas (tests/support/redis_server.py); two rtlink nodes on ``redis+sentinel://`` or
+``redis+cluster://``; 10 clients subscribed to 10 channels each (100
 subscriptions); an :class:`rtlink.Publisher` publishing numbered messages with
 idempotency keys, retrying each until it is acknowledged. Then a fault, and the count:
 
@@ -29,7 +30,13 @@ import pytest
 
 import rtlink
 from tests.support import FAST_RECONNECT, eventually, run_server, seconds
-from tests.support.redis_server import SentinelSetup, run_redis, run_sentinel
+from tests.support.redis_server import (
+    ClusterSetup,
+    SentinelSetup,
+    run_cluster,
+    run_redis,
+    run_sentinel,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -126,7 +133,7 @@ class Watched:
 
 
 @contextlib.asynccontextmanager
-async def workload(setup: SentinelSetup, replica_acks: int
+async def workload(setup: SentinelSetup | ClusterSetup, replica_acks: int
                    ) -> AsyncIterator[tuple[Publishing, list[Watched]]]:
     """Two nodes, 10 clients × 10 channels, and the publisher, all on ``setup``."""
     url = f"{setup.url}?replica_acks={replica_acks}&replica_timeout=0.5&ping_interval=1"
@@ -232,6 +239,42 @@ async def test_sentinel_failover_while_the_old_master_still_takes_writes(
     assert row["silent gaps"] == 0
     if replica_acks:
         assert row["acknowledged lost"] == 0
+
+
+@pytest.mark.parametrize("replica_acks", [0, 1])
+async def test_kill_9_of_a_cluster_master(replica_acks: int) -> None:
+    # The channels spread over three masters; the one of feed:0 dies. With
+    # replica_acks=1 each master has two replicas, so the promoted one still has one.
+    with run_cluster(replicas_per_master=1 + replica_acks) as setup:
+        async with workload(setup, replica_acks) as (publishing, watched):
+            await asyncio.sleep(seconds(1.5))
+            victim = setup.master_for_key("rtlink:{feed:0}:meta")
+            await asyncio.to_thread(setup.kill_master, victim)
+            await asyncio.sleep(seconds(1.5))
+        row = report("kill -9 of a cluster master", replica_acks, publishing, watched)
+    assert row["silent gaps"] == 0
+    if replica_acks:
+        assert row["acknowledged lost"] == 0
+
+
+async def test_cluster_failover_then_resharding() -> None:
+    # CLUSTER FAILOVER (coordinated: the master waits for its replica to catch up),
+    # then a slot of another master moves to a third (MOVED and ASK for the
+    # publisher, sunsubscribe for the nodes).
+    with run_cluster() as setup:
+        async with workload(setup, 0) as (publishing, watched):
+            await asyncio.sleep(seconds(1.5))
+            first = setup.master_for_key("rtlink:{feed:0}:meta")
+            await asyncio.to_thread(setup.failover, first)
+            await asyncio.sleep(seconds(1))
+            slot = setup.keyslot("rtlink:{feed:1}:meta")
+            source = setup.master_of_slot(slot)
+            target = next(m for m in setup.masters() if m is not source)
+            await asyncio.to_thread(setup.migrate_slot, slot, target)
+            await asyncio.sleep(seconds(1.5))
+        row = report("CLUSTER FAILOVER, then a slot resharded", 0, publishing, watched)
+    assert row["silent gaps"] == 0
+    assert row["acknowledged lost"] == 0
 
 
 async def test_a_long_poll_held_across_a_redis_restart_is_answered_once_it_is_back() -> None:

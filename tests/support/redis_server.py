@@ -871,6 +871,35 @@ class ClusterSetup:
         self._wait_promoted(master, replica, timeout)
         return replica
 
+    def migrate_slot(self, slot: int, target: ClusterNodeServer, timeout: float = 30) -> None:
+        """Move ``slot`` and its keys to master ``target`` as ``redis-cli --cluster
+        reshard`` does (IMPORTING, MIGRATING, MIGRATE in batches, then SETSLOT NODE on
+        the two nodes and every other master), and wait until every node agrees."""
+        source = self.master_of_slot(slot)
+        assert source is not target, f"{target} serves slot {slot} already"
+        target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        while keys := source.call("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.call("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        for node in [target, source, *(m for m in self.masters() if m not in (source, target))]:
+            node.call("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+
+        def moved() -> str | None:
+            for node in self.nodes:
+                if node.running and self.master_of_slot_seen_by(node, slot) != target.node_id:
+                    return f"{node} does not see {target} serving slot {slot} yet"
+            return None
+
+        wait_until(moved, timeout, f"every node to see slot {slot} on {target}")
+
+    def master_of_slot_seen_by(self, node: ClusterNodeServer, slot: int) -> str | None:
+        """The id of the master serving ``slot`` in ``node``'s view."""
+        for entry in self._view(node):
+            if "master" in entry["flags"] and any(
+                    first <= slot <= last for first, last in entry["slots"]):
+                return str(entry["id"])
+        return None
+
     def kill_master(self, master: ClusterNodeServer, timeout: float = 30) -> ClusterNodeServer:
         """SIGKILL ``master`` and wait for the automatic failover: its replica is
         promoted once the others flag the master as failed (after

@@ -1,7 +1,8 @@
 """The Redis engine: several server processes (or machines) act as one.
 
-``redis://host:port/db``, ``rediss://``, ``unix://`` or ``redis+sentinel://`` (see
-:mod:`.topology`; needs the ``redis`` extra: ``pip install 'rtlink[redis]'``).
+``redis://host:port/db``, ``rediss://``, ``unix://``, ``redis+sentinel://`` or
+``redis+cluster://`` (see :mod:`.topology`; needs the ``redis`` extra:
+``pip install 'rtlink[redis]'``).
 
 * **History** lives in a Redis Stream per channel, bounded by the channel's size (exact
   ``MAXLEN``) and TTL (``MINID`` trimming plus a key expiry, and a TTL check on read).
@@ -11,7 +12,8 @@
   position, and a publication is in history before any node delivers it.
 * **Fan-out** goes through Redis pub/sub. A node subscribes a channel in Redis only
   while it has local subscribers (the hub reference-counts; this backend subscribes
-  once per channel) and all of a node's subscriptions share one pub/sub connection.
+  once per channel) and all of a node's subscriptions share one pub/sub connection
+  (on a cluster: one per master, with sharded pub/sub; see :mod:`.cluster`).
 * **A broker blip loses nothing**: when that connection drops, the node reconnects with
   full-jitter backoff, subscribes again, and reads every live channel's history from
   the last position it delivered, buffering live messages meanwhile. When the gap
@@ -27,13 +29,15 @@ tag, so all keys of one channel share a slot — channel names cannot contain br
                                            epoch before (after a restart or failover)
     rtlink:{chat:lobby}:history     stream entries (auto IDs) with o = offset, d = data
     rtlink:{chat:lobby}:key:<key>   string "<epoch> <offset>" of an idempotency key
-    rtlink:{chat:lobby}:pub         pub/sub channel: "<epoch> <offset> <data>"
+    rtlink:{chat:lobby}:pub         pub/sub channel: "<epoch> <offset> <data>" (a shard
+                                           channel on a cluster)
     rtlink:claim:<key>              string "1" while <key> is claimed (single-use tickets)
 
 Data is stored and published as msgpack. Requires Redis 6.2 or newer.
 
 The parts: :mod:`.scripts` (the Lua that runs inside Redis, and why an epoch changes),
 :mod:`.topology` (URLs and clients), :mod:`.feed` (the pub/sub link and its catch-up),
+:mod:`.cluster` (the links to a cluster's masters, following moved slots),
 :mod:`.errors` (what is temporary), :mod:`.backend` (the Backend itself),
 :mod:`.sharded` (channels spread over independent Redis servers).
 """

@@ -4,14 +4,18 @@ idempotency and claims through the scripts; live publications through the node's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import NoScriptError
 
 from ...errors import BackendUnavailable
 from ...protocol import Position, Publication
@@ -23,10 +27,18 @@ from ..base import (
     PublicationListener,
     PublishResult,
 )
+from .cluster import ClusterFeeds
 from .errors import translated
 from .feed import ChannelFeeds, unpack
-from .scripts import HISTORY, PUBLISH
-from .topology import SentinelWatch, close_client, connect, describe
+from .scripts import HISTORY, PUBLISH, SHARDED_PUBLISH
+from .topology import (
+    Client,
+    SentinelWatch,
+    close_client,
+    connect,
+    describe,
+    require_sharded_pubsub,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -41,8 +53,9 @@ class RedisBackend(Backend):
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]`` (or ``rediss://`` for TLS,
-            ``unix://`` for a socket). redis-py options may be given as query
-            parameters (``?socket_timeout=5``).
+            ``unix://`` for a socket, ``redis+sentinel://`` and ``redis+cluster://``:
+            see :mod:`.topology`). redis-py options may be given as query parameters
+            (``?socket_timeout=5``).
         prefix: the first part of every key and pub/sub channel name; nodes that
             share a prefix (and a database) are one cluster.
         meta_ttl: seconds a channel's epoch and offset are kept after its last use
@@ -52,7 +65,9 @@ class RedisBackend(Backend):
         ping_interval: seconds of silence on the pub/sub connection after which it is
             pinged; with no answer within another interval it is presumed dead and
             reconnected.
-        max_connections: connections to Redis at most (commands wait for a free one).
+        max_connections: connections to Redis at most (commands wait for a free one);
+            on a cluster, to each node (a command finding none free fails as
+            temporary).
         socket_timeout: seconds a command may take before it fails.
         sync_limit: publications read at most to fill one channel's gap after a
             reconnection; a larger gap counts as lost.
@@ -64,14 +79,15 @@ class RedisBackend(Backend):
             master's loss, and otherwise fails with :class:`BackendUnavailable`, to be
             retried with its idempotency key.
         replica_timeout: seconds to wait for ``replica_acks`` replicas.
-        client: a ready ``redis.asyncio.Redis`` to use instead of ``url`` (its
-            connection pool is not closed by :meth:`close`); it must return bytes
+        client: a ready ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` to
+            use instead of ``url`` (not closed by :meth:`close`); it must return bytes
             (``decode_responses=False``, redis-py's default).
 
     Raises:
         ValueError: an argument is out of range, the prefix contains a brace, or
             ``client`` decodes responses.
-        TypeError: ``client`` is not a ``redis.asyncio.Redis`` (a ``RedisCluster``).
+        TypeError: ``client`` is not a redis-py asyncio client.
+        RuntimeError: a cluster with a redis-py older than 8.0.
     """
 
     def __init__(
@@ -86,7 +102,7 @@ class RedisBackend(Backend):
         sync_limit: int = 10_000,
         replica_acks: int = 0,
         replica_timeout: float = 1.0,
-        client: aioredis.Redis | None = None,
+        client: Client | None = None,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("prefix must be non-empty and contain no braces")
@@ -103,38 +119,38 @@ class RedisBackend(Backend):
         self.replica_acks = replica_acks
         self.replica_timeout = replica_timeout
         self._owns_client = client is None
-        if client is not None and not isinstance(client, aioredis.Redis):
-            # A RedisCluster has no single connection pool, and the engine does not
-            # route by slot or use sharded pub/sub yet.
-            raise TypeError(f"client must be a redis.asyncio.Redis, not "
-                            f"{type(client).__name__} (Redis Cluster is not supported yet)")
-        if client is not None and client.connection_pool.connection_kwargs.get(
-                "decode_responses"):
-            raise ValueError("the Redis client must return bytes (decode_responses=False): "
-                             "data is stored as msgpack")
-        if client is None:
+        if client is not None:
+            _check_client(client)
+        else:
             client = connect(url, max_connections=max_connections,
                              socket_timeout=socket_timeout)
         self._redis = client
-        self._publish_script = client.register_script(PUBLISH)
+        self._cluster = isinstance(client, RedisCluster)
+        self._publish_script = client.register_script(
+            SHARDED_PUBLISH if self._cluster else PUBLISH)
         self._history_script = client.register_script(HISTORY)
-        self._feeds = ChannelFeeds(
-            client,
-            address=self.address,
-            pub_channel=self._pub_channel,
-            channel_of=self._channel_of,
-            read=self._catch_up,
-            top=self._top,
-            ping_interval=ping_interval,
-            sync_limit=sync_limit,
-            timeout=socket_timeout,
-        )
-        self._watch = (SentinelWatch(client, self._feeds.reconnect, self.address)
-                       if isinstance(client.connection_pool, SentinelConnectionPool) else None)
+        feed_options: dict[str, Any] = {
+            "pub_channel": self._pub_channel,
+            "channel_of": self._channel_of,
+            "read": self._catch_up,
+            "top": self._top,
+            "ping_interval": ping_interval,
+            "sync_limit": sync_limit,
+            "timeout": socket_timeout,
+        }
+        self._feeds: ChannelFeeds | ClusterFeeds
+        self._watch: SentinelWatch | None = None
+        if isinstance(client, RedisCluster):
+            self._feeds = ClusterFeeds(client, **feed_options)
+        else:
+            self._feeds = ChannelFeeds(client, address=self.address, **feed_options)
+            if isinstance(client.connection_pool, SentinelConnectionPool):
+                self._watch = SentinelWatch(client, self._feeds.reconnect, self.address)
 
-    def address(self) -> str:
-        """Where this backend's Redis is, for messages (no credentials)."""
-        return describe(self._redis)
+    def address(self, channel: str | None = None) -> str:
+        """Where this backend's Redis is, for messages (no credentials); on a cluster,
+        the node that serves ``channel``."""
+        return describe(self._redis, None if channel is None else self._key(channel, "meta"))
 
     @classmethod
     def from_url(cls, url: str) -> RedisBackend:
@@ -217,25 +233,50 @@ class RedisBackend(Backend):
             self._meta_ttl_ms(policy),
             self._pub_channel(channel),
         ]
-        with translated(self.address, "publish"):
+        with self._translated("publish", self._key(channel, "meta")):
             if not self.replica_acks:
                 epoch, offset, duplicate = await self._publish_script(keys=keys, args=args)
             else:
-                # WAIT counts the replicas that have every write of its connection so
-                # far: it must follow the script on the same connection (a pipeline).
-                # A repeated key refreshes the meta hash's TTL, a write: a retry waits too.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    await self._publish_script(keys=keys, args=args, client=pipe)
-                    pipe.execute_command("WAIT", self.replica_acks,
-                                         _ms(self.replica_timeout))
-                    (epoch, offset, duplicate), acks = await pipe.execute()
+                (epoch, offset, duplicate), acks = await self._publish_and_wait(keys, args)
                 if acks < self.replica_acks:
                     raise BackendUnavailable(
-                        f"Redis at {self.address()}: publication {epoch.decode()}:{offset} "
+                        f"Redis at {self.address(channel)}: publication "
+                        f"{epoch.decode()}:{offset} "
                         f"reached {acks} of {self.replica_acks} replicas in "
                         f"{self.replica_timeout} s; it may be lost in a failover, retry "
                         "with its idempotency key")
         return PublishResult(Position(epoch.decode(), int(offset)), duplicate=bool(duplicate))
+
+    async def _publish_and_wait(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """The publish script, then ``WAIT`` for ``replica_acks`` replicas.
+
+        WAIT counts the replicas that have every write of its connection so far: it
+        must follow the script on the same connection (a pipeline; on a cluster, sent
+        to the node of the channel's slot). A repeated key refreshes the meta hash's
+        TTL, a write: a retry waits too.
+        """
+        wait: list[str | int] = ["WAIT", self.replica_acks, _ms(self.replica_timeout)]
+        if not isinstance(self._redis, RedisCluster):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await self._publish_script(keys=keys, args=args, client=pipe)
+                pipe.execute_command(*wait)
+                return list(await pipe.execute())
+        for attempt in (1, 2):
+            node = self._redis.get_node_from_key(keys[0])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                # redis-py's annotations omit the cluster pipeline, which works here.
+                await self._publish_script(keys=keys, args=args,
+                                           client=pipe)  # type: ignore[arg-type]
+                pipe.execute_command(*wait, target_nodes=node)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    # redis-py loads scripts for a cluster pipeline only when called
+                    # outside one: a promoted replica does not have it yet.
+                    if attempt == 2:
+                        raise
+                    await self._redis.script_load(self._publish_script.script)
+        raise AssertionError("unreachable")
 
     async def history(
         self, channel: str, since: Position | None, *, policy: HistoryPolicy
@@ -268,9 +309,9 @@ class RedisBackend(Backend):
             BackendUnavailable: Redis cannot be reached or is not serving.
             BackendError: Redis refused the command for another reason.
         """
-        with translated(self.address, "claim"):
-            claimed = await self._redis.set(f"{self.prefix}:claim:{key}", b"1", nx=True,
-                                            px=max(_ms(ttl), 1))
+        name = f"{self.prefix}:claim:{key}"
+        with self._translated("claim", name):
+            claimed = await self._redis.set(name, b"1", nx=True, px=max(_ms(ttl), 1))
         return bool(claimed)
 
     # --- reading -------------------------------------------------------------------------
@@ -286,7 +327,7 @@ class RedisBackend(Backend):
             ttl_ms,
             meta_ttl_ms,
         ]
-        with translated(self.address, "history"):
+        with self._translated("history", self._key(channel, "meta")):
             reply = await self._history_script(keys=keys, args=args)
         epoch, top, recovered = reply[0].decode(), int(reply[1]), bool(reply[2])
         position = Position(epoch, top)
@@ -300,12 +341,24 @@ class RedisBackend(Backend):
         return HistoryResult(publications, position, True)
 
     async def _top(self, channel: str) -> Position | None:
-        with translated(self.address, "subscribe"):
+        with self._translated("subscribe", self._key(channel, "meta")):
             epoch, offset = await self._redis.hmget(self._key(channel, "meta"), ["e", "o"])
         if epoch is None or offset is None:
             return None
         assert isinstance(epoch, bytes)  # the client returns bytes (checked in __init__)
         return Position(epoch.decode(), int(offset))
+
+    @contextlib.contextmanager
+    def _translated(self, operation: str, key: str) -> Iterator[None]:
+        """redis-py's errors as rtlink's, naming the server of ``key``; on a cluster, a
+        temporary one has the slot map read again (its master may have changed)."""
+        try:
+            with translated(lambda: describe(self._redis, key), operation):
+                yield
+        except BackendUnavailable:
+            if isinstance(self._feeds, ClusterFeeds):
+                self._feeds.read_map_soon()
+            raise
 
     def _meta_ttl_ms(self, policy: HistoryPolicy) -> int:
         return _ms(max(self.meta_ttl, policy.ttl, policy.key_ttl))
@@ -314,6 +367,20 @@ class RedisBackend(Backend):
                         ) -> HistoryResult:
         return await self._read(channel, since, size, 0, _ms(self.meta_ttl))
 
+
+
+def _check_client(client: object) -> None:
+    if isinstance(client, RedisCluster):
+        require_sharded_pubsub()
+        decodes = client.get_connection_kwargs().get("decode_responses")
+    elif isinstance(client, aioredis.Redis):
+        decodes = client.connection_pool.connection_kwargs.get("decode_responses")
+    else:
+        raise TypeError(f"client must be a redis.asyncio.Redis or RedisCluster, not "
+                        f"{type(client).__name__}")
+    if decodes:
+        raise ValueError("the Redis client must return bytes (decode_responses=False): "
+                         "data is stored as msgpack")
 
 
 def _ms(seconds: float) -> int:

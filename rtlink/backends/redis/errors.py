@@ -19,6 +19,11 @@ UNAVAILABLE = (
     redis_errors.BusyLoadingError,
     OSError,
     TimeoutError,
+    # A cluster with no reachable node, a slot without a master, redirections that
+    # went on too long: the engine's commands are well-formed (one slot each), so
+    # these are states of the cluster, not mistakes of the caller.
+    redis_errors.RedisClusterException,
+    redis_errors.ClusterError,
 )
 #: Refusals that are temporary conditions of the server (out of memory, a replica
 #: that cannot take writes, a cluster electing a master, ...), by the class redis-py
@@ -30,6 +35,8 @@ _REPLY_CODES: dict[type[Exception], str] = {
     redis_errors.MasterDownError: "MASTERDOWN",
     redis_errors.TryAgainError: "TRYAGAIN",
     redis_errors.ClusterDownError: "CLUSTERDOWN",
+    redis_errors.MovedError: "MOVED",  # still moving after redis-py's redirections
+    redis_errors.AskError: "ASK",
 }
 _TEMPORARY_ERRORS = tuple(_REPLY_CODES)
 _TEMPORARY_REPLIES = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN",

@@ -8,6 +8,13 @@ batches, and reads every live channel's history from its last position. A messag
 offset skips ahead starts the same catch-up for its channel; a new epoch, or a gap that
 history cannot fill, is reported lost (the hub then asks the channel's subscribers to
 resubscribe, and they learn ``recovered = false``).
+
+On Redis Cluster (``sharded=True``) the link is one master's: it uses sharded pub/sub
+(``SSUBSCRIBE``, one command per channel since a command's channels must share a slot),
+and a channel whose slot left the node (Redis says ``sunsubscribe``, or ``MOVED`` to a
+subscribe) is handed to ``on_moved``; :mod:`.cluster` then moves it, with its position,
+to the link of its new owner (:meth:`ChannelFeeds.release`, :meth:`ChannelFeeds.adopt`),
+where it catches up like after any reconnection.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from collections.abc import Awaitable, Callable
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError
 
 from ...backoff import full_jitter
 from ...errors import BackendError, BackendUnavailable
@@ -27,7 +36,7 @@ from ...protocol import Position, Publication
 from ..base import HistoryResult, LostListener, PublicationListener
 from .errors import translated
 
-__all__ = ["ChannelFeeds", "unpack"]
+__all__ = ["ChannelFeeds", "ChannelMoved", "unpack"]
 
 logger = logging.getLogger("rtlink.backends.redis")
 
@@ -37,6 +46,11 @@ HistoryReader = Callable[[str, "Position | None", int], Awaitable[HistoryResult]
 TopReader = Callable[[str], Awaitable["Position | None"]]
 
 _SUBSCRIBING, _LIVE, _RESUBSCRIBING = "subscribing", "live", "resubscribing"
+
+
+class ChannelMoved(BackendUnavailable):
+    """The channel's slot left this link's node while it was being subscribed (Redis
+    Cluster): subscribe again on its new owner."""
 
 
 class _Feed:
@@ -74,6 +88,10 @@ class ChannelFeeds:
             answer, and the connection is presumed dead.
         sync_limit: publications read at most to fill one gap.
         timeout: seconds a subscribe waits for the connection and the confirmation.
+        sharded: use sharded pub/sub (Redis Cluster: this link is one node's).
+        on_moved: called with channels whose slot left this node (sharded only).
+        on_link_lost: called each time the connection failed (sharded only: the node
+            may have failed over, and the cluster's map should be read again).
     """
 
     def __init__(
@@ -88,6 +106,9 @@ class ChannelFeeds:
         ping_interval: float,
         sync_limit: int,
         timeout: float,
+        sharded: bool = False,
+        on_moved: Callable[[list[str]], None] | None = None,
+        on_link_lost: Callable[[], None] | None = None,
     ) -> None:
         self.ping_interval = ping_interval
         self.sync_limit = sync_limit
@@ -106,6 +127,11 @@ class ChannelFeeds:
         self._reader: asyncio.Task[None] | None = None
         self._syncs: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._sharded = sharded
+        self._on_moved = on_moved
+        self._on_link_lost = on_link_lost
+        kinds = ("smessage", "ssubscribe") if sharded else ("message", "subscribe")
+        self._message_kind, self._confirm_kind = kinds
 
     def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
         """Hand publications to ``listener`` and lost channels to ``on_lost``."""
@@ -118,6 +144,11 @@ class ChannelFeeds:
         pubsub = self._pubsub
         if pubsub is not None and pubsub.connection is not None:
             await pubsub.connection.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub connection is up."""
+        return self._connected.is_set()
 
     @property
     def channels(self) -> list[str]:
@@ -164,7 +195,7 @@ class ChannelFeeds:
                     raise BackendUnavailable(f"Redis at {self._address()}: pub/sub reconnecting")
                 if self._feeds.get(channel) is feed and feed.state == _SUBSCRIBING:
                     with translated(self._address, "subscribe"):
-                        await pubsub.subscribe(self._pub_channel(channel))
+                        await self._send_subscribe(pubsub, [channel])
                 await asyncio.shield(feed.confirmed)
         except BaseException as exc:
             if self._feeds.get(channel) is feed:
@@ -186,6 +217,60 @@ class ChannelFeeds:
             feed.confirmed.cancel()
         await self._unsubscribe_quietly(channel)
 
+    def release(self, channel: str) -> _Feed | None:
+        """Give up ``channel`` without a word to Redis (its slot left this node): the
+        feed, with the position it reached, goes to another link's :meth:`adopt`. A
+        subscribe still waiting fails with :class:`ChannelMoved`."""
+        feed = self._feeds.pop(channel, None)
+        if feed is None:
+            return None
+        if feed.sync is not None:
+            feed.sync.cancel()
+            feed.sync = None
+        if feed.state == _SUBSCRIBING:
+            if not feed.confirmed.done():
+                feed.confirmed.set_exception(ChannelMoved(
+                    f"channel {channel!r} moved away from {self._address()}"))
+            return None
+        feed.state = _RESUBSCRIBING
+        feed.syncing = True  # hold live messages until the gap is filled
+        return feed
+
+    async def adopt(self, channel: str, feed: _Feed) -> None:
+        """Take over a live channel released by another link: subscribe it here; once
+        confirmed it catches up from the position it reached (see :meth:`release`)."""
+        if self._closed or channel in self._feeds:
+            return
+        self._feeds[channel] = feed
+        self._ensure_reader()
+        await self.resubscribe([channel])
+
+    async def resubscribe(self, channels: list[str]) -> None:
+        """Subscribe ``channels`` again on this link (the cluster moved their slot and
+        back, or a subscription was dropped): each catches up once confirmed."""
+        for channel in channels:
+            feed = self._feeds.get(channel)
+            if feed is not None and feed.state == _LIVE:
+                feed.state = _RESUBSCRIBING
+                feed.syncing = True
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the reader subscribes every feed when it connects
+        try:
+            await self._send_subscribe(pubsub, channels)
+        except Exception as exc:
+            # The reader sees the broken connection too, and resubscribes all.
+            logger.debug("resubscribing %d channels failed: %s", len(channels), exc)
+
+    async def _send_subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        names = [self._pub_channel(channel) for channel in channels]
+        if self._sharded:
+            # One command per channel: the channels of one SSUBSCRIBE must share a slot.
+            for name in names:
+                await pubsub.ssubscribe(name)
+            return
+        for i in range(0, len(names), 1000):
+            await pubsub.subscribe(*names[i : i + 1000])
 
     def _ensure_reader(self) -> None:
         if self._reader is None or self._reader.done():
@@ -208,6 +293,8 @@ class ChannelFeeds:
                 if self._closed:
                     return
                 _raise_if_cancelled()
+                if self._on_link_lost is not None:
+                    self._on_link_lost()
                 delay = full_jitter(attempt, base=0.1, cap=5.0)
                 logger.warning("Redis at %s: pub/sub connection lost (%s); reconnecting in "
                                "%.2f s", self._address(), exc or type(exc).__name__, delay)
@@ -219,15 +306,14 @@ class ChannelFeeds:
         pubsub = self._client.pubsub()
         try:
             await pubsub.connect()  # type: ignore[no-untyped-call]
-            names = [self._pub_channel(channel) for channel in self._feeds]
-            for i in range(0, len(names), 1000):
-                await pubsub.subscribe(*names[i : i + 1000])
+            channels = list(self._feeds)
+            await self._send_subscribe(pubsub, channels)
         except BaseException:
             await pubsub.aclose()
             raise
         self._pubsub = pubsub
         self._connected.set()
-        if not names:
+        if not channels:
             # Nothing to read until a first subscription; an empty pub/sub connection
             # makes redis-py return at once, so ping to keep the read blocking.
             await pubsub.ping()
@@ -237,7 +323,15 @@ class ChannelFeeds:
         assert pubsub is not None
         pinged = False
         while True:
-            message = await pubsub.get_message(timeout=self.ping_interval)
+            try:
+                message = await pubsub.get_message(timeout=self.ping_interval)
+            except (MovedError, AskError) as exc:
+                if not self._sharded:
+                    raise
+                # A subscribe answered MOVED: the slot is another node's now.
+                self._moved([channel for channel in self._feeds
+                             if key_slot(self._pub_channel(channel).encode()) == exc.slot_id])
+                continue
             if message is None:
                 if pinged:
                     raise TimeoutError(f"no answer to a ping within {self.ping_interval} s")
@@ -246,10 +340,20 @@ class ChannelFeeds:
                 continue
             pinged = False
             kind = message["type"]
-            if kind == "message":
+            if kind == self._message_kind:
                 self._on_message(message["channel"], message["data"])
-            elif kind == "subscribe":
+            elif kind == self._confirm_kind:
                 self._on_confirmed(self._channel_of(message["channel"]))
+            elif kind == "sunsubscribe":
+                # Ours come after the feed is gone; one for a channel still here is
+                # Redis dropping it because its slot left the node (failover, resharding).
+                channel = self._channel_of(message["channel"])
+                if channel in self._feeds:
+                    self._moved([channel])
+
+    def _moved(self, channels: list[str]) -> None:
+        if channels and self._on_moved is not None:
+            self._on_moved(channels)
 
     async def _drop_pubsub(self) -> None:
         """Forget the pub/sub connection; every live channel must catch up later."""
@@ -271,7 +375,10 @@ class ChannelFeeds:
         if pubsub is None:
             return
         try:
-            await pubsub.unsubscribe(self._pub_channel(channel))
+            if self._sharded:
+                await pubsub.sunsubscribe(self._pub_channel(channel))
+            else:
+                await pubsub.unsubscribe(self._pub_channel(channel))
         except Exception as exc:
             logger.debug("unsubscribe of %r failed: %s", channel, exc)
 

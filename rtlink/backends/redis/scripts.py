@@ -8,7 +8,7 @@ failover of Redis starts a new one).
 
 from __future__ import annotations
 
-__all__ = ["EPOCH", "PUBLISH", "HISTORY"]
+__all__ = ["EPOCH", "PUBLISH", "SHARDED_PUBLISH", "HISTORY"]
 
 # Both scripts begin here: the channel's epoch, and a new one whenever positions may
 # have been lost. A channel's meta hash records (field r) the run id of the Redis
@@ -77,6 +77,12 @@ redis.call('PEXPIRE', meta, meta_ttl)
 redis.call('PUBLISH', ARGV[7], epoch .. ' ' .. offset .. ' ' .. ARGV[2])
 return {epoch, offset, 0}
 """
+
+# The same on Redis Cluster: SPUBLISH reaches only the shard that owns the channel's
+# slot (the pub/sub channel shares the keys' hash tag), where PUBLISH would be sent
+# over the cluster bus to every node.
+SHARDED_PUBLISH = PUBLISH.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', ")
+assert SHARDED_PUBLISH != PUBLISH
 
 # KEYS: meta, history
 # ARGV: new epoch, since epoch ('' for none), since offset, size, ttl ms (0: no TTL

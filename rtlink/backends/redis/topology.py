@@ -9,6 +9,10 @@ messages.
   fails once, and the next one goes to the new master). ``sentinel_username`` and
   ``sentinel_password`` query options authenticate to the Sentinels; the URL's own
   credentials are the master's.
+* ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (``rediss+cluster://``
+  for TLS): a Redis Cluster, found from any of those nodes (redis-py's
+  ``RedisCluster``: it follows ``MOVED`` and ``ASK`` and reads the slot map again after
+  a failover). Needs redis-py 8.0 or newer (sharded pub/sub in its asyncio client).
 
 Every command waits for a free connection rather than failing when ``max_connections``
 are busy, and redis-py never retries a command by itself: a publish whose answer was
@@ -25,19 +29,24 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from ...backoff import full_jitter
 
-__all__ = ["SCHEMES", "SentinelWatch", "close_client", "connect", "describe"]
+__all__ = ["SCHEMES", "Client", "SentinelWatch", "close_client", "connect", "describe",
+           "require_sharded_pubsub"]
+
+#: A client of the Redis engine: one server (or a Sentinel master), or a cluster.
+Client = aioredis.Redis | RedisCluster
 
 logger = logging.getLogger("rtlink.backends.redis")
 
 #: The URL schemes of the Redis engine.
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster")
 
 #: Default port of a Sentinel.
 _SENTINEL_PORT = 26379
@@ -48,11 +57,12 @@ class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionP
     ``BlockingConnectionPool`` of a single Redis (redis-py has no such class)."""
 
 
-def connect(url: str, *, max_connections: int, socket_timeout: float) -> aioredis.Redis:
+def connect(url: str, *, max_connections: int, socket_timeout: float) -> Client:
     """A redis-py client for ``url`` (see the module docstring for the forms).
 
     Raises:
         ValueError: the URL is malformed or of an unknown scheme.
+        RuntimeError: a cluster URL with a redis-py older than 8.0.
     """
     options: dict[str, Any] = {
         "max_connections": max_connections,
@@ -64,20 +74,64 @@ def connect(url: str, *, max_connections: int, socket_timeout: float) -> aioredi
     scheme = urlsplit(url).scheme.lower()
     if scheme == "redis+sentinel":
         return _sentinel_master(url, options)
+    if scheme.endswith("+cluster"):
+        return _cluster(url, options)
     if scheme not in SCHEMES:
         raise ValueError(f"not a Redis URL scheme: {scheme!r} (known: {', '.join(SCHEMES)})")
     pool = aioredis.BlockingConnectionPool.from_url(url, **options)
     return aioredis.Redis(connection_pool=pool)
 
 
-async def close_client(client: aioredis.Redis) -> None:
+async def close_client(client: Client) -> None:
     """Close a client made by :func:`connect`: its pool, and for a Sentinel master the
     connections to the Sentinels too (redis-py leaves them open)."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+        return
     pool = client.connection_pool
     await client.aclose(close_connection_pool=True)
     if isinstance(pool, SentinelConnectionPool):
         for sentinel in pool.sentinel_manager.sentinels:
             await sentinel.aclose(close_connection_pool=True)
+
+
+def require_sharded_pubsub() -> None:
+    """Refuse Redis Cluster with a redis-py whose asyncio client has no sharded pub/sub.
+
+    Raises:
+        RuntimeError: redis-py is older than 8.0.
+    """
+    if not hasattr(aioredis.client.PubSub, "ssubscribe"):
+        import redis
+
+        raise RuntimeError(f"Redis Cluster needs redis-py 8.0 or newer (sharded pub/sub in "
+                           f"redis.asyncio); installed: {redis.__version__}")
+
+
+def _cluster(url: str, options: dict[str, Any]) -> RedisCluster:
+    require_sharded_pubsub()
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    nodes = [_address(item, default_port=6379, kind="cluster node")
+             for item in hosts.split(",") if item]
+    if not nodes or parts.path.strip("/"):
+        raise ValueError("a cluster URL is redis+cluster://host:port[,host:port...] "
+                         "(a cluster has database 0 only)")
+    scheme = "rediss" if parts.scheme.lower().startswith("rediss") else "redis"
+    cluster_options: dict[str, Any] = dict(parse_url(f"{scheme}://localhost/?{parts.query}"))
+    for name in ("host", "port", "path", "db"):
+        cluster_options.pop(name, None)
+    if cluster_options.pop("connection_class", None) is SSLConnection:
+        cluster_options["ssl"] = True
+    cluster_options.update(options)
+    cluster_options.pop("timeout")  # a cluster node never waits for a free connection
+    if username:
+        cluster_options["username"] = unquote(username)
+    if password:
+        cluster_options["password"] = unquote(password)
+    return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                        **cluster_options)
 
 
 def _sentinel_master(url: str, options: dict[str, Any]) -> aioredis.Redis:
@@ -115,18 +169,22 @@ def _sentinel_master(url: str, options: dict[str, Any]) -> aioredis.Redis:
     return client
 
 
-def _address(item: str) -> tuple[str, int]:
+def _address(item: str, default_port: int = _SENTINEL_PORT, kind: str = "Sentinel"
+             ) -> tuple[str, int]:
     host, colon, port = item.rpartition(":")
     if not colon:
-        return item, _SENTINEL_PORT
+        return item, default_port
     if not port.isdigit():
-        raise ValueError(f"invalid Sentinel address {item!r}")
+        raise ValueError(f"invalid {kind} address {item!r}")
     return host.strip("[]"), int(port)
 
 
-def describe(client: aioredis.Redis) -> str:
-    """Where ``client`` connects, for messages: ``host:port/db``, ``unix:PATH``, or the
-    Sentinel master's name and its current address; never credentials."""
+def describe(client: Client, key: str | None = None) -> str:
+    """Where ``client`` connects, for messages: ``host:port/db``, ``unix:PATH``, the
+    Sentinel master's name and its current address, or the cluster node that serves
+    ``key`` (the cluster's known masters without one); never credentials."""
+    if isinstance(client, RedisCluster):
+        return _describe_cluster(client, key)
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     db = kwargs.get("db", 0)
@@ -142,6 +200,21 @@ def describe(client: aioredis.Redis) -> str:
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _describe_cluster(client: RedisCluster, key: str | None) -> str:
+    manager = client.nodes_manager
+    if key is not None:
+        try:
+            node = manager.get_node_from_slot(client.keyslot(key))
+        except Exception:  # the map is not read yet, or the slot has no master now
+            pass
+        else:
+            return f"{node.name} (the cluster node of slot {client.keyslot(key)})"
+    masters = [node.name for node in manager.nodes_cache.values()
+               if node.server_type == "primary"]
+    known = masters or [node.name for node in manager.startup_nodes.values()]
+    return f"cluster {', '.join(sorted(known))}"
 
 
 class SentinelWatch:
