@@ -37,12 +37,14 @@ import pytest
 from aiohttp import web
 
 import rtlink
+from rtlink.backends import create_backend
 from rtlink.client.client import forget_transports
 from rtlink.config import SERVE_OPTIONS
 from tests.support import (
     FAST_RECONNECT,
     ROOT,
     collect,
+    eventually,
     find_binary,
     free_port,
     missing_component,
@@ -50,7 +52,7 @@ from tests.support import (
 )
 from tests.support.proxy import Proxy as NginxProxy
 from tests.support.proxy import nginx_config, require_nginx
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, run_cluster, run_redis, run_sentinel
 
 pytestmark = [pytest.mark.redis, pytest.mark.proxy]
 
@@ -75,10 +77,20 @@ OPENSSL = find_binary("openssl")
 def code_blocks(path: Path, language: str) -> list[str]:
     """The fenced code blocks of ``path`` whose info string is ``language``, dedented
     (blocks inside list items are indented)."""
-    blocks = []
-    for indent, body in re.findall(rf"^( *)```{re.escape(language)}\n(.*?)^\1```",
-                                   path.read_text(), re.M | re.S):
-        blocks.append("".join(line[len(indent):] + "\n" for line in body.splitlines()))
+    blocks: list[str] = []
+    opened: tuple[str, str] | None = None  # (indent, info string) of the open fence
+    body: list[str] = []
+    for line in path.read_text().splitlines():
+        fence = re.fullmatch(r"( *)```(\S*)\s*", line)
+        if opened is None:
+            if fence:
+                opened, body = (fence[1], fence[2]), []
+        elif fence and fence[1] == opened[0] and not fence[2]:
+            if opened[1] == language:
+                blocks.append("".join(text[len(opened[0]):] + "\n" for text in body))
+            opened = None
+        else:
+            body.append(line)
     return blocks
 
 
@@ -675,3 +687,42 @@ async def test_the_migration_notes_rtlink_server_runs(
                     await closed_room.wait_subscribed()
     finally:
         await runner.cleanup()
+
+
+# --- the Redis deployments of the operations guide ------------------------------------------
+
+
+async def _publish_and_receive(url: str) -> None:
+    """A node subscribed through ``url`` receives what another publishes through it."""
+    backend_a, backend_b = create_backend(url), create_backend(url)
+    received: list[object] = []
+    await backend_a.start(lambda p: received.append(p.data), lambda c: None)
+    await backend_b.start(lambda p: None, lambda c: None)
+    try:
+        await backend_a.subscribe("orders:42")
+        policy = rtlink.ChannelOptions().policy
+        await backend_b.publish("orders:42", {"status": "shipped"}, key=None, policy=policy)
+        await eventually(lambda: received == [{"status": "shipped"}])
+    finally:
+        await backend_a.close()
+        await backend_b.close()
+
+
+@pytest.mark.redis
+async def test_the_guides_redis_urls_work_on_the_deployments_they_name() -> None:
+    # Each URL as printed, with the documented addresses replaced by servers started
+    # here (no passwords on them).
+    with run_cluster() as cluster:
+        hosts = ",".join(f"{host}:{port}" for host, port in cluster.startup_nodes)
+        await _publish_and_receive(replaced(the_block(OPERATIONS, "", "redis+cluster://"), {
+            ":password@": "", "10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000": hosts}).strip())
+    with run_sentinel(master_name="mymaster") as setup:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in setup.sentinel_ports)
+        await _publish_and_receive(replaced(the_block(OPERATIONS, "", "redis+sentinel://"), {
+            ":masterpassword@": "", "10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379": hosts,
+            "?sentinel_password=...": ""}).strip())
+    with run_redis() as first, run_redis() as second:
+        await _publish_and_receive(replaced(the_block(OPERATIONS, "", "redis+sharded://"), {
+            ":password@": "",
+            "10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379": f"127.0.0.1:{first.port},"
+                                                         f"127.0.0.1:{second.port}"}).strip())
