@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import publish, serve, tail, token
 from .arguments import HelpFormatter, IntermixedParser
+from .publish import add_parser as add_publish
+from .serve import add_parser as add_serve
+from .tail import add_parser as add_tail
+from .token import add_parser as add_token
 
 __all__ = ["build_parser"]
 
@@ -47,6 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     # In the order of --help. Each sets its parser's default ``run``: the function that
     # runs the command with the parsed arguments and returns the exit status.
-    for command in (serve, publish, tail, token):
-        command.add_parser(commands)
+    for add_command in (add_serve, add_publish, add_tail, add_token):
+        add_command(commands)
     return parser
