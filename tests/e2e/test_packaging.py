@@ -125,7 +125,8 @@ def test_metadata(built: Built) -> None:
 
 def test_wheel_has_the_typing_marker_and_the_browser_client(built: Built) -> None:
     assert {"rtlink/py.typed", *_STATIC} <= built.wheel_files
-    assert "rtlink/cli.py" in built.wheel_files
+    # The console script's package (rtlink.cli:main) and the configuration it loads.
+    assert {"rtlink/cli/__init__.py", "rtlink/config/__init__.py"} <= built.wheel_files
     # Nothing but the package and its metadata: no tests, bench or examples packages.
     tops = {name.split("/")[0] for name in built.wheel_files}
     assert tops == {"rtlink", built.dist_info}

@@ -1,6 +1,6 @@
-"""The configuration of ``rtlink serve`` (rtlink.config): defaults, a TOML file, the
-environment and flags, merged in that order and validated with messages that name
-their source; and ``rtlink serve --print-config``, which shows the result.
+"""Loading the configuration of ``rtlink serve`` (rtlink.config.loading): defaults, a
+TOML file, the environment and flags, merged in that order, and validated with
+messages that name their source.
 
 The loader is tested directly with real files; the command (``main``) in this process,
 since ``--print-config`` and usage errors never start a server. What the settings do
@@ -9,67 +9,17 @@ over the wire is in tests/e2e/test_cli.py.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from rtlink.channels import ChannelOptions
-from rtlink.cli import build_parser, main
-from rtlink.config import (
-    SERVE_OPTIONS,
-    ConfigError,
-    ServeConfig,
-    format_config,
-    load_serve_config,
-    redact_url,
-)
+from rtlink.cli import main
+from rtlink.config import ConfigError, ServeConfig, load_serve_config
+from tests.config.helpers import API_KEY, OTHER_KEY, SECRET, serve_flags, write
 
-SECRET = "s" * 40
-API_KEY = "k" * 20
-OTHER_KEY = "q" * 24
-
-
-def write(path: Path, text: str) -> str:
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command reads os.environ: start each test without RTLINK_* variables."""
-    for option in SERVE_OPTIONS:
-        monkeypatch.delenv(option.env, raising=False)
-        if option.file_env:
-            monkeypatch.delenv(option.file_env, raising=False)
-    monkeypatch.delenv("RTLINK_CONFIG", raising=False)
-
-
-def serve_flags(*argv: str) -> dict[str, Any]:
-    """The flags ``rtlink serve ARGV`` hands to the loader (as the command does)."""
-    args = build_parser().parse_args(["serve", *argv])
-    return {option.name: getattr(args, option.name)
-            for option in SERVE_OPTIONS if hasattr(args, option.name)}
-
-
-def print_config(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict[str, Any], str]:
-    """Run ``rtlink serve --print-config ARGV``: the parsed TOML and the text."""
-    assert main(["serve", "--print-config", *argv]) == 0
-    out = capsys.readouterr().out
-    return tomllib.loads(out), out
-
-
-def source_of(text: str, key: str) -> str:
-    """The source comment of ``key = ...`` in --print-config output (first match)."""
-    for line in text.splitlines():
-        if line.startswith(f"{key} = "):
-            return line.partition("  # ")[2]
-    raise AssertionError(f"no {key} in {text}")
-
-
-# --- defaults and precedence ------------------------------------------------------------
+# --- defaults and precedence ----------------------------------------------------------------------
 
 
 def test_defaults() -> None:
@@ -99,28 +49,6 @@ def test_flag_beats_environment_beats_file(tmp_path: Path) -> None:
     without_env = load_serve_config({}, {}, config_file)
     assert (without_env.port, without_env.sources["port"]) == (
         1001, f"config file {config_file}")
-
-
-def test_precedence_in_print_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    config_file = write(tmp_path / "rtlink.toml",
-                        'allowed_origins = ["https://file.example"]\npublish_burst = 7\n'
-                        "history_ttl = 60\n")
-    monkeypatch.setenv("RTLINK_ALLOWED_ORIGINS", "https://env.example, https://*.env.example")
-    monkeypatch.setenv("RTLINK_PUBLISH_BURST", "8")
-    values, text = print_config(capsys, "--config", config_file,
-                                "--allowed-origin", "https://flag.example",
-                                "--allowed-origin", "https://two.example,https://three.example")
-    assert values["allowed_origins"] == ["https://flag.example", "https://two.example",
-                                         "https://three.example"]
-    assert source_of(text, "allowed_origins") == "flag --allowed-origin"
-    assert (values["publish_burst"], source_of(text, "publish_burst")) == (
-        8, "environment RTLINK_PUBLISH_BURST")
-    assert (values["history_ttl"], source_of(text, "history_ttl")) == (
-        60.0, f"config file {config_file}")
-    assert text.startswith(f"# config file: {config_file}\n")
-    values, _ = print_config(capsys, "--config", config_file)
-    assert values["allowed_origins"] == ["https://env.example", "https://*.env.example"]
 
 
 def test_config_file_from_the_environment(tmp_path: Path) -> None:
@@ -231,96 +159,7 @@ def test_no_metrics_flag(tmp_path: Path) -> None:
                              {"RTLINK_CLIENT_PUBLISH": "no"}).client_publish is True
 
 
-# --- channel rules ----------------------------------------------------------------------
-
-
-def test_channel_rules_keep_file_order_and_take_server_wide_defaults(tmp_path: Path) -> None:
-    write(tmp_path / "secret", SECRET)
-    config_file = write(tmp_path / "rtlink.toml", """
-history_size = 7
-client_publish = false
-token_secret_file = "secret"
-
-[channels."news:*"]
-history_size = 1000
-history_ttl = 86400
-
-[channels."user:{user}:*"]
-subscribe = "authenticated"
-client_publish = true
-key_ttl = 30
-
-[channels."*"]
-""")
-    config = load_serve_config({}, {"RTLINK_HISTORY_TTL": "90"}, config_file)
-    assert list(config.channel_rules().items()) == [
-        ("news:*", ChannelOptions(history_size=1000, history_ttl=86400.0)),
-        ("user:{user}:*", ChannelOptions(history_size=7, history_ttl=90.0, client_publish=True,
-                                         key_ttl=30.0, subscribe="authenticated")),
-        ("*", ChannelOptions(history_size=7, history_ttl=90.0)),
-    ]
-    assert config.sources["channels.'news:*'.history_size"] == f"config file {config_file}"
-    assert config.sources["channels.'*'.history_ttl"] == (
-        "server-wide history_ttl (environment RTLINK_HISTORY_TTL)")
-    assert config.needs_authentication
-
-
-def test_print_config_shows_rules_and_redacts_secrets(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    config_file = write(tmp_path / "rtlink.toml", """
-backend = "redis://admin:hunter2-password@10.0.0.1:6379/0"
-[channels."user:{user}:*"]
-subscribe = "authenticated"
-""")
-    monkeypatch.setenv("RTLINK_TOKEN_SECRET", SECRET)
-    monkeypatch.setenv("RTLINK_API_KEYS", f"{API_KEY},{OTHER_KEY}")
-    values, text = print_config(capsys, "--config", config_file)
-    assert SECRET not in text and API_KEY not in text and "hunter2" not in text
-    assert values["backend"] == "redis://admin:***@10.0.0.1:6379/0"
-    assert "token_secret" not in values and "api_keys" not in values  # comment lines
-    assert source_of(text, "# token_secret") == "environment RTLINK_TOKEN_SECRET"
-    assert '# token_secret = "<redacted>"' in text
-    assert '# api_keys = ["<redacted>", "<redacted>"]' in text
-    assert values["channels"] == {"user:{user}:*": {
-        "history_size": 100, "history_ttl": 300.0, "client_publish": True, "key_ttl": 600.0,
-        "subscribe": "authenticated"}}
-    assert "# allowed_origins: not set (only pages of this server's own origin)" in text
-
-
-def test_print_config_of_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    values, text = print_config(capsys)
-    assert values["port"] == 8080 and values["max_connections_per_ip"] == "off"
-    assert values["channels"] == {"*": {
-        "history_size": 100, "history_ttl": 300.0, "client_publish": True, "key_ttl": 600.0,
-        "subscribe": "anyone"}}
-    assert "# default: every channel (no [channels] tables)" in text
-    assert "# token_secret: not set (no authentication" in text
-    assert "# api_keys: not set (no publish API)" in text
-    assert {option.name for option in SERVE_OPTIONS} - set(values) == {
-        "allowed_origins", "token_secret", "api_keys"}
-
-
-def test_printed_config_loads_back(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    source = write(tmp_path / "a.toml", """
-port = 9001
-path = "/"
-transports = ["sse"]
-publish_rate = "off"
-allowed_origins = ["*"]
-metrics_path = "/internal/metrics"
-[channels."a:*"]
-history_size = 3
-""")
-    monkeypatch.setenv("RTLINK_HISTORY_TTL", "5")
-    _, text = print_config(capsys, "--config", source)
-    copy = write(tmp_path / "b.toml", text)
-    original = load_serve_config({}, {"RTLINK_HISTORY_TTL": "5"}, source)
-    assert load_serve_config({}, {}, copy) == attrs.evolve(original, config_file=copy)
-
-
-# --- errors: every one names its source, exits with 2 -----------------------------------
+# --- errors: every one names its source, exits with 2 ---------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -522,36 +361,3 @@ def test_secret_file_errors_never_show_the_secret(tmp_path: Path,
     empty = write(tmp_path / "empty", "# no keys yet\n\n")
     assert main(["serve", "--print-config", "--api-key-file", empty]) == 2
     assert "expected API keys of at least 16" in capsys.readouterr().err
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
-        ("redis://user:pw@h:1/0", "redis://user:***@h:1/0"),
-        ("redis://h:1/0", "redis://h:1/0"),
-        ("memory://", "memory://"),
-        ("redis://:pw@h:port/0", "redis://:***@h:port/0"),
-        ("redis://:pw@[::1/0", "redis://***"),  # unparsable: nothing but the scheme
-        ("redis+sentinel://:pw@h1:26379,h2:26379/m/0?sentinel_password=s&db=1",
-         "redis+sentinel://:***@h1:26379,h2:26379/m/0?sentinel_password=***&db=1"),
-        ("redis+sharded://u:pw@h1:1,h2:2/0", "redis+sharded://u:***@h1:1,h2:2/0"),
-        ("unix:///run/redis.sock?password=pw&db=1", "unix:///run/redis.sock?password=***&db=1"),
-    ],
-)
-def test_redact_url(url: str, shown: str) -> None:
-    assert redact_url(url) == shown
-
-
-def test_format_config_writes_every_option() -> None:
-    config = load_serve_config({}, {"RTLINK_TOKEN_SECRET": SECRET, "RTLINK_API_KEYS": API_KEY,
-                                    "RTLINK_ALLOWED_ORIGINS": "*"})
-    text = format_config(config)
-    secret_names = {option.name for option in SERVE_OPTIONS if option.secret}
-    assert {option.name for option in SERVE_OPTIONS} - set(tomllib.loads(text)) == secret_names
-    for name in secret_names:
-        assert f"# {name} = " in text
-    assert SECRET not in text and API_KEY not in text
