@@ -92,7 +92,7 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
             :mod:`rtlink.transports.guard`); requests without ``Origin`` (non-browser
             clients) are allowed. The HTTP routes answer CORS for allowed origins.
         api_keys: keys accepted by ``POST {path}/publish``
-            (:mod:`rtlink.transports.publish_api`; docs/protocol.md §2.10), which
+            (:mod:`rtlink.transports.publish_api`; docs/http-api.md §5), which
             publishes like :meth:`Hub.publish` for a request with ``Authorization:
             Bearer <key>``. Each key is a full-power credential (any channel the
             server knows, no client rules). None or empty (default): not mounted.

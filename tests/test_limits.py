@@ -275,7 +275,7 @@ async def test_invalid_channel_names_are_422_on_websocket_and_send(http, channel
 @pytest.mark.parametrize("channel", INVALID_CHANNELS)
 async def test_invalid_channel_names_in_a_cursor_are_http_400(http, endpoint: str,
                                                               channel: str) -> None:
-    # Documented (protocol 2.6): a cursor breaking a rule is a malformed request.
+    # Documented (protocol 4.2): a cursor breaking a rule is a malformed request.
     async with run_server() as server:
         subs = json.dumps({"ok": None, channel: None})
         async with http.get(f"{server.url}/{endpoint}", params={"subs": subs}) as response:

@@ -1,4 +1,4 @@
-"""rtlink.attach serving the browser client (protocol.md 2.7), and the demo page using it."""
+"""rtlink.attach serving the browser client (http-api.md §6), and the demo page using it."""
 
 from __future__ import annotations
 

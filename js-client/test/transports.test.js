@@ -1,5 +1,5 @@
 // The transports: batching on WebSocket, server-sent events with POST /send, and long
-// polling (protocol.md 2.2, 2.3, 2.4, 2.6, 3, 8.5, 8.6).
+// polling (protocol.md 2.2, 2.3, 2.4, 2.6, 3, 4.2, 8.5, 8.6).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 

@@ -1,6 +1,6 @@
 """``POST {path}/publish``: publishing over plain HTTP, for services not written in Python.
 
-A service holding an **API key** publishes with one request (docs/protocol.md §2.10)::
+A service holding an **API key** publishes with one request (docs/http-api.md §5)::
 
     curl -sS http://127.0.0.1:8080/rt/publish \\
       -H "Authorization: Bearer $RTLINK_API_KEY" \\
@@ -295,7 +295,7 @@ async def _publish(hub: Hub, request: web.Request, keys: ApiKeys) -> web.Respons
 
 
 def publish_handler(hub: Hub, keys: ApiKeys) -> Handler:
-    """The handler of ``POST {path}/publish``, accepting ``keys`` (docs/protocol.md §2.10).
+    """The handler of ``POST {path}/publish``, accepting ``keys`` (docs/http-api.md §5).
 
     Checks, in order: the API key (401), the ``Content-Type`` (415), the
     ``Idempotency-Key`` (400), the body size against ``hub.max_message_size`` (413,

@@ -1,4 +1,7 @@
-"""The operations guide and the migration note stay true: their configurations run.
+"""The operations guide and the migration note stay true: their configurations run. And
+the protocol documents stay linked right: every section the repository cites
+("protocol.md 8.7", "http-api.md §5") exists, and every link between documents
+reaches its heading.
 
 docs/operations.md shows proxy configurations (nginx, HAProxy, Caddy), a middleware,
 and claims about deploys; docs/migrating-from-socketio.md shows an rtlink server.
@@ -629,6 +632,112 @@ async def test_the_client_address_middleware_restores_addresses_behind_nginx(
                     assert "127.0.0.2" in addresses
     finally:
         await runner.cleanup()
+
+
+# --- cross-references: section numbers and links stay right ---------------------------------
+
+PROTOCOL = DOCS / "protocol.md"
+HTTP_API = DOCS / "http-api.md"
+
+#: A citation of sections of the two documents, as the repository writes them:
+#: "protocol.md 2.6", "docs/protocol.md §2.10", "protocol 3.4", "protocol.md 2.2, 2.3 and
+#: 4.2", "protocol.md section 8", "[protocol.md](protocol.md) §2.8", "http-api.md §5".
+CITATION = re.compile(r"(?<![\w-])(protocol(?:\.md)?|http-api\.md)(?:\]\([^)\s]*\))?"
+                      r"(?:\s+sections?)?"
+                      r"((?:(?:,\s*|\s+and\s+|\s+)§?[1-9]\d*(?:\.\d+)?(?![\d.]))+)")
+#: A bare section number in protocol.md's prose: "(2.6)", "8.6 rule 8".
+BARE_SECTION = re.compile(r"(?<![\w.§/-])([1-9]\.\d{1,2})(?![\d.])")
+#: A link in a Markdown document: its text and target.
+LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\s]+)\)")
+
+
+def _prose(path: Path) -> str:
+    """A Markdown document without its code blocks."""
+    return re.sub(r"(?ms)^ *```.*?^ *```", "", path.read_text(encoding="utf-8"))
+
+
+def _anchors(path: Path) -> dict[str, str | None]:
+    """A Markdown document's heading anchors (as GitHub makes them), each with the
+    heading's section number ("2.6"; None without one)."""
+    anchors: dict[str, str | None] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", _prose(path), re.M):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        number = re.match(r"(\d+(?:\.\d+)?)\.? ", heading)
+        anchors[anchor] = number[1] if number else None
+    return anchors
+
+
+def _sections(path: Path) -> set[str]:
+    return {number for number in _anchors(path).values() if number is not None}
+
+
+def _repository_texts() -> Iterator[Path]:
+    """The repository's own sources and documents (not dependencies or builds)."""
+    skip = {"node_modules", "dist", "static", "__pycache__"}  # and .git, .venv, ...
+    suffixes = {".md", ".py", ".js", ".mjs", ".ts", ".json", ".toml"}
+    for directory, subdirectories, files in os.walk(ROOT):
+        subdirectories[:] = sorted(name for name in subdirectories
+                                   if name not in skip and not name.startswith("."))
+        for name in sorted(files):
+            if Path(name).suffix in suffixes:
+                yield Path(directory, name)
+
+
+def test_every_cited_section_exists() -> None:
+    """Citations anywhere in the repository ("protocol.md 8.7" in a comment, "http-api.md
+    §5" in a docstring) name sections the documents have."""
+    sections = {"protocol": _sections(PROTOCOL), "http-api": _sections(HTTP_API)}
+    assert {"2.6", "4.2", "8.7", "9"} <= sections["protocol"]
+    assert {"3.2", "5"} <= sections["http-api"]
+    wrong = []
+    for path in _repository_texts():
+        for found in CITATION.finditer(path.read_text(encoding="utf-8", errors="replace")):
+            document = "http-api" if found[1].startswith("http-api") else "protocol"
+            for number in re.findall(r"[\d.]+", found[2]):
+                if number not in sections[document]:
+                    wrong.append(f"{path.relative_to(ROOT)}: {found[0].strip()!r}")
+    assert not wrong, "citations of sections that do not exist:\n" + "\n".join(wrong)
+
+
+def test_the_documents_cite_their_own_sections() -> None:
+    """protocol.md refers to its sections by bare number ("(2.6)"), http-api.md to its
+    own by "§3.2" (and to protocol.md's by citations, checked above)."""
+    sections = _sections(PROTOCOL)
+    prose = re.sub(r"`[^`\n]*`", "", _prose(PROTOCOL))
+    prose = LINK.sub("", prose)  # links are checked on their own
+    wrong = [number for number in BARE_SECTION.findall(prose) if number not in sections]
+    assert not wrong, f"protocol.md cites sections it does not have: {wrong}"
+    own = _sections(HTTP_API)
+    prose = LINK.sub(lambda link: "" if "protocol.md" in link[2] else link[1],
+                     CITATION.sub("", _prose(HTTP_API)))
+    wrong = [number for number in re.findall(r"§(\d+(?:\.\d+)?)", prose) if number not in own]
+    assert not wrong, f"http-api.md cites sections it does not have: {wrong}"
+
+
+def test_every_link_between_the_documents_resolves() -> None:
+    """Every relative link of the Markdown documents names a file that exists and, with
+    an anchor, a heading of it; a link whose text ends with a section number goes to
+    that section."""
+    wrong = []
+    for document in _repository_texts():
+        if document.suffix != ".md":
+            continue
+        for text, target in LINK.findall(_prose(document)):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue  # https:, mailto:
+            name, _, anchor = target.partition("#")
+            path = (document.parent / name).resolve() if name else document
+            where = f"{document.relative_to(ROOT)}: [{text}]({target})"
+            if not path.exists():
+                wrong.append(f"{where}: no such file")
+            elif anchor and path.suffix == ".md":
+                anchors = _anchors(path)
+                cited = re.search(r"(?:^|[\s§])(\d+(?:\.\d+)?)$", text)
+                if anchor not in anchors:
+                    wrong.append(f"{where}: no such heading")
+                elif cited and anchors[anchor] != cited[1]:
+                    wrong.append(f"{where}: the heading is section {anchors[anchor]}")
+    assert not wrong, "broken links:\n" + "\n".join(wrong)
 
 
 # --- the migration note's server ------------------------------------------------------------

@@ -282,7 +282,7 @@ def parsed_query(query: str) -> Any:
 def expected_cursor(query: Any, last_event_id: str | None
                     ) -> tuple[int, dict[str, Any] | None]:
     """Status the server answers a stream or poll request with (200 or 400), and the
-    channels it then subscribes (docs/protocol.md 2.2, 2.6)."""
+    channels it then subscribes (docs/protocol.md 2.2, 4.2)."""
     if query.get("codec", "json") not in CODECS:
         return 400, None
     try:
