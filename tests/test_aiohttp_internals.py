@@ -110,9 +110,7 @@ async def test_wait_writable_waits_while_writing_is_paused_and_not_otherwise() -
             await asyncio.sleep(0)
         raise AssertionError("writing never paused against a client that reads nothing")
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
+    async def steps_of(request: web.Request) -> None:
         async with asyncio.timeout(seconds(1)):
             await wait_writable(request.protocol)  # not paused: returns at once
         await pause(request)
@@ -133,7 +131,20 @@ async def test_wait_writable_waits_while_writing_is_paused_and_not_otherwise() -
             await steps.put("hung after the client left")
         else:
             await steps.put("returned")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            await steps_of(request)
+        except Exception as exc:  # said to the test, which would only time out
+            await steps.put(f"the server failed: {exc!r}")
+            raise
         return response
+
+    async def read_all(client: socket.socket) -> None:
+        while await asyncio.get_running_loop().sock_recv(client, 1 << 16):
+            pass
 
     async with serve("/stream", handler) as url:
         # A plain socket: asyncio's streams would read ahead into their own buffer.
@@ -145,9 +156,10 @@ async def test_wait_writable_waits_while_writing_is_paused_and_not_otherwise() -
             await loop.sock_sendall(client, b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             async with asyncio.timeout(seconds(10)):
                 assert await steps.get() == "waiting"
-                while steps.empty():  # read until the server may write again
-                    await loop.sock_recv(client, 1 << 16)
+                reading = asyncio.ensure_future(read_all(client))
                 assert await steps.get() == "resumed"
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
                 go_on.set()
                 assert await steps.get() == "paused again"
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
