@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import TokenAuth, ticket_handler
 from .codecs import CODECS
 from .codes import CloseCode
 from .hub import Hub
@@ -23,6 +22,7 @@ from .transports.http import NO_CACHE, refuse_request, send_handler
 from .transports.longpoll import poll_handler
 from .transports.publish_api import ApiKeys, publish_handler, refuse_publish
 from .transports.sse import refuse_stream, sse_handler
+from .transports.tickets import ticket_handler
 from .transports.websocket import refuse_websocket, websocket_handler
 
 __all__ = ["attach", "TRANSPORT_NAMES", "ENDPOINTS", "CLIENT_FILES"]
@@ -59,8 +59,8 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     Mounts, for the enabled ``transports``: ``{path}/ws`` (WebSocket), ``{path}/sse``
     (server-sent events) and ``{path}/poll`` (long polling); ``{path}/send`` (POST,
     client frames for the HTTP transports) when either HTTP transport is enabled;
-    ``{path}/ticket`` (POST) when the hub's ``authenticate`` hook is a
-    :class:`~rtlink.auth.TokenAuth`: trades a token for a single-use ticket;
+    ``{path}/ticket`` (POST) when the hub's authenticator issues tickets (a
+    :class:`~rtlink.auth.TokenAuth` does): trades a token for a single-use ticket;
     ``{path}/publish`` (POST) with ``api_keys``: the HTTP publish API for services;
     ``{path}/info``, a small JSON discovery document listing what is enabled; and, with
     ``serve_client``, the browser client: ``{path}/client.js`` (script-tag build, defines
@@ -124,14 +124,9 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
                             cors=name != "websocket", counted=True)
     if {"sse", "longpoll"} & set(enabled):
         guard.add_route("POST", base + "/send", send_handler(hub), refuse=refuse_request)
-    hook = hub.authenticate_hook
-    if isinstance(hook, TokenAuth):
-        # Browsers trade their token for a single-use ticket to open WebSocket/SSE.
-        guard.add_route("POST", base + "/ticket", ticket_handler(hook))
-    else:
-        # No tickets, but the 404 goes through the guard: a page of another origin
-        # can only read it (and fall back to a token in the URL) with CORS headers.
-        guard.add_route("POST", base + "/ticket", _no_tickets)
+    # Browsers trade their token for a single-use ticket to open WebSocket/SSE; without
+    # tickets the 404 goes through the guard too (rtlink.transports.tickets).
+    guard.add_route("POST", base + "/ticket", ticket_handler(hub.authenticator))
     info = {
         "version": PROTOCOL_VERSION,
         "transports": [name for name in TRANSPORT_NAMES if name in enabled],
@@ -174,12 +169,6 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
 
     app.cleanup_ctx.append(hub_lifetime)
     app.on_shutdown.append(close_connections)
-
-
-async def _no_tickets(request: web.Request) -> web.Response:
-    """``POST {path}/ticket`` of a hub whose ``authenticate`` hook is not a TokenAuth."""
-    return web.Response(status=404, text="rtlink: this server issues no tickets\n",
-                        headers=NO_CACHE)
 
 
 def _client_file_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]] | None:
