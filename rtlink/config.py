@@ -637,10 +637,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("log_level", Choice(_LOG_LEVELS),
            "logging level (info includes one access-log line per request)", "LEVEL"),
 )
+from .transports.registry import root_routes  # noqa: E402, I001 - the registry owns them
 #: The paths rtlink takes when mounted at the root (``path = "/"``).
-_ROOT_ROUTES = frozenset({*(sub_path for sub_path, _ in ENDPOINTS.values()),
-                          *(f"/{name}" for name in CLIENT_FILES),
-                          "/send", "/ticket", "/info", "/publish"})
+_ROOT_ROUTES = root_routes(ENDPOINTS, CLIENT_FILES)
 _BY_KEY = {option.key: option for option in SERVE_OPTIONS}
 _BY_NAME = {option.name: option for option in SERVE_OPTIONS}
 #: The fields of a ``[channels."PATTERN"]`` table, and the server-wide option each one
