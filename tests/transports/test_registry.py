@@ -7,7 +7,7 @@ from aiohttp import web
 
 import rtlink
 import rtlink.server
-from rtlink import config
+from rtlink.config import ConfigError, load_serve_config
 from rtlink.transports import registry
 from rtlink.transports.registry import TRANSPORTS, root_routes
 
@@ -28,8 +28,14 @@ def test_the_older_names_are_views_of_the_registry() -> None:
                  for name, transport in TRANSPORTS.items()}
     assert endpoints == rtlink.server.ENDPOINTS
     assert rtlink.server.CLIENT_FILES == registry.CLIENT_FILES
-    routes = root_routes()
-    assert routes == config._ROOT_ROUTES
+
+
+@pytest.mark.parametrize("route", sorted(root_routes()))
+def test_the_config_keeps_metrics_clear_of_every_root_route(route: str) -> None:
+    environ = {"RTLINK_PATH": "/", "RTLINK_METRICS_PATH": route}
+    with pytest.raises(ConfigError, match="expected a path not used by rtlink"):
+        load_serve_config({}, environ)
+    assert load_serve_config({}, {**environ, "RTLINK_METRICS_PATH": "/metrics"})
 
 
 def test_attach_mounts_at_the_root_exactly_the_routes_the_registry_lists() -> None:
