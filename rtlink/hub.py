@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
 
-from .auth import TokenAuth, expires_at_of
+from .auth import Authenticator, as_authenticator, expires_at_of
 from .backends import Backend, HistoryResult, create_backend
 from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
@@ -37,6 +37,7 @@ _MAX_FLUSH_GAP = 0.010
 #: ``authenticate(request) -> identity``: the transport's request object (an
 #: ``aiohttp.web.Request``) in, any identity out (None for anonymous); raise
 #: :class:`~rtlink.errors.AuthenticationError` to refuse. May be a coroutine function.
+#: The hub wraps it in a :class:`~rtlink.auth.CallableAuthenticator`.
 Authenticate: TypeAlias = Callable[[Any], Any]
 #: ``authorize(identity, channel) -> bool``; may be a coroutine function.
 Authorize: TypeAlias = Callable[[Any, str], "bool | Awaitable[bool]"]
@@ -64,8 +65,9 @@ class Hub:
         channels: channel pattern → :class:`ChannelOptions`, first match wins. Channels
             matching no pattern are refused. Default: every channel, default options.
         authenticate: hook called with the request of each new connection; returns
-            an identity or raises :class:`~rtlink.errors.AuthenticationError`. The
-            built-in one is :class:`~rtlink.auth.TokenAuth` (JWTs and tickets). An
+            an identity or raises :class:`~rtlink.errors.AuthenticationError`: an
+            :class:`~rtlink.auth.Authenticator` (the built-in one is
+            :class:`~rtlink.auth.TokenAuth`: JWTs and tickets) or a plain callable. An
             identity with an ``expires_at`` (:func:`~rtlink.auth.expires_at_of`) is
             refused once expired, and its connection is closed with 4003 then.
         authorize_subscribe: hook ``(identity, channel) -> bool`` for subscriptions.
@@ -110,7 +112,7 @@ class Hub:
         backend: str | Backend = "memory://",
         *,
         channels: Mapping[str, ChannelOptions] | None = None,
-        authenticate: Authenticate | None = None,
+        authenticate: Authenticator | Authenticate | None = None,
         authorize_subscribe: Authorize | None = None,
         authorize_publish: Authorize | None = None,
         max_message_size: int = 64 * 1024,
@@ -143,6 +145,7 @@ class Hub:
         self.connection_slots = AddressSlots(max_connections_per_ip)
         self.websocket_compression = websocket_compression
         self._authenticate = authenticate
+        self._authenticator = None if authenticate is None else as_authenticator(authenticate)
         self._authorize_subscribe = authorize_subscribe
         self._authorize_publish = authorize_publish
         self._connections: set[Connection] = set()
@@ -169,9 +172,8 @@ class Hub:
         if self._started:
             return
         self._started = True
-        bind = getattr(self._authenticate, "bind", None)
-        if callable(bind):  # e.g. TokenAuth: single-use tickets are claimed in the backend
-            bind(self.backend)
+        if self._authenticator is not None:  # e.g. TokenAuth claims tickets in the backend
+            self._authenticator.bind(self.backend)
         await self.backend.start(self._on_publication, self._on_lost)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
@@ -230,31 +232,36 @@ class Hub:
         return await self._publish(channel, data, key, options)
 
     @property
-    def authenticate_hook(self) -> Authenticate | None:
+    def authenticate_hook(self) -> Authenticator | Authenticate | None:
         """The ``authenticate`` hook the hub was made with (e.g. a
         :class:`~rtlink.auth.TokenAuth`), or None."""
         return self._authenticate
 
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """The ``authenticate`` hook as an :class:`~rtlink.auth.Authenticator` (a plain
+        callable wrapped), or None."""
+        return self._authenticator
+
     async def authenticate(self, request: Any) -> Any:
         """Run the authenticate hook for a new connection's request (None without a hook).
 
-        An identity that expired within the hook's leeway (a
-        :class:`~rtlink.auth.TokenAuth`'s ``leeway``; none for other hooks) is still
-        accepted, and its connection is closed with 4003 at once: a client whose token
-        ran out between two requests of an HTTP transport then reconnects with a fresh
-        one instead of stopping.
+        An identity that expired within the authenticator's ``leeway`` (a
+        :class:`~rtlink.auth.TokenAuth`'s; none for plain callables) is still accepted,
+        and its connection is closed with 4003 at once: a client whose token ran out
+        between two requests of an HTTP transport then reconnects with a fresh one
+        instead of stopping.
 
         Raises:
             AuthenticationError: the hook refused, or the identity it returned expired
                 before that (:func:`~rtlink.auth.expires_at_of`).
         """
-        hook = self._authenticate
-        if hook is None:
+        authenticator = self._authenticator
+        if authenticator is None:
             return None
-        identity = await _maybe_await(hook(request))
+        identity = await authenticator.authenticate(request)
         expires_at = expires_at_of(identity)
-        leeway = hook.leeway if isinstance(hook, TokenAuth) else 0.0
-        if expires_at is not None and expires_at + leeway <= time.time():
+        if expires_at is not None and expires_at + authenticator.leeway <= time.time():
             raise AuthenticationError("credentials expired")
         return identity
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..aiohttp_internals import wait_writable
 from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
 from ..errors import AuthenticationError
@@ -111,8 +112,7 @@ class _DirectWebSocketSink(_WebSocketSink):
     async def drained(self) -> None:
         protocol = self._protocol
         if protocol.writing_paused:
-            # aiohttp's own wait for resume_writing() (what its writers await).
-            await protocol._drain_helper()
+            await wait_writable(protocol)  # aiohttp's own wait for resume_writing()
 
 
 async def _refuse(ws: web.WebSocketResponse, codec: Codec, code: int,
