@@ -18,10 +18,10 @@ from aiohttp import web
 
 from ..codecs import CODECS, Codec
 from ..codes import CloseCode
-from ..connection import REQUEST
 from ..errors import AuthenticationError, FrameError
 from ..hub import Hub
 from ..protocol import Close, Position, encode_frame, validate_channel
+from ..session import REQUEST
 
 __all__ = [
     "NO_CACHE",
@@ -251,10 +251,11 @@ def send_handler(hub: Hub) -> Any:
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal
-        connection = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST,
-                                address=request.remote)
+        peer = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST,
+                          address=request.remote)
+        connection = peer.connection
         try:
-            await connection.receive(body)
+            await peer.receive(body)
             answer = connection.take_queued()
         finally:
             connection.finish()
