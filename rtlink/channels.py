@@ -56,10 +56,17 @@ class ChannelOptions:
     subscribe: Literal["anyone", "authenticated"] = attrs.field(
         default="anyone", validator=attrs.validators.in_(("anyone", "authenticated")))
 
+    # Made once: the policy is handed to the backend on every publish.
+    _policy: HistoryPolicy = attrs.field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_policy", HistoryPolicy(
+            size=self.history_size, ttl=self.history_ttl, key_ttl=self.key_ttl))
+
     @property
     def policy(self) -> HistoryPolicy:
         """The history policy handed to the backend."""
-        return HistoryPolicy(size=self.history_size, ttl=self.history_ttl, key_ttl=self.key_ttl)
+        return self._policy
 
 
 @attrs.frozen

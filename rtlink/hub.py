@@ -163,6 +163,9 @@ class Hub:
         # Connections with frames to write at the next flush, in order of arrival.
         self._dirty: list[Connection] = []
         self._flush_handle: asyncio.Handle | None = None
+        # True while a publication is handed out to be written in line (see
+        # _on_publication): marking a connection dirty then schedules nothing.
+        self._in_line = False
         self._flush_ended = 0.0
         self._flush_took = 0.0
         #: What the hub counts about itself (:mod:`rtlink.stats`; shown by
@@ -233,7 +236,15 @@ class Hub:
             BackendError: the backend failed; nothing was published.
         """
         options = self.rules.check_publication(channel, data, key)
-        return await self._publish(channel, data, key, options)
+        # _publish inlined: this is the path of every server-side publication.
+        started = time.perf_counter()
+        try:
+            result = await self.backend.publish(channel, data, key=key, policy=options.policy)
+        except Exception:
+            self.stats.publish_failed("server", time.perf_counter() - started)
+            raise
+        self.stats.published("server", result.duplicate, time.perf_counter() - started)
+        return result.position
 
     @property
     def authenticate_hook(self) -> Authenticator | Authenticate | None:
@@ -407,14 +418,14 @@ class Hub:
         """Have ``connection``'s queue written at the next flush.
 
         One flush writes every dirty connection: one ``transport.write`` each, however
-        many frames queued since the last. It runs at once when the hub is idle; after
-        a flush that took T it waits until T has passed since (at most
-        ``_MAX_FLUSH_GAP``): under load each write then carries several publications,
-        and the CPU spent per delivery falls as the rate rises, with no delay added at
-        light load.
+        many frames queued since the last. It runs at once when the hub is idle (in
+        line, see :meth:`_on_publication`); after a flush that took T it waits until T
+        has passed since (at most ``_MAX_FLUSH_GAP``): under load each write then
+        carries several publications, and the CPU spent per delivery falls as the rate
+        rises, with no delay added at light load.
         """
         self._dirty.append(connection)
-        if self._flush_handle is None:
+        if self._flush_handle is None and not self._in_line:
             loop = asyncio.get_running_loop()
             due = self._flush_ended + self._flush_took
             self._flush_handle = (loop.call_soon(self._flush) if due <= loop.time()
@@ -437,10 +448,32 @@ class Hub:
         self._flush_took = min(ended - began, _MAX_FLUSH_GAP)
 
     def _on_publication(self, publication: Publication) -> None:
-        """Backend listener: hand one publication to every local subscriber."""
+        """Backend listener: hand one publication to every local subscriber.
+
+        When the hub is idle (no flush pending, the last one long enough ago) the
+        publication is written in line, before this returns: a publish loop over
+        per-user channels then reaches its first user at once, not after the loop
+        (which never yields with the memory backend). Under load it queues, and the
+        next flush writes what queued meanwhile in one message per connection.
+        """
         live = self._live.get(publication.channel)
         if live is None:
             return
+        if self._flush_handle is None and not self._in_line:
+            loop = asyncio.get_running_loop()
+            if loop.time() >= self._flush_ended + self._flush_took:
+                self._in_line = True
+                try:
+                    self._fan_out(live, publication)
+                finally:
+                    self._in_line = False
+                if self._dirty:
+                    self._flush()
+                return
+        self._fan_out(live, publication)
+
+    def _fan_out(self, live: _LiveChannel, publication: Publication) -> None:
+        """Queue ``publication`` for every subscriber of ``live``, encoded once per codec."""
         # This loop runs once per delivery: locals, and the codec of the previous
         # subscriber (almost always the same one) before the dict.
         position = publication.position

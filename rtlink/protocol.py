@@ -377,41 +377,92 @@ def validate_data(data: Any, request_id: int | None = None) -> Any:
     most 64 deep. Binary strings are refused so that JSON and msgpack subscribers of
     one channel receive the same value.
     """
+    # This runs on every publish: exact types first (a type() lookup is cheaper than
+    # a chain of isinstance), ASCII strings without the surrogate search; subclasses
+    # (an IntEnum, a str subclass) take the general checks below.
     stack: list[tuple[Any, int]] = [(data, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        value, depth = stack.pop()
-        if value is None or isinstance(value, bool):
-            continue
-        if isinstance(value, str):
-            if _SURROGATE_RE.search(value):
+        value, depth = pop()
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() and _SURROGATE_RE.search(value):
                 raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
             continue
-        if isinstance(value, int):
+        if kind is int:
             if not _INT_MIN <= value <= _UINT_MAX:
                 raise FrameError("integer out of range in data", request_id=request_id)
             continue
-        if isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
+        if kind is float:
+            if value - value != 0.0:  # NaN or an infinity (inf - inf is NaN)
                 raise FrameError("NaN and infinity are not allowed in data", request_id=request_id)
             continue
-        if depth > MAX_DATA_DEPTH:
+        if value is None or kind is bool:
+            continue
+        if depth > MAX_DATA_DEPTH and kind in (dict, list, tuple):
             raise FrameError(f"data nested deeper than {MAX_DATA_DEPTH}", request_id=request_id)
-        if isinstance(value, list | tuple):
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, dict):
+        if kind is dict:
             for key, item in value.items():
-                if not isinstance(key, str):
+                if type(key) is not str and not isinstance(key, str):
                     raise FrameError("map keys in data must be strings", request_id=request_id)
-                if _SURROGATE_RE.search(key):
+                if not key.isascii() and _SURROGATE_RE.search(key):
                     raise FrameError(
                         "lone surrogates are not allowed in data", request_id=request_id
                     )
-                stack.append((item, depth + 1))
+                # The usual leaves, checked here rather than by a trip through the stack.
+                item_kind = type(item)
+                if item_kind is str:
+                    if item.isascii():
+                        continue
+                elif item_kind is int:
+                    if _INT_MIN <= item <= _UINT_MAX:
+                        continue
+                elif item_kind is float:
+                    if item - item == 0.0:
+                        continue
+                elif item is None or item_kind is bool:
+                    continue
+                push((item, depth + 1))
+        elif kind is list or kind is tuple:
+            next_depth = depth + 1
+            stack.extend([(item, next_depth) for item in value])
         else:
-            raise FrameError(
-                f"{type(value).__name__} values are not allowed in data", request_id=request_id
-            )
+            _validate_subclass(value, depth, push, request_id)
     return data
+
+
+def _validate_subclass(value: Any, depth: int, push: Any, request_id: int | None) -> None:
+    """The checks of :func:`validate_data` for instances of subclasses of its types."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if _SURROGATE_RE.search(value):
+            raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _UINT_MAX:
+            raise FrameError("integer out of range in data", request_id=request_id)
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FrameError("NaN and infinity are not allowed in data", request_id=request_id)
+        return
+    if isinstance(value, list | tuple | dict) and depth > MAX_DATA_DEPTH:
+        raise FrameError(f"data nested deeper than {MAX_DATA_DEPTH}", request_id=request_id)
+    if isinstance(value, list | tuple):
+        for item in value:
+            push((item, depth + 1))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise FrameError("map keys in data must be strings", request_id=request_id)
+            if _SURROGATE_RE.search(key):
+                raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
+            push((item, depth + 1))
+    else:
+        raise FrameError(
+            f"{type(value).__name__} values are not allowed in data", request_id=request_id
+        )
 
 
 def _request_id(raw: Mapping[str, Any], required: bool = True) -> int | None:
@@ -621,6 +672,10 @@ def _decode(
 
 def encode_frame(codec: Codec, frame: Frame) -> bytes:
     """Encode one frame with ``codec``."""
+    if type(frame) is Publication:
+        position = frame.position
+        return codec.encode_publication(frame.channel, frame.data, position.epoch,
+                                        position.offset)
     return codec.encode(frame.to_wire())
 
 

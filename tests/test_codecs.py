@@ -419,3 +419,19 @@ def test_take_batch_respects_the_limit_and_takes_at_least_one(name: str) -> None
     assert taken == 3 * size and len(message) <= limit and queue == frames[3:]
     message, taken = codec.take_batch([b"x" * 100], 10)  # oversized: still one
     assert (message, taken) == (b"x" * 100, 100)
+
+
+@given(channel=st.from_regex(r"[A-Za-z0-9_\-.:@/=+,#]{1,40}", fullmatch=True),
+       data=st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+                         | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+                         lambda inner: st.lists(inner, max_size=4)
+                         | st.dictionaries(st.text(), inner, max_size=4), max_leaves=10),
+       epoch=st.from_regex(r"[0-9a-f]{8}", fullmatch=True)  # the backends' epochs
+       | st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=16),
+       offset=st.integers(0, 2**53))
+def test_a_publication_is_encoded_as_its_wire_form_is(channel: str, data: Any, epoch: str,
+                                                      offset: int) -> None:
+    for codec in (get_codec("json"), get_codec("msgpack")):
+        assert codec.encode_publication(channel, data, epoch, offset) == codec.encode(
+            {"type": "publication", "channel": channel, "data": data,
+             "position": {"epoch": epoch, "offset": offset}})
