@@ -364,6 +364,17 @@ class Connection:
             else:
                 self._wake()
 
+    def deliver_now(self, encoded: bytes,
+                    framed: dict[bytes | tuple[bytes, ...], bytes]) -> None:
+        """Queue one encoded frame, or write it at once when nothing else waits and the
+        transport takes it (the hub fanning out in line; ``framed`` as for
+        :meth:`DirectSink.write_now`)."""
+        if (not self._queue and self._direct is not None and not self._writing
+                and self.close_code is None
+                and self._direct.write_now([encoded], self.codec, framed)):
+            return
+        self.deliver(encoded)
+
     async def _write_loop(self) -> None:
         queue = self._queue
         direct = self._direct

@@ -37,6 +37,10 @@ logger = logging.getLogger("rtlink.hub")
 
 #: Longest pause between two flushes of the fan-out (see :meth:`Hub.schedule_flush`).
 _MAX_FLUSH_GAP = 0.010
+#: A channel with at most this many local subscribers is written in line whenever no
+#: flush is pending, however busy the hub was: its publications go to few
+#: connections, so waiting would save no write (per-user channels).
+_FEW_SUBSCRIBERS = 4
 
 #: ``authenticate(request) -> identity``: the transport's request object (an
 #: ``aiohttp.web.Request``) in, any identity out (None for anonymous); raise
@@ -58,7 +62,9 @@ class _LiveChannel:
 
     def __init__(self, ready: asyncio.Future[None]) -> None:
         self.subscribers: dict[Connection, Subscription] = {}
-        self.ready = ready  # done once the backend delivers this channel to us
+        # Done once the backend delivers this channel to us; None after it succeeded
+        # (a per-user channel lives long: the finished task would be ~1 KB of it).
+        self.ready: asyncio.Future[None] | None = ready
 
 
 class Hub:
@@ -359,8 +365,13 @@ class Hub:
                 self._backend_op(channel, self.backend.subscribe)
             )
         live.subscribers[connection] = subscription
+        ready = live.ready
+        if ready is None:
+            return
         # Shielded: one subscriber giving up must not cancel the others' wait.
-        await asyncio.shield(live.ready)
+        await asyncio.shield(ready)
+        if live.ready is ready:
+            live.ready = None
 
     def leave_channel(self, connection: Connection, channel: str) -> None:
         """Remove a connection from a channel; the last one unsubscribes the node."""
@@ -450,30 +461,42 @@ class Hub:
     def _on_publication(self, publication: Publication) -> None:
         """Backend listener: hand one publication to every local subscriber.
 
-        When the hub is idle (no flush pending, the last one long enough ago) the
-        publication is written in line, before this returns: a publish loop over
-        per-user channels then reaches its first user at once, not after the loop
-        (which never yields with the memory backend). Under load it queues, and the
-        next flush writes what queued meanwhile in one message per connection.
+        When no flush is pending and either the last one ended long enough ago or the
+        channel has few subscribers here, the publication is written in line, before
+        this returns: a publish loop over per-user channels reaches each user at once,
+        not after the loop (which never yields with the memory backend). Otherwise it
+        queues, and the next flush writes what queued meanwhile in one message per
+        connection: under load, a write then carries several publications.
         """
         live = self._live.get(publication.channel)
         if live is None:
             return
         if self._flush_handle is None and not self._in_line:
             loop = asyncio.get_running_loop()
-            if loop.time() >= self._flush_ended + self._flush_took:
+            began = loop.time()
+            if (began >= self._flush_ended + self._flush_took
+                    or len(live.subscribers) <= _FEW_SUBSCRIBERS):
+                # Timed like a flush: a long one makes the next publications queue.
                 self._in_line = True
                 try:
-                    self._fan_out(live, publication)
+                    self._fan_out(live, publication, {})
                 finally:
                     self._in_line = False
                 if self._dirty:
                     self._flush()
+                else:
+                    ended = loop.time()
+                    self._flush_ended = ended
+                    self._flush_took = min(ended - began, _MAX_FLUSH_GAP)
                 return
-        self._fan_out(live, publication)
+        self._fan_out(live, publication, None)
 
-    def _fan_out(self, live: _LiveChannel, publication: Publication) -> None:
-        """Queue ``publication`` for every subscriber of ``live``, encoded once per codec."""
+    def _fan_out(self, live: _LiveChannel, publication: Publication,
+                 framed: dict[bytes | tuple[bytes, ...], bytes] | None) -> None:
+        """Hand ``publication`` to every subscriber of ``live``, encoded once per codec:
+        written at once where nothing else waits when ``framed`` (the wire bytes of
+        this publication, per codec, for :meth:`Connection.deliver_now`) is given,
+        else queued for the next flush."""
         # This loop runs once per delivery: locals, and the codec of the previous
         # subscriber (almost always the same one) before the dict.
         position = publication.position
@@ -500,7 +523,10 @@ class Hub:
                 frame = cached
             subscription.position = position
             connection.news = True
-            connection.deliver(frame)
+            if framed is None:
+                connection.deliver(frame)
+            else:
+                connection.deliver_now(frame, framed)
 
     def _on_lost(self, channel: str) -> None:
         """Backend listener: publications of ``channel`` were lost on their way to this

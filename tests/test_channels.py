@@ -197,3 +197,12 @@ async def test_channel_rules_come_before_the_authorize_hooks(make_client: Any) -
             assert calls == [("subscribe", "user:alice:secret"),
                              ("subscribe", "user:alice:notes"),
                              ("publish", "user:alice:notes")]
+
+
+def test_the_rule_cache_is_bounded_and_keeps_the_names_in_use() -> None:
+    rules = ChannelRules({"user:*": ChannelOptions()})
+    rules._CACHE_SIZE = 8  # type: ignore[misc]
+    for n in range(20):
+        assert rules.match(f"user:{n}") is not None
+    assert len(rules._cache) <= 8
+    assert "user:19" in rules._cache and "user:0" not in rules._cache

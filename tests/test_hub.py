@@ -272,3 +272,33 @@ async def test_the_cursor_is_only_given_when_nothing_more_is_queued() -> None:
         assert connection.cursor() is None  # queued, not yet written
         await eventually(lambda: len(frames(sink, "json")) == 3)
         assert connection.cursor() == {"c": position}
+
+
+class DirectMemorySink(MemorySink):
+    """A sink the hub's flush writes synchronously (a :class:`DirectSink`)."""
+
+    def write_now(self, frames: list[bytes], codec: Any,
+                  framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
+        self.messages.append(codec.join(frames))
+        return True
+
+    async def drained(self) -> None:
+        pass
+
+
+async def test_an_idle_hub_writes_a_publication_before_publish_returns() -> None:
+    # A per-user publish loop never yields with the memory backend: before, every user
+    # waited for the whole loop; now each is written when its own publish is made.
+    async with rtlink.Hub() as hub:
+        sinks = [DirectMemorySink() for _ in range(50)]
+        for n, sink in enumerate(sinks):
+            await subscribe(hub, f"user:{n}", sink=sink)
+        await eventually(lambda: all(len(frames(s, "json")) == 2 for s in sinks))
+        for n, sink in enumerate(sinks):
+            await hub.publish(f"user:{n}", {"n": n})
+            assert frames(sink, "json")[-1]["data"] == {"n": n}  # no await in between
+        # Under load (a flush pending) publications queue and go out together.
+        hub.schedule_flush(hub._live["user:0"].subscribers.__iter__().__next__())
+        await hub.publish("user:1", "queued")
+        assert frames(sinks[1], "json")[-1]["data"] == {"n": 1}
+        await eventually(lambda: frames(sinks[1], "json")[-1]["data"] == "queued")

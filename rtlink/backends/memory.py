@@ -38,6 +38,13 @@ Clock = Callable[[], float]
 _SWEEP_BATCH = 1000
 
 
+# Shared by every channel with no history (no keys): an empty deque costs ~620 bytes,
+# and a per-user channel that was only subscribed has none. Never appended to: a
+# channel gets its own on its first publication (see MemoryBackend.publish).
+_NO_HISTORY: deque[tuple[Publication, float]] = deque()
+_NO_KEYS: OrderedDict[str, tuple[Position, float]] = OrderedDict()
+
+
 class _Channel:
     """The state of one channel stream."""
 
@@ -47,9 +54,9 @@ class _Channel:
         self.epoch = secrets.token_hex(4)
         self.offset = 0
         #: (publication, time it was published), oldest first; offsets are consecutive.
-        self.history: deque[tuple[Publication, float]] = deque()
+        self.history = _NO_HISTORY
         #: idempotency key -> (position, expiry time), in insertion order.
-        self.keys: OrderedDict[str, tuple[Position, float]] = OrderedDict()
+        self.keys = _NO_KEYS
         #: The latest expiry of any key in ``keys``: all are expired from then on.
         self.keys_expire_at = now
         #: When the channel was last published to, read, subscribed or unsubscribed.
@@ -61,13 +68,16 @@ class _Channel:
         """Drop publications beyond ``policy.size`` or older than ``policy.ttl``,
         and expired idempotency keys."""
         history = self.history
-        excess = len(history) - max(policy.size, 0)
-        for _ in range(excess):
-            history.popleft()
-        cutoff = now - policy.ttl
-        while history and history[0][1] <= cutoff:
-            history.popleft()
+        if history:
+            excess = len(history) - max(policy.size, 0)
+            for _ in range(excess):
+                history.popleft()
+            cutoff = now - policy.ttl
+            while history and history[0][1] <= cutoff:
+                history.popleft()
         keys = self.keys
+        if not keys:
+            return
         if self.keys_expire_at <= now:
             keys.clear()
         else:
@@ -218,9 +228,12 @@ class MemoryBackend(Backend):
         position = Position(state.epoch, state.offset)
         publication = Publication(channel, data, position)
         if policy.size > 0 and policy.ttl > 0:
-            state.history.append((publication, now))
-            if len(state.history) > policy.size:
-                state.history.popleft()
+            history = state.history
+            if history is _NO_HISTORY:
+                history = state.history = deque()
+            history.append((publication, now))
+            if len(history) > policy.size:
+                history.popleft()
         if key is not None:
             self._remember_key(state, key, position, now, policy)
         if channel in self._subscribed and self._listener is not None:
@@ -311,6 +324,8 @@ class MemoryBackend(Backend):
         self, state: _Channel, key: str, position: Position, now: float, policy: HistoryPolicy
     ) -> None:
         keys = state.keys
+        if keys is _NO_KEYS:
+            keys = state.keys = OrderedDict()
         keys.pop(key, None)  # an expired entry: re-insert at the end
         if policy.key_ttl <= 0:
             return
