@@ -9,7 +9,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ from yarl import URL
 
 from ..codecs import Codec
 from ..codes import CloseCode
-from ..protocol import Position
+from ..positions import Cursor, format_cursor
 
 __all__ = [
     "ClientTransport",
@@ -28,7 +27,7 @@ __all__ = [
     "LongPollTransport",
     "TRANSPORTS",
     "TransportClosed",
-    "Cursor",
+    "CursorSource",
 ]
 
 logger = logging.getLogger("rtlink.client")
@@ -43,8 +42,8 @@ class TransportClosed(Exception):
         self.reason = reason
 
 
-#: Returns the client's subscriptions with the position each one reached.
-Cursor = Callable[[], Mapping[str, Position | None]]
+#: Returns the client's cursor: its subscriptions with the position each one reached.
+CursorSource = Callable[[], Cursor]
 
 
 class ClientTransport(abc.ABC):
@@ -71,7 +70,7 @@ class ClientTransport(abc.ABC):
         codec: Codec,
         headers: Mapping[str, str],
         timeout: float,
-        cursor: Cursor,
+        cursor: CursorSource,
         fallback: str | None = None,
     ) -> ClientTransport:
         """Open a connection to the server mounted at ``base_url``.
@@ -128,7 +127,7 @@ class WebSocketTransport(ClientTransport):
         codec: Codec,
         headers: Mapping[str, str],
         timeout: float,
-        cursor: Cursor,
+        cursor: CursorSource,
         fallback: str | None = None,
     ) -> WebSocketTransport:
         scheme = {"http": "ws", "https": "wss"}.get(base_url.scheme, base_url.scheme)
@@ -174,13 +173,6 @@ class WebSocketTransport(ClientTransport):
             self._socket.abort()
 
 
-def _cursor_text(cursor: Mapping[str, Position | None]) -> str:
-    # Same text as rtlink.transports.http.format_cursor; kept here so the client does
-    # not import the server package.
-    return json.dumps({channel: None if position is None else position.to_wire()
-                       for channel, position in cursor.items()}, separators=(",", ":"))
-
-
 _END = object()
 
 
@@ -190,7 +182,7 @@ class _HttpTransport(ClientTransport):
     carries_subscriptions = True
 
     def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 headers: Mapping[str, str], cursor: Cursor,
+                 headers: Mapping[str, str], cursor: CursorSource,
                  fallback: str | None = None) -> None:
         self._session = session
         self._base = base_url.with_path(base_url.path.rstrip("/"))
@@ -210,7 +202,7 @@ class _HttpTransport(ClientTransport):
         codec: Codec,
         headers: Mapping[str, str],
         timeout: float,
-        cursor: Cursor,
+        cursor: CursorSource,
         fallback: str | None = None,
     ) -> _HttpTransport:
         transport = cls(session, base_url, codec, headers, cursor, fallback)
@@ -229,7 +221,7 @@ class _HttpTransport(ClientTransport):
         if with_cursor:
             cursor = self._cursor()
             self.requested_channels = tuple(cursor)
-            query["subs"] = _cursor_text(cursor)
+            query["subs"] = format_cursor(cursor)
         return self._base.with_path(self._base.path + endpoint).with_query(query)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -355,7 +347,7 @@ class LongPollTransport(_HttpTransport):
     _poller: asyncio.Task[None]
 
     def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 headers: Mapping[str, str], cursor: Cursor,
+                 headers: Mapping[str, str], cursor: CursorSource,
                  fallback: str | None = None) -> None:
         super().__init__(session, base_url, codec, headers, cursor, fallback)
         # Set while the client waits for a message with nothing queued: it has
