@@ -22,7 +22,15 @@ The small public API::
 
 from .auth import Identity, TokenAuth
 from .channels import ChannelOptions
-from .client import Client, ConnectionState, Message, StateChange, SubscribedEvent, Subscription
+from .client import (
+    Client,
+    ConnectionState,
+    Message,
+    StateChange,
+    SubscribedEvent,
+    Subscription,
+    forget_transports,
+)
 from .codes import CloseCode, ErrorCode
 from .errors import (
     AuthenticationError,
@@ -55,6 +63,7 @@ __all__ = [
     "Subscription",
     "SubscribedEvent",
     "Message",
+    "forget_transports",
     "Position",
     "Publication",
     "CloseCode",

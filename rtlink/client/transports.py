@@ -2,6 +2,11 @@
 
 A transport knows nothing about frames; the client decodes what :meth:`receive`
 returns. Transports are found by name in :data:`TRANSPORTS`.
+
+The contract (:class:`ClientTransport`) has the same names in the JavaScript client
+(``js-client/src/transports.js``), there with a leading underscore (the build shortens
+those): ``send``/``_send``, ``close``/``_close``, ``subscriptions_changed``/
+``_subscriptionsChanged``, ``requested_channels``/``_requestedChannels``.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class ClientTransport(abc.ABC):
     @abc.abstractmethod
     async def open(
         cls,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
         headers: Mapping[str, str],
@@ -75,11 +80,17 @@ class ClientTransport(abc.ABC):
     ) -> ClientTransport:
         """Open a connection to the server mounted at ``base_url``.
 
-        ``headers`` go with every request of the connection (``Authorization``:
-        credentials never travel in URLs). ``cursor`` gives the subscriptions to
-        carry, for transports that carry them. ``fallback``, when the client fell
-        back to this transport, says why (protocol.md 8.7): it goes in the
-        ``fallback`` query parameter of the connection's first request only.
+        Args:
+            http: the aiohttp client session to make the requests with.
+            base_url: where the server mounted rtlink.
+            codec: the codec of the connection.
+            headers: go with every request of the connection (``Authorization``:
+                credentials never travel in URLs).
+            timeout: seconds a graceful close may take.
+            cursor: gives the subscriptions to carry, for transports that carry them.
+            fallback: when the client fell back to this transport, why (protocol.md
+                8.7): it goes in the ``fallback`` query parameter of the connection's
+                first request only.
         """
 
     def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here
@@ -122,7 +133,7 @@ class WebSocketTransport(ClientTransport):
     @classmethod
     async def open(
         cls,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
         headers: Mapping[str, str],
@@ -134,7 +145,7 @@ class WebSocketTransport(ClientTransport):
         url = base_url.with_scheme(scheme).with_path(base_url.path.rstrip("/") + "/ws")
         if fallback:
             url = url.with_query(fallback=fallback)
-        ws = await session.ws_connect(
+        ws = await http.ws_connect(
             url,
             headers=headers,
             protocols=(codec.subprotocol,),
@@ -181,10 +192,10 @@ class _HttpTransport(ClientTransport):
 
     carries_subscriptions = True
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
+    def __init__(self, http: aiohttp.ClientSession, base_url: URL, codec: Codec,
                  headers: Mapping[str, str], cursor: CursorSource,
                  fallback: str | None = None) -> None:
-        self._session = session
+        self._http = http
         self._base = base_url.with_path(base_url.path.rstrip("/"))
         self._codec = codec
         self._headers = dict(headers)
@@ -197,7 +208,7 @@ class _HttpTransport(ClientTransport):
     @classmethod
     async def open(
         cls,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
         headers: Mapping[str, str],
@@ -205,7 +216,7 @@ class _HttpTransport(ClientTransport):
         cursor: CursorSource,
         fallback: str | None = None,
     ) -> _HttpTransport:
-        transport = cls(session, base_url, codec, headers, cursor, fallback)
+        transport = cls(http, base_url, codec, headers, cursor, fallback)
         await transport._start()
         return transport
 
@@ -238,7 +249,7 @@ class _HttpTransport(ClientTransport):
     async def send(self, message: bytes) -> None:
         if self._closed is not None:
             raise self._closed
-        async with self._session.post(self._url("/send", with_cursor=False), data=message,
+        async with self._http.post(self._url("/send", with_cursor=False), data=message,
                                       headers={**self._headers,
                                                "Content-Type": self._codec.content_type}) as r:
             body = await r.read()
@@ -278,7 +289,7 @@ class EventSourceTransport(_HttpTransport):
         self._reader = self._spawn(self._read(await self._connect()))
 
     async def _connect(self) -> aiohttp.ClientResponse:
-        response = await self._session.get(
+        response = await self._http.get(
             self._url("/sse", with_cursor=True),
             headers={**self._headers, "Accept": "text/event-stream"},
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
@@ -346,10 +357,10 @@ class LongPollTransport(_HttpTransport):
     name = "longpoll"
     _poller: asyncio.Task[None]
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
+    def __init__(self, http: aiohttp.ClientSession, base_url: URL, codec: Codec,
                  headers: Mapping[str, str], cursor: CursorSource,
                  fallback: str | None = None) -> None:
-        super().__init__(session, base_url, codec, headers, cursor, fallback)
+        super().__init__(http, base_url, codec, headers, cursor, fallback)
         # Set while the client waits for a message with nothing queued: it has
         # handled everything, so the cursor is up to date for the next poll.
         self._idle = asyncio.Event()
@@ -367,12 +378,12 @@ class LongPollTransport(_HttpTransport):
             self._idle.clear()
 
     async def _poll_loop(self) -> None:
-        first = {"connect": "1"}  # answered at once: the health check of a new session
+        first = {"connect": "1"}  # answered at once: the health check of a new connection
         try:
             while True:
                 url = self._url("/poll", with_cursor=True, **first)
                 first = {}
-                async with self._session.get(url, headers=self._headers) as response:
+                async with self._http.get(url, headers=self._headers) as response:
                     body = await response.read()
                     if response.status != 200:
                         raise TransportClosed(CloseCode.ABNORMAL,
