@@ -1,4 +1,11 @@
-"""Built-in authentication: HS256 JSON Web Tokens, and single-use tickets for browsers.
+"""Authentication: the interface the hub asks of a hook, and the built-in one, HS256 JSON
+Web Tokens with single-use tickets for browsers.
+
+``Hub(authenticate=...)`` takes an :class:`Authenticator` or a plain callable
+``(request) -> identity`` (possibly async; the hub wraps it in a
+:class:`CallableAuthenticator`). :class:`Authenticator` declares everything the hub and
+:func:`rtlink.attach` ask of a hook: the identity of a request, how long an expired
+identity is tolerated (``leeway``), the backend (``bind``) and, optionally, tickets.
 
 ``Hub(authenticate=TokenAuth(secret))`` authenticates every connection by a JWT signed
 with ``secret`` (HS256, made by :meth:`TokenAuth.mint` or by any JWT library)::
@@ -16,7 +23,7 @@ first, unless ``allow_query_token``):
    the browser client's ``fetch`` requests);
 2. the ``ticket`` query parameter: browsers cannot set headers on a WebSocket or an
    EventSource, so they first trade their token for a **ticket** at
-   ``POST {path}/ticket`` (:func:`ticket_handler`). A ticket is a JWT that lives
+   ``POST {path}/ticket`` (:mod:`rtlink.transports.tickets`). A ticket is a JWT that lives
    ``ticket_ttl`` seconds and is accepted once (its ``jti`` is claimed in the hub's
    backend, so on every node), which keeps long-lived tokens out of URLs and logs;
 3. the ``token`` query parameter, only with ``allow_query_token=True``.
@@ -25,31 +32,40 @@ A connection whose identity expires (the token's ``exp``) is closed by the hub w
 :attr:`~rtlink.codes.CloseCode.TOKEN_EXPIRED` (4003); clients reconnect with a fresh
 token. Channel patterns with ``{user}`` (:mod:`rtlink.channels`) belong to the
 identity whose subject (:func:`subject_of`) they capture.
+
+Pure: no asyncio, no aiohttp (the HTTP side of tickets is
+:mod:`rtlink.transports.tickets`). :class:`TokenAuth` reads only a request's
+``headers`` and ``query`` (:class:`Request`), which an ``aiohttp.web.Request`` has.
 """
 
 from __future__ import annotations
 
+import abc
+import inspect
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from numbers import Real
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import jwt
-from aiohttp import web
 
 from .backends.base import Backend, LocalClaims
 from .errors import AuthenticationError
 
 __all__ = [
+    "Authenticator",
+    "CallableAuthenticator",
+    "as_authenticator",
+    "TicketIssuer",
+    "Request",
     "Identity",
     "TokenAuth",
     "subject_of",
     "expires_at_of",
-    "ticket_handler",
     "bearer_token",
     "TICKET_TYPE",
     "MIN_SECRET_BYTES",
@@ -63,7 +79,103 @@ MIN_SECRET_BYTES = 32
 _ALGORITHMS = ["HS256"]
 #: Claims a ticket sets itself rather than copying them from the token.
 _TICKET_OWN_CLAIMS = frozenset({"iat", "nbf", "exp", "jti", "typ", "rtlink_exp"})
-_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Request(Protocol):
+    """What :class:`TokenAuth` reads of a request (an ``aiohttp.web.Request`` has both)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request's headers (names case-insensitive, as aiohttp's are)."""
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        """The query parameters of the request's URL."""
+
+
+class TicketIssuer(Protocol):
+    """What ``POST {path}/ticket`` (:mod:`rtlink.transports.tickets`) needs: a ticket
+    for the bearer of a token. :class:`TokenAuth` is one."""
+
+    def issue_ticket(self, token: str) -> tuple[str, float]:
+        """A single-use ticket for the bearer of ``token``, and the seconds it may be
+        used in.
+
+        Raises:
+            AuthenticationError: the token is refused, or expired (with no leeway).
+        """
+
+
+class Authenticator(abc.ABC):
+    """Everything the hub and :func:`rtlink.attach` ask of an ``authenticate`` hook.
+
+    :class:`TokenAuth` is one; a plain callable ``(request) -> identity`` is wrapped in
+    a :class:`CallableAuthenticator`. Subclass it for a hook that needs more than a
+    callable gives: a ``leeway``, the hub's backend, or tickets. An authenticator is
+    also callable like a plain hook (``await authenticator(request)``).
+
+    Attributes:
+        leeway: seconds an identity whose ``expires_at`` (:func:`expires_at_of`) has
+            passed is still accepted; its connection is then closed with 4003 at once,
+            so the client reconnects with fresh credentials instead of stopping. 0
+            here; :class:`TokenAuth` takes its own ``leeway``.
+    """
+
+    leeway: float = 0.0
+
+    @abc.abstractmethod
+    async def authenticate(self, request: Any) -> Any:
+        """The identity of a new connection's request (None for anonymous).
+
+        ``request`` is the transport's request, an ``aiohttp.web.Request``: once per
+        WebSocket or SSE stream, on every long poll and every ``POST {path}/send``.
+        Any identity works; :func:`subject_of` and :func:`expires_at_of` say what the
+        hub reads of it.
+
+        Raises:
+            AuthenticationError: the request is refused (close 4500: the client stops).
+        """
+
+    def bind(self, backend: Backend) -> None:  # noqa: B027 - optional, a no-op by default
+        """Take the hub's backend: :meth:`rtlink.Hub.start` calls it before any request
+        (e.g. to claim single-use tickets on every node). Does nothing here."""
+
+    @property
+    def tickets(self) -> TicketIssuer | None:
+        """What trades a token for a ticket at ``POST {path}/ticket``, or None (here):
+        that route then answers 404 and the browser client puts its token in the URL."""
+        return None
+
+    async def __call__(self, request: Any) -> Any:
+        """:meth:`authenticate`: an authenticator is also a plain hook."""
+        return await self.authenticate(request)
+
+
+class CallableAuthenticator(Authenticator):
+    """A plain ``authenticate`` hook as an :class:`Authenticator`: no leeway, no
+    tickets, no backend.
+
+    Args:
+        hook: ``hook(request) -> identity``; may be a coroutine function, or return an
+            awaitable of the identity.
+    """
+
+    def __init__(self, hook: Callable[[Any], Any]) -> None:
+        self.hook = hook
+
+    def __repr__(self) -> str:
+        return f"<CallableAuthenticator {self.hook!r}>"
+
+    async def authenticate(self, request: Any) -> Any:
+        """The hook's identity for ``request`` (awaited if it returns an awaitable)."""
+        identity = self.hook(request)
+        return await identity if inspect.isawaitable(identity) else identity
+
+
+def as_authenticator(hook: Authenticator | Callable[[Any], Any]) -> Authenticator:
+    """``hook`` itself if it is an :class:`Authenticator`, else a plain callable wrapped
+    in a :class:`CallableAuthenticator`."""
+    return hook if isinstance(hook, Authenticator) else CallableAuthenticator(hook)
 
 
 def _read_only(claims: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -120,8 +232,8 @@ def expires_at_of(identity: Any) -> float | None:
     return None
 
 
-class TokenAuth:
-    """An ``authenticate`` hook for HS256 JWTs, with single-use tickets for browsers.
+class TokenAuth(Authenticator):
+    """An :class:`Authenticator` for HS256 JWTs, with single-use tickets for browsers.
 
     Args:
         secret: the HS256 key shared with whoever mints tokens; at least 32 bytes
@@ -133,7 +245,8 @@ class TokenAuth:
             ``iat``. A connection still ends (4003) at the token's ``exp`` itself; one
             opened with a token expired less than ``leeway`` ago is closed with 4003
             at once, so its client fetches a fresh token rather than stopping.
-        ticket_ttl: seconds a ticket from ``POST {path}/ticket`` may be used in.
+        ticket_ttl: seconds a ticket from ``POST {path}/ticket`` may be used in
+            (:meth:`issue_ticket`).
         anonymous: accept requests without credentials (the identity is None);
             wrong credentials are refused all the same.
         allow_query_token: accept a token in the ``token`` query parameter. Off by
@@ -184,6 +297,11 @@ class TokenAuth:
         sharing it). :meth:`rtlink.Hub.start` calls it; without it, tickets are claimed
         in this process only."""
         self._backend = backend
+
+    @property
+    def tickets(self) -> TicketIssuer:
+        """This TokenAuth itself: it issues tickets (:meth:`issue_ticket`)."""
+        return self
 
     # --- tokens ----------------------------------------------------------------------
 
@@ -240,6 +358,20 @@ class TokenAuth:
         """
         return self._ticket(identity)[0]
 
+    def issue_ticket(self, token: str) -> tuple[str, float]:
+        """What ``POST {path}/ticket`` answers: a ticket (:meth:`mint_ticket`) for the
+        bearer of ``token``, and the seconds it may be used in (``ticket_ttl``, or less
+        when the token expires sooner).
+
+        Raises:
+            AuthenticationError: as :meth:`verify`; also a token past its ``exp`` within
+                ``leeway`` ("token expired"): a ticket would be refused at once.
+        """
+        identity = self.verify(token)
+        if identity.expires_at is not None and identity.expires_at <= time.time():
+            raise AuthenticationError("token expired")
+        return self._ticket(identity)
+
     def _ticket(self, identity: Identity) -> tuple[str, float]:
         now = time.time()
         expires: float = math.ceil(now + self.ticket_ttl)
@@ -283,8 +415,8 @@ class TokenAuth:
 
     # --- the hook --------------------------------------------------------------------
 
-    async def __call__(self, request: web.Request) -> Identity | None:
-        """The ``authenticate`` hook: the request's credentials in, an identity out.
+    async def authenticate(self, request: Request) -> Identity | None:
+        """The request's credentials in, an identity out (or None, if ``anonymous``).
 
         Raises:
             AuthenticationError: no credentials (unless ``anonymous``), wrong ones, a
@@ -390,30 +522,3 @@ def _number(value: Any, what: str, claim: str) -> float | None:
             raise AuthenticationError(f"malformed {what}: {claim!r} is out of range") from None
     raise AuthenticationError(f"malformed {what}: {claim!r} must be a number")
 
-
-def ticket_handler(auth: TokenAuth) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """``POST {path}/ticket``: trade the ``Authorization: Bearer`` token for a ticket.
-
-    200 with ``{"ticket": "<jwt>", "expires_in": <seconds>}``; 401 with
-    ``{"error": "<reason>"}`` when the header is missing or its token is refused.
-    Both with ``Cache-Control: no-store``. :func:`rtlink.attach` mounts it when the
-    hub's ``authenticate`` hook is a :class:`TokenAuth`.
-    """
-
-    async def handle(request: web.Request) -> web.Response:
-        try:
-            header = request.headers.get("Authorization")
-            if header is None:
-                raise AuthenticationError(
-                    "authentication required: send 'Authorization: Bearer <token>'")
-            identity = auth.verify(bearer_token(header))
-            if identity.expires_at is not None and identity.expires_at <= time.time():
-                raise AuthenticationError("token expired")
-        except AuthenticationError as exc:
-            return web.json_response({"error": str(exc)}, status=401,
-                                     headers={**_NO_STORE, "WWW-Authenticate": "Bearer"})
-        ticket, expires_in = auth._ticket(identity)
-        return web.json_response({"ticket": ticket, "expires_in": expires_in},
-                                 headers=_NO_STORE)
-
-    return handle

@@ -1,10 +1,12 @@
 """The hub: channel rules, auth hooks, the live channel index and fan-out.
 
-One hub serves every transport of a server process. It knows connections only as
-:class:`~rtlink.connection.Connection` objects and never which transport carries
-them. Fan-out encodes a publication once per codec in use among the channel's
-subscribers and hands the same bytes to every connection's queue — no task and no
-encoding per recipient.
+One hub serves every transport of a server process. Each client is a
+:class:`~rtlink.peer.Peer` (its protocol session and its outbound
+:class:`~rtlink.connection.Connection`); the hub never knows which transport carries
+it. The channel index maps each channel with local subscribers to their connections;
+fan-out encodes a publication once per codec in use among them and hands the same
+bytes to every connection's queue — no task and no encoding per recipient — and one
+flush per loop iteration writes every connection that has something queued.
 """
 
 from __future__ import annotations
@@ -16,27 +18,30 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
 
-from .auth import TokenAuth, expires_at_of
+from .auth import Authenticator, as_authenticator, expires_at_of
 from .backends import Backend, HistoryResult, create_backend
 from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
-from .connection import WEBSOCKET, Connection, ConnectionMode, Sink, _Subscription
+from .connection import Connection, Sink
 from .errors import AuthenticationError, ChannelError
 from .limits import AddressSlots, PublishLimits
+from .peer import Peer
 from .protocol import Ping, Position, Publication, encode_frame
+from .session import WEBSOCKET, ConnectionMode, Subscription
 from .stats import HubStats
 
 __all__ = ["Hub", "Authenticate", "Authorize"]
 
 logger = logging.getLogger("rtlink.hub")
 
-#: Longest pause between two flushes of the fan-out (see :meth:`Hub._mark_dirty`).
+#: Longest pause between two flushes of the fan-out (see :meth:`Hub.schedule_flush`).
 _MAX_FLUSH_GAP = 0.010
 
 #: ``authenticate(request) -> identity``: the transport's request object (an
 #: ``aiohttp.web.Request``) in, any identity out (None for anonymous); raise
 #: :class:`~rtlink.errors.AuthenticationError` to refuse. May be a coroutine function.
+#: The hub wraps it in a :class:`~rtlink.auth.CallableAuthenticator`.
 Authenticate: TypeAlias = Callable[[Any], Any]
 #: ``authorize(identity, channel) -> bool``; may be a coroutine function.
 Authorize: TypeAlias = Callable[[Any, str], "bool | Awaitable[bool]"]
@@ -52,7 +57,7 @@ class _LiveChannel:
     __slots__ = ("subscribers", "ready")
 
     def __init__(self, ready: asyncio.Future[None]) -> None:
-        self.subscribers: dict[Connection, _Subscription] = {}
+        self.subscribers: dict[Connection, Subscription] = {}
         self.ready = ready  # done once the backend delivers this channel to us
 
 
@@ -64,8 +69,9 @@ class Hub:
         channels: channel pattern → :class:`ChannelOptions`, first match wins. Channels
             matching no pattern are refused. Default: every channel, default options.
         authenticate: hook called with the request of each new connection; returns
-            an identity or raises :class:`~rtlink.errors.AuthenticationError`. The
-            built-in one is :class:`~rtlink.auth.TokenAuth` (JWTs and tickets). An
+            an identity or raises :class:`~rtlink.errors.AuthenticationError`: an
+            :class:`~rtlink.auth.Authenticator` (the built-in one is
+            :class:`~rtlink.auth.TokenAuth`: JWTs and tickets) or a plain callable. An
             identity with an ``expires_at`` (:func:`~rtlink.auth.expires_at_of`) is
             refused once expired, and its connection is closed with 4003 then.
         authorize_subscribe: hook ``(identity, channel) -> bool`` for subscriptions.
@@ -110,7 +116,7 @@ class Hub:
         backend: str | Backend = "memory://",
         *,
         channels: Mapping[str, ChannelOptions] | None = None,
-        authenticate: Authenticate | None = None,
+        authenticate: Authenticator | Authenticate | None = None,
         authorize_subscribe: Authorize | None = None,
         authorize_publish: Authorize | None = None,
         max_message_size: int = 64 * 1024,
@@ -143,11 +149,12 @@ class Hub:
         self.connection_slots = AddressSlots(max_connections_per_ip)
         self.websocket_compression = websocket_compression
         self._authenticate = authenticate
+        self._authenticator = None if authenticate is None else as_authenticator(authenticate)
         self._authorize_subscribe = authorize_subscribe
         self._authorize_publish = authorize_publish
-        self._connections: set[Connection] = set()
-        # Connections whose identity expires, each with the timer that closes it (4003).
-        self._expiry_timers: dict[Connection, asyncio.TimerHandle] = {}
+        self._peers: set[Peer] = set()
+        # Peers whose identity expires, each with the timer that closes it (4003).
+        self._expiry_timers: dict[Peer, asyncio.TimerHandle] = {}
         self._live: dict[str, _LiveChannel] = {}
         # Backend (un)subscribe calls of one channel run strictly in order.
         self._backend_ops: dict[str, asyncio.Future[None]] = {}
@@ -169,9 +176,8 @@ class Hub:
         if self._started:
             return
         self._started = True
-        bind = getattr(self._authenticate, "bind", None)
-        if callable(bind):  # e.g. TokenAuth: single-use tickets are claimed in the backend
-            bind(self.backend)
+        if self._authenticator is not None:  # e.g. TokenAuth claims tickets in the backend
+            self._authenticator.bind(self.backend)
         await self.backend.start(self._on_publication, self._on_lost)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
@@ -192,7 +198,7 @@ class Hub:
     async def close_connections(self, code: int = CloseCode.GOING_AWAY,
                                 reason: str = "server shutting down") -> None:
         """Close every connection with ``code`` and wait (bounded) until they are closed."""
-        connections = list(self._connections)
+        connections = [peer.connection for peer in self._peers]
         for connection in connections:
             connection.close(code, reason)
         if connections:
@@ -208,9 +214,9 @@ class Hub:
     # --- public API ------------------------------------------------------------------
 
     @property
-    def connections(self) -> frozenset[Connection]:
-        """The connections open on this node right now."""
-        return frozenset(self._connections)
+    def connections(self) -> frozenset[Peer]:
+        """The clients connected to this node right now."""
+        return frozenset(self._peers)
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
         """Publish ``data`` to ``channel`` and return its position.
@@ -230,62 +236,73 @@ class Hub:
         return await self._publish(channel, data, key, options)
 
     @property
-    def authenticate_hook(self) -> Authenticate | None:
+    def authenticate_hook(self) -> Authenticator | Authenticate | None:
         """The ``authenticate`` hook the hub was made with (e.g. a
         :class:`~rtlink.auth.TokenAuth`), or None."""
         return self._authenticate
 
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """The ``authenticate`` hook as an :class:`~rtlink.auth.Authenticator` (a plain
+        callable wrapped), or None."""
+        return self._authenticator
+
     async def authenticate(self, request: Any) -> Any:
         """Run the authenticate hook for a new connection's request (None without a hook).
 
-        An identity that expired within the hook's leeway (a
-        :class:`~rtlink.auth.TokenAuth`'s ``leeway``; none for other hooks) is still
-        accepted, and its connection is closed with 4003 at once: a client whose token
-        ran out between two requests of an HTTP transport then reconnects with a fresh
-        one instead of stopping.
+        An identity that expired within the authenticator's ``leeway`` (a
+        :class:`~rtlink.auth.TokenAuth`'s; none for plain callables) is still accepted,
+        and its connection is closed with 4003 at once: a client whose token ran out
+        between two requests of an HTTP transport then reconnects with a fresh one
+        instead of stopping.
 
         Raises:
             AuthenticationError: the hook refused, or the identity it returned expired
                 before that (:func:`~rtlink.auth.expires_at_of`).
         """
-        hook = self._authenticate
-        if hook is None:
+        authenticator = self._authenticator
+        if authenticator is None:
             return None
-        identity = await _maybe_await(hook(request))
+        identity = await authenticator.authenticate(request)
         expires_at = expires_at_of(identity)
-        leeway = hook.leeway if isinstance(hook, TokenAuth) else 0.0
-        if expires_at is not None and expires_at + leeway <= time.time():
+        if expires_at is not None and expires_at + authenticator.leeway <= time.time():
             raise AuthenticationError("credentials expired")
         return identity
 
     def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str,
                mode: ConnectionMode = WEBSOCKET, *, address: str | None = None,
-               fallback: str | None = None) -> Connection:
+               fallback: str | None = None) -> Peer:
         """Register a new connection and send it ``welcome``. Called by transports, with
         the client's ``address`` if they know it, and the ``fallback`` query parameter
         of its request (why the client fell back to this transport; only counted)."""
-        connection = Connection(self, codec, identity, sink, transport, mode, address)
-        self._connections.add(connection)
+        peer = Peer(self, codec, identity, sink, transport, mode, address)
+        self._peers.add(peer)
         self.stats.connection_accepted(transport, fallback)
-        connection.start()
+        peer.start()
         expires_at = expires_at_of(identity)
-        if expires_at is not None and not connection.closing:
-            # One timer per expiring connection (cancelled in _forget), no scan of all.
+        if expires_at is not None and not peer.connection.closing:
+            # One timer per expiring peer (cancelled in peer_closed), no scan of all.
             loop = asyncio.get_running_loop()
-            self._expiry_timers[connection] = loop.call_at(
-                loop.time() + (expires_at - time.time()), self._expire, connection)
-        return connection
+            self._expiry_timers[peer] = loop.call_at(
+                loop.time() + (expires_at - time.time()), self._expire, peer)
+        return peer
 
-    # --- used by connections -----------------------------------------------------------
+    # --- for peers (rtlink.peer.PeerHost) ------------------------------------------------
 
-    async def _check_subscribe(self, identity: Any, channel: str) -> None:
+    async def check_subscribe(self, identity: Any, channel: str) -> None:
+        """Raise :class:`~rtlink.errors.ChannelError` unless ``identity`` may subscribe
+        ``channel``: 404, or 401/403 by the channel's rules, or 403 by the
+        ``authorize_subscribe`` hook."""
         self.rules.check_access(identity, channel)  # 404, or 401/403 by the channel's rules
         if self._authorize_subscribe is not None and not await _maybe_await(
             self._authorize_subscribe(identity, channel)
         ):
             raise ChannelError(ErrorCode.FORBIDDEN, f"not allowed to subscribe to {channel!r}")
 
-    async def _check_publish(self, identity: Any, channel: str, options: ChannelOptions) -> None:
+    async def check_publish(self, identity: Any, channel: str, options: ChannelOptions) -> None:
+        """Raise :class:`~rtlink.errors.ChannelError` unless ``identity`` may publish to
+        ``channel`` (whose ``options`` are given): the channel's rules, then the
+        ``authorize_publish`` hook."""
         if not options.client_publish:
             raise ChannelError(ErrorCode.FORBIDDEN, f"clients may not publish to {channel!r}")
         self.rules.check_access(identity, channel)
@@ -307,8 +324,13 @@ class Hub:
         self.stats.published(source, result.duplicate, time.perf_counter() - started)
         return result.position
 
-    async def _history(self, channel: str, since: Position | None,
-                       options: ChannelOptions) -> HistoryResult:
+    async def publish_for_client(self, channel: str, data: Any, key: str | None,
+                                 options: ChannelOptions) -> Position:
+        """Publish a client's publication (checked already) through the backend."""
+        return await self._publish(channel, data, key, options, source="client")
+
+    async def read_history(self, channel: str, since: Position | None,
+                           options: ChannelOptions) -> HistoryResult:
         """Read a channel's history after ``since`` through the backend, timed."""
         started = time.perf_counter()
         try:
@@ -316,9 +338,10 @@ class Hub:
         finally:
             self.stats.history_read(time.perf_counter() - started)
 
-    async def _attach(self, connection: Connection, channel: str,
-                      subscription: _Subscription) -> None:
-        """Add a connection to a channel's live index; the first one subscribes the node."""
+    async def join_channel(self, connection: Connection, channel: str,
+                           subscription: Subscription) -> None:
+        """Add a connection to a channel's live index; the first one subscribes the node.
+        Returns once the backend delivers the channel to this node."""
         live = self._live.get(channel)
         if live is None:
             live = self._live[channel] = _LiveChannel(
@@ -328,7 +351,7 @@ class Hub:
         # Shielded: one subscriber giving up must not cancel the others' wait.
         await asyncio.shield(live.ready)
 
-    def _detach(self, connection: Connection, channel: str) -> None:
+    def leave_channel(self, connection: Connection, channel: str) -> None:
         """Remove a connection from a channel; the last one unsubscribes the node."""
         live = self._live.get(channel)
         if live is None or live.subscribers.pop(connection, None) is None:
@@ -337,17 +360,18 @@ class Hub:
             del self._live[channel]
             self._backend_op(channel, self.backend.unsubscribe)
 
-    def _forget(self, connection: Connection) -> None:
-        """Drop a closing connection from every index (synchronous, idempotent)."""
-        if connection in self._connections:
-            self._connections.remove(connection)
-            self.stats.connection_closed(connection.transport, connection.close_code)
-        timer = self._expiry_timers.pop(connection, None)
+    def peer_closed(self, peer: Peer) -> None:
+        """Drop a closing peer from every index (synchronous, idempotent)."""
+        if peer in self._peers:
+            self._peers.remove(peer)
+            self.stats.connection_closed(peer.transport, peer.connection.close_code)
+        timer = self._expiry_timers.pop(peer, None)
         if timer is not None:
             timer.cancel()
-        for channel in list(connection.subscriptions):
-            self._detach(connection, channel)
-        connection.subscriptions.clear()
+        subscriptions = peer.session.subscriptions
+        for channel in list(subscriptions):
+            self.leave_channel(peer.connection, channel)
+        subscriptions.clear()
 
     def _backend_op(self, channel: str,
                     op: Callable[[str], Awaitable[None]]) -> asyncio.Future[None]:
@@ -371,14 +395,15 @@ class Hub:
         task.add_done_callback(done)
         return task
 
-    def _expire(self, connection: Connection) -> None:
-        """The connection's credentials expired: it reconnects with fresh ones."""
-        self._expiry_timers.pop(connection, None)
-        connection.close(CloseCode.TOKEN_EXPIRED, "credentials expired; reconnect with fresh ones")
+    def _expire(self, peer: Peer) -> None:
+        """The peer's credentials expired: it reconnects with fresh ones."""
+        self._expiry_timers.pop(peer, None)
+        peer.connection.close(CloseCode.TOKEN_EXPIRED,
+                              "credentials expired; reconnect with fresh ones")
 
     # --- fan-out ---------------------------------------------------------------------
 
-    def _mark_dirty(self, connection: Connection) -> None:
+    def schedule_flush(self, connection: Connection) -> None:
         """Have ``connection``'s queue written at the next flush.
 
         One flush writes every dirty connection: one ``transport.write`` each, however
@@ -403,7 +428,7 @@ class Hub:
         framed: dict[bytes | tuple[bytes, ...], bytes] = {}
         for connection in dirty:
             try:
-                connection._flush(framed)
+                connection.flush(framed)
             except Exception:  # one broken transport must not starve the others
                 logger.exception("%r: flush failed", connection)
                 connection.abort()
@@ -463,9 +488,10 @@ class Hub:
             await asyncio.sleep(self.ping_interval)
             deadline = time.monotonic() - self.ping_interval - self.pong_timeout
             pings: dict[Codec, bytes] = {}
-            for connection in list(self._connections):
+            for peer in list(self._peers):
+                connection = peer.connection
                 mode = connection.mode
-                if mode.heartbeat and connection.last_seen < deadline:
+                if mode.heartbeat and peer.session.last_seen < deadline:
                     connection.close(CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat from client")
                     continue
                 if not mode.writer:

@@ -91,9 +91,9 @@ class HubCollector(Collector):
         stats = hub.stats
         open_now: Counter[str] = Counter({name: 0 for name in _TRANSPORTS})
         queued = 0
-        for connection in hub._connections:
-            open_now[connection.transport] += 1
-            queued += connection.queued_bytes
+        for peer in hub.connections:
+            open_now[peer.transport] += 1
+            queued += peer.connection.queued_bytes
         yield _by_label(GaugeMetricFamily, "rtlink_connections",
                         "Connections open now, by transport (a long poll or a POST send "
                         "is a connection while its request lasts).",

@@ -7,46 +7,35 @@ import hashlib
 import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
 
 from aiohttp import web
 
-from .auth import TokenAuth, ticket_handler
 from .codecs import CODECS
 from .codes import CloseCode
 from .hub import Hub
 from .metrics import metrics_handler
 from .origins import OriginPolicy
 from .protocol import PROTOCOL_VERSION
-from .transports.guard import Guard, Refuse
+from .transports.guard import Guard
 from .transports.http import NO_CACHE, refuse_request, send_handler
-from .transports.longpoll import poll_handler
 from .transports.publish_api import ApiKeys, publish_handler, refuse_publish
-from .transports.sse import refuse_stream, sse_handler
-from .transports.websocket import refuse_websocket, websocket_handler
+from .transports.registry import (
+    CLIENT_FILES,
+    ENDPOINTS,
+    INFO_PATH,
+    PUBLISH_PATH,
+    SEND_PATH,
+    TICKET_PATH,
+    TRANSPORT_NAMES,
+    TRANSPORTS,
+)
+from .transports.tickets import ticket_handler
 
+# TRANSPORT_NAMES, ENDPOINTS and CLIENT_FILES live in the transport registry
+# (rtlink.transports.registry); they are re-exported here, where they always were.
 __all__ = ["attach", "TRANSPORT_NAMES", "ENDPOINTS", "CLIENT_FILES"]
 
 logger = logging.getLogger("rtlink.server")
-
-#: Server transports by name, with the sub-path and handler factory of each.
-ENDPOINTS: dict[str, tuple[str, Callable[[Hub], Any]]] = {
-    "websocket": ("/ws", websocket_handler),
-    "sse": ("/sse", sse_handler),
-    "longpoll": ("/poll", poll_handler),
-}
-#: How each transport's endpoint refuses a request (origin, connections per address):
-#: in terms its clients act on (a close code), not a bare HTTP status.
-_REFUSALS: dict[str, Refuse] = {
-    "websocket": refuse_websocket,
-    "sse": refuse_stream,
-    "longpoll": refuse_request,
-}
-#: Transport names in the order clients should try them.
-TRANSPORT_NAMES: tuple[str, ...] = tuple(ENDPOINTS)
-#: The browser client builds (files in the package's ``static/``), served by
-#: :func:`attach` as ``{path}/client.js`` (script tag) and ``{path}/client.mjs`` (module).
-CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs")
 
 
 def attach(app: web.Application, hub: Hub, path: str = "/rt",
@@ -59,8 +48,8 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     Mounts, for the enabled ``transports``: ``{path}/ws`` (WebSocket), ``{path}/sse``
     (server-sent events) and ``{path}/poll`` (long polling); ``{path}/send`` (POST,
     client frames for the HTTP transports) when either HTTP transport is enabled;
-    ``{path}/ticket`` (POST) when the hub's ``authenticate`` hook is a
-    :class:`~rtlink.auth.TokenAuth`: trades a token for a single-use ticket;
+    ``{path}/ticket`` (POST) when the hub's authenticator issues tickets (a
+    :class:`~rtlink.auth.TokenAuth` does): trades a token for a single-use ticket;
     ``{path}/publish`` (POST) with ``api_keys``: the HTTP publish API for services;
     ``{path}/info``, a small JSON discovery document listing what is enabled; and, with
     ``serve_client``, the browser client: ``{path}/client.js`` (script-tag build, defines
@@ -108,33 +97,27 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         TypeError: ``api_keys`` is a single string instead of a collection of keys.
     """
     enabled = tuple(transports)
-    unknown = sorted(set(enabled) - set(ENDPOINTS))
+    unknown = sorted(set(enabled) - set(TRANSPORTS))
     if unknown or not enabled:
-        raise ValueError(f"unknown transports {unknown}; known: {', '.join(ENDPOINTS)}")
+        raise ValueError(f"unknown transports {unknown}; known: {', '.join(TRANSPORTS)}")
     base = "/" + path.strip("/") if path.strip("/") else ""
     keys = ApiKeys(api_keys or ())  # checked before anything is mounted
     if metrics_path is not None and not metrics_path.startswith("/"):
         raise ValueError(f"metrics_path must be an absolute path, not {metrics_path!r}")
     # Every route but the client files goes through the guard (origin, CORS, limits).
     guard = Guard(app, OriginPolicy(allowed_origins), hub.connection_slots)
-    for name in TRANSPORT_NAMES:
-        if name in enabled:
-            sub_path, make_handler = ENDPOINTS[name]
-            guard.add_route("GET", base + sub_path, make_handler(hub), refuse=_REFUSALS[name],
-                            cors=name != "websocket", counted=True)
-    if {"sse", "longpoll"} & set(enabled):
-        guard.add_route("POST", base + "/send", send_handler(hub), refuse=refuse_request)
-    hook = hub.authenticate_hook
-    if isinstance(hook, TokenAuth):
-        # Browsers trade their token for a single-use ticket to open WebSocket/SSE.
-        guard.add_route("POST", base + "/ticket", ticket_handler(hook))
-    else:
-        # No tickets, but the 404 goes through the guard: a page of another origin
-        # can only read it (and fall back to a token in the URL) with CORS headers.
-        guard.add_route("POST", base + "/ticket", _no_tickets)
+    mounted = [transport for name, transport in TRANSPORTS.items() if name in enabled]
+    for transport in mounted:
+        guard.add_route("GET", base + transport.path, transport.handler(hub),
+                        refuse=transport.refuse, cors=transport.cors, counted=True)
+    if any(transport.sends for transport in mounted):
+        guard.add_route("POST", base + SEND_PATH, send_handler(hub), refuse=refuse_request)
+    # Browsers trade their token for a single-use ticket to open WebSocket/SSE; without
+    # tickets the 404 goes through the guard too (rtlink.transports.tickets).
+    guard.add_route("POST", base + TICKET_PATH, ticket_handler(hub.authenticator))
     info = {
         "version": PROTOCOL_VERSION,
-        "transports": [name for name in TRANSPORT_NAMES if name in enabled],
+        "transports": [transport.name for transport in mounted],
         "codecs": list(CODECS),
         "max_message_size": hub.max_message_size,
         "ping_interval": hub.ping_interval,
@@ -147,10 +130,10 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     async def discovery(request: web.Request) -> web.Response:
         return web.json_response(info, headers=NO_CACHE)
 
-    guard.add_route("GET", base + "/info", discovery)
+    guard.add_route("GET", base + INFO_PATH, discovery)
     if keys:
         # For servers, not pages: no CORS answers (origins are still checked).
-        guard.add_route("POST", base + "/publish", publish_handler(hub, keys),
+        guard.add_route("POST", base + PUBLISH_PATH, publish_handler(hub, keys),
                         refuse=refuse_publish, cors=False)
     if metrics_path is not None:
         # For Prometheus, not pages: no CORS answers (origins are still checked).
@@ -174,12 +157,6 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
 
     app.cleanup_ctx.append(hub_lifetime)
     app.on_shutdown.append(close_connections)
-
-
-async def _no_tickets(request: web.Request) -> web.Response:
-    """``POST {path}/ticket`` of a hub whose ``authenticate`` hook is not a TokenAuth."""
-    return web.Response(status=404, text="rtlink: this server issues no tickets\n",
-                        headers=NO_CACHE)
 
 
 def _client_file_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]] | None:

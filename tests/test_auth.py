@@ -25,8 +25,11 @@ import rtlink
 from rtlink.auth import (
     MIN_SECRET_BYTES,
     TICKET_TYPE,
+    Authenticator,
+    CallableAuthenticator,
     Identity,
     TokenAuth,
+    as_authenticator,
     bearer_token,
     expires_at_of,
     subject_of,
@@ -529,6 +532,89 @@ async def test_a_ticket_without_a_typ_or_jti_is_refused(http: aiohttp.ClientSess
         for ticket, reason in cases.items():
             assert await first_frame(http, server, "websocket",
                                      query={"ticket": ticket}) == refused(reason)
+
+
+# --- the Authenticator interface ---------------------------------------------------------
+
+
+async def test_plain_hooks_are_wrapped_and_authenticators_are_taken_as_they_are() -> None:
+    async def coroutine(request: Any) -> str:
+        return f"async {request}"
+
+    async def later() -> str:
+        return "awaitable"
+
+    hooks: dict[str, Any] = {
+        "sync request": lambda request: f"sync {request}",
+        "async request": coroutine,
+        "awaitable": lambda request: later(),
+    }
+    for expected, hook in hooks.items():
+        authenticator = as_authenticator(hook)
+        assert isinstance(authenticator, CallableAuthenticator)
+        assert (authenticator.leeway, authenticator.tickets) == (0.0, None)
+        authenticator.bind(rtlink.Hub().backend)  # accepted, ignored
+        assert await authenticator.authenticate("request") == expected
+        assert await authenticator("request") == expected  # still a plain hook
+    auth = TokenAuth(SECRET)
+    assert as_authenticator(auth) is auth
+    assert auth.tickets is auth
+    assert rtlink.Hub(authenticate=auth).authenticator is auth
+    assert rtlink.Hub().authenticator is None
+
+
+class _Issuer:
+    def issue_ticket(self, token: str) -> tuple[str, float]:
+        if token != "let-me-in":
+            raise rtlink.AuthenticationError("no ticket for you")
+        return "ticket-for-" + token, 5.0
+
+
+class _Custom(Authenticator):
+    """An authenticator of one's own: identities that expire, a leeway, tickets."""
+
+    leeway = 60.0
+
+    def __init__(self) -> None:
+        self.backends: list[Any] = []
+
+    def bind(self, backend: Any) -> None:
+        self.backends.append(backend)
+
+    @property
+    def tickets(self) -> _Issuer:
+        return _Issuer()
+
+    async def authenticate(self, request: Any) -> _User:
+        age = float(request.query.get("age", "0"))
+        return _User("carol", time.time() - age)
+
+
+async def test_the_hub_and_attach_use_what_a_custom_authenticator_declares(
+    http: aiohttp.ClientSession,
+) -> None:
+    custom = _Custom()
+    async with run_server(authenticate=custom) as server:
+        assert custom.backends == [server.hub.backend]  # bound when the hub started
+        # POST /ticket is answered by its issuer.
+        async with http.post(f"{server.url}/ticket", headers=bearer("let-me-in")) as response:
+            assert response.status == 200
+            assert await response.json() == {"ticket": "ticket-for-let-me-in",
+                                             "expires_in": 5.0}
+        async with http.post(f"{server.url}/ticket", headers=bearer("no")) as response:
+            assert response.status == 401
+            assert await response.json() == {"error": "no ticket for you"}
+        # Expired within its leeway: connected, then closed with 4003 at once.
+        url = server.url.replace("http", "ws", 1) + "/ws"
+        async with http.ws_connect(url, params={"age": "5"}) as ws:
+            async with asyncio.timeout(seconds(5)):
+                types = [json.loads(line)["type"] async for message in ws
+                         for line in message.data.split("\n")]
+            assert (types[0], types[-1]) == ("welcome", "close")
+            assert ws.close_code == rtlink.CloseCode.TOKEN_EXPIRED
+        # Beyond it: refused.
+        assert await first_frame(http, server, "websocket", query={"age": "61"}) == refused(
+            "credentials expired")
 
 
 # --- expiry --------------------------------------------------------------------------------

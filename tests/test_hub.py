@@ -94,13 +94,13 @@ async def test_a_burst_is_batched_into_few_transport_messages() -> None:
 
 async def test_slow_consumer_is_closed_and_its_buffer_stays_bounded() -> None:
     async with rtlink.Hub(outbound_limit=64 * 1024) as hub:
-        connection, sink = await subscribe(hub, "flood", sink=MemorySink(stall=True))
+        peer, sink = await subscribe(hub, "flood", sink=MemorySink(stall=True))
         payload = "x" * 1000
         for _ in range(200):  # ~200 KB to a client that reads nothing
             await hub.publish("flood", payload)
-            assert connection._queued_bytes <= 64 * 1024 + 2000
-        assert connection.close_code == rtlink.CloseCode.SLOW_CONSUMER
-        assert connection not in hub.connections
+            assert peer.connection.queued_bytes <= 64 * 1024 + 2000
+        assert peer.connection.close_code == rtlink.CloseCode.SLOW_CONSUMER
+        assert peer not in hub.connections
         assert "flood" not in hub._live  # its subscription is gone too
 
 
@@ -160,7 +160,7 @@ async def test_node_subscribes_a_channel_once_while_it_has_local_subscribers() -
         first, _ = await subscribe(hub, "room")
         second, _ = await subscribe(hub, "room")
         assert backend.calls == [("subscribe", "room")]
-        first.abort()
+        first.connection.abort()
         await asyncio.sleep(0)
         assert backend.calls == [("subscribe", "room")]
         await second.receive(b'{"type":"unsubscribe","id":2,"channel":"room"}')
@@ -168,7 +168,7 @@ async def test_node_subscribes_a_channel_once_while_it_has_local_subscribers() -
         third, _ = await subscribe(hub, "room")
         assert backend.calls == [("subscribe", "room"), ("unsubscribe", "room"),
                                  ("subscribe", "room")]
-        assert third in hub._live["room"].subscribers
+        assert third.connection in hub._live["room"].subscribers
 
 
 async def test_publications_during_subscribe_are_neither_lost_nor_doubled() -> None:
@@ -248,7 +248,7 @@ async def test_a_replay_larger_than_the_outbound_limit_still_gets_through() -> N
             "type": "subscribe", "id": 1, "channel": "big",
             "since": {"epoch": first.epoch, "offset": 0}}))
         await hub.publish("big", "live")  # arrives while the replay is still queued
-        assert connection.close_code is None
+        assert connection.connection.close_code is None
         await eventually(lambda: len(frames(sink, "json")) == 53)  # welcome, subscribed, 51
         assert frames(sink, "json")[-1]["data"] == "live"
         # Live traffic beyond the limit still marks a slow consumer.
@@ -259,8 +259,8 @@ async def test_a_replay_larger_than_the_outbound_limit_still_gets_through() -> N
         for _ in range(40):
             await hub.publish("big", "x" * 200)
             await asyncio.sleep(0)  # the healthy connection's writer keeps up
-        assert slow.close_code == rtlink.CloseCode.SLOW_CONSUMER
-        assert connection.close_code is None
+        assert slow.connection.close_code == rtlink.CloseCode.SLOW_CONSUMER
+        assert connection.connection.close_code is None
 
 
 async def test_the_cursor_is_only_given_when_nothing_more_is_queued() -> None:

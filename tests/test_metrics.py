@@ -339,7 +339,8 @@ async def test_a_stalled_reader_is_counted_as_a_slow_consumer_disconnect() -> No
             relay_to(server) as relay:
         async with rtlink.Client(server.url_via(relay), **FAST) as client:
             await client.subscribe("flood").wait_subscribed()
-            [connection] = [c for c in server.hub.connections if "flood" in c.subscriptions]
+            [peer] = [c for c in server.hub.connections if "flood" in c.session.subscriptions]
+            connection = peer.connection
             relay.stall = True
             pad = "x" * 1000
             # Kernel buffers take a few MB first; then the outbound queue overflows.

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import aiohttp
 from yarl import URL
 
+from ..aiohttp_internals import client_websocket_transport
 from ..codecs import Codec
 from ..codes import CloseCode
 from ..positions import Cursor, format_cursor
@@ -127,8 +128,7 @@ class WebSocketTransport(ClientTransport):
         self._opcode = aiohttp.WSMsgType.BINARY if codec.binary else aiohttp.WSMsgType.TEXT
         # aiohttp has no public abort for client websockets; keep the socket's
         # transport so abort() can drop it the way a dead network would.
-        connection = ws._response.connection  # noqa: SLF001
-        self._socket = connection.transport if connection is not None else None
+        self._socket = client_websocket_transport(ws)
 
     @classmethod
     async def open(

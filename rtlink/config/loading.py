@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..channels import USER_PLACEHOLDER
-from ..server import CLIENT_FILES, ENDPOINTS
+from ..transports.registry import root_routes
 from .errors import ConfigError, parsed, unknown_key
 from .files import read_config_file, read_secret_file
 from .options import CONFIG_ENV, OPTIONS_BY_KEY, OPTIONS_BY_NAME, SERVE_OPTIONS
@@ -20,9 +20,7 @@ from .values import Boolean, shown
 __all__ = ["load_serve_config"]
 
 #: The paths rtlink takes when mounted at the root (``path = "/"``).
-_ROOT_ROUTES = frozenset({*(sub_path for sub_path, _ in ENDPOINTS.values()),
-                          *(f"/{name}" for name in CLIENT_FILES),
-                          "/send", "/ticket", "/info", "/publish"})
+_ROOT_ROUTES = root_routes()
 
 
 def load_serve_config(flags: Mapping[str, Any], environ: Mapping[str, str],

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from ..codecs import CODECS, Codec
 from ..codes import CloseCode
-from ..connection import REQUEST
 from ..errors import AuthenticationError, InvalidInput
 from ..hub import Hub
 from ..positions import Position, parse_cursor
 from ..protocol import Close, encode_frame
+from ..session import REQUEST
 
 __all__ = [
     "NO_CACHE",
@@ -220,10 +220,11 @@ def send_handler(hub: Hub) -> Any:
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal
-        connection = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST,
-                                address=request.remote)
+        peer = hub.accept(codec, identity, ResponseSink(request), "http", REQUEST,
+                          address=request.remote)
+        connection = peer.connection
         try:
-            await connection.receive(body)
+            await peer.receive(body)
             answer = connection.take_queued()
         finally:
             connection.finish()

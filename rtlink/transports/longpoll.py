@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..connection import POLL
 from ..hub import Hub
+from ..session import POLL
 from .http import (
     NO_CACHE,
     ResponseSink,
@@ -46,14 +46,15 @@ def poll_handler(hub: Hub) -> Any:
         # A poller that vanished without FIN/RST would otherwise keep its socket (and
         # the unacknowledged answer) until aiohttp's keep-alive timeout.
         limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
-        connection = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL,
-                                address=request.remote, fallback=request.query.get("fallback"))
+        peer = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL,
+                          address=request.remote, fallback=request.query.get("fallback"))
+        connection = peer.connection
         try:
             # The first poll of a client's connection (connect=1) is its health check of
             # the transport: it is answered at once, news or not.
             connection.news = request.query.get("connect") == "1"
             for channel, since in cursor.items():
-                await connection.subscribe(channel, since)
+                await peer.subscribe(channel, since)
             # ``news`` is also set by publications that reached a channel set up
             # earlier while a later one was being set up.
             if not connection.news and not connection.closing:

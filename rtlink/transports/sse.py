@@ -21,10 +21,11 @@ from typing import Any
 from aiohttp import web
 
 from ..codecs import Codec
-from ..connection import STREAM, Connection
 from ..hub import Hub
+from ..peer import Peer
 from ..positions import format_event_id, merge_last_event_id
 from ..protocol import Close, encode_frame
+from ..session import STREAM
 from .http import (
     NO_CACHE,
     authenticate_or_refuse,
@@ -46,15 +47,14 @@ class _EventStreamSink:
         self._request = request
         self._response = response
         self._binary = codec.binary
-        self.connection: Connection | None = None
+        self.peer: Peer | None = None
 
     async def send(self, message: bytes) -> None:
         if self._binary:
             data = b"data: " + base64.b64encode(message) + b"\n"
         else:
             data = b"".join(b"data: " + line + b"\n" for line in message.split(b"\n"))
-        text = format_event_id(
-            self.connection.cursor() if self.connection is not None else None)
+        text = format_event_id(self.peer.cursor() if self.peer is not None else None)
         event_id = b"" if text is None else b"id: " + text.encode() + b"\n"
         await self._response.write(event_id + data + b"\n")
 
@@ -105,15 +105,15 @@ def sse_handler(hub: Hub) -> Any:
             await sink.send(refusal.body)
             await response.write_eof()
             return response
-        connection = hub.accept(codec, identity, sink, "sse", STREAM, address=request.remote,
-                                fallback=request.query.get("fallback"))
-        sink.connection = connection
+        peer = sink.peer = hub.accept(codec, identity, sink, "sse", STREAM,
+                                      address=request.remote,
+                                      fallback=request.query.get("fallback"))
         try:
             for channel, since in cursor.items():
-                await connection.subscribe(channel, since)
-            await connection.wait_closed()
+                await peer.subscribe(channel, since)
+            await peer.connection.wait_closed()
         finally:
-            await connection.transport_closed()
+            await peer.connection.transport_closed()
         return response
 
     return handle

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..aiohttp_internals import wait_writable
 from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
 from ..errors import AuthenticationError
@@ -111,8 +112,7 @@ class _DirectWebSocketSink(_WebSocketSink):
     async def drained(self) -> None:
         protocol = self._protocol
         if protocol.writing_paused:
-            # aiohttp's own wait for resume_writing() (what its writers await).
-            await protocol._drain_helper()
+            await wait_writable(protocol)  # aiohttp's own wait for resume_writing()
 
 
 async def _refuse(ws: web.WebSocketResponse, codec: Codec, code: int,
@@ -170,8 +170,8 @@ def websocket_handler(hub: Hub) -> Any:
             return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
         sink = (_WebSocketSink if ws.compress else _DirectWebSocketSink)(
             ws, request, codec.binary)
-        connection = hub.accept(codec, identity, sink, "websocket", address=request.remote,
-                                fallback=request.query.get("fallback"))
+        peer = hub.accept(codec, identity, sink, "websocket", address=request.remote,
+                          fallback=request.query.get("fallback"))
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -180,9 +180,9 @@ def websocket_handler(hub: Hub) -> Any:
                         # on a plain one (max_msg_size above): refuse it the same way.
                         await ws.close(code=CloseCode.MESSAGE_TOO_BIG)
                         break
-                    await connection.receive(message.data)
+                    await peer.receive(message.data)
         finally:
-            await connection.transport_closed(ws.close_code or CloseCode.ABNORMAL)
+            await peer.connection.transport_closed(ws.close_code or CloseCode.ABNORMAL)
         return ws
 
     return handle

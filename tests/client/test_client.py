@@ -60,7 +60,7 @@ async def test_state_events_through_connect_cut_and_close(make_client) -> None:
             assert client.transport == "websocket"
             first_session = client.session_id
             assert first_session is not None
-            assert first_session in {c.session for c in server.hub.connections}
+            assert first_session in {c.session.id for c in server.hub.connections}
 
             changes.clear()
             relay.cut()
@@ -71,7 +71,7 @@ async def test_state_events_through_connect_cut_and_close(make_client) -> None:
             assert changes[0].code == rtlink.CloseCode.ABNORMAL == 1006
             assert client.transport == "websocket"
             assert client.session_id not in (None, first_session)
-            assert client.session_id in {c.session for c in server.hub.connections}
+            assert client.session_id in {c.session.id for c in server.hub.connections}
         finally:
             changes.clear()
             await client.close()

@@ -36,7 +36,7 @@ import pytest
 from aiohttp import web
 
 import rtlink
-from rtlink.connection import Connection
+from rtlink.peer import Peer
 from tests.support import eventually, find_binary, missing_component, seconds
 
 #: Small heartbeat settings, so that detection takes seconds.
@@ -157,17 +157,17 @@ async def client_in(link: Link, url: str, transport: str) -> AsyncIterator[None]
         await process.wait()
 
 
-async def dropped_within(hub: rtlink.Hub, connection: Connection,
+async def dropped_within(hub: rtlink.Hub, peer: Peer,
                          since: float, bound: float) -> float:
-    """Wait until the hub dropped ``connection`` and its transport is closed; fail if
-    that takes more than ``bound`` seconds after ``since``. Return the time it took."""
+    """Wait until the hub dropped ``peer`` and its transport is closed; fail if that
+    takes more than ``bound`` seconds after ``since``. Return the time it took."""
     try:
         async with asyncio.timeout(max(0.0, since + bound - time.monotonic())):
-            await connection.wait_closed()
+            await peer.connection.wait_closed()
     except TimeoutError:
-        raise AssertionError(f"{connection!r} still open {bound:.1f} s after its client "
-                             f"vanished (in hub: {connection in hub.connections})") from None
-    assert connection not in hub.connections
+        raise AssertionError(f"{peer!r} still open {bound:.1f} s after its client "
+                             f"vanished (in hub: {peer in hub.connections})") from None
+    assert peer not in hub.connections
     return time.monotonic() - since
 
 
@@ -179,11 +179,11 @@ async def test_a_stream_whose_client_vanished_is_dropped_in_documented_time(
     async with serve(hub, link.host_address) as url, client_in(link, url, transport):
         await eventually(lambda: len(hub.connections) == 1, message="one connection")
         [connection] = hub.connections
-        assert "beat" in connection.subscriptions
+        assert "beat" in connection.session.subscriptions
         # Alive through more than one heartbeat timeout: pings are answered (or, on
         # SSE, acknowledged by TCP), so a live client is never taken for dead.
         await asyncio.sleep(PING_INTERVAL + PONG_TIMEOUT + 0.5)
-        assert connection in hub.connections and not connection.closing
+        assert connection in hub.connections and not connection.connection.closing
 
         link.cut()
         vanished = time.monotonic()
@@ -194,7 +194,7 @@ async def test_a_stream_whose_client_vanished_is_dropped_in_documented_time(
         took = await dropped_within(hub, connection, vanished, bound + seconds(MARGIN))
         assert hub.connections == frozenset()  # it could not come back
         print(f"\n{transport} client vanished: dropped after {took:.2f} s (bound "
-              f"{bound:.0f} s), close code {connection.close_code}")
+              f"{bound:.0f} s), close code {connection.connection.close_code}")
 
 
 async def test_a_poll_whose_client_vanished_is_dropped_when_the_poll_ends(link: Link) -> None:

@@ -37,10 +37,11 @@ async def test_thousand_messages_arrive_once_in_order_across_cuts(make_client) -
 
                 consumer = asyncio.create_task(consume())
                 cuts = {
-                    100: lambda: [c.abort() for c in server.hub.connections],  # server abort
+                    100: lambda: [c.connection.abort()  # server abort
+                                  for c in server.hub.connections],
                     250: client.reconnect,                                    # client drop
                     400: relay.cut,                                           # network cut
-                    550: lambda: [c.abort() for c in server.hub.connections],
+                    550: lambda: [c.connection.abort() for c in server.hub.connections],
                     700: client.reconnect,
                     850: relay.cut,
                 }

@@ -63,7 +63,8 @@ async def test_stalled_client_is_closed_as_slow_consumer_and_resumes_without_los
             await sub.wait_subscribed()
             # An SSE client replaces its first stream by one with ``subs``; the first one
             # may linger on the server until its next ping write fails.
-            [connection] = [c for c in hub.connections if "flood" in c.subscriptions]
+            [peer] = [c for c in hub.connections if "flood" in c.session.subscriptions]
+            connection = peer.connection
 
             relay.stall = True
             rss_before = resident_bytes()
@@ -78,7 +79,7 @@ async def test_stalled_client_is_closed_as_slow_consumer_and_resumes_without_los
             rss_growth = resident_bytes() - rss_before
 
             assert connection.close_code == rtlink.CloseCode.SLOW_CONSUMER
-            assert connection not in hub.connections
+            assert peer not in hub.connections
             one_frame = len(encode_frame(
                 CODECS[codec],
                 Publication("flood", {"n": FLOOD, "pad": PAD}, Position("x" * 8, FLOOD)),
@@ -91,7 +92,7 @@ async def test_stalled_client_is_closed_as_slow_consumer_and_resumes_without_los
             # Resumed from its position, on a new connection, with nothing missing.
             assert len(confirmations) >= 2
             assert all(event.resumed and event.recovered for event in confirmations[1:])
-            assert any("flood" in c.subscriptions for c in hub.connections)
+            assert any("flood" in c.session.subscriptions for c in hub.connections)
             seen_codes = [change.code for change in changes if change.code is not None]
             print(f"\nslow consumer over {transport}: queue peak {largest_queue} bytes "
                   f"(limit {hub.outbound_limit} + frame {one_frame}); server RSS growth "

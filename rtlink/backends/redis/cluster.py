@@ -44,6 +44,10 @@ logger = logging.getLogger("rtlink.backends.redis")
 #: Seconds between two readings of the slot map while links keep failing (a dead
 #: master is replaced after ``cluster-node-timeout`` plus an election).
 _MAP_INTERVAL = 0.25
+#: Readings of the slot map (one per _MAP_INTERVAL) that may still name the node a
+#: channel was dropped from, before the node is believed: the nodes of a cluster learn
+#: of a failover one after the other.
+_RECHECKS = 8
 #: Attempts of one subscribe whose channel moves while it is being subscribed.
 _SUBSCRIBE_ATTEMPTS = 3
 
@@ -83,6 +87,7 @@ class ClusterFeeds:
         self._listener: PublicationListener | None = None
         self._on_lost: LostListener | None = None
         self._moved: set[str] = set()  # channels to route again
+        self._rechecks: dict[str, int] = {}  # moved, yet still mapped to their node
         self._check_all = False  # a link failed: check every channel's owner
         self._failing: set[str] = set()  # links that failed and have not reconnected
         self._unroutable = False  # the last reading of the map failed (logged once)
@@ -137,6 +142,7 @@ class ClusterFeeds:
     async def unsubscribe(self, channel: str) -> None:
         """Unsubscribe ``channel`` (errors are logged, not raised)."""
         name = self._owner.pop(channel, None)
+        self._rechecks.pop(channel, None)
         link = self._links.get(name) if name is not None else None
         if name is not None and link is not None:
             await link.unsubscribe(channel)
@@ -276,7 +282,13 @@ class ClusterFeeds:
     async def _route(self, moved: set[str], check: set[str]) -> None:
         """Move the channels whose owner changed; subscribe the ``moved`` ones whose
         owner did not change once more on their node (``check`` ones are fine there:
-        their link reconnects by itself)."""
+        their link reconnects by itself).
+
+        A node dropped a ``moved`` channel because its slot left it, but the map read
+        may come from a node that has not heard yet. Subscribed again on the old node
+        (a replica now takes shard subscriptions too, and gets the publications by
+        replication) it still receives; and the map is read again for a while, until
+        it names the new owner, where the channel then moves."""
         by_slot = self._cluster.nodes_manager
         again: dict[str, list[str]] = {}
         for channel in moved | check:
@@ -288,8 +300,17 @@ class ClusterFeeds:
             old = self._links.get(current)
             if owner.name == current:
                 if channel in moved and old is not None:
-                    again.setdefault(current, []).append(channel)
+                    checks = self._rechecks.get(channel, 0)
+                    if checks == 0:
+                        again.setdefault(current, []).append(channel)
+                    if checks < _RECHECKS:
+                        self._rechecks[channel] = checks + 1
+                        self._moved.add(channel)
+                        self._wake.set()
+                    else:
+                        del self._rechecks[channel]
                 continue
+            self._rechecks.pop(channel, None)
             feed = old.release(channel) if old is not None else None
             self._owner[channel] = owner.name
             logger.info("channel %r moved from Redis Cluster node %s to %s",

@@ -1,0 +1,200 @@
+"""The private aiohttp names rtlink relies on (rtlink.aiohttp_internals), on the installed
+aiohttp: that each still exists, and that it still behaves as relied on, against a real
+server on loopback.
+
+When one of these fails after an aiohttp upgrade, read the docstring of the function it
+names in rtlink/aiohttp_internals.py: it says what rtlink needs and what breaks without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+
+from rtlink.aiohttp_internals import client_websocket_transport, wait_writable
+from tests.support import seconds
+
+VERSION = aiohttp.__version__
+
+
+def renamed(name: str, user: str) -> str:
+    return (f"aiohttp {VERSION} has no {name}, which rtlink.aiohttp_internals.{user} "
+            f"relies on: see its docstring, and find what replaced it in aiohttp")
+
+
+@asynccontextmanager
+async def serve(path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                ) -> AsyncIterator[str]:
+    """A real aiohttp server on 127.0.0.1:0 with one GET route; yields its base URL."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+# --- the names exist -------------------------------------------------------------------
+
+
+def test_the_server_protocol_has_a_private_drain_helper() -> None:
+    assert issubclass(web.RequestHandler, BaseProtocol), (
+        f"aiohttp {VERSION}: web.RequestHandler is no longer a BaseProtocol, whose "
+        "_drain_helper() rtlink.aiohttp_internals.wait_writable relies on")
+    helper = getattr(web.RequestHandler, "_drain_helper", None)
+    assert helper is not None, renamed("RequestHandler._drain_helper()", "wait_writable")
+    assert inspect.iscoroutinefunction(helper), (
+        f"aiohttp {VERSION}: RequestHandler._drain_helper is no longer a coroutine "
+        "function (rtlink.aiohttp_internals.wait_writable awaits it)")
+    assert isinstance(inspect.getattr_static(web.RequestHandler, "writing_paused"),
+                      property), renamed("RequestHandler.writing_paused", "wait_writable")
+
+
+async def test_a_client_websocket_has_a_private_response_holding_its_connection() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        return ws
+
+    async with serve("/ws", handler) as url, aiohttp.ClientSession() as session:
+        async with session.ws_connect(url + "/ws") as ws:
+            response = getattr(ws, "_response", None)
+            assert isinstance(response, aiohttp.ClientResponse), renamed(
+                "ClientWebSocketResponse._response (a ClientResponse)",
+                "client_websocket_transport")
+            connection = response.connection
+            assert connection is not None, (
+                f"aiohttp {VERSION}: ClientWebSocketResponse._response.connection is None "
+                "on an open WebSocket (rtlink.aiohttp_internals.client_websocket_transport "
+                "takes the socket's transport from it)")
+            assert isinstance(connection.transport, asyncio.Transport)
+
+
+# --- they behave as relied on ----------------------------------------------------------
+
+
+async def test_wait_writable_waits_while_writing_is_paused_and_not_otherwise() -> None:
+    """Writes pile up against a client that reads nothing until asyncio pauses the
+    protocol; wait_writable returns only once the client has read them, at once when
+    nothing is paused, and raises (rather than hanging) when the client is gone."""
+    steps: asyncio.Queue[str] = asyncio.Queue()
+    go_on = asyncio.Event()
+    chunk = b"x" * 65536
+
+    async def pause(request: web.Request) -> None:
+        """Write until asyncio pauses the protocol and it stays paused (the kernel's
+        buffers on both sides are full too)."""
+        transport = request.transport
+        assert transport is not None
+        for _ in range(10_000):
+            if request.protocol.writing_paused:
+                await asyncio.sleep(0.02)
+                if request.protocol.writing_paused:
+                    return
+            transport.write(chunk)
+            await asyncio.sleep(0)
+        raise AssertionError("writing never paused against a client that reads nothing")
+
+    async def steps_of(request: web.Request) -> None:
+        async with asyncio.timeout(seconds(1)):
+            await wait_writable(request.protocol)  # not paused: returns at once
+        await pause(request)
+        waiting = asyncio.ensure_future(wait_writable(request.protocol))
+        await asyncio.sleep(seconds(0.1))
+        await steps.put("waiting" if not waiting.done() else "returned while paused")
+        await waiting
+        await steps.put("resumed")
+        await go_on.wait()
+        await pause(request)
+        await steps.put("paused again")
+        try:
+            async with asyncio.timeout(seconds(5)):
+                await wait_writable(request.protocol)
+        except ConnectionError:
+            await steps.put("raised")
+        except TimeoutError:
+            await steps.put("hung after the client left")
+        else:
+            await steps.put("returned")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            await steps_of(request)
+        except Exception as exc:  # said to the test, which would only time out
+            await steps.put(f"the server failed: {exc!r}")
+            raise
+        return response
+
+    async def read_all(client: socket.socket) -> None:
+        while await asyncio.get_running_loop().sock_recv(client, 1 << 16):
+            pass
+
+    async with serve("/stream", handler) as url:
+        # A plain socket: asyncio's streams would read ahead into their own buffer.
+        loop = asyncio.get_running_loop()
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, ("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            await loop.sock_sendall(client, b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            async with asyncio.timeout(seconds(10)):
+                assert await steps.get() == "waiting"
+                reading = asyncio.ensure_future(read_all(client))
+                assert await steps.get() == "resumed"
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                go_on.set()
+                assert await steps.get() == "paused again"
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        finally:
+            client.close()  # with SO_LINGER 0: a reset, as a peer that vanished
+        async with asyncio.timeout(seconds(10)):
+            # A lost connection ends the wait: with ConnectionError, or at once if
+            # aiohttp woke the waiter without an error (both end rtlink's writer).
+            assert await steps.get() in ("raised", "returned")
+
+
+async def test_client_websocket_transport_is_the_socket_and_abort_drops_it() -> None:
+    """The transport found is the WebSocket's own socket; aborting it ends the
+    connection at once on both sides, without a close handshake."""
+    server_saw: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        server_saw.set_result(ws.close_code)
+        return ws
+
+    async with serve("/ws", handler) as url, aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(url + "/ws", autoclose=False)
+        transport = client_websocket_transport(ws)
+        assert transport is not None
+        assert transport.get_extra_info("sockname") == ws.get_extra_info("sockname")
+        assert transport.get_extra_info("peername")[1] == int(url.rsplit(":", 1)[1])
+        transport.abort()
+        async with asyncio.timeout(seconds(5)):
+            message = await ws.receive()
+            assert message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR,
+                                    aiohttp.WSMsgType.CLOSE)
+            # No close frame reached the server: it saw the connection drop (1006).
+            assert await server_saw in (aiohttp.WSCloseCode.ABNORMAL_CLOSURE, None)
+        await ws.close()

@@ -1,0 +1,225 @@
+"""The server's protocol session, with plain calls: no event loop, no transport, no hub."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rtlink.codecs import get_codec
+from rtlink.codes import ErrorCode
+from rtlink.errors import BackendError, BackendUnavailable, ChannelError, ProtocolError
+from rtlink.limits import PublishLimits
+from rtlink.protocol import (
+    Ack,
+    Error,
+    Pong,
+    Position,
+    Publication,
+    Publish,
+    Subscribed,
+    Welcome,
+)
+from rtlink.session import (
+    POLL,
+    REQUEST,
+    STREAM,
+    WEBSOCKET,
+    ConnectionMode,
+    PublishRequest,
+    Session,
+    SubscribeRequest,
+    UnsubscribeRequest,
+)
+
+JSON = get_codec("json")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def session(mode: ConnectionMode = WEBSOCKET, *, rate: float | None = None, burst: int = 2,
+            max_subscriptions: int = 3, clock: Clock | None = None) -> Session:
+    clock = clock or Clock()
+    return Session(JSON, mode, "websocket", max_subscriptions=max_subscriptions,
+                   publish_limits=PublishLimits(rate, burst, clock=clock), clock=clock)
+
+
+def handle(s: Session, frame: dict[str, Any]) -> list[Any]:
+    outputs = []
+    for item in s.receive(JSON.encode(frame)):
+        outputs.extend(s.handle(item))
+    return outputs
+
+
+def pub(offset: int, epoch: str = "e1", channel: str = "c") -> Publication:
+    return Publication(channel, offset, Position(epoch, offset))
+
+
+def test_welcome_is_sent_only_where_the_mode_says() -> None:
+    s = session()
+    [welcome] = s.welcome(25.0, 10.0, 1024)
+    assert isinstance(welcome, Welcome)
+    assert welcome.session == s.id
+    assert welcome.ping_interval == 25.0 and welcome.max_message_size == 1024
+    assert session(STREAM).welcome(25, 10, 1024) != []
+    assert session(REQUEST).welcome(25, 10, 1024) == []
+
+
+def test_an_undecodable_message_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        session().receive(b"{not json")
+
+
+def test_an_invalid_frame_is_answered_and_the_batch_goes_on() -> None:
+    s = session()
+    items = s.receive(JSON.join([JSON.encode({"type": "subscribe", "id": 1}),
+                                 JSON.encode({"type": "ping"})]))
+    outputs = [output for item in items for output in s.handle(item)]
+    assert isinstance(outputs[0], Error) and outputs[0].code == ErrorCode.BAD_REQUEST
+    assert outputs[0].id == 1
+    assert outputs[1] == Pong()
+
+
+def test_receiving_anything_refreshes_last_seen() -> None:
+    clock = Clock()
+    s = session(clock=clock)
+    clock.now = 130.0
+    assert handle(s, {"type": "pong"}) == []
+    assert s.last_seen == 130.0
+
+
+def test_subscribe_asks_for_a_request_and_refuses_repeats_and_the_limit() -> None:
+    s = session(max_subscriptions=1)
+    [request] = handle(s, {"type": "subscribe", "id": 1, "channel": "a"})
+    assert request == SubscribeRequest("a", None, 1)
+    assert s.subscriptions == {}  # not before the owner checked access
+    s.subscribe_started(request)
+    [again] = handle(s, {"type": "subscribe", "id": 2, "channel": "a"})
+    assert (again.code, again.id, again.channel) == (ErrorCode.ALREADY_SUBSCRIBED, 2, "a")
+    [over] = handle(s, {"type": "subscribe", "id": 3, "channel": "b"})
+    assert over.code == ErrorCode.LIMIT_EXCEEDED
+
+
+def test_subscribe_frames_are_refused_where_subscriptions_travel_in_the_request() -> None:
+    for mode in (STREAM, POLL, REQUEST):
+        [refusal] = handle(session(mode), {"type": "unsubscribe", "id": 4, "channel": "a"})
+        assert refusal.code == ErrorCode.BAD_REQUEST
+        assert "not available on websocket" in refusal.message
+
+
+def test_a_fresh_subscription_goes_live_at_the_top() -> None:
+    s = session()
+    request = SubscribeRequest("c", None, 1)
+    subscription = s.subscribe_started(request)
+    ready = s.subscribe_ready(request, subscription, recovered=True,
+                              position=Position("e1", 7), publications=[])
+    assert ready is not None
+    assert ready.subscribed == Subscribed(1, "c", True, Position("e1", 7))
+    assert (list(ready.replay), list(ready.live), ready.news) == ([], [], True)
+    assert subscription.pending is None and subscription.position == Position("e1", 7)
+
+
+def test_the_seam_drops_what_the_replay_holds_and_keeps_what_came_after() -> None:
+    s = session()
+    request = SubscribeRequest("c", Position("e1", 2), None)
+    subscription = s.subscribe_started(request)
+    assert subscription.pending is not None
+    subscription.pending.extend([pub(4), pub(5), pub(6)])  # live during the read
+    ready = s.subscribe_ready(request, subscription, recovered=True,
+                              position=Position("e1", 5), publications=[pub(3), pub(4), pub(5)])
+    assert ready is not None
+    assert [p.position.offset for p in ready.replay] == [3, 4, 5]
+    assert [p.position.offset for p in ready.live] == [6]
+    assert ready.news and subscription.position == Position("e1", 6)
+
+
+def test_a_resume_with_nothing_missed_is_no_news() -> None:
+    s = session()
+    request = SubscribeRequest("c", Position("e1", 5), None)
+    subscription = s.subscribe_started(request)
+    ready = s.subscribe_ready(request, subscription, recovered=True,
+                              position=Position("e1", 5), publications=[])
+    assert ready is not None and ready.news is False
+
+
+def test_an_unrecovered_subscription_replays_nothing_and_takes_a_new_epoch_live() -> None:
+    s = session()
+    request = SubscribeRequest("c", Position("old", 9), None)
+    subscription = s.subscribe_started(request)
+    assert subscription.pending is not None
+    subscription.pending.extend([pub(1, "new"), pub(2, "new")])
+    ready = s.subscribe_ready(request, subscription, recovered=False,
+                              position=Position("new", 1), publications=[])
+    assert ready is not None
+    assert ready.subscribed.recovered is False and ready.news
+    assert list(ready.replay) == []
+    assert [p.position.offset for p in ready.live] == [2]
+
+
+def test_a_channel_left_while_its_history_was_read_is_not_sent() -> None:
+    s = session()
+    [request] = handle(s, {"type": "subscribe", "id": 1, "channel": "c"})
+    subscription = s.subscribe_started(request)
+    outputs = handle(s, {"type": "unsubscribe", "id": 2, "channel": "c"})
+    assert outputs == [UnsubscribeRequest("c"), Ack(2)]
+    assert s.subscribe_ready(request, subscription, recovered=True,
+                             position=Position("e1", 0), publications=[]) is None
+
+
+def test_leaving_a_channel_one_is_not_in_is_acknowledged_only() -> None:
+    assert handle(session(), {"type": "unsubscribe", "id": 9, "channel": "x"}) == [Ack(9)]
+
+
+@pytest.mark.parametrize(("error", "code", "message"), [
+    (ChannelError(ErrorCode.FORBIDDEN, "no"), ErrorCode.FORBIDDEN, "no"),
+    (BackendUnavailable("down"), ErrorCode.BACKEND_UNAVAILABLE, "backend: down"),
+    (BackendError("broken"), ErrorCode.INTERNAL_ERROR, "internal error"),
+    (RuntimeError("bug"), ErrorCode.INTERNAL_ERROR, "internal error"),
+])
+def test_a_failed_subscription_is_forgotten_and_refused(
+        error: Exception, code: int, message: str) -> None:
+    s = session()
+    request = SubscribeRequest("c", None, 5)
+    subscription = s.subscribe_started(request)
+    refusal = s.subscribe_failed(request, subscription, error)
+    assert (refusal.code, refusal.message, refusal.id, refusal.channel) == (
+        code, message, 5, "c")
+    assert s.subscriptions == {}
+
+
+def test_publishes_pass_until_the_rate_limit_then_are_refused_in_order() -> None:
+    clock = Clock()
+    s = session(rate=1.0, burst=2, clock=clock)
+    frames = [{"type": "publish", "id": n, "channel": "c", "data": n, "key": f"k{n}"}
+              for n in range(1, 4)]
+    assert [type(handle(s, f)[0]) for f in frames] == [PublishRequest, PublishRequest, Error]
+    clock.now += 1.0  # a token came back: the refused one passes when sent again
+    [request] = handle(s, frames[2])
+    assert isinstance(request, PublishRequest) and request.frame.key == "k3"
+
+
+def test_a_publish_is_acknowledged_or_refused_with_its_id_and_channel() -> None:
+    s = session()
+    request = PublishRequest(Publish(7, "c", {"x": 1}, "k"))
+    assert s.published(request, Position("e1", 3)) == Ack(7, Position("e1", 3))
+    refused = s.publish_failed(request, ChannelError(ErrorCode.FORBIDDEN, "not you"))
+    assert (refused.code, refused.id, refused.channel) == (ErrorCode.FORBIDDEN, 7, "c")
+    failed = s.publish_failed(request, BackendUnavailable("down"))
+    assert (failed.code, failed.message) == (ErrorCode.BACKEND_UNAVAILABLE, "backend: down")
+    assert s.publish_failed(request, BackendError("x")).code == ErrorCode.INTERNAL_ERROR
+
+
+def test_the_cursor_holds_each_channel_at_its_last_queued_position() -> None:
+    s = session()
+    request = SubscribeRequest("c", Position("e1", 4), None)
+    subscription = s.subscribe_started(request)
+    assert s.cursor() == {"c": Position("e1", 4)}
+    s.subscribe_ready(request, subscription, recovered=True, position=Position("e1", 6),
+                      publications=[pub(5), pub(6)])
+    assert s.cursor() == {"c": Position("e1", 6)}
