@@ -26,8 +26,9 @@ import rtlink
 ROOT = Path(rtlink.__file__).parent
 
 #: Modules that must stay sans-I/O (docs: DESIGN "Layers"): tested with plain calls.
-PURE = ["protocol", "positions", "session", "codecs", "codes", "limits", "origins", "backoff",
-        "auth"]
+PURE = ["protocol", "positions", "names", "session", "codecs", "codes", "limits", "origins",
+        "backoff", "auth", "client.core", "client.negotiation", "client.outbox",
+        "client.events"]
 #: What the pure modules may not import, directly or through other rtlink modules.
 IMPURE = {"asyncio", "aiohttp"}
 

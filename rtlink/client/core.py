@@ -27,12 +27,21 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+import attrs
 
 from ..backoff import full_jitter
 from ..codecs import Codec
 from ..codes import CloseCode, ErrorCode, is_temporary
-from ..errors import ClientClosed, FrameError, InvalidInput, PublishError, SubscribeError
+from ..errors import (
+    ClientClosed,
+    FrameError,
+    InvalidInput,
+    PublishError,
+    RtlinkError,
+    SubscribeError,
+)
 from ..positions import Position, is_after
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -54,15 +63,79 @@ from ..protocol import (
     validate_key,
 )
 from .outbox import Outbox, OutboxEntry, Result
-from .subscription import Message, SubscribedEvent, Subscription
 
-__all__ = ["ClientCore", "RETRY_KINDS"]
+__all__ = ["ClientCore", "SubscriptionState", "Message", "SubscribedEvent", "RETRY_KINDS"]
 
 logger = logging.getLogger("rtlink.client")
 
 #: The kinds of retry rounds (protocol.md 8.3): sending the outbox again, subscribing
 #: again the subscriptions refused for now.
 RETRY_KINDS = ("resend", "resubscribe")
+
+
+@attrs.frozen
+class Message:
+    """One publication delivered to the application.
+
+    Attributes:
+        channel: the channel it was published to.
+        data: the published value.
+        position: its position; pass it as ``since`` to resume after it later.
+    """
+
+    channel: str
+    data: Any
+    position: Position
+
+
+@attrs.frozen
+class SubscribedEvent:
+    """Emitted as ``"subscribed"`` each time the server confirms the subscription.
+
+    Attributes:
+        recovered: False when the client asked to resume but the server could not
+            fill the gap (history window exceeded or history lost): messages were
+            missed and the application should re-sync. True otherwise.
+        resumed: whether the client asked to resume from a position.
+        position: the channel's position when the subscription was confirmed.
+    """
+
+    recovered: bool
+    resumed: bool
+    position: Position
+
+
+class SubscriptionState(Protocol):
+    """What the core keeps of a subscription, and how it tells the application
+    (:class:`~rtlink.client.subscription.Subscription` is one).
+
+    Attributes:
+        channel: the channel.
+        position: the position reached (protocol.md 8.3), or None.
+        recovered: the ``recovered`` flag of the latest confirmation.
+        request_id: the id of the subscribe request in flight, if any.
+        active: confirmed on the current connection.
+        held: refused for now; out of the cursor until the retry.
+    """
+
+    channel: str
+    position: Position | None
+    recovered: bool
+    request_id: int | None
+    active: bool
+    held: bool
+
+    def _confirm(self, event: SubscribedEvent) -> None:
+        """The server confirmed it (its state is updated already)."""
+
+    def _deliver(self, message: Message) -> None:
+        """A new publication (its position is updated already)."""
+
+    def _fail(self, error: RtlinkError) -> None:
+        """It ended with an error: refused for good, or the client stopped."""
+
+    def _end(self) -> None:
+        """It ended normally: unsubscribed."""
 
 
 def _check(validate: Callable[[Any], object], value: Any) -> None:
@@ -112,13 +185,13 @@ class ClientCore:
         self.codec = codec
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions: dict[str, SubscriptionState] = {}
         self.outbox = Outbox(outbox_limit)
-        self.requests: dict[int, Subscription | OutboxEntry | None] = {}
+        self.requests: dict[int, SubscriptionState | OutboxEntry | None] = {}
         self.welcome: Welcome | None = None
         self.carries_subscriptions = False
         self.closed: ClientClosed | None = None
-        self._send_message = send
+        self._send = send
         self._subscriptions_changed = subscriptions_changed
         self._retry_later = retry_later
         self._last_id = 0  # request ids are never reused in a client's lifetime
@@ -144,7 +217,7 @@ class ClientCore:
 
     # --- the application -------------------------------------------------------------
 
-    def subscribe(self, subscription: Subscription) -> None:
+    def subscribe(self, subscription: SubscriptionState) -> None:
         """Add ``subscription`` and subscribe it if connected (a stopped client ends it
         at once with :attr:`closed`).
 
@@ -165,7 +238,7 @@ class ClientCore:
             else:
                 self._send_subscribe(subscription)
 
-    def unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: SubscriptionState) -> None:
         """Remove ``subscription`` (unsubscribing it on the server if connected) and end it."""
         if self.subscriptions.get(subscription.channel) is subscription:
             del self.subscriptions[subscription.channel]
@@ -175,7 +248,7 @@ class ClientCore:
                 if self.carries_subscriptions:
                     self._subscriptions_changed()
                 else:
-                    self._send(Unsubscribe(self._request(None), subscription.channel))
+                    self._send_frame(Unsubscribe(self._request(None), subscription.channel))
         subscription._end()
 
     def publish(self, channel: str, data: Any, key: str | None,
@@ -262,7 +335,7 @@ class ClientCore:
         elif isinstance(frame, Ping):
             # Over SSE there is no way back on the stream and no need to answer (6.6).
             if not self.carries_subscriptions:
-                self._send(Pong())
+                self._send_frame(Pong())
         elif isinstance(frame, Close):
             return frame.code, frame.reason
         elif isinstance(frame, FrameError):
@@ -312,18 +385,19 @@ class ClientCore:
 
     # --- outbound --------------------------------------------------------------------
 
-    def _request(self, target: Subscription | OutboxEntry | None) -> int:
+    def _request(self, target: SubscriptionState | OutboxEntry | None) -> int:
         self._last_id += 1
         self.requests[self._last_id] = target
         return self._last_id
 
-    def _send(self, frame: Frame) -> None:
-        self._send_message(encode_frame(self.codec, frame))
+    def _send_frame(self, frame: Frame) -> None:
+        self._send(encode_frame(self.codec, frame))
 
-    def _send_subscribe(self, subscription: Subscription) -> None:
+    def _send_subscribe(self, subscription: SubscriptionState) -> None:
         subscription.request_id = self._request(subscription)
         subscription.active = False
-        self._send(Subscribe(subscription.request_id, subscription.channel, subscription.position))
+        self._send_frame(Subscribe(subscription.request_id, subscription.channel,
+                                   subscription.position))
 
     def _send_publish(self, entry: OutboxEntry) -> None:
         assert self.welcome is not None
@@ -338,14 +412,14 @@ class ClientCore:
                 f"publish of {len(encoded)} bytes exceeds the server's limit of {limit}"))
             return
         entry.request_id = request_id
-        self._send_message(encoded)
+        self._send(encoded)
 
     def _settle(self, entry: OutboxEntry, error: BaseException | None,
                 position: Position | None = None) -> None:
         self.outbox.remove(entry)
         entry.settle(error, position)
 
-    def _retry(self, kind: str) -> None:
+    def _schedule_retry(self, kind: str) -> None:
         """Ask for a retry round of ``kind`` unless one is pending. Refusals come in
         bursts (a flushed outbox over the publish rate is refused frame by frame): one
         round answers the whole burst, so the backoff attempt grows once per round."""
@@ -379,7 +453,7 @@ class ClientCore:
                 self._settle(target, None, frame.position)
 
     def _on_subscribed(self, frame: Subscribed) -> None:
-        target: Subscription | OutboxEntry | None
+        target: SubscriptionState | OutboxEntry | None
         if frame.id is None:
             # The transport's request carried the subscription (SSE, long polling).
             target = self.subscriptions.get(frame.channel)
@@ -387,7 +461,7 @@ class ClientCore:
                 return  # a request confirming again what is known: nothing to report
         else:
             target = self.requests.pop(frame.id, None)
-        if not isinstance(target, Subscription):
+        if target is None or isinstance(target, OutboxEntry):
             return
         self._retry_attempts["resubscribe"] = 0
         resumed = target.position is not None
@@ -401,7 +475,7 @@ class ClientCore:
         target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position))
 
     def _on_error(self, frame: Error) -> None:
-        target: Subscription | OutboxEntry | None = None
+        target: SubscriptionState | OutboxEntry | None = None
         if frame.id is not None:
             target = self.requests.pop(frame.id, None)
         elif frame.channel is not None:
@@ -415,14 +489,14 @@ class ClientCore:
         temporary = is_temporary(frame.code)
         if isinstance(target, OutboxEntry):
             if temporary:
-                self._retry("resend")
+                self._schedule_retry("resend")
             else:
                 self._settle(target, PublishError(frame.code, frame.message))
         elif temporary:
             # Out of the cursor until the retry, or every poll would fail at once again.
             target.active = False
             target.held = True
-            self._retry("resubscribe")
+            self._schedule_retry("resubscribe")
         else:
             if self.subscriptions.get(target.channel) is target:
                 del self.subscriptions[target.channel]

@@ -3,7 +3,9 @@
 The application's side of a subscription: iteration, callbacks, waiting for the
 confirmation. What the server's frames mean for it (its position, whether a
 publication is new) is decided by :class:`~rtlink.client.core.ClientCore`, which calls
-the underscored methods here. Constructing one needs no running event loop.
+the underscored methods here (:class:`~rtlink.client.core.SubscriptionState`).
+Constructing one needs no running event loop. :class:`Message` and
+:class:`SubscribedEvent` come from the core and are importable from here too.
 """
 
 from __future__ import annotations
@@ -12,45 +14,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from ..errors import ClientClosed, RtlinkError, SubscribeError
 from ..positions import Position
+from .core import Message, SubscribedEvent
 from .events import Events
 
 __all__ = ["Subscription", "Message", "SubscribedEvent"]
-
-
-@attrs.frozen
-class Message:
-    """One publication delivered to the application.
-
-    Attributes:
-        channel: the channel it was published to.
-        data: the published value.
-        position: its position; pass it as ``since`` to resume after it later.
-    """
-
-    channel: str
-    data: Any
-    position: Position
-
-
-@attrs.frozen
-class SubscribedEvent:
-    """Emitted as ``"subscribed"`` each time the server confirms the subscription.
-
-    Attributes:
-        recovered: False when the client asked to resume but the server could not
-            fill the gap (history window exceeded or history lost): messages were
-            missed and the application should re-sync. True otherwise.
-        resumed: whether the client asked to resume from a position.
-        position: the channel's position when the subscription was confirmed.
-    """
-
-    recovered: bool
-    resumed: bool
-    position: Position
 
 
 _END = object()
