@@ -4,7 +4,7 @@ Channel names, idempotency keys and epochs are strings with a bounded length; no
 may hold a lone surrogate (a JSON ``\\ud800`` escape decodes to one, but no codec can
 encode it). The rules are here, below :mod:`rtlink.protocol` (frames) and
 :mod:`rtlink.positions` (cursors), which both check names. The JavaScript client
-applies the same rules before sending (``js-client/src/core.js``).
+applies the same rules before sending (``js-client/src/names.js``).
 
 Pure: plain functions, no I/O.
 """

@@ -24,6 +24,7 @@ from rtlink.positions import (
     merge_last_event_id,
     parse_cursor,
 )
+from tests.support import run_js
 
 MAX_SAFE = MAX_SAFE_INTEGER
 CHANNEL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=+,#"
@@ -219,3 +220,55 @@ def test_is_after(position: Position, last: Position | None, new: bool) -> None:
 def test_is_after_matches_the_rule_in_words(position: Position, last: Position) -> None:
     repeat = position.epoch == last.epoch and position.offset <= last.offset
     assert is_after(position, last) is not repeat
+
+
+# --- the JavaScript client's mirror (js-client/src/positions.js) -------------------------
+
+
+def test_the_javascript_client_has_the_same_is_after() -> None:
+    cases = [(Position("e", 1), None), (Position("e", 6), Position("e", 5)),
+             (Position("e", 5), Position("e", 5)), (Position("e", 4), Position("e", 5)),
+             (Position("f", 1), Position("e", 5)), (Position("f", 9), Position("e", 5)),
+             (Position("e", 5), Position("E", 5)), (Position("e", 0), Position("e", 0))]
+    wire = [[position.to_wire(), None if last is None else last.to_wire()]
+            for position, last in cases]
+    answers = run_js("positions.js", "console.log(JSON.stringify("
+                     "input[0].map(([position, last]) => m.isAfter(position, last))));", wire)
+    assert answers == [is_after(position, last) for position, last in cases]
+
+
+def test_the_javascript_client_reads_and_writes_cursors_alike() -> None:
+    texts = [format_cursor({"news": Position("a1b2c3d4", 41), "chat:lobby": None}),
+             format_cursor({"news": Position("\U0001f600" * 64, 2**53 - 1)}),
+             format_cursor({"é": Position("e", 1)}), "", "{}",
+             '{"a":null,"a":{"epoch":"e","offset":2}}', '{"a":{"epoch":"e","offset":1,"x":2}}',
+             "[", "[]", "null", '"news"', '{"a b":null}', '{"a":1}', '{"a":"e:1"}',
+             '{"a":{"epoch":"","offset":1}}', '{"a":{"epoch":"e","offset":-1}}',
+             '{"a":{"epoch":"e","offset":1.5}}', '{"a":{"epoch":"' + "x" * 65 + '","offset":1}}',
+             '{"a":{"epoch":"\\ud800","offset":1}}', json.dumps({f"c{n}": None for n in range(3)})]
+    script = """
+const out = input[0].map((text) => {
+  try {
+    const cursor = m.parseCursor(text, 2);
+    return ['ok', cursor, m.formatCursor(cursor)];
+  } catch (error) {
+    return [error.name, error.message];
+  }
+});
+console.log(JSON.stringify(out));
+"""
+    answers = run_js("positions.js", script, texts)
+    for text, answer in zip(texts, answers, strict=True):
+        try:
+            cursor = parse_cursor(text, 2)
+        except InvalidInput as exc:
+            assert answer[0] == "InvalidInput", (text, answer)
+            if "channel" not in str(exc):  # the channel rule's words differ a little
+                assert answer[1] == str(exc), text
+            continue
+        assert answer[0] == "ok", (text, answer)
+        assert answer[1] == {channel: None if position is None else position.to_wire()
+                             for channel, position in cursor.items()}, text
+        # The same JSON, except that JS leaves non-ASCII characters unescaped.
+        assert answer[2] == json.dumps(json.loads(format_cursor(cursor)), ensure_ascii=False,
+                                       separators=(",", ":")), text
