@@ -221,6 +221,9 @@ class ClientCore:
         """Add ``subscription`` and subscribe it if connected (a stopped client ends it
         at once with :attr:`closed`).
 
+        Args:
+            subscription: the new subscription (its channel and ``since`` position).
+
         Raises:
             InvalidInput: its channel name is invalid, or subscribed already.
         """
@@ -239,7 +242,11 @@ class ClientCore:
                 self._send_subscribe(subscription)
 
     def unsubscribe(self, subscription: SubscriptionState) -> None:
-        """Remove ``subscription`` (unsubscribing it on the server if connected) and end it."""
+        """Remove ``subscription`` (unsubscribing it on the server if connected) and end it.
+
+        Args:
+            subscription: one of :attr:`subscriptions`.
+        """
         if self.subscriptions.get(subscription.channel) is subscription:
             del self.subscriptions[subscription.channel]
             if subscription.request_id is not None:
@@ -253,8 +260,17 @@ class ClientCore:
 
     def publish(self, channel: str, data: Any, key: str | None,
                 result: Result) -> OutboxEntry:
-        """Queue a publish (and send it if connected); ``result`` gets its position or
-        its error. Every attempt carries the same key: ``key`` or a random one.
+        """Queue a publish (and send it if connected). Every attempt carries the same
+        key: ``key`` or a random one.
+
+        Args:
+            channel: the channel to publish to.
+            data: the data to publish.
+            key: the idempotency key, or None for a random one.
+            result: gets the publication's position on ack, or the error.
+
+        Returns:
+            The outbox entry (for :meth:`withdraw`).
 
         Raises:
             ClientClosed: the client stopped.
@@ -275,7 +291,11 @@ class ClientCore:
 
     def withdraw(self, entry: OutboxEntry) -> None:
         """Take ``entry`` out (its publish call ended: settled or cancelled). If it was
-        sent already, the server may still apply it."""
+        sent already, the server may still apply it.
+
+        Args:
+            entry: what :meth:`publish` returned.
+        """
         self.outbox.remove(entry)
         if entry.request_id is not None:
             self.requests.pop(entry.request_id, None)
@@ -320,6 +340,9 @@ class ClientCore:
     def receive(self, frame: Frame | FrameError) -> tuple[int, str] | None:
         """Handle a frame of the current connection.
 
+        Args:
+            frame: the frame, or the error of a frame that could not be read (logged).
+
         Returns:
             The close code and reason when the frame ends the connection (``close``),
             else None.
@@ -354,8 +377,11 @@ class ClientCore:
             subscription.request_id = None
 
     def stop(self, closed: ClientClosed) -> None:
-        """The client stopped for good: waiting publishes fail and subscriptions end
-        with ``closed``."""
+        """The client stopped for good: waiting publishes fail and subscriptions end.
+
+        Args:
+            closed: the error they fail or end with.
+        """
         self.end()
         self.closed = closed
         for entry in self.outbox:
@@ -365,8 +391,12 @@ class ClientCore:
         self.subscriptions.clear()
 
     def retry(self, kind: str) -> None:
-        """The delay of a retry round of ``kind`` passed: send again everything refused
-        for now (the outbox, oldest first, or the held subscriptions)."""
+        """The delay of a retry round passed: send again everything refused for now.
+
+        Args:
+            kind: ``"resend"`` (the outbox, oldest first) or ``"resubscribe"`` (the
+                held subscriptions).
+        """
         self._retrying.discard(kind)
         if kind == "resubscribe":
             for subscription in self.subscriptions.values():

@@ -59,8 +59,12 @@ class OutboxEntry:
         self.request_id: int | None = None
 
     def settle(self, error: BaseException | None, position: Position | None = None) -> None:
-        """Give the publish its outcome (once; later calls do nothing): ``error``, or
-        success at ``position``."""
+        """Give the publish its outcome (once; later calls do nothing).
+
+        Args:
+            error: why it failed, or None if it succeeded.
+            position: where it was published, when it succeeded.
+        """
         if self.future.done():
             return
         if error is not None:
