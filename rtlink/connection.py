@@ -92,7 +92,6 @@ class Connection:
         mode: how the transport uses the connection (``writer``: pushed or pulled).
         owner: told to flush it and that it closes (:class:`ConnectionOwner`).
         outbound_limit: bytes queued before the client counts as a slow consumer.
-        name: names it in logs (the session id, transport and codec).
 
     Attributes:
         codec: the client's codec.
@@ -102,15 +101,18 @@ class Connection:
         news: something the client did not know was queued (a held long poll answers).
     """
 
+    __slots__ = ("codec", "mode", "close_code", "close_reason", "_owner",
+                 "_outbound_limit", "_sink", "_queue", "_queued_bytes",
+                 "_replay_credit", "news", "_writer", "_direct", "_wakeup", "_writing",
+                 "_dirty", "_done", "_done_waiters")
+
     def __init__(self, codec: Codec, sink: Sink, mode: ConnectionMode,
-                 owner: ConnectionOwner, *, outbound_limit: int, name: str) -> None:
+                 owner: ConnectionOwner, *, outbound_limit: int) -> None:
         self.codec = codec
         self.mode = mode
-        self.name = name
         self.close_code: int | None = None
         self.close_reason = ""
         self._owner = owner
-        self._schedule_flush = owner.schedule_flush
         self._outbound_limit = outbound_limit
         self._sink = sink
         # A list, not a deque: an empty deque costs ~600 bytes, an idle connection's
@@ -139,7 +141,9 @@ class Connection:
         self._done_waiters: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<Connection {self.name}>"
+        # Named by its owner (the peer: session id, transport, codec); not stored, as
+        # an idle connection's every byte counts.
+        return f"<Connection of {self._owner!r}>"
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Connection:
 
     def _start_writer(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name=f"rtlink-writer-{self.name}"
+            self._write_loop(), name="rtlink-writer"
         )
 
     def _wake(self) -> None:
@@ -311,7 +315,7 @@ class Connection:
         if self._direct is not None and not self._writing:
             if not self._dirty:
                 self._dirty = True
-                self._schedule_flush(self)
+                self._owner.schedule_flush(self)
         else:
             self._wake()
 
@@ -356,7 +360,7 @@ class Connection:
         elif not self._dirty:  # _kick(), inlined: this runs once per delivery
             if self._direct is not None and not self._writing:
                 self._dirty = True
-                self._schedule_flush(self)
+                self._owner.schedule_flush(self)
             else:
                 self._wake()
 

@@ -98,6 +98,8 @@ class Peer:
         address: the client's address (``request.remote``) if the transport knows it.
     """
 
+    __slots__ = ("_host", "identity", "transport", "address", "session", "connection")
+
     def __init__(self, host: PeerHost, codec: Codec, identity: Any, sink: Sink,
                  transport: str, mode: ConnectionMode, address: str | None = None) -> None:
         self._host = host
@@ -112,15 +114,16 @@ class Peer:
             subject=subject_of(identity) if mode.shared_limits else None,
             clock=time.monotonic,
         )
-        # The connection's owner: flushes go straight to the hub (this runs once per
-        # delivery), closing goes through here (the session's channels are left).
-        self.schedule_flush = host.schedule_flush
         self.connection = Connection(codec, sink, mode, self,
-                                     outbound_limit=host.outbound_limit,
-                                     name=f"{self.session.id} {transport}/{codec.name}")
+                                     outbound_limit=host.outbound_limit)
 
     def __repr__(self) -> str:
-        return f"<Peer {self.connection.name}>"
+        session = self.session
+        return f"<Peer {session.id} {self.transport}/{session.codec.name}>"
+
+    def schedule_flush(self, connection: Connection) -> None:
+        """The connection has frames queued: the hub's next flush writes them."""
+        self._host.schedule_flush(connection)
 
     def connection_closed(self, connection: Connection) -> None:
         """The connection is closing: the hub forgets the peer (and its channels)."""

@@ -189,6 +189,10 @@ class Session:
         last_seen: when the client last sent something (``clock()``).
     """
 
+    # One per client: slots keep an idle connection small (docs: README "Performance").
+    __slots__ = ("id", "codec", "mode", "transport", "max_subscriptions", "subscriptions",
+                 "_limits", "_address", "_subject", "_clock", "last_seen", "_bucket")
+
     def __init__(
         self,
         codec: Codec,
