@@ -6,9 +6,10 @@
 //   node build.mjs --check   fail if the written files differ from a fresh build
 //                            (someone changed src/ without rebuilding) or if the
 //                            client outgrew its size budget
-import { build, transform } from 'esbuild';
+import { build } from 'esbuild';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
+import { minify } from 'terser';
 
 /** The whole client, minified and gzipped (level 9), must fit in this many bytes. */
 export const SIZE_BUDGET = 6 * 1024;
@@ -19,24 +20,25 @@ const outputs = {
   iife: ['dist/rtlink.js', '../rtlink/static/client.js'],
 };
 
-const options = {
-  target: 'es2022',
-  // Internal members are named _like_this: they are renamed to short names in the
-  // build (the public API, the options and the wire fields never start with _).
-  mangleProps: /^_[a-z]/,
-};
+/** Minified by esbuild, then by terser: terser renames the variables by how often
+ * they are used and compresses again, which saves about 190 bytes after gzip (3%)
+ * on top of esbuild alone. (A new object each time: terser changes the one given.) */
+const terser = (code, module) => minify(code, { ecma: 2022, module, compress: { passes: 2 }, mangle: true });
 
 /** The minified ES module build. */
 async function esmBuild() {
   const result = await build({
-    ...options,
     entryPoints: [here('src/index.js').pathname],
     bundle: true,
     minify: true,
     format: 'esm',
+    target: 'es2022',
+    // Internal members are named _like_this: they are renamed to short names in the
+    // build (the public API, the options and the wire fields never start with _).
+    mangleProps: /^_[a-z]/,
     write: false,
   });
-  return result.outputFiles[0].text;
+  return (await terser(result.outputFiles[0].text, true)).code;
 }
 
 /** The script-tag build: the ES module build with its export statement turned into
@@ -51,7 +53,7 @@ async function scriptTagBuild(esm) {
     return `return{${pairs}}`;
   });
   if (body == esm) throw new Error('no export statement at the end of the ES module build');
-  return (await transform(`var rtlink=(()=>{${body}})();`, { ...options, minify: true })).code;
+  return (await terser(`var rtlink=(()=>{${body}})();`, false)).code;
 }
 
 /** Size of `code` after gzip -9, as the budget counts it. */

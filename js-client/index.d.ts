@@ -2,7 +2,8 @@
 // and the script-tag build dist/rtlink.js, which exposes the same names on the
 // global `rtlink`). Names match the Python client (rtlink.client) in camelCase.
 
-/** A publication's place in its channel's history (protocol.md section 4). */
+/** A publication's place in its channel's history (protocol.md section 4); the
+ * functions on positions and cursors are in 'rtlink-client/positions'. */
 export interface Position {
   /** Identifies one unbroken history of the channel; opaque. */
   epoch: string;
@@ -51,15 +52,23 @@ export interface SubscribedEvent {
 }
 
 /**
- * Every error the client reports. `name` tells the kind:
+ * Every error the client reports. `name` tells the kind, and is the name of the Python
+ * client's exception class for the same error (rtlink.errors):
+ * - `'InvalidInput'`: a call was refused locally, before anything was sent: an
+ *   invalid channel name, data that a codec cannot carry, an invalid idempotency key
+ *   (1-128 characters, no lone surrogates), a second subscription to a channel, a key
+ *   already waiting, an unknown option or event (Python: InvalidInput, a ValueError);
  * - `'ClientClosed'`: the client stopped (`code` is the close code, e.g. 1000 after
  *   `close()`, 4500 when the server refused the credentials);
  * - `'PublishError'` / `'SubscribeError'`: the server refused the request (`code` is
- *   the error code: 403, 404, 413, 422, ...);
- * - `'OutboxFull'`: `outboxLimit` publishes are waiting already (nothing was queued).
+ *   the error code: 403, 404, 413, 422, ...; Python: both are RequestErrors);
+ * - `'OutboxFull'`: `outboxLimit` publishes are waiting already (nothing was queued);
+ * - `'RtlinkError'`: `waitSubscribed()` of a subscription unsubscribed before the
+ *   server confirmed it.
+ * `code` is null for the kinds without one.
  */
 export class RtlinkError extends Error {
-  name: 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'OutboxFull';
+  name: 'InvalidInput' | 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'OutboxFull' | 'RtlinkError';
   code: number | null;
 }
 
@@ -154,13 +163,14 @@ export class Client {
   close(): void;
   /** Drop the current connection (if any) and reconnect at once, resuming. */
   reconnect(): void;
-  /** Subscribe; with `since`, resume after that position. Throws on an invalid
-   * channel name or a second subscription to the same channel. */
+  /** Subscribe; with `since`, resume after that position. Throws InvalidInput on an
+   * invalid channel name or a second subscription to the same channel. */
   subscribe(channel: string, options?: { since?: Position | null }): Subscription;
   /**
    * Publish; resolves with the position once the server acknowledged it. While
    * offline the publish waits in the outbox and is sent on reconnect, always with
-   * the same idempotency key (`key`, or a random one), so it lands once.
+   * the same idempotency key (`key`, or a random one), so it lands once. Rejects with
+   * InvalidInput (nothing queued) for an invalid channel, data or key.
    */
   publish(channel: string, data: unknown, options?: { key?: string }): Promise<Position>;
 }

@@ -22,7 +22,15 @@ The small public API::
 
 from .auth import Identity, TokenAuth
 from .channels import ChannelOptions
-from .client import Client, ConnectionState, Message, StateChange, SubscribedEvent, Subscription
+from .client import (
+    Client,
+    ConnectionState,
+    Message,
+    StateChange,
+    SubscribedEvent,
+    Subscription,
+    forget_transports,
+)
 from .codes import CloseCode, ErrorCode
 from .errors import (
     AuthenticationError,
@@ -30,6 +38,7 @@ from .errors import (
     BackendUnavailable,
     ChannelError,
     ClientClosed,
+    InvalidInput,
     OutboxFull,
     ProtocolError,
     PublishError,
@@ -54,11 +63,13 @@ __all__ = [
     "Subscription",
     "SubscribedEvent",
     "Message",
+    "forget_transports",
     "Position",
     "Publication",
     "CloseCode",
     "ErrorCode",
     "RtlinkError",
+    "InvalidInput",
     "ProtocolError",
     "AuthenticationError",
     "ChannelError",

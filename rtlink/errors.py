@@ -3,6 +3,7 @@
 The tree::
 
     RtlinkError
+     ├── InvalidInput            an argument or text is malformed (also a ValueError)
      ├── ProtocolError           a message could not be decoded (carries a CloseCode)
      │    └── FrameError         one frame is invalid (carries an ErrorCode and request id)
      ├── RequestError            the server answered a request with an error frame
@@ -25,6 +26,7 @@ from .codes import CloseCode, ErrorCode, is_temporary
 
 __all__ = [
     "RtlinkError",
+    "InvalidInput",
     "ProtocolError",
     "FrameError",
     "RequestError",
@@ -41,6 +43,15 @@ __all__ = [
 
 class RtlinkError(Exception):
     """Base class of every exception rtlink raises on purpose."""
+
+
+class InvalidInput(RtlinkError, ValueError):
+    """An argument or a text is malformed: an invalid channel name, data that a codec
+    cannot carry, a bad idempotency key, a cursor or position text that does not parse,
+    an unknown option. Refused locally, before anything is sent.
+
+    It is a :class:`ValueError` too, so ``except ValueError`` catches it.
+    """
 
 
 class ProtocolError(RtlinkError):

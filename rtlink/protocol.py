@@ -2,7 +2,9 @@
 
 Everything here is plain functions and immutable values, so it is tested with
 function calls and no event loop; transports only move the bytes it produces.
-``docs/protocol.md`` is the normative description; this module implements it.
+``docs/protocol.md`` is the normative description; this module implements it, with
+:mod:`rtlink.positions` (positions, cursors) and :mod:`rtlink.names` (channel names,
+keys), whose names it re-exports (``Position``, ``validate_channel``, ...).
 
 A transport message carries one or more frames (see :mod:`rtlink.codecs` for the
 batching). Each frame is a map with a string ``type``:
@@ -28,7 +30,6 @@ type            direction  fields
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeAlias, TypeGuard
 
@@ -37,11 +38,21 @@ import attrs
 from .codecs import Codec
 from .codes import ErrorCode
 from .errors import FrameError, ProtocolError
+from .names import (
+    LONE_SURROGATE,
+    MAX_CHANNEL_LENGTH,
+    MAX_KEY_LENGTH,
+    validate_channel,
+    validate_key,
+)
+from .positions import MAX_EPOCH_LENGTH, MAX_SAFE_INTEGER, Position
 
 __all__ = [
     "PROTOCOL_VERSION",
     "MAX_CHANNEL_LENGTH",
     "MAX_KEY_LENGTH",
+    "MAX_EPOCH_LENGTH",
+    "MAX_SAFE_INTEGER",
     "MAX_DATA_DEPTH",
     "Position",
     "Frame",
@@ -70,72 +81,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-MAX_CHANNEL_LENGTH = 255
-MAX_KEY_LENGTH = 128
-MAX_EPOCH_LENGTH = 64
 MAX_DATA_DEPTH = 64
-#: Request ids and offsets stay below 2**53 so JavaScript numbers hold them exactly.
-MAX_SAFE_INTEGER = 2**53 - 1
 _INT_MIN = -(2**63)
 _UINT_MAX = 2**64 - 1
-
-_CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-.:@/=+,#]+")
-#: Lone surrogates: a JSON ``\ud800`` escape decodes to one, but no codec can encode it.
-_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
-
-
-@attrs.frozen(order=False)
-class Position:
-    """Where a publication sits in its channel's stream.
-
-    Attributes:
-        epoch: identifies one unbroken history of the channel; it changes whenever
-            the backend may have lost history, so offsets are only comparable within
-            one epoch.
-        offset: 1 for the first publication of an epoch, +1 for each next one;
-            0 means "before the first publication".
-    """
-
-    epoch: str
-    offset: int
-
-    def to_wire(self) -> dict[str, Any]:
-        """The position as it appears on the wire."""
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    @classmethod
-    def from_wire(cls, value: Any, request_id: int | None = None) -> Position:
-        """Read a position from its wire form, raising :class:`FrameError` if invalid."""
-        if not isinstance(value, Mapping):
-            raise FrameError("position must be a map", request_id=request_id)
-        epoch = value.get("epoch")
-        offset = value.get("offset")
-        if (not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH
-                or _SURROGATE_RE.search(epoch)):
-            raise FrameError("position.epoch must be a non-empty string", request_id=request_id)
-        if not _is_int(offset) or not 0 <= offset <= MAX_SAFE_INTEGER:
-            raise FrameError(
-                "position.offset must be an integer >= 0", request_id=request_id
-            )
-        return cls(epoch, offset)
-
-    def __str__(self) -> str:
-        return f"{self.epoch}:{self.offset}"
-
-    @classmethod
-    def parse(cls, text: str) -> Position:
-        """Parse the ``epoch:offset`` form produced by ``str(position)``.
-
-        Raises:
-            ValueError: the text is not of that form.
-        """
-        epoch, sep, offset = text.rpartition(":")
-        # isascii(): str.isdigit() also accepts digits such as "²" and "١".
-        if (not sep or not 0 < len(epoch) <= MAX_EPOCH_LENGTH or not offset.isascii()
-                or not offset.isdigit() or len(offset) > 16
-                or int(offset) > MAX_SAFE_INTEGER):
-            raise ValueError(f"position must look like EPOCH:OFFSET, not {text[:100]!r}")
-        return cls(epoch, int(offset))
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -340,35 +288,6 @@ class Close(Frame):
 # --- validation -----------------------------------------------------------------------
 
 
-def validate_channel(channel: Any, request_id: int | None = None) -> str:
-    """Return ``channel`` if it is a valid channel name, else raise :class:`FrameError`.
-
-    A channel name is 1–255 characters from ``A-Z a-z 0-9 _ - . : @ / = + , #``.
-    ``*`` and ``?`` are reserved for channel patterns on the server.
-    """
-    if not isinstance(channel, str):
-        raise FrameError("channel must be a string", ErrorCode.BAD_REQUEST, request_id)
-    if not 0 < len(channel) <= MAX_CHANNEL_LENGTH or not _CHANNEL_RE.fullmatch(channel):
-        raise FrameError(
-            f"invalid channel name {channel[:64]!r}: 1-{MAX_CHANNEL_LENGTH} characters "
-            "from A-Z a-z 0-9 _ - . : @ / = + , #",
-            ErrorCode.INVALID_CHANNEL,
-            request_id,
-        )
-    return channel
-
-
-def validate_key(key: Any, request_id: int | None = None) -> str | None:
-    """Return ``key`` if it is None or a valid idempotency key, else raise
-    :class:`FrameError`.
-
-    An idempotency key is a string of 1–128 characters, any except lone surrogates
-    (which no codec can carry).
-    """
-    return _string({"key": key}, "key", request_id, optional=True,  # type: ignore[no-any-return]
-                   max_length=MAX_KEY_LENGTH)
-
-
 def validate_data(data: Any, request_id: int | None = None) -> Any:
     """Return ``data`` if every codec can carry it, else raise :class:`FrameError`.
 
@@ -386,7 +305,7 @@ def validate_data(data: Any, request_id: int | None = None) -> Any:
         value, depth = pop()
         kind = type(value)
         if kind is str:
-            if not value.isascii() and _SURROGATE_RE.search(value):
+            if not value.isascii() and LONE_SURROGATE.search(value):
                 raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
             continue
         if kind is int:
@@ -405,7 +324,7 @@ def validate_data(data: Any, request_id: int | None = None) -> Any:
             for key, item in value.items():
                 if type(key) is not str and not isinstance(key, str):
                     raise FrameError("map keys in data must be strings", request_id=request_id)
-                if not key.isascii() and _SURROGATE_RE.search(key):
+                if not key.isascii() and LONE_SURROGATE.search(key):
                     raise FrameError(
                         "lone surrogates are not allowed in data", request_id=request_id
                     )
@@ -436,7 +355,7 @@ def _validate_subclass(value: Any, depth: int, push: Any, request_id: int | None
     if isinstance(value, bool):
         return
     if isinstance(value, str):
-        if _SURROGATE_RE.search(value):
+        if LONE_SURROGATE.search(value):
             raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
         return
     if isinstance(value, int):
@@ -456,7 +375,7 @@ def _validate_subclass(value: Any, depth: int, push: Any, request_id: int | None
         for key, item in value.items():
             if not isinstance(key, str):
                 raise FrameError("map keys in data must be strings", request_id=request_id)
-            if _SURROGATE_RE.search(key):
+            if LONE_SURROGATE.search(key):
                 raise FrameError("lone surrogates are not allowed in data", request_id=request_id)
             push((item, depth + 1))
     else:
@@ -474,15 +393,10 @@ def _request_id(raw: Mapping[str, Any], required: bool = True) -> int | None:
     return int(value)
 
 
-def _string(raw: Mapping[str, Any], field: str, request_id: int | None, optional: bool = False,
-            max_length: int | None = None) -> Any:
+def _string(raw: Mapping[str, Any], field: str, request_id: int | None) -> Any:
     value = raw.get(field)
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or _SURROGATE_RE.search(value):
+    if not isinstance(value, str) or LONE_SURROGATE.search(value):
         raise FrameError(f"{field} must be a string", request_id=request_id)
-    if max_length is not None and not 0 < len(value) <= max_length:
-        raise FrameError(f"{field} must have 1-{max_length} characters", request_id=request_id)
     return value
 
 

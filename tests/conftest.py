@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import rtlink
-from rtlink.client.client import forget_transports
+from rtlink.client import forget_transports
 from tests.support import FAST_RECONNECT
 from tests.support.redis_server import RedisServer, run_redis
 

@@ -27,6 +27,7 @@ from rtlink.auth import TokenAuth, bearer_token
 from rtlink.codecs import CODECS, Codec
 from rtlink.codes import CloseCode, ErrorCode
 from rtlink.errors import AuthenticationError, FrameError, ProtocolError
+from rtlink.positions import format_cursor, parse_cursor
 from rtlink.protocol import (
     CLIENT_FRAMES,
     MAX_EPOCH_LENGTH,
@@ -41,7 +42,6 @@ from rtlink.protocol import (
     encode_frame,
     encode_frames,
 )
-from rtlink.transports.http import format_cursor, parse_subscriptions
 from tests.support.fuzzing import (
     TOKEN_SECRET,
     Tally,
@@ -213,7 +213,7 @@ def check_cursor(text: str) -> str:
     """Parse a cursor: a ValueError, or valid entries that survive a round trip.
     Returns which of the outcomes it was."""
     try:
-        cursor = parse_subscriptions(text, SUBSCRIPTION_LIMIT)
+        cursor = parse_cursor(text, SUBSCRIPTION_LIMIT)
     except ValueError as exc:
         # The reason goes into a "text/plain; charset=utf-8" HTTP 400 answer.
         str(exc).encode()
@@ -222,7 +222,7 @@ def check_cursor(text: str) -> str:
     for position in cursor.values():
         assert position is None or (0 < len(position.epoch) <= MAX_EPOCH_LENGTH
                                     and 0 <= position.offset <= MAX_SAFE_INTEGER)
-    assert list(parse_subscriptions(format_cursor(cursor), SUBSCRIPTION_LIMIT).items()) \
+    assert list(parse_cursor(format_cursor(cursor), SUBSCRIPTION_LIMIT).items()) \
         == list(cursor.items())
     return "positions" if any(cursor.values()) else "nulls or empty"
 
@@ -238,7 +238,7 @@ def test_cursor_texts_parse_or_are_refused(record_property: RecordProperty) -> N
         outcomes.add(check_cursor(text))
 
     run()
-    tally.check("parse_subscriptions: cursor texts", record_property)
+    tally.check("parse_cursor: cursor texts", record_property)
     assert outcomes == {"refused", "positions", "nulls or empty"}
 
 
@@ -251,11 +251,11 @@ def test_cursors_round_trip(record_property: RecordProperty) -> None:
         tally()
         text = format_cursor(cursor)
         assert text.isascii(), "cursors travel as SSE event ids and request headers"
-        assert list(parse_subscriptions(text, SUBSCRIPTION_LIMIT).items()) \
+        assert list(parse_cursor(text, SUBSCRIPTION_LIMIT).items()) \
             == list(cursor.items())
 
     run()
-    tally.check("format_cursor/parse_subscriptions: round trip", record_property)
+    tally.check("format_cursor/parse_cursor: round trip", record_property)
 
 
 def check_position_text(text: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import attrs
 import msgpack
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -726,44 +725,3 @@ def test_undecodable_message_is_a_protocol_error(wire_codec: Codec, decode: Any)
         with pytest.raises(ProtocolError) as info:
             decode(wire_codec, message)
         assert not isinstance(info.value, FrameError)
-
-
-# --- Position --------------------------------------------------------------------------
-
-
-@given(positions)
-@settings(max_examples=300, deadline=None)
-def test_position_str_parse_round_trip(position: Position) -> None:
-    assert Position.parse(str(position)) == position
-    assert Position.from_wire(position.to_wire()) == position
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("e:0", Position("e", 0)), ("a:b:c:12", Position("a:b:c", 12)), ("::1", Position(":", 1)),
-     ("e:007", Position("e", 7)), (f"e:{MAX_SAFE}", Position("e", MAX_SAFE)),
-     ("x" * 64 + ":3", Position("x" * 64, 3))],
-)
-def test_position_parse(text: str, expected: Position) -> None:
-    assert Position.parse(text) == expected
-
-
-def test_position_str() -> None:
-    assert str(Position("a:b", 5)) == "a:b:5"
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "e", "5", ":5", "e:", "e:-1", "e:+1", "e:1.0", "e: 1", "e:1 ", "e:0x1", "e:1e3",
-     "e:\u00b2", "e:\u0661", f"e:{MAX_SAFE + 1}", "e:" + "9" * 5000, "x" * 65 + ":1"],
-)
-def test_position_parse_errors(text: str) -> None:
-    with pytest.raises(ValueError, match="EPOCH:OFFSET"):
-        Position.parse(text)
-
-
-def test_position_is_frozen_and_hashable() -> None:
-    pos = Position("e", 1)
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        pos.offset = 2  # type: ignore[misc]
-    assert len({pos, Position("e", 1)}) == 1

@@ -113,7 +113,7 @@ async def fallback_once(port: int, connect_timeout: float | None) -> tuple[float
     """Seconds from connect() to connected through the buffering, Upgrade-stripping
     nginx, and the transport the client ended on."""
     import rtlink
-    from rtlink.client.client import forget_transports
+    from rtlink.client import forget_transports
     from tests.support.proxy import run_nginx
 
     forget_transports()  # every run starts from WebSocket, as a new page would

@@ -40,9 +40,6 @@ export const codecs = {
  * not valid in the codec, empty, or a value that is not a map with a string type. */
 export function decodeFrames(codec, message) {
   const frames = codec._parse(message);
-  if (!frames.length) throw Error('empty message');
-  for (const frame of frames) {
-    if (typeof frame?.type != 'string') throw Error('not a frame');
-  }
+  if (!frames.length || frames.some((frame) => typeof frame?.type != 'string')) throw Error('no frames');
   return frames;
 }

@@ -1,5 +1,6 @@
 // Named-event callbacks, shared by the client and its subscriptions. A failing
 // callback is reported on the console and does not disturb the client.
+import { invalidInput } from './errors.js';
 
 export class Events {
   /** @param {string[]} names the events this emitter knows */
@@ -10,7 +11,7 @@ export class Events {
   /** Register `callback` for `event`; returns a function that removes it. */
   on(event, callback) {
     const list = this._callbacks.get(event);
-    if (!list) throw Error(`unknown event '${event}'`);
+    if (!list) throw invalidInput(`unknown event '${event}'`);
     list.push(callback);
     return () => list.includes(callback) && list.splice(list.indexOf(callback), 1);
   }
@@ -20,7 +21,7 @@ export class Events {
       try {
         callback(value);
       } catch (error) {
-        console.error(`rtlink: ${event} callback failed`, error);
+        console.error(`rtlink: ${event} callback`, error);
       }
     }
   }

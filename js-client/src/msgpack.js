@@ -88,7 +88,7 @@ export const decode = (bytes) => {
 
   // Claim the next n bytes; returns where they start.
   const take = (n) => {
-    if (pos + n > bytes.length) fail('unexpected end');
+    if (pos + n > bytes.length) fail('end');
     return (pos += n) - n;
   };
 
@@ -104,7 +104,7 @@ export const decode = (bytes) => {
     try {
       return text.decode(bytes.subarray(start, pos));
     } catch {
-      fail('invalid UTF-8');
+      fail('UTF-8');
     }
   };
 
@@ -118,7 +118,7 @@ export const decode = (bytes) => {
     while (n--) {
       const item = read(d);
       if (!isMap) items.push(item);
-      else if (typeof item != 'string') fail('map key not a str');
+      else if (typeof item != 'string') fail('map key');
       else items.push([item, read(d)]);
     }
     return isMap ? Object.fromEntries(items) : items;

@@ -7,7 +7,7 @@
 // bounded: when full, publish() fails at once (OutboxFull) instead of dropping old
 // publishes silently. With a storage key, the waiting publishes are also kept in
 // storage (localStorage), so a page reload does not lose them.
-import { RtlinkError } from './errors.js';
+import { invalidInput, RtlinkError } from './errors.js';
 
 export class Outbox {
   constructor(limit, storage, storageKey) {
@@ -30,7 +30,7 @@ export class Outbox {
     if (this._entries.size >= this._limit) {
       throw new RtlinkError('OutboxFull', null, `outbox full (${this._limit})`);
     }
-    if (this._entries.has(entry.key)) throw Error(`key '${entry.key}' already waiting`);
+    if (this._entries.has(entry.key)) throw invalidInput(`key '${entry.key}' already waiting`);
     const settle = entry._settle;
     // Settling (ack, refusal, client stopped) takes the entry out, once.
     entry._settle = (error, position) => {

@@ -1,18 +1,26 @@
 // A client's subscription to one channel: its position, its messages, its events.
+// What the server's frames mean for it (its position, whether a publication is new)
+// is decided by the client's core (core.js), which calls the _methods here.
+import { RtlinkError } from './errors.js';
 import { Events } from './events.js';
 
 export class Subscription {
-  constructor(client, channel, since) {
+  /**
+   * @param {string} channel the channel
+   * @param {object|null} since the position to resume after, or none
+   * @param {object} core the client (its core), which unsubscribes it
+   */
+  constructor(channel, since, core) {
     this.channel = channel;
     /** Position of the last message delivered (or of the channel when confirmed):
      * the client resumes after it. */
     this.position = since || null;
     /** The `recovered` flag of the latest confirmation. */
     this.recovered = true;
-    this._client = client;
+    this._core = core;
     this._events = new Events(['message', 'subscribed', 'error']);
-    // Set later: _active (confirmed on the current connection), _requestId (of the
-    // subscribe in flight), _held (out of the cursor until a retry).
+    // Kept by the core: _active (confirmed on the current connection), _requestId (of
+    // the subscribe in flight), _held (out of the cursor until a retry).
     this._confirmed = new Promise((resolve, reject) => {
       this._resolve = resolve;
       this._reject = reject;
@@ -32,30 +40,18 @@ export class Subscription {
 
   /** Stop the subscription. */
   unsubscribe() {
-    this._client._unsubscribe(this);
+    this._core._unsubscribe(this);
   }
 
-  _confirm(recovered, position) {
-    const resumed = !!this.position;
-    this._active = true;
-    this._requestId = null;
-    this.recovered = recovered;
-    // Recovered: the replay follows and moves the position on. Otherwise the gap is
-    // lost for good: go on from the channel's current position.
-    if (!resumed || !recovered) this.position = position;
+  /** The server confirmed it (the core updated its state): {recovered, resumed, position}. */
+  _confirm(event) {
     this._resolve();
-    this._events.emit('subscribed', { recovered, resumed, position });
+    this._events.emit('subscribed', event);
   }
 
-  _deliver({ channel, data, position }) {
-    const current = this.position;
-    if (current?.epoch == position.epoch) {
-      if (position.offset <= current.offset) return; // delivered already (replay/live seam)
-    } else if (current && position.offset != 1) {
-      console.warn(`rtlink: ${channel}: new epoch, messages may be missed`);
-    }
-    this.position = position;
-    this._events.emit('message', { channel, data, position });
+  /** A new publication (the core checked it is one): {channel, data, position}. */
+  _deliver(message) {
+    this._events.emit('message', message);
   }
 
   /** End the subscription: unsubscribed (no error), refused, or the client stopped. */
@@ -63,7 +59,7 @@ export class Subscription {
     if (this._ended) return;
     this._ended = true;
     this._active = false;
-    this._reject(error || Error('unsubscribed'));
+    this._reject(error || new RtlinkError('RtlinkError', null, 'unsubscribed'));
     if (error?.name == 'SubscribeError') this._events.emit('error', error);
   }
 }

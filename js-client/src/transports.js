@@ -10,10 +10,14 @@
 //   link._ended(code, reason)               the connection is over (1006: no close code)
 //   link.WebSocket, link.EventSource, link.fetch   injectable for tests
 //
-// and returns (or resolves with) { send(message) -> Promise, close() } plus, for the
+// and returns (or resolves with) { _send(message) -> Promise, _close() } plus, for the
 // transports that carry the subscriptions in their requests (SSE, long polling),
-// _changed(): the subscription set changed, so the stream is reopened or the next
-// poll made at once.
+// _subscriptionsChanged(): the subscription set changed, so the stream is reopened or
+// the next poll made at once. The link's _url(endpoint, true) records the channels of
+// the request in the holder's _requestedChannels. These are the names of the Python
+// client's transport contract (rtlink/client/transports.py: send, close,
+// subscriptions_changed, requested_channels) in camelCase with a leading underscore,
+// which the build shortens.
 
 const WEBSOCKET_SUBPROTOCOL = 'rtlink.v1.';
 
@@ -43,7 +47,7 @@ export const transports = {
     socket.onopen = () => {
       if (socket.protocol != subprotocol) {
         close(4502);
-        link._ended(4502, 'subprotocol refused');
+        link._ended(4502, 'subprotocol');
       }
     };
     socket.onmessage = (event) => link._received(event.data);
@@ -80,7 +84,7 @@ export const transports = {
     await open();
     return {
       _send: post(link),
-      _changed: () => open().catch((error) => link._ended(1006, String(error))),
+      _subscriptionsChanged: () => open().catch((error) => link._ended(1006, String(error))),
       _close: () => {
         closed = 1;
         current.close();
@@ -113,7 +117,7 @@ export const transports = {
       _send: post(link),
       // Drop the poll in flight (what it would have brought is replayed from history
       // by the next one, which carries the same positions) and poll at once.
-      _changed: () => {
+      _subscriptionsChanged: () => {
         poller.abort();
         poll();
       },

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import { RtlinkError } from '../src/index.js';
 import { pos, publication, sleep, waitFor, welcome } from './fakes.js';
-import { connectWebSocket, rejection, sentOf, settled, setup, start, track, waitState } from './helpers.js';
+import { connectWebSocket, isInvalidInput, rejection, sentOf, settled, setup, start, track, waitState } from './helpers.js';
 
 // --- URL and token (more in auth.test.js) --------------------------------------------
 
@@ -581,10 +581,10 @@ test('subscribe() and unsubscribe() right after reconnect() (same tick) do not t
   assert.deepEqual(sentOf(ws2, 'subscribe'), []);
 });
 
-test('invalid options are refused by the constructor', async (t) => {
+test('invalid options are refused by the constructor (InvalidInput)', async (t) => {
   const { Client } = await import('../src/index.js');
-  assert.throws(() => new Client('http://test/rt', { codec: 'xml' }), TypeError);
-  assert.throws(() => new Client('http://test/rt', { transports: ['carrier-pigeon'] }), TypeError);
-  assert.throws(() => new Client('http://test/rt', { transports: [] }), TypeError);
+  assert.throws(() => new Client('http://test/rt', { codec: 'xml' }), isInvalidInput);
+  assert.throws(() => new Client('http://test/rt', { transports: ['carrier-pigeon'] }), isInvalidInput);
+  assert.throws(() => new Client('http://test/rt', { transports: [] }), isInvalidInput);
 });
 

@@ -1,7 +1,7 @@
 // Helpers shared by the client tests: a client wired to the fakes, connected to a
 // welcome on each transport. (Node's runner also loads this file as a test file of
 // its own; it has no tests.)
-import { Client, forgetTransports } from '../src/index.js';
+import { Client, forgetTransports, RtlinkError } from '../src/index.js';
 import { createFakes, MemoryStorage, waitFor, welcome } from './fakes.js';
 
 export const URL_BASE = 'http://test/rt';
@@ -124,3 +124,7 @@ export function watchRetries(t, isRetry) {
   });
   return watch;
 }
+
+/** Whether `error` is the client's refusal of bad input (RtlinkError 'InvalidInput',
+ * the Python client's InvalidInput); for assert.throws and assert.ok. */
+export const isInvalidInput = (error) => error instanceof RtlinkError && error.name == 'InvalidInput' && error.code === null;

@@ -288,3 +288,31 @@ test('close() in the connected callback of a fallback transport leaves no probes
   await sleep(100);
   assert.equal(fakes.sockets.length, 1, 'no probe WebSocket after close()');
 });
+
+// --- the Negotiation itself (src/negotiation.js), with plain calls ---------------------
+
+test('Negotiation: strikes, fallback, backoff and a probe that passed', async (t) => {
+  const { Negotiation } = await import('../src/negotiation.js');
+  t.mock.method(Math, 'random', () => 0.5);
+  const options = { storage: new MemoryStorage(), backoffBase: 1, backoffCap: 8 };
+  forgetTransports(options.storage);
+  const negotiation = new Negotiation(['websocket', 'sse', 'longpoll'], 'http://unit', options);
+  negotiation._restart();
+  assert.equal(negotiation._transport(), 'websocket');
+  assert.equal(negotiation._ended(1006, false), 0); // never worked: the next one at once
+  assert.equal(negotiation._transport(), 'sse');
+  negotiation._connected();
+  assert.equal(options.storage.json('rtlink:transports')['http://unit'][0], 'sse');
+  assert.equal(negotiation._ended(4000, true), 500); // worked: one strike, backoff (attempt 0)
+  assert.equal(negotiation._ended(1006, false, true), 1000); // requested: no strike (attempt 1)
+  assert.equal(negotiation._transport(), 'sse');
+  assert.equal(negotiation._ended(1006, false), 2000); // strike 1 again
+  assert.equal(negotiation._ended(1006, false), 0); // strike 2 in a row: fall back
+  assert.equal(negotiation._transport(), 'longpoll');
+  assert.equal(negotiation._ended(1006, false), 4000); // the last one failed too: backoff ...
+  assert.equal(negotiation._transport(), 'sse'); // ... from the best that worked here
+  negotiation._probePassed(0);
+  assert.equal(negotiation._ended(1006, true), 0); // switch at once
+  assert.equal(negotiation._transport(), 'websocket');
+  assert.equal(negotiation._ended(1000, true), null); // a stop code
+});

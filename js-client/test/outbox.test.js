@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import { Client, RtlinkError } from '../src/index.js';
 import { createFakes, pos, sleep, waitFor, welcome } from './fakes.js';
-import { connectWebSocket, quiet, rejection, settled, setup, start, track, waitState, watchRetries } from './helpers.js';
+import { connectWebSocket, isInvalidInput, quiet, rejection, settled, setup, start, track, waitState, watchRetries } from './helpers.js';
 
 const ack = (frame, offset) => ({ type: 'ack', id: frame.id, position: pos('e', offset) });
 
@@ -269,7 +269,7 @@ const nestedObjects = (n) => {
   return value;
 };
 
-test('invalid channel or data is refused locally (TypeError), nothing queued', async (t) => {
+test('invalid channel or data is refused locally (InvalidInput), nothing queued', async (t) => {
   const { client, fakes } = setup(t);
   const ws = await connectWebSocket(client, fakes);
   class Thing {}
@@ -294,11 +294,11 @@ test('invalid channel or data is refused locally (TypeError), nothing queued', a
   };
   for (const [what, data] of Object.entries(invalid)) {
     const error = await rejection(client.publish('chat', data));
-    assert.ok(error instanceof TypeError, `${what}: ${error}`);
+    assert.ok(isInvalidInput(error), `${what}: ${error}`);
   }
   for (const channel of ['', 'bad channel', 'a*', 'x'.repeat(256), 'é']) {
     const error = await rejection(client.publish(channel, 1));
-    assert.ok(error instanceof TypeError, `channel ${channel}`);
+    assert.ok(isInvalidInput(error), `channel ${channel}`);
   }
   assert.equal(client.outboxSize, 0);
   await sleep(10);
@@ -310,11 +310,30 @@ test('a channel that is not a string is refused locally', async (t) => {
   const ws = await connectWebSocket(client, fakes);
   for (const channel of [42, null, undefined, ['chat'], { toString: () => 'chat' }]) {
     const error = await rejection(client.publish(channel, 1), 200);
-    assert.ok(error instanceof TypeError, `publish to ${String(channel)}: ${error}`);
-    assert.throws(() => client.subscribe(channel), TypeError, `subscribe to ${String(channel)}`);
+    assert.ok(isInvalidInput(error), `publish to ${String(channel)}: ${error}`);
+    assert.throws(() => client.subscribe(channel), isInvalidInput, `subscribe to ${String(channel)}`);
   }
   await sleep(10);
   assert.deepEqual(ws.sent, []);
+});
+
+test('idempotency keys follow the protocol rule (1-128 characters, no lone surrogates), as in Python', async (t) => {
+  const { client, fakes } = setup(t);
+  const ws = await connectWebSocket(client, fakes);
+  for (const key of ['', 'k'.repeat(129), '\ud800', 'a\udfffb', 5, true, ['k'], {}]) {
+    const error = await rejection(client.publish('chat', 1, { key }), 200);
+    assert.ok(isInvalidInput(error), `key ${JSON.stringify(key)}: ${error}`);
+  }
+  assert.equal(client.outboxSize, 0);
+  // 128 characters (code points, not UTF-16 units), or none: sent.
+  for (const key of ['k'.repeat(128), '😀'.repeat(128), undefined, null]) client.publish('chat', 1, { key }).catch(() => {});
+  await waitFor(() => ws.sent.length == 4);
+  const keys = ws.sent.map((frame) => frame.key);
+  assert.deepEqual(keys.slice(0, 2), ['k'.repeat(128), '😀'.repeat(128)]);
+  for (const key of keys.slice(2)) assert.match(key, /^[0-9a-f]{32}$/);
+  // A key already waiting is refused too.
+  const error = await rejection(client.publish('chat', 2, { key: 'k'.repeat(128) }), 200);
+  assert.ok(isInvalidInput(error) && /already waiting/.test(error.message));
 });
 
 test('valid data is accepted, including 64 nested arrays or objects', async (t) => {

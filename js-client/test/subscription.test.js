@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 
 import { RtlinkError } from '../src/index.js';
 import { pos, publication, sleep, waitFor, welcome } from './fakes.js';
-import { connectWebSocket, quiet, rejection, sentOf, setup, waitState, watchRetries } from './helpers.js';
+import { connectWebSocket, isInvalidInput, quiet, rejection, sentOf, setup, waitState, watchRetries } from './helpers.js';
 
 /** A client connected over WebSocket with `channel` subscribed (with `since`), the
  * subscribe answered by `subscribed` at `position` unless `position` is null.
@@ -308,9 +308,9 @@ test('unsubscribe() while disconnected sends nothing, and the next welcome leave
 test('subscribe(): a second subscription to a channel, or an invalid name, throws', async (t) => {
   const { client } = setup(t);
   client.subscribe('ok:chan_1-2.3@x/y=z+w,v#u');
-  assert.throws(() => client.subscribe('ok:chan_1-2.3@x/y=z+w,v#u'), /already/);
+  assert.throws(() => client.subscribe('ok:chan_1-2.3@x/y=z+w,v#u'), (error) => isInvalidInput(error) && /already/.test(error.message));
   for (const bad of ['', 'has space', 'star*', 'q?', 'x'.repeat(256), 'é']) {
-    assert.throws(() => client.subscribe(bad), TypeError, JSON.stringify(bad));
+    assert.throws(() => client.subscribe(bad), isInvalidInput, JSON.stringify(bad));
   }
   client.subscribe('x'.repeat(255));
 });

@@ -16,7 +16,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
-from ..protocol import Position, Publication
+from ..positions import Position
+from ..protocol import Publication
 from .base import (
     Backend,
     HistoryPolicy,

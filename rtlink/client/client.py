@@ -6,6 +6,12 @@ reconnects with full-jitter backoff, re-subscribes every channel with
 ``since=position`` (the server replays the gap) and re-sends the outbox with the
 same idempotency keys (the server applies each publish once). Nothing about a client
 needs to survive on the server, so any node can take the reconnect.
+
+This module is only the asyncio runner. The decisions are made without I/O, by a
+:class:`~rtlink.client.negotiation.Negotiation` (which transport to try next, and
+when) and a :class:`~rtlink.client.core.ClientCore` (subscriptions, outbox, requests,
+what each frame means); the runner opens transports, reads and writes, keeps the
+timers and reports the state.
 """
 
 from __future__ import annotations
@@ -14,8 +20,6 @@ import asyncio
 import enum
 import inspect
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,66 +27,22 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from ..backoff import full_jitter
 from ..codecs import get_codec
-from ..codes import CloseCode, ErrorCode, is_temporary, should_reconnect
-from ..errors import (
-    ClientClosed,
-    FrameError,
-    ProtocolError,
-    PublishError,
-    SubscribeError,
-)
-from ..protocol import (
-    PROTOCOL_VERSION,
-    Ack,
-    Close,
-    Error,
-    Frame,
-    Ping,
-    Pong,
-    Position,
-    Publication,
-    Publish,
-    Subscribe,
-    Subscribed,
-    Unsubscribe,
-    Welcome,
-    decode_server_message,
-    encode_frame,
-    validate_channel,
-    validate_data,
-    validate_key,
-)
+from ..codes import CloseCode
+from ..errors import ClientClosed, InvalidInput, ProtocolError
+from ..positions import Position
+from ..protocol import Welcome, decode_server_message
+from .core import ClientCore
 from .events import Events
-from .outbox import Outbox, OutboxEntry
+from .negotiation import Negotiation
 from .subscription import Subscription
 from .transports import TRANSPORTS, ClientTransport, TransportClosed
 
-__all__ = ["Client", "ConnectionState", "StateChange", "forget_transports"]
+__all__ = ["Client", "ConnectionState", "StateChange", "describe_failure"]
 
 logger = logging.getLogger("rtlink.client")
 
 TokenSource = str | Callable[[], "str | Awaitable[str]"]
-
-
-#: How long a transport that worked for an origin is tried first by new clients.
-REMEMBER_TRANSPORT_FOR = 600.0
-_working_transports: dict[str, tuple[str, float]] = {}
-
-
-def _remember_transport(url: URL, name: str) -> None:
-    _working_transports[str(url.origin())] = (name, time.monotonic() + REMEMBER_TRANSPORT_FOR)
-
-
-def _remembered_transport(url: URL) -> str | None:
-    name, until = _working_transports.get(str(url.origin()), ("", 0.0))
-    return name if until > time.monotonic() else None
-
-
-def forget_transports() -> None:
-    """Forget which transports worked for which origins (new clients start at the top)."""
-    _working_transports.clear()
 
 
 class ConnectionState(enum.StrEnum):
@@ -154,7 +114,11 @@ class Client:
             transport that does not deliver it in time has failed.
         probe_interval: while on a fallback transport, seconds between attempts to
             get back to a better one.
-        session: an aiohttp ``ClientSession`` to use (else one is created and closed).
+        session: the aiohttp ``ClientSession`` to make the HTTP requests with (else
+            the client creates one and closes it).
+
+    Raises:
+        InvalidInput: an unknown codec or transport, or an outbox limit below 1.
 
     Use as ``async with Client(url) as client:``.
     """
@@ -174,43 +138,42 @@ class Client:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.url = URL(url)
-        self.codec = get_codec(codec)
+        try:
+            self.codec = get_codec(codec)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
         unknown = [name for name in transports if name not in TRANSPORTS]
         if unknown or not transports:
-            raise ValueError(f"unknown transports {unknown}; known: {', '.join(TRANSPORTS)}")
+            raise InvalidInput(f"unknown transports {unknown}; known: {', '.join(TRANSPORTS)}")
         self.transports = tuple(transports)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.connect_timeout = connect_timeout
         self.probe_interval = probe_interval
-        self._worked: set[str] = set()  # transports that got a welcome in this client
-        self._switch_to: int | None = None
-        self._probe: asyncio.Task[None] | None = None
+        self._negotiation = Negotiation(self.transports, str(self.url.origin()),
+                                        backoff_base=backoff_base, backoff_cap=backoff_cap)
+        self._core = ClientCore(
+            self.codec, send=self._send, subscriptions_changed=self._subscriptions_changed,
+            retry_later=self._retry_later, outbox_limit=outbox_limit,
+            backoff_base=backoff_base, backoff_cap=backoff_cap,
+        )
         self._token = token
-        self._session = session
-        self._own_session = session is None
-        self._outbox = Outbox(outbox_limit)
-        self._subscriptions: dict[str, Subscription] = {}
+        self._http = session
+        self._own_http = session is None
         self._events = Events("client", ("state",))
         self._state = ConnectionState.DISCONNECTED
         self._state_changed = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
         self._reconnect_now = asyncio.Event()
         self._closing = False
-        self._closed_by: ClientClosed | None = None
-        # Per connection:
+        # Per connection: the transport, what waits to be written, the task writing
+        # it, the probe of better transports, and the timers of retry rounds.
         self._transport: ClientTransport | None = None
-        self._welcome: Welcome | None = None
-        self._requests: dict[int, Subscription | OutboxEntry | None] = {}
         self._outgoing: list[bytes] = []
         self._outgoing_ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._next_id = 0
-        # Retries after temporary refusals, per kind ("resend": the outbox, "resubscribe"):
-        # the pending timer (at most one per kind, cancelled with the connection) and the
-        # backoff attempt (rounds since a request of that kind last succeeded).
+        self._probe: asyncio.Task[None] | None = None
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
-        self._retry_attempts = {"resend": 0, "resubscribe": 0}
 
     # --- state -----------------------------------------------------------------------
 
@@ -222,15 +185,21 @@ class Client:
     @property
     def transport(self) -> str | None:
         """Name of the transport in use while connected, else None."""
-        return self._transport.name if self._transport and self._welcome else None
+        return self._transport.name if self._transport and self._core.connected else None
 
     @property
     def session_id(self) -> str | None:
-        """The server's session id of the current connection (for logs), else None."""
-        return self._welcome.session if self._welcome else None
+        """The id the server gave the current connection (``welcome.session``; for
+        logs), else None."""
+        welcome = self._core.welcome
+        return welcome.session if welcome else None
 
     def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
-        """Call ``callback`` with a :class:`StateChange` on ``"state"``. Returns a remover."""
+        """Call ``callback`` with a :class:`StateChange` on ``"state"``. Returns a remover.
+
+        Raises:
+            InvalidInput: ``event`` is not ``"state"``.
+        """
         return self._events.on(event, callback)
 
     def _set_state(self, state: ConnectionState, code: int | None = None, reason: str = "",
@@ -258,26 +227,26 @@ class Client:
         Raises:
             ClientClosed: the client stopped before connecting (e.g. unauthorized).
         """
-        if self._closed_by is not None:
-            raise self._closed_by
+        if self._core.closed is not None:
+            raise self._core.closed
         if self._run_task is None:
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
             self._run_task = asyncio.get_running_loop().create_task(
                 self._run(), name="rtlink-client"
             )
         state = await self.wait_for_state(ConnectionState.CONNECTED, ConnectionState.CLOSED)
         if state is ConnectionState.CLOSED:
-            assert self._closed_by is not None
-            raise self._closed_by
+            assert self._core.closed is not None
+            raise self._core.closed
 
     async def close(self) -> None:
         """Close the connection and stop. Pending publishes fail with ClientClosed."""
         if self._closing:
-            # The server may have stopped the client already (e.g. 4500): the session
-            # is still ours to release.
-            if self._closed_by is not None and self._own_session and self._session is not None:
-                await self._session.close()
+            # The server may have stopped the client already (e.g. 4500): the HTTP
+            # client is still ours to release.
+            if self._core.closed is not None and self._own_http and self._http is not None:
+                await self._http.close()
             return
         self._closing = True
         transport = self._transport
@@ -292,8 +261,8 @@ class Client:
             await asyncio.gather(self._run_task, return_exceptions=True)
         self._drop_connection()
         self._stop(CloseCode.NORMAL, "client closed")
-        if self._own_session and self._session is not None:
-            await self._session.close()
+        if self._own_http and self._http is not None:
+            await self._http.close()
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -317,42 +286,12 @@ class Client:
         sub.wait_subscribed()``) to wait for the server's confirmation.
 
         Raises:
-            ValueError: invalid channel name, or already subscribed to it.
+            InvalidInput: invalid channel name, or already subscribed to it (a
+                ``ValueError`` too).
         """
-        try:
-            validate_channel(channel)
-        except FrameError as exc:
-            raise ValueError(str(exc)) from None
-        if channel in self._subscriptions:
-            raise ValueError(f"already subscribed to {channel!r}")
-        subscription = Subscription(self, channel, since)
-        if self._closed_by is not None:
-            subscription._fail(self._closed_by)
-            return subscription
-        self._subscriptions[channel] = subscription
-        if self._state is ConnectionState.CONNECTED:
-            self._subscriptions_changed(subscription)
+        subscription = Subscription(channel, since, self._core.unsubscribe)
+        self._core.subscribe(subscription)
         return subscription
-
-    def _subscriptions_changed(self, subscription: Subscription | None = None) -> None:
-        transport = self._transport
-        if transport is not None and transport.carries_subscriptions:
-            transport.subscriptions_changed()
-        elif subscription is not None:
-            self._send_subscribe(subscription)
-
-    async def _unsubscribe(self, subscription: Subscription) -> None:
-        if self._subscriptions.get(subscription.channel) is subscription:
-            del self._subscriptions[subscription.channel]
-            if subscription.request_id is not None:
-                self._requests.pop(subscription.request_id, None)
-            if self._state is ConnectionState.CONNECTED:
-                if self._transport is not None and self._transport.carries_subscriptions:
-                    self._transport.subscriptions_changed()
-                else:
-                    request_id = self._new_request(None)
-                    self._send(Unsubscribe(request_id, subscription.channel))
-        subscription._end()
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
         """Publish ``data`` to ``channel``; return its position once the server acks.
@@ -366,48 +305,34 @@ class Client:
             OutboxFull: too many publishes are waiting already.
             PublishError: the server refused it (e.g. forbidden, too large).
             ClientClosed: the client stopped before the publish was acknowledged.
-            ValueError: invalid channel name, data or key (1-128 characters).
+            InvalidInput: invalid channel name, data or key (1-128 characters), or a
+                publish with this key is waiting already (a ``ValueError`` too).
         """
-        if self._closed_by is not None:
-            raise self._closed_by
-        try:
-            validate_channel(channel)
-            validate_data(data)
-            validate_key(key)
-        except FrameError as exc:
-            raise ValueError(str(exc)) from None
         future: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
-        entry = OutboxEntry(channel, data, key or uuid.uuid4().hex, future)
-        self._outbox.add(entry)
-        if self._state is ConnectionState.CONNECTED:
-            self._send_publish(entry)
+        entry = self._core.publish(channel, data, key, future)
         try:
             return await future
         finally:
-            self._outbox.remove(entry)
-            if entry.request_id is not None:
-                self._requests.pop(entry.request_id, None)
+            self._core.withdraw(entry)
 
     @property
     def outbox_size(self) -> int:
         """Publishes waiting for acknowledgement."""
-        return len(self._outbox)
+        return len(self._core.outbox)
 
     # --- connection loop ---------------------------------------------------------------
 
     async def _run(self) -> None:
-        attempt = 0  # backoff attempts since the last working connection
-        strikes = 0  # consecutive failures of the current transport
-        index = self._initial_transport()
-        fallback: str | None = None  # why the client fell back to transports[index]
+        negotiation = self._negotiation
+        negotiation.restart()
         while not self._closing:
             self._reconnect_now.clear()  # a reconnect() asked before this attempt is served
-            name = self.transports[index]
+            name = negotiation.transport
             self._set_state(ConnectionState.CONNECTING, transport=name)
             code: int = CloseCode.ABNORMAL
             reason = ""
             try:
-                await self._connection(name, fallback)
+                await self._connection(name, negotiation.fallback)
             except TransportClosed as exc:
                 code, reason = exc.code, exc.reason
             except ProtocolError as exc:
@@ -421,35 +346,21 @@ class Client:
                 # close() is closing the transport politely (aiohttp ends this read as
                 # the close begins): an abort now would cut its close frame off.
                 return
-            connected = self._welcome is not None
-            fallback = None  # said by the attempt it explains, not by later ones
+            connected = self._core.connected
             self._drop_connection()
-            if not should_reconnect(code):
+            switching = negotiation.switching  # a background probe found a better one
+            delay = negotiation.ended(code, connected, requested=self._reconnect_now.is_set())
+            if delay is None:
                 self._stop(code, reason)
                 return
-            switch_to, self._switch_to = self._switch_to, None
-            if switch_to is not None:  # a background probe found a better transport
-                self._set_state(ConnectionState.DISCONNECTED, code, "switching transport")
-                index, strikes, attempt = switch_to, 0, 0
-                continue
-            # A transport that never answered, or that went silent, has failed; one
-            # that worked before gets a second chance before it is given up.
-            failed = not connected or code == CloseCode.HEARTBEAT_TIMEOUT
-            strikes = strikes + 1 if failed else 0
-            if connected:
-                attempt = 0
+            if switching:
+                reason = "switching transport"
             self._set_state(ConnectionState.DISCONNECTED, code, reason)
-            if failed and (name not in self._worked or strikes >= 2):
-                if index + 1 < len(self.transports):
-                    logger.info("rtlink: %s failed (%s %s); falling back to %s",
-                                name, code, reason, self.transports[index + 1])
-                    index, strikes = index + 1, 0
-                    # The next transport's first request says why (8.7): servers count it.
-                    fallback = "silent" if connected else "health_check"
-                    continue  # the next transport at once: no backoff
-                index, strikes = self._initial_transport(), 0  # all failed: start over
-            delay = full_jitter(attempt, self.backoff_base, self.backoff_cap)
-            attempt += 1
+            if negotiation.fallback is not None:
+                logger.info("rtlink: %s failed (%s %s); falling back to %s",
+                            name, code, reason, negotiation.transport)
+            if not delay:
+                continue  # the next transport, or a better one, at once
             logger.info("rtlink client disconnected (%s %s); reconnecting in %.2fs",
                         code, reason, delay)
             try:
@@ -458,46 +369,31 @@ class Client:
             except TimeoutError:
                 pass
 
-    def _initial_transport(self) -> int:
-        """Index of the transport to try first: the best one known to work here."""
-        for index, name in enumerate(self.transports):
-            if name in self._worked:
-                return index
-        remembered = _remembered_transport(self.url)
-        if remembered in self.transports:
-            return self.transports.index(remembered)
-        return 0
-
     async def _connection(self, name: str, fallback: str | None = None) -> None:
-        assert self._session is not None
+        """One connection on transport ``name``, until it ends (by an exception)."""
         # One deadline for opening the transport and receiving the server's first frame.
         async with asyncio.timeout(self.connect_timeout):
             transport = await self._open(name, fallback)
             self._transport = transport
             message = await transport.receive()
-        first = decode_server_message(self.codec, message)
-        if first and isinstance(first[0], Close):
-            # e.g. authentication refused: obey the code (stop or reconnect).
-            raise TransportClosed(first[0].code, first[0].reason)
-        if not first or not isinstance(first[0], Welcome):
-            raise ProtocolError("the first frame from the server must be welcome")
-        welcome = first[0]
-        if welcome.version != PROTOCOL_VERSION:
-            transport.abort()
-            raise TransportClosed(CloseCode.UNSUPPORTED_PROTOCOL,
-                                  f"server speaks protocol version {welcome.version}")
-        self._welcome = welcome
-        self._worked.add(name)
-        _remember_transport(self.url, name)
+        frames = decode_server_message(self.codec, message)
+        if not frames:
+            raise ProtocolError("the first frame must be welcome")
+        refused = self._core.start(frames[0], transport.carries_subscriptions,
+                                   transport.requested_channels)
+        if refused is not None:
+            raise TransportClosed(*refused)
+        welcome = self._core.welcome
+        assert welcome is not None
+        self._negotiation.connected()
+        # The core sent the subscriptions and the outbox before CONNECTED is announced:
+        # a state callback that subscribes must not have its subscription sent twice
+        # (the second would be refused with 409).
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(transport))
-        # Re-send before announcing CONNECTED: a state callback that subscribes must
-        # not have its subscription sent twice (the second would be refused with 409).
-        self._on_connected()
         self._set_state(ConnectionState.CONNECTED, transport=name)
-        if self.transports.index(name) > 0:
+        if self._negotiation.better():
             self._probe = asyncio.get_running_loop().create_task(self._probe_better(name))
-        for frame in first[1:]:
-            self._handle(frame)
+        self._receive(frames[1:])
         silence = welcome.ping_interval + welcome.pong_timeout
         while True:
             try:
@@ -506,8 +402,13 @@ class Client:
             except TimeoutError:
                 transport.abort()
                 raise TransportClosed(CloseCode.HEARTBEAT_TIMEOUT, "server went silent") from None
-            for frame in decode_server_message(self.codec, message):
-                self._handle(frame)
+            self._receive(decode_server_message(self.codec, message))
+
+    def _receive(self, frames: list[Any]) -> None:
+        for frame in frames:
+            closed = self._core.receive(frame)
+            if closed is not None:
+                raise TransportClosed(*closed)
 
     async def _open(self, name: str, fallback: str | None = None) -> ClientTransport:
         """Open transport ``name``; it works only once the server's first frame arrived.
@@ -517,27 +418,21 @@ class Client:
         client fell back to this transport, if it did (``"health_check"`` or
         ``"silent"``, protocol.md 8.7).
         """
-        assert self._session is not None
+        assert self._http is not None
         headers = {}
         token = await self._get_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         async with asyncio.timeout(self.connect_timeout):
             return await TRANSPORTS[name].open(
-                self._session, self.url, self.codec, headers, self.connect_timeout,
-                self._cursor, fallback,
+                self._http, self.url, self.codec, headers, self.connect_timeout,
+                self._core.cursor, fallback,
             )
-
-    def _cursor(self) -> dict[str, Position | None]:
-        # A channel refused for now waits out of the cursor until its retry, or every
-        # poll would be answered at once with the same error.
-        return {channel: sub.position for channel, sub in self._subscriptions.items()
-                if not sub.held}
 
     async def _probe_better(self, current: str) -> None:
         """While on a fallback transport, try the better ones now and then; switch to the
         first that answers (resuming from positions, so the switch loses nothing)."""
-        better = self.transports[: self.transports.index(current)]
+        better = self._negotiation.better()
         while True:
             await asyncio.sleep(self.probe_interval)
             for index, name in enumerate(better):
@@ -555,7 +450,7 @@ class Client:
                     continue
                 if first and isinstance(first[0], Welcome):
                     logger.info("rtlink: %s works again; switching from %s", name, current)
-                    self._switch_to = index
+                    self._negotiation.probe_passed(index)
                     if self._transport is not None:
                         self._transport.abort()
                     return
@@ -567,23 +462,10 @@ class Client:
         value = token()
         return await value if inspect.isawaitable(value) else value
 
-    def _on_connected(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        if not transport.carries_subscriptions:
-            for subscription in self._subscriptions.values():
-                self._send_subscribe(subscription)
-        elif transport.requested_channels != tuple(self._cursor()):
-            # Subscribed (or unsubscribed) while the request was on its way.
-            transport.subscriptions_changed()
-        for entry in self._outbox.unsent():
-            self._send_publish(entry)
-
     def _drop_connection(self) -> None:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.abort()
-        self._welcome = None
         if self._writer is not None:
             self._writer.cancel()
             self._writer = None
@@ -594,61 +476,35 @@ class Client:
             timer.cancel()  # the next connection sends everything again after welcome
         self._retry_timers.clear()
         self._outgoing.clear()
-        self._requests.clear()
-        self._outbox.reset_attempts()
-        for subscription in self._subscriptions.values():
-            subscription.active = subscription.held = False
-            subscription.request_id = None
+        self._core.end()
 
     def _stop(self, code: int, reason: str) -> None:
-        closed = ClientClosed(code, reason)
-        self._closed_by = closed
         self._closing = True
-        for entry in self._outbox:
-            if not entry.future.done():
-                entry.future.set_exception(closed)
-        for subscription in list(self._subscriptions.values()):
-            subscription._fail(closed)
-        self._subscriptions.clear()
+        self._core.stop(ClientClosed(code, reason))
         self._set_state(ConnectionState.CLOSED, code, reason)
 
-    # --- outbound --------------------------------------------------------------------
+    # --- what the core asks for --------------------------------------------------------
 
-    def _new_request(self, target: Subscription | OutboxEntry | None) -> int:
-        self._next_id += 1
-        self._requests[self._next_id] = target
-        return self._next_id
-
-    def _send(self, frame: Frame) -> None:
-        self._outgoing.append(encode_frame(self.codec, frame))
+    def _send(self, message: bytes) -> None:
+        self._outgoing.append(message)
         self._outgoing_ready.set()
 
-    def _send_subscribe(self, subscription: Subscription) -> None:
-        subscription.request_id = self._new_request(subscription)
-        subscription.active = False
-        self._send(Subscribe(subscription.request_id, subscription.channel, subscription.position))
+    def _subscriptions_changed(self) -> None:
+        if self._transport is not None:
+            self._transport.subscriptions_changed()
 
-    def _send_publish(self, entry: OutboxEntry) -> None:
-        assert self._welcome is not None
-        request_id = self._new_request(entry)
-        frame = Publish(request_id, entry.channel, entry.data, entry.key)
-        encoded = encode_frame(self.codec, frame)
-        if len(encoded) > self._welcome.max_message_size:
-            del self._requests[request_id]
-            if not entry.future.done():
-                entry.future.set_exception(PublishError(
-                    ErrorCode.TOO_LARGE,
-                    f"publish of {len(encoded)} bytes exceeds the server's limit of "
-                    f"{self._welcome.max_message_size}",
-                ))
-            return
-        entry.request_id = request_id
-        self._outgoing.append(encoded)
-        self._outgoing_ready.set()
+    def _retry_later(self, kind: str, delay: float) -> None:
+        self._retry_timers[kind] = asyncio.get_running_loop().call_later(
+            delay, self._retry, kind)
+
+    def _retry(self, kind: str) -> None:
+        del self._retry_timers[kind]
+        self._core.retry(kind)
 
     async def _write_loop(self, transport: ClientTransport) -> None:
-        assert self._welcome is not None
-        limit = self._welcome.max_message_size
+        welcome = self._core.welcome
+        assert welcome is not None
+        limit = welcome.max_message_size
         outgoing = self._outgoing
         try:
             while True:
@@ -662,104 +518,3 @@ class Client:
         except Exception as exc:
             logger.debug("send failed: %s", exc)
             transport.abort()  # the read loop sees the end and reconnects
-
-    # --- inbound ---------------------------------------------------------------------
-
-    def _handle(self, frame: Frame | FrameError) -> None:
-        if isinstance(frame, Publication):
-            subscription = self._subscriptions.get(frame.channel)
-            if subscription is not None and subscription.active:
-                subscription._deliver(frame)
-        elif isinstance(frame, Ack):
-            target = self._requests.pop(frame.id, None)
-            if isinstance(target, OutboxEntry):
-                self._retry_attempts["resend"] = 0
-                if not target.future.done() and frame.position is not None:
-                    target.future.set_result(frame.position)
-        elif isinstance(frame, Subscribed):
-            if frame.id is None:
-                # The transport's request carried the subscription (SSE, long polling).
-                target = self._subscriptions.get(frame.channel)
-                if target is not None and target.active and frame.recovered:
-                    return  # a poll re-confirming what is known: nothing to report
-            else:
-                target = self._requests.pop(frame.id, None)
-            if isinstance(target, Subscription):
-                self._retry_attempts["resubscribe"] = 0
-                resumed = target.position is not None
-                target._confirm(frame.recovered, frame.position, resumed)
-        elif isinstance(frame, Error):
-            self._on_error(frame)
-        elif isinstance(frame, Ping):
-            # Over SSE there is no way back on the stream and no need to answer (6.6).
-            if self._transport is not None and not self._transport.carries_subscriptions:
-                self._send(Pong())
-        elif isinstance(frame, Close):
-            raise TransportClosed(frame.code, frame.reason)
-        elif isinstance(frame, FrameError):
-            logger.warning("ignoring an invalid frame from the server: %s", frame)
-
-    def _on_error(self, frame: Error) -> None:
-        target: Subscription | OutboxEntry | None = None
-        if frame.id is not None:
-            target = self._requests.pop(frame.id, None)
-        elif frame.channel is not None:
-            # On transports that carry subscriptions, their errors have no request id;
-            # every request subscribes again, so a confirmed channel can be refused too.
-            target = self._subscriptions.get(frame.channel)
-        if target is None:
-            logger.warning("server error %s: %s", frame.code, frame.message)
-            return
-        temporary = is_temporary(frame.code)
-        if isinstance(target, OutboxEntry):
-            target.request_id = None
-            if temporary:
-                self._retry_later("resend", self._resend_outbox)
-            elif not target.future.done():
-                target.future.set_exception(PublishError(frame.code, frame.message))
-        else:
-            target.request_id = None
-            if temporary:
-                target.active = False
-                target.held = True
-                self._retry_later("resubscribe", self._resubscribe_pending)
-            else:
-                if self._subscriptions.get(target.channel) is target:
-                    del self._subscriptions[target.channel]
-                target._fail(SubscribeError(frame.code, frame.message))
-
-    def _retry_later(self, kind: str, action: Callable[[], None]) -> None:
-        """Run ``action`` (a retry of ``kind``) after a full-jitter delay, unless one is
-        pending already.
-
-        Refusals come in bursts: a flushed outbox over the publish rate is refused frame
-        by frame. One retry round answers the whole burst (``action`` resends everything
-        refused so far), so the backoff attempt grows once per round, not per frame.
-        """
-        if kind in self._retry_timers:
-            return
-        attempt = self._retry_attempts[kind]
-        self._retry_attempts[kind] = attempt + 1
-
-        def retry() -> None:
-            del self._retry_timers[kind]
-            action()
-
-        delay = full_jitter(attempt, self.backoff_base, self.backoff_cap)
-        self._retry_timers[kind] = asyncio.get_running_loop().call_later(delay, retry)
-
-    def _resend_outbox(self) -> None:
-        if self._state is ConnectionState.CONNECTED:
-            for entry in self._outbox.unsent():
-                self._send_publish(entry)
-
-    def _resubscribe_pending(self) -> None:
-        for subscription in self._subscriptions.values():
-            subscription.held = False
-        if self._state is ConnectionState.CONNECTED:
-            if self._transport is not None and self._transport.carries_subscriptions:
-                self._transport.subscriptions_changed()
-                return
-            for subscription in self._subscriptions.values():
-                if not subscription.active and subscription.request_id is None:
-                    self._send_subscribe(subscription)

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import InvalidInput
+
 __all__ = ["Events"]
 
 logger = logging.getLogger("rtlink.client")
@@ -22,11 +24,11 @@ class Events:
         """Register ``callback`` for ``event``; return a function that removes it.
 
         Raises:
-            ValueError: ``event`` is not one of the names this emitter knows.
+            InvalidInput: ``event`` is not one of the names this emitter knows.
         """
         callbacks = self._callbacks.get(event)
         if callbacks is None:
-            raise ValueError(f"unknown {self._owner} event {event!r}; "
+            raise InvalidInput(f"unknown {self._owner} event {event!r}; "
                              f"known: {', '.join(self._callbacks)}")
         callbacks.append(callback)
         return lambda: callbacks.remove(callback) if callback in callbacks else None

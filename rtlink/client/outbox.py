@@ -8,18 +8,33 @@ again on reconnect with the same idempotency key, so the server applies it once.
 The outbox is bounded. When it is full, ``publish`` fails at once with
 :class:`~rtlink.errors.OutboxFull`: the application learns about the backlog when it
 happens instead of losing old messages silently.
+
+Pure: an entry's result is anything future-like (an asyncio future in the client, a
+``concurrent.futures.Future`` in tests).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from ..errors import OutboxFull
-from ..protocol import Position
+from ..errors import InvalidInput, OutboxFull
+from ..positions import Position
 
-__all__ = ["Outbox", "OutboxEntry"]
+__all__ = ["Outbox", "OutboxEntry", "Result"]
+
+
+class Result(Protocol):
+    """Where the outcome of a publish goes: a future's setters."""
+
+    def done(self) -> bool:
+        """Whether the outcome is set already."""
+
+    def set_result(self, result: Position, /) -> None:
+        """The publish was acknowledged at ``result``."""
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The publish failed."""
 
 
 class OutboxEntry:
@@ -29,19 +44,33 @@ class OutboxEntry:
         channel: the channel to publish to.
         data: the data to publish.
         key: the idempotency key, the same on every attempt.
-        future: resolved with the :class:`~rtlink.protocol.Position` on ack.
+        future: resolved with the :class:`~rtlink.positions.Position` on ack.
         request_id: id of the attempt in flight on the current connection, or None
             when the entry is waiting to be sent.
     """
 
     __slots__ = ("channel", "data", "key", "future", "request_id")
 
-    def __init__(self, channel: str, data: Any, key: str, future: asyncio.Future[Position]) -> None:
+    def __init__(self, channel: str, data: Any, key: str, future: Result) -> None:
         self.channel = channel
         self.data = data
         self.key = key
         self.future = future
         self.request_id: int | None = None
+
+    def settle(self, error: BaseException | None, position: Position | None = None) -> None:
+        """Give the publish its outcome (once; later calls do nothing).
+
+        Args:
+            error: why it failed, or None if it succeeded.
+            position: where it was published, when it succeeded.
+        """
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        elif position is not None:
+            self.future.set_result(position)
 
 
 class Outbox:
@@ -49,7 +78,7 @@ class Outbox:
 
     def __init__(self, limit: int = 1000) -> None:
         if limit < 1:
-            raise ValueError("outbox limit must be >= 1")
+            raise InvalidInput("outbox limit must be >= 1")
         self.limit = limit
         self._entries: dict[str, OutboxEntry] = {}
 
@@ -64,12 +93,12 @@ class Outbox:
 
         Raises:
             OutboxFull: the outbox holds ``limit`` entries already.
-            ValueError: an entry with the same key is already waiting.
+            InvalidInput: an entry with the same key is already waiting.
         """
         if len(self._entries) >= self.limit:
             raise OutboxFull(f"outbox is full ({self.limit} publishes waiting for the server)")
         if entry.key in self._entries:
-            raise ValueError(f"a publish with key {entry.key!r} is already waiting")
+            raise InvalidInput(f"a publish with key {entry.key!r} is already waiting")
         self._entries[entry.key] = entry
 
     def remove(self, entry: OutboxEntry) -> None:

@@ -1,56 +1,25 @@
-"""A client's subscription to one channel: its position, its messages, its events."""
+"""A client's subscription to one channel: its position, its messages, its events.
+
+The application's side of a subscription: iteration, callbacks, waiting for the
+confirmation. What the server's frames mean for it (its position, whether a
+publication is new) is decided by :class:`~rtlink.client.core.ClientCore`, which calls
+the underscored methods here (:class:`~rtlink.client.core.SubscriptionState`).
+Constructing one needs no running event loop. :class:`Message` and
+:class:`SubscribedEvent` come from the core and are importable from here too.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from typing import Any
 
 from ..errors import ClientClosed, RtlinkError, SubscribeError
-from ..protocol import Position, Publication
+from ..positions import Position
+from .core import Message, SubscribedEvent
 from .events import Events
 
-if TYPE_CHECKING:
-    from .client import Client
-
 __all__ = ["Subscription", "Message", "SubscribedEvent"]
-
-logger = logging.getLogger("rtlink.client")
-
-
-@attrs.frozen
-class Message:
-    """One publication delivered to the application.
-
-    Attributes:
-        channel: the channel it was published to.
-        data: the published value.
-        position: its position; pass it as ``since`` to resume after it later.
-    """
-
-    channel: str
-    data: Any
-    position: Position
-
-
-@attrs.frozen
-class SubscribedEvent:
-    """Emitted as ``"subscribed"`` each time the server confirms the subscription.
-
-    Attributes:
-        recovered: False when the client asked to resume but the server could not
-            fill the gap (history window exceeded or history lost): messages were
-            missed and the application should re-sync. True otherwise.
-        resumed: whether the client asked to resume from a position.
-        position: the channel's position when the subscription was confirmed.
-    """
-
-    recovered: bool
-    resumed: bool
-    position: Position
 
 
 _END = object()
@@ -63,21 +32,34 @@ class Subscription:
     Use ``async with client.subscribe(channel) as sub:`` to wait for the first
     confirmation and to unsubscribe at the end.
 
+    Args:
+        channel: the channel.
+        since: the position to resume after, or None to start from now.
+        unsubscribe: called with the subscription by :meth:`unsubscribe` (the client
+            core's :meth:`~rtlink.client.core.ClientCore.unsubscribe`).
+
     Attributes:
         channel: the channel.
         position: the position of the last message delivered (or of the channel when
             the subscription was confirmed); the client resumes after it.
         recovered: the ``recovered`` flag of the latest confirmation.
+        request_id: the id of the subscribe request in flight, if any (the core's).
+        active: whether it is confirmed on the current connection (the core's).
+        held: whether it was refused for now and waits, out of the cursor, for its
+            retry (the core's).
     """
 
-    def __init__(self, client: Client, channel: str, since: Position | None) -> None:
+    def __init__(self, channel: str, since: Position | None,
+                 unsubscribe: Callable[[Subscription], None]) -> None:
         self.channel = channel
         self.position: Position | None = since
         self.recovered = True
-        self._client = client
+        self._unsubscribe = unsubscribe
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._events = Events("subscription", ("message", "subscribed", "error"))
-        self._confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Set by the first confirmation, or by an end before it (then with _error).
+        self._settled = asyncio.Event()
+        self._error: RtlinkError | None = None
         self._ended = False
         self.request_id: int | None = None  # set while a subscribe request is in flight
         self.active = False  # confirmed on the current connection
@@ -101,11 +83,13 @@ class Subscription:
             SubscribeError: the server refused it.
             ClientClosed: the client stopped first.
         """
-        await asyncio.shield(self._confirmed)
+        await self._settled.wait()
+        if self._error is not None:
+            raise self._error
 
     async def unsubscribe(self) -> None:
         """Stop the subscription; iteration ends after the messages already received."""
-        await self._client._unsubscribe(self)
+        self._unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:
         await self.wait_subscribed()
@@ -128,33 +112,23 @@ class Subscription:
         message: Message = item
         return message
 
-    # --- driven by the client ----------------------------------------------------------
+    # --- driven by the client's core ---------------------------------------------------
 
-    def _confirm(self, recovered: bool, position: Position, resumed: bool) -> None:
-        self.active = True
-        self.request_id = None
-        self.recovered = recovered
-        # Recovered: replayed messages follow and move the position on. Otherwise the
-        # gap is lost for good: continue from the channel's current position.
-        if not resumed or not recovered:
-            self.position = position
-        if not self._confirmed.done():
-            self._confirmed.set_result(None)
-        self._events.emit("subscribed", SubscribedEvent(recovered, resumed, position))
+    def _confirm(self, event: SubscribedEvent) -> None:
+        """The server confirmed the subscription (the core updated its state)."""
+        self._settled.set()
+        self._events.emit("subscribed", event)
 
-    def _deliver(self, publication: Publication) -> None:
-        position = publication.position
-        current = self.position
-        if current is not None and position.epoch == current.epoch:
-            if position.offset <= current.offset:
-                return  # already delivered: the seam between replay and live
-        elif current is not None and position.offset != 1:
-            logger.warning("channel %s: history epoch changed from %s to %s mid-stream",
-                           self.channel, current.epoch, position.epoch)
-        self.position = position
-        message = Message(publication.channel, publication.data, position)
+    def _deliver(self, message: Message) -> None:
+        """A new publication (the core checked that it is one and moved the position)."""
         self._queue.put_nowait(message)
         self._events.emit("message", message)
+
+    def _settle(self, error: RtlinkError) -> None:
+        """Fail a wait for the first confirmation that has not come (nothing if it has)."""
+        if not self._settled.is_set():
+            self._error = error
+            self._settled.set()
 
     def _fail(self, error: RtlinkError) -> None:
         """End the subscription with an error (refused, or the client stopped)."""
@@ -162,9 +136,7 @@ class Subscription:
             return
         self._ended = True
         self.active = False
-        if not self._confirmed.done():
-            self._confirmed.set_exception(error)
-            self._confirmed.exception()  # retrieved: no "never retrieved" warning
+        self._settle(error)
         if isinstance(error, SubscribeError):
             self._events.emit("error", error)
             self._queue.put_nowait(error)
@@ -177,7 +149,5 @@ class Subscription:
             return
         self._ended = True
         self.active = False
-        if not self._confirmed.done():
-            self._confirmed.set_exception(RtlinkError("unsubscribed before the server confirmed"))
-            self._confirmed.exception()  # retrieved: no "never retrieved" warning
+        self._settle(RtlinkError("unsubscribed before the server confirmed"))
         self._queue.put_nowait(_END)

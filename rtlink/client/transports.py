@@ -2,6 +2,11 @@
 
 A transport knows nothing about frames; the client decodes what :meth:`receive`
 returns. Transports are found by name in :data:`TRANSPORTS`.
+
+The contract (:class:`ClientTransport`) has the same names in the JavaScript client
+(``js-client/src/transports.js``), there with a leading underscore (the build shortens
+those): ``send``/``_send``, ``close``/``_close``, ``subscriptions_changed``/
+``_subscriptionsChanged``, ``requested_channels``/``_requestedChannels``.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -20,7 +24,7 @@ from yarl import URL
 from ..aiohttp_internals import client_websocket_transport
 from ..codecs import Codec
 from ..codes import CloseCode
-from ..protocol import Position
+from ..positions import Cursor, format_cursor
 
 __all__ = [
     "ClientTransport",
@@ -29,7 +33,7 @@ __all__ = [
     "LongPollTransport",
     "TRANSPORTS",
     "TransportClosed",
-    "Cursor",
+    "CursorSource",
 ]
 
 logger = logging.getLogger("rtlink.client")
@@ -44,8 +48,8 @@ class TransportClosed(Exception):
         self.reason = reason
 
 
-#: Returns the client's subscriptions with the position each one reached.
-Cursor = Callable[[], Mapping[str, Position | None]]
+#: Returns the client's cursor: its subscriptions with the position each one reached.
+CursorSource = Callable[[], Cursor]
 
 
 class ClientTransport(abc.ABC):
@@ -67,21 +71,27 @@ class ClientTransport(abc.ABC):
     @abc.abstractmethod
     async def open(
         cls,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
         headers: Mapping[str, str],
         timeout: float,
-        cursor: Cursor,
+        cursor: CursorSource,
         fallback: str | None = None,
     ) -> ClientTransport:
         """Open a connection to the server mounted at ``base_url``.
 
-        ``headers`` go with every request of the connection (``Authorization``:
-        credentials never travel in URLs). ``cursor`` gives the subscriptions to
-        carry, for transports that carry them. ``fallback``, when the client fell
-        back to this transport, says why (protocol.md 8.7): it goes in the
-        ``fallback`` query parameter of the connection's first request only.
+        Args:
+            http: the aiohttp client session to make the requests with.
+            base_url: where the server mounted rtlink.
+            codec: the codec of the connection.
+            headers: go with every request of the connection (``Authorization``:
+                credentials never travel in URLs).
+            timeout: seconds a graceful close may take.
+            cursor: gives the subscriptions to carry, for transports that carry them.
+            fallback: when the client fell back to this transport, why (protocol.md
+                8.7): it goes in the ``fallback`` query parameter of the connection's
+                first request only.
         """
 
     def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here
@@ -123,19 +133,19 @@ class WebSocketTransport(ClientTransport):
     @classmethod
     async def open(
         cls,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
         headers: Mapping[str, str],
         timeout: float,
-        cursor: Cursor,
+        cursor: CursorSource,
         fallback: str | None = None,
     ) -> WebSocketTransport:
         scheme = {"http": "ws", "https": "wss"}.get(base_url.scheme, base_url.scheme)
         url = base_url.with_scheme(scheme).with_path(base_url.path.rstrip("/") + "/ws")
         if fallback:
             url = url.with_query(fallback=fallback)
-        ws = await session.ws_connect(
+        ws = await http.ws_connect(
             url,
             headers=headers,
             protocols=(codec.subprotocol,),
@@ -174,13 +184,6 @@ class WebSocketTransport(ClientTransport):
             self._socket.abort()
 
 
-def _cursor_text(cursor: Mapping[str, Position | None]) -> str:
-    # Same text as rtlink.transports.http.format_cursor; kept here so the client does
-    # not import the server package.
-    return json.dumps({channel: None if position is None else position.to_wire()
-                       for channel, position in cursor.items()}, separators=(",", ":"))
-
-
 _END = object()
 
 
@@ -189,10 +192,10 @@ class _HttpTransport(ClientTransport):
 
     carries_subscriptions = True
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 headers: Mapping[str, str], cursor: Cursor,
+    def __init__(self, http: aiohttp.ClientSession, base_url: URL, codec: Codec,
+                 headers: Mapping[str, str], cursor: CursorSource,
                  fallback: str | None = None) -> None:
-        self._session = session
+        self._http = http
         self._base = base_url.with_path(base_url.path.rstrip("/"))
         self._codec = codec
         self._headers = dict(headers)
@@ -205,15 +208,15 @@ class _HttpTransport(ClientTransport):
     @classmethod
     async def open(
         cls,
-        session: aiohttp.ClientSession,
+        http: aiohttp.ClientSession,
         base_url: URL,
         codec: Codec,
         headers: Mapping[str, str],
         timeout: float,
-        cursor: Cursor,
+        cursor: CursorSource,
         fallback: str | None = None,
     ) -> _HttpTransport:
-        transport = cls(session, base_url, codec, headers, cursor, fallback)
+        transport = cls(http, base_url, codec, headers, cursor, fallback)
         await transport._start()
         return transport
 
@@ -229,7 +232,7 @@ class _HttpTransport(ClientTransport):
         if with_cursor:
             cursor = self._cursor()
             self.requested_channels = tuple(cursor)
-            query["subs"] = _cursor_text(cursor)
+            query["subs"] = format_cursor(cursor)
         return self._base.with_path(self._base.path + endpoint).with_query(query)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -246,7 +249,7 @@ class _HttpTransport(ClientTransport):
     async def send(self, message: bytes) -> None:
         if self._closed is not None:
             raise self._closed
-        async with self._session.post(self._url("/send", with_cursor=False), data=message,
+        async with self._http.post(self._url("/send", with_cursor=False), data=message,
                                       headers={**self._headers,
                                                "Content-Type": self._codec.content_type}) as r:
             body = await r.read()
@@ -286,7 +289,7 @@ class EventSourceTransport(_HttpTransport):
         self._reader = self._spawn(self._read(await self._connect()))
 
     async def _connect(self) -> aiohttp.ClientResponse:
-        response = await self._session.get(
+        response = await self._http.get(
             self._url("/sse", with_cursor=True),
             headers={**self._headers, "Accept": "text/event-stream"},
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
@@ -354,10 +357,10 @@ class LongPollTransport(_HttpTransport):
     name = "longpoll"
     _poller: asyncio.Task[None]
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: URL, codec: Codec,
-                 headers: Mapping[str, str], cursor: Cursor,
+    def __init__(self, http: aiohttp.ClientSession, base_url: URL, codec: Codec,
+                 headers: Mapping[str, str], cursor: CursorSource,
                  fallback: str | None = None) -> None:
-        super().__init__(session, base_url, codec, headers, cursor, fallback)
+        super().__init__(http, base_url, codec, headers, cursor, fallback)
         # Set while the client waits for a message with nothing queued: it has
         # handled everything, so the cursor is up to date for the next poll.
         self._idle = asyncio.Event()
@@ -375,12 +378,12 @@ class LongPollTransport(_HttpTransport):
             self._idle.clear()
 
     async def _poll_loop(self) -> None:
-        first = {"connect": "1"}  # answered at once: the health check of a new session
+        first = {"connect": "1"}  # answered at once: the health check of a new connection
         try:
             while True:
                 url = self._url("/poll", with_cursor=True, **first)
                 first = {}
-                async with self._session.get(url, headers=self._headers) as response:
+                async with self._http.get(url, headers=self._headers) as response:
                     body = await response.read()
                     if response.status != 200:
                         raise TransportClosed(CloseCode.ABNORMAL,

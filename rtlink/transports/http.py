@@ -1,14 +1,14 @@
 """What the HTTP transports share: request parsing, refusals, and the send endpoint.
 
 Server-sent events and long polling carry the subscription set in their request (the
-``subs`` query parameter) so that any node can serve any request, and send client
+``subs`` query parameter, a cursor of :mod:`rtlink.positions`) so that any node can
+serve any request, and send client
 frames (publishes, pings) by ``POST {path}/send``, answered in the response. Nothing
 is kept on the server between two requests of one client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Mapping
@@ -18,17 +18,16 @@ from aiohttp import web
 
 from ..codecs import CODECS, Codec
 from ..codes import CloseCode
-from ..errors import AuthenticationError, FrameError
+from ..errors import AuthenticationError, InvalidInput
 from ..hub import Hub
-from ..protocol import Close, Position, encode_frame, validate_channel
+from ..positions import Position, parse_cursor
+from ..protocol import Close, encode_frame
 from ..session import REQUEST
 
 __all__ = [
     "NO_CACHE",
     "request_codec",
-    "parse_subscriptions",
     "request_cursor",
-    "format_cursor",
     "authenticate_or_refuse",
     "close_response",
     "refuse_request",
@@ -61,52 +60,22 @@ def request_codec(request: web.Request) -> Codec:
     return codec
 
 
-def parse_subscriptions(text: str | None, limit: int) -> dict[str, Position | None]:
-    """Parse a cursor: a JSON object mapping channel names to a position or null.
+def request_cursor(request: web.Request, limit: int,
+                   header: str | None = None) -> dict[str, Position | None]:
+    """The cursor of a stream or poll request: its ``subs`` query parameter, or with
+    ``header`` that request header (``Last-Event-ID``). Malformed: HTTP 400, whose
+    text names the header if it came from one (protocol.md 4.2).
 
-    ``{"news": {"epoch": "a1b2c3d4", "offset": 41}, "chat:lobby": null}`` subscribes
-    to ``news`` resuming after offset 41 and to ``chat:lobby`` from now on.
-
-    Raises:
-        ValueError: the text is not such an object, or has more than ``limit`` entries.
+    Args:
+        request: the request.
+        limit: the most channels allowed (the hub's ``max_subscriptions``).
+        header: the header to read instead of ``subs``.
     """
-    if not text:
-        return {}
+    text = request.query.get("subs") if header is None else request.headers.get(header)
     try:
-        raw = json.loads(text)
-    except (ValueError, RecursionError):
-        # Absurd nesting ("[[[[...", well within a URL's length) exhausts the parser's
-        # recursion limit: still just a malformed cursor, not a server error.
-        raise ValueError("subs must be a JSON object") from None
-    if not isinstance(raw, dict):
-        raise ValueError("subs must be a JSON object of channel -> position or null")
-    if len(raw) > limit:
-        raise ValueError(f"at most {limit} subscriptions")
-    cursor: dict[str, Position | None] = {}
-    try:
-        for channel, position in raw.items():
-            validate_channel(channel)
-            cursor[channel] = None if position is None else Position.from_wire(position)
-    except FrameError as exc:
-        raise ValueError(str(exc)) from None
-    return cursor
-
-
-def request_cursor(request: web.Request, limit: int) -> dict[str, Position | None]:
-    """The ``subs`` query parameter of a stream or poll request (HTTP 400 if invalid)."""
-    try:
-        return parse_subscriptions(request.query.get("subs"), limit)
-    except ValueError as exc:
-        raise _bad_request(str(exc)) from None
-
-
-def format_cursor(cursor: Mapping[str, Position | None]) -> str:
-    """The text form of a cursor, as :func:`parse_subscriptions` reads it."""
-    return json.dumps(
-        {channel: None if position is None else position.to_wire()
-         for channel, position in cursor.items()},
-        separators=(",", ":"),
-    )
+        return parse_cursor(text, limit)
+    except InvalidInput as exc:
+        raise _bad_request(str(exc) if header is None else f"{header}: {exc}") from None
 
 
 async def authenticate_or_refuse(hub: Hub, request: web.Request,

@@ -3,7 +3,7 @@
 Each poll is a short connection on its own: the request carries the codec and the
 subscriptions with their positions (``subs``), the server replays what follows them
 and answers at once if there is anything new (an error, a fresh or unrecovered
-subscription, publications) or if the request is the first of a session
+subscription, publications) or if it is the first poll of a client's connection
 (``connect=1``); otherwise it holds the request until a publication arrives or
 ``poll_timeout`` passes. Every answer starts with ``welcome`` and a
 ``subscribed`` frame per channel, then the publications, all in one response body.
@@ -50,7 +50,7 @@ def poll_handler(hub: Hub) -> Any:
                           address=request.remote, fallback=request.query.get("fallback"))
         connection = peer.connection
         try:
-            # The first poll of a session (connect=1) is the client's health check of
+            # The first poll of a client's connection (connect=1) is its health check of
             # the transport: it is answered at once, news or not.
             connection.news = request.query.get("connect") == "1"
             for channel, since in cursor.items():

@@ -1,7 +1,7 @@
 """The server-sent events transport: ``GET {path}/sse``, a stream of server frames.
 
 The request carries the codec and the subscriptions with their positions (``subs``,
-see :func:`~rtlink.transports.http.parse_subscriptions`), so any node can serve it.
+see :func:`~rtlink.positions.parse_cursor`), so any node can serve it.
 Each transport message is one event: JSON batches as ``data:`` lines (one per
 frame), msgpack batches base64-encoded on one ``data:`` line. Every event carries
 the connection's cursor as its ``id``; a browser's automatic reconnect sends it back
@@ -23,14 +23,13 @@ from aiohttp import web
 from ..codecs import Codec
 from ..hub import Hub
 from ..peer import Peer
+from ..positions import format_event_id, merge_last_event_id
 from ..protocol import Close, encode_frame
 from ..session import STREAM
 from .http import (
     NO_CACHE,
     authenticate_or_refuse,
-    format_cursor,
     limit_unacknowledged_writes,
-    parse_subscriptions,
     request_codec,
     request_cursor,
 )
@@ -38,9 +37,6 @@ from .http import (
 __all__ = ["sse_handler", "refuse_stream"]
 
 logger = logging.getLogger("rtlink.transports.sse")
-
-#: Longest event id sent: it comes back as the Last-Event-ID request header.
-_MAX_EVENT_ID = 4096
 
 
 class _EventStreamSink:
@@ -58,15 +54,8 @@ class _EventStreamSink:
             data = b"data: " + base64.b64encode(message) + b"\n"
         else:
             data = b"".join(b"data: " + line + b"\n" for line in message.split(b"\n"))
-        cursor = self.peer.cursor() if self.peer is not None else None
-        event_id = b""
-        if cursor:
-            text = format_cursor(cursor).encode()
-            # Without an id the browser keeps the previous one: it then resumes a bit
-            # earlier and the client drops the repeats by offset. Better than an id
-            # the browser cannot send back (header limits).
-            if len(text) <= _MAX_EVENT_ID:
-                event_id = b"id: " + text + b"\n"
+        text = format_event_id(self.peer.cursor() if self.peer is not None else None)
+        event_id = b"" if text is None else b"id: " + text.encode() + b"\n"
         await self._response.write(event_id + data + b"\n")
 
     async def close(self, code: int, reason: str) -> None:
@@ -97,17 +86,11 @@ def sse_handler(hub: Hub) -> Any:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         codec = request_codec(request)
-        cursor = request_cursor(request, hub.max_subscriptions)
-        try:
-            resumed = parse_subscriptions(request.headers.get("Last-Event-ID"),
-                                          hub.max_subscriptions)
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"rtlink: Last-Event-ID: {exc}\n",
-                                     headers=NO_CACHE) from None
         # After an automatic reconnect the browser repeats the first URL; the event id
         # it sends back says how far each channel got since.
-        cursor.update((channel, position) for channel, position in resumed.items()
-                      if channel in cursor and position is not None)
+        cursor = merge_last_event_id(
+            request_cursor(request, hub.max_subscriptions),
+            request_cursor(request, hub.max_subscriptions, header="Last-Event-ID"))
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         response = web.StreamResponse(headers={
             **NO_CACHE, "Content-Type": "text/event-stream; charset=utf-8",

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 import rtlink
-import rtlink.client.client as client_module
+import rtlink.client.core as core_module
 from rtlink.backends.base import HistoryPolicy, HistoryResult, PublishResult
 from rtlink.backends.memory import MemoryBackend
 from tests.support import collect, eventually, relay_to, run_server, seconds, take_offline
@@ -104,7 +104,7 @@ async def test_state_callback_can_be_removed_and_bad_event_is_refused(make_clien
             await eventually(lambda: bool(still) and still[-1].new_state is S.CONNECTED,
                              message="reconnect")
             assert len(seen) == count
-            with pytest.raises(ValueError, match="bogus"):
+            with pytest.raises(rtlink.InvalidInput, match="bogus"):
                 client.on("bogus", seen.append)
 
 
@@ -252,7 +252,7 @@ async def test_unauthorized_client_stops_without_reconnecting(make_client) -> No
             await client.close()
 
 
-async def test_close_after_the_server_stopped_the_client_releases_the_session(
+async def test_close_after_the_server_stopped_the_client_releases_its_http_session(
     make_client,
 ) -> None:
     calls: list[str | None] = []
@@ -260,10 +260,10 @@ async def test_close_after_the_server_stopped_the_client_releases_the_session(
         client = make_client(server.url, token="bad")
         with pytest.raises(rtlink.ClientClosed):
             await asyncio.wait_for(client.connect(), seconds(5))
-        session = client._session
-        assert session is not None
+        http = client._http
+        assert http is not None
         await client.close()
-        assert session.closed, "the client's own aiohttp session was left open"
+        assert http.closed, "the client's own aiohttp session was left open"
 
 
 async def test_token_function_is_called_before_every_connection(make_client) -> None:
@@ -370,26 +370,33 @@ async def test_batches_of_publishes_respect_the_servers_message_size(make_client
             assert relay.connections_made == 1
 
 
+@pytest.mark.parametrize("options", [{"codec": "xml"}, {"transports": ["carrier-pigeon"]},
+                                     {"transports": []}, {"outbox_limit": 0}])
+def test_invalid_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(rtlink.InvalidInput):
+        rtlink.Client("http://127.0.0.1:1/rt", **options)
+
+
 async def test_invalid_input_is_refused_locally(make_client) -> None:
     async with run_server(channels=PUBLISH) as server:
         async with make_client(server.url) as client:
             for channel in ("bad channel", "", "a*", "x" * 256):
-                with pytest.raises(ValueError):
+                with pytest.raises(rtlink.InvalidInput):
                     await client.publish(channel, 1)
-                with pytest.raises(ValueError):
+                with pytest.raises(rtlink.InvalidInput):
                     client.subscribe(channel)
             for data in (float("nan"), float("inf"), b"bytes", {1: "int key"}, {"a": object()}):
-                with pytest.raises(ValueError):
+                with pytest.raises(rtlink.InvalidInput):
                     await client.publish("chat", data)
             for key in ("", "k" * 129, "\udfff"):
-                with pytest.raises(ValueError, match="key"):
+                with pytest.raises(rtlink.InvalidInput, match="key"):
                     await client.publish("chat", 1, key=key)
             assert client.outbox_size == 0
             sub = client.subscribe("chat")
-            with pytest.raises(ValueError, match="already subscribed"):
+            with pytest.raises(rtlink.InvalidInput, match="already subscribed"):
                 client.subscribe("chat")
             await sub.wait_subscribed()
-            with pytest.raises(ValueError, match="already subscribed"):
+            with pytest.raises(rtlink.InvalidInput, match="already subscribed"):
                 client.subscribe("chat")
             # The first subscription is unaffected.
             await server.hub.publish("chat", "ok")
@@ -542,7 +549,7 @@ async def test_a_burst_of_refused_publishes_is_retried_in_rounds(
     make_client, transport: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rounds = RetryRounds(seconds(0.1))
-    monkeypatch.setattr(client_module, "full_jitter", rounds)
+    monkeypatch.setattr(core_module, "full_jitter", rounds)
     backend = RefusingBackend()
     backend.refuse_publishes = 15  # the batch of five, three times
     keys = [f"k{n}" for n in range(5)]
@@ -573,7 +580,7 @@ async def test_refused_subscriptions_are_retried_together_in_rounds(
     make_client, transport: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rounds = RetryRounds(seconds(0.1))
-    monkeypatch.setattr(client_module, "full_jitter", rounds)
+    monkeypatch.setattr(core_module, "full_jitter", rounds)
     backend = RefusingBackend()
     backend.refuse_reads = 6  # the three channels, twice
     channels = ["a", "b", "c"]
@@ -778,9 +785,9 @@ async def test_message_callbacks_see_what_iteration_sees(make_client) -> None:
             assert [m.data for m in await collect(sub, 3)] == [5, 6, 7]
             assert got == iterated  # no calls after removal
 
-            with pytest.raises(ValueError, match="bogus"):
+            with pytest.raises(rtlink.InvalidInput, match="bogus"):
                 sub.on("bogus", got.append)
-            with pytest.raises(ValueError, match="bogus"):
+            with pytest.raises(rtlink.InvalidInput, match="bogus"):
                 client.on("bogus", got.append)
 
 

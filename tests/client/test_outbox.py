@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rtlink.client.outbox import Outbox, OutboxEntry
-from rtlink.errors import OutboxFull
+from rtlink.errors import InvalidInput, OutboxFull
 
 
 def entry(key: str, channel: str = "chat", data: object = None) -> OutboxEntry:
@@ -84,7 +84,7 @@ async def test_duplicate_key_is_refused() -> None:
     outbox = Outbox(10)
     first = entry("same")
     outbox.add(first)
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(InvalidInput, match="same"):
         outbox.add(entry("same", data="other"))
     assert list(outbox) == [first]
 
@@ -98,7 +98,7 @@ async def test_limit_of_one_works() -> None:
 
 @pytest.mark.parametrize("limit", [0, -1, -1000])
 def test_limit_below_one_is_refused(limit: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         Outbox(limit)
 
 

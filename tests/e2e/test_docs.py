@@ -41,7 +41,7 @@ from aiohttp import web
 
 import rtlink
 from rtlink.backends import create_backend
-from rtlink.client.client import forget_transports
+from rtlink.client import forget_transports
 from rtlink.config import SERVE_OPTIONS
 from tests.support import (
     FAST_RECONNECT,

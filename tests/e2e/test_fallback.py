@@ -56,7 +56,7 @@ async def negotiate(url: str, codec: str, feed: Feed, expect: str,
 
 async def drain_exactly_once(client: rtlink.Client, feed: Feed, after: int = 1) -> None:
     """Stop the feed and check every message after the first arrived once, in order."""
-    subscription = client._subscriptions[feed.channel]
+    subscription = client._core.subscriptions[feed.channel]
     await asyncio.sleep(0.3)  # keep publishing for a while on the chosen transport
     await feed.__aexit__()
     rest = await collect(subscription, feed.published - after, timeout=15)

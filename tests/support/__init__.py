@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import random
 import shutil
 import socket
 import struct
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -64,6 +66,25 @@ def missing_component(message: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+#: The JavaScript client's sources.
+JS_SOURCES = ROOT / "js-client" / "src"
+
+
+def run_js(module: str, script: str, *args: Any) -> Any:
+    """Run ``script`` (an ES module body) under Node with ``module`` of the JS client's
+    sources imported as ``m``, ``args`` in ``argv`` (JSON) and the parsed ``input``;
+    return what it printed, parsed as JSON. Skips (fails under CI) without Node."""
+    node = find_binary("node")
+    if node is None:
+        missing_component("node (Node.js) is not installed")
+    source = (f"import * as m from {json.dumps((JS_SOURCES / module).as_uri())};"
+              "const input = JSON.parse(process.argv[1]);" + script)
+    result = subprocess.run([node, "--input-type=module", "-e", source, json.dumps(args)],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 class Server:

@@ -39,6 +39,7 @@ from rtlink.auth import TokenAuth, bearer_token
 from rtlink.codecs import CODECS, Codec
 from rtlink.codes import CloseCode, ErrorCode
 from rtlink.errors import AuthenticationError, FrameError, ProtocolError
+from rtlink.positions import parse_cursor
 from rtlink.protocol import (
     Ping,
     Pong,
@@ -49,7 +50,6 @@ from rtlink.protocol import (
     decode_client_message,
     parse_server_frame,
 )
-from rtlink.transports.http import parse_subscriptions
 from tests.support import Server, run_server, seconds
 from tests.support.fuzzing import (
     TOKEN_SECRET,
@@ -286,9 +286,9 @@ def expected_cursor(query: Any, last_event_id: str | None
     if query.get("codec", "json") not in CODECS:
         return 400, None
     try:
-        cursor: dict[str, Any] = parse_subscriptions(query.get("subs"), MAX_SUBSCRIPTIONS)
+        cursor: dict[str, Any] = parse_cursor(query.get("subs"), MAX_SUBSCRIPTIONS)
         if last_event_id is not None:
-            parse_subscriptions(last_event_id, MAX_SUBSCRIPTIONS)
+            parse_cursor(last_event_id, MAX_SUBSCRIPTIONS)
     except ValueError:
         return 400, None
     return 200, cursor

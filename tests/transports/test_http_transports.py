@@ -13,7 +13,7 @@ import pytest
 
 import rtlink
 from rtlink.codecs import get_codec
-from rtlink.transports.http import parse_subscriptions
+from rtlink.positions import parse_cursor
 from tests.support import eventually, run_server, seconds
 
 PUBLISH = {"*": rtlink.ChannelOptions(client_publish=True, history_size=100)}
@@ -155,7 +155,7 @@ async def test_absurdly_nested_cursors_are_http_400_not_500(http) -> None:
     nested = "[" * 1500  # the parser gives up before it notices the missing "]"s
     for text in (nested, nested + "]" * 1500, '{"a":' * 1500):
         with pytest.raises(ValueError, match="subs must be a JSON object"):
-            parse_subscriptions(text, 256)
+            parse_cursor(text, 256)
     async with run_server() as server:
         for endpoint in ("sse", "poll"):
             async with http.get(f"{server.url}/{endpoint}", params={"subs": nested}) as r:

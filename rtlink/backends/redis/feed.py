@@ -32,7 +32,8 @@ from redis.exceptions import AskError, MovedError
 
 from ...backoff import full_jitter
 from ...errors import BackendError, BackendUnavailable
-from ...protocol import Position, Publication
+from ...positions import Position, is_after
+from ...protocol import Publication
 from ..base import HistoryResult, LostListener, PublicationListener
 from .errors import translated
 
@@ -417,9 +418,9 @@ class ChannelFeeds:
         Returns False when a catch-up started (the publication waits in the buffer).
         """
         last, position = feed.last, publication.position
+        if not is_after(position, last):
+            return True  # already delivered (read from history while catching up)
         if last is not None and position.epoch == last.epoch:
-            if position.offset <= last.offset:
-                return True  # already delivered (read from history while catching up)
             if position.offset > last.offset + 1:
                 feed.buffer.insert(0, publication)
                 self._start_sync(channel, feed, last)
@@ -429,8 +430,6 @@ class ChannelFeeds:
             # subscribers were owed from the old one may be gone. Never cross it
             # silently: they resubscribe from their positions and learn recovered=false.
             self._report_lost(channel, last)
-            self._deliver(feed, publication)
-            return True
         self._deliver(feed, publication)
         return True
 
@@ -484,9 +483,7 @@ class ChannelFeeds:
             feed.sync = None
             if result.recovered:
                 for publication in result.publications:
-                    last = feed.last
-                    if (last is None or last.epoch != publication.position.epoch
-                            or publication.position.offset > last.offset):
+                    if is_after(publication.position, feed.last):
                         self._deliver(feed, publication)
                 if feed.last is None or feed.last.epoch != result.position.epoch:
                     feed.last = result.position

@@ -1,0 +1,288 @@
+// The client's core, without I/O: subscriptions, the outbox, the requests in flight,
+// and what each frame from the server means for them (protocol.md 8.3-8.5), as
+// rtlink/client/core.py.
+//
+// It is driven by plain calls: the application's _subscribe/_unsubscribe/_publish,
+// then per connection _start(first frame), _receive(frame) for every later one, _end()
+// when it is gone, _retry(kind) when a retry round's delay passed, _stop(error) when
+// the client stops for good. It answers through three methods of its subclass, the
+// client (client.js), which does the I/O:
+//   _send(part)                 an encoded frame for the current connection
+//   _subscriptionsChanged()     the transport carries the subscriptions in its
+//                               requests (SSE, long polling): make a new one
+//   _retryLater(kind, delay)    unless a retry of `kind` is pending, call _retry(kind)
+//                               after delay() ms, unless the connection ends first
+// (The Python client holds its core instead of extending it; in JS the subclass
+// saves the bytes of an indirection. Tests drive the core through a small subclass.)
+import { fullJitter } from './backoff.js';
+import { isTemporary } from './codes.js';
+import { invalidInput, RtlinkError } from './errors.js';
+import { checkChannel, checkKey } from './names.js';
+import { Outbox } from './outbox.js';
+import { isAfter } from './positions.js';
+
+const MAX_DEPTH = 64;
+
+/** Throw InvalidInput unless `value` is data both codecs carry identically (3.4). */
+function checkData(value, depth = 0) {
+  const type = typeof value;
+  const fail = (reason) => {
+    throw invalidInput('invalid data: ' + reason);
+  };
+  if (type == 'string') (value.isWellFormed?.() ?? true) || fail('lone surrogate');
+  else if (type == 'number') isFinite(value) || fail(value);
+  else if (value && type == 'object') {
+    if (depth == MAX_DEPTH) fail('too deep');
+    const prototype = Object.getPrototypeOf(value);
+    if (Array.isArray(value)) value.forEach((item) => checkData(item, depth + 1));
+    else if (prototype && prototype != Object.prototype) fail('not plain');
+    else {
+      for (const key in value) {
+        checkData(key); // a string: well-formed
+        checkData(value[key], depth + 1);
+      }
+    }
+  } else if (value !== null && type != 'boolean') fail(type);
+}
+
+function randomKey() {
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((byte) => (256 + byte).toString(16).slice(1)).join('');
+}
+
+export class ClientCore {
+  /**
+   * @param {object} codec the codec frames are encoded with (codec.js)
+   * @param {object} options the client's: outboxLimit, storage, persist, backoffBase, backoffCap
+   */
+  constructor(codec, options) {
+    this._codec = codec;
+    this._options = options;
+    this._subscriptions = new Map(); // channel -> Subscription
+    this._outbox = new Outbox(options.outboxLimit, options.storage, options.persist);
+    this._requests = new Map(); // id -> subscription or outbox entry (null: unsubscribe)
+    this._lastId = 0; // request ids are never reused in a client's lifetime
+    // The backoff attempt of the retry rounds after temporary refusals, per kind
+    // (rounds since a request of that kind last succeeded). At most one round of a
+    // kind is pending, dropped with the connection: the client keeps its timer.
+    this._retryAttempts = { resend: 0, resubscribe: 0 };
+    // Set later: _welcome (of the current connection), _carries (its transport carries
+    // the subscriptions in its requests), _closed (the error that stopped the client).
+  }
+
+  /** The subscriptions and their positions, for the transports that carry them; one
+   * refused for now waits out of it until its retry. */
+  _cursor() {
+    const cursor = {};
+    for (const [channel, subscription] of this._subscriptions) {
+      if (!subscription._held) cursor[channel] = subscription.position;
+    }
+    return cursor;
+  }
+
+  // --- the application -----------------------------------------------------------
+
+  _subscribe(subscription) {
+    const { channel } = subscription;
+    checkChannel(channel);
+    if (this._subscriptions.has(channel)) throw invalidInput(`already subscribed to '${channel}'`);
+    if (this._closed) subscription._end(this._closed);
+    else {
+      this._subscriptions.set(channel, subscription);
+      if (this._welcome) this._resubscribe(1);
+    }
+  }
+
+  _unsubscribe(subscription) {
+    const { channel } = subscription;
+    if (this._subscriptions.get(channel) == subscription) {
+      this._subscriptions.delete(channel);
+      if (this._welcome) {
+        this._requests.delete(subscription._requestId);
+        if (this._carries) this._subscriptionsChanged();
+        else this._sendFrame({ type: 'unsubscribe', id: this._request(null), channel });
+      }
+    }
+    subscription._end();
+  }
+
+  /** Queue a publish (send it if connected); `settle(error, position)` gets its fate. */
+  _publish(channel, data, key, settle) {
+    if (this._closed) throw this._closed;
+    checkChannel(channel);
+    checkData(data);
+    checkKey(key);
+    const entry = { channel, data, key: key || randomKey(), _settle: settle };
+    this._outbox._add(entry);
+    if (this._welcome) this._sendPublish(entry);
+  }
+
+  // --- the connection ------------------------------------------------------------
+
+  /** A connection's first frame arrived: if it is a welcome, subscribe and send the
+   * outbox. `carries`: the transport carries the subscriptions in its requests, the
+   * channels of its request being `requested` (joined). Returns [code, reason] to
+   * end the connection with if it cannot start. */
+  _start(first, carries, requested) {
+    // A close frame first (e.g. 4500 unauthorized) applies its code.
+    if (first.type == 'close') return [first.code, first.reason];
+    if (first.type != 'welcome') return [1006, 'no welcome'];
+    if (first.version != 1) return [4502, `protocol version ${first.version}`];
+    this._welcome = first;
+    this._carries = carries;
+    // On SSE and long polling, a new request if subscribed while this one was on its way.
+    this._resubscribe(requested != Object.keys(this._cursor()).join());
+    this._resend();
+  }
+
+  /** Handle a frame of the current connection; returns [code, reason] if it ends it. */
+  _receive(frame) {
+    const { type, id, channel, position } = frame;
+    const requests = this._requests;
+    let target = requests.get(id);
+    requests.delete(id);
+    if (type == 'publication') {
+      const subscription = this._subscriptions.get(channel);
+      const last = subscription?.position;
+      // Not subscribed, not confirmed on this connection yet, or delivered already.
+      if (!subscription?._active || !isAfter(position, last)) return;
+      if (last && last.epoch != position.epoch && position.offset != 1) {
+        console.warn(`rtlink: ${channel}: new epoch`); // publications may be missed
+      }
+      subscription.position = position;
+      subscription._deliver({ channel, data: frame.data, position });
+    } else if (type == 'ack') {
+      if (target?._settle) {
+        this._retryAttempts.resend = 0;
+        if (position) target._settle(null, position); // the outbox takes it out
+      }
+    } else if (type == 'subscribed') {
+      const { recovered } = frame;
+      if (id == null) {
+        // The transport's request carried the subscription (SSE, long polling); a
+        // confirmation of what is known already tells nothing new.
+        target = this._subscriptions.get(channel);
+        if (target?._active && recovered) return;
+      }
+      if (target && !target._settle) {
+        const resumed = !!target.position;
+        this._retryAttempts.resubscribe = 0;
+        target._active = true;
+        target._requestId = null;
+        target.recovered = recovered;
+        // Recovered: the replay follows and moves the position on. Otherwise the gap
+        // is lost for good: go on from the channel's current position.
+        if (!resumed || !recovered) target.position = position;
+        target._confirm({ recovered, resumed, position });
+      }
+    } else if (type == 'error') {
+      // On transports that carry subscriptions, their errors have no request id.
+      if (id == null && channel != null) target = this._subscriptions.get(channel);
+      if (!target) return console.warn(`rtlink: error ${frame.code} ${frame.message}`);
+      target._requestId = null;
+      const temporary = isTemporary(frame.code);
+      if (!target._settle) {
+        if (temporary) {
+          // Out of the cursor until the retry, or every poll would fail at once again.
+          target._held = true;
+          target._active = false;
+          this._scheduleRetry('resubscribe');
+        } else {
+          this._subscriptions.delete(target.channel);
+          target._end(new RtlinkError('SubscribeError', frame.code, frame.message));
+        }
+      } else if (temporary) this._scheduleRetry('resend');
+      else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
+    } else if (type == 'ping') {
+      // Over SSE there is no way back on the stream and no need to answer (6.6).
+      if (!this._carries) this._sendFrame({ type: 'pong' });
+    } else if (type == 'close') return [frame.code, frame.reason];
+  }
+
+  /** The connection is gone: its requests are forgotten, pending retries dropped (the
+   * next welcome sends everything again), nothing is confirmed. */
+  _end() {
+    this._welcome = null;
+    this._requests.clear();
+    this._outbox._resetAttempts();
+    for (const subscription of this._subscriptions.values()) {
+      subscription._active = subscription._held = false;
+      subscription._requestId = null;
+    }
+  }
+
+  /** The client stopped for good (its connection ended first): waiting publishes
+   * fail, subscriptions end. */
+  _stop(error) {
+    this._closed = error;
+    for (const entry of this._outbox._entries.values()) entry._settle(error);
+    for (const subscription of this._subscriptions.values()) subscription._end(error);
+    this._subscriptions.clear();
+  }
+
+  /** A retry round of `kind` is due: send again what was refused for now (every
+   * waiting publish, oldest first; every held subscription). */
+  _retry(kind) {
+    if (kind == 'resend') this._resend();
+    else {
+      for (const subscription of this._subscriptions.values()) subscription._held = false;
+      this._resubscribe(1);
+    }
+  }
+
+  // --- outbound ------------------------------------------------------------------
+
+  _request(target) {
+    this._requests.set(++this._lastId, target);
+    return this._lastId;
+  }
+
+  _sendFrame(frame) {
+    this._send(this._codec._encode(frame));
+  }
+
+  _sendSubscribe(subscription) {
+    const frame = { type: 'subscribe', id: this._request(subscription), channel: subscription.channel };
+    if (subscription.position) frame.since = subscription.position;
+    subscription._requestId = frame.id;
+    subscription._active = false;
+    this._sendFrame(frame);
+  }
+
+  _sendPublish(entry) {
+    const { channel, data, key } = entry;
+    const limit = this._welcome.max_message_size;
+    const frame = { type: 'publish', id: this._request(entry), channel, data, key };
+    const part = this._codec._encode(frame);
+    const size = this._codec._size(part);
+    if (size > limit) {
+      this._requests.delete(frame.id);
+      entry._settle(new RtlinkError('PublishError', 413, `${size} > ${limit} bytes`));
+    } else {
+      entry._requestId = frame.id;
+      this._send(part);
+    }
+  }
+
+  /** Send every waiting publish without an attempt in flight, oldest first. */
+  _resend() {
+    if (this._welcome) for (const entry of this._outbox._unsent()) this._sendPublish(entry);
+  }
+
+  /** Subscribe every subscription neither held, confirmed nor on its way; where the
+   * transport's requests carry the subscriptions, ask for a new request if `renew`. */
+  _resubscribe(renew) {
+    if (!this._welcome) return;
+    for (const subscription of this._subscriptions.values()) {
+      if (!this._carries && !subscription._held && !subscription._active && !subscription._requestId) this._sendSubscribe(subscription);
+    }
+    if (renew && this._carries) this._subscriptionsChanged();
+  }
+
+  /** Ask for a retry round of `kind` unless one is pending: a burst of refusals (a
+   * flushed outbox over the publish rate) makes one round, and the attempt grows
+   * once per round. */
+  _scheduleRetry(kind) {
+    const { backoffBase, backoffCap } = this._options;
+    this._retryLater(kind, () => fullJitter(this._retryAttempts[kind]++, backoffBase, backoffCap) * 1e3);
+  }
+}
