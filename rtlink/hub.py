@@ -27,7 +27,8 @@ from .connection import Connection, Sink
 from .errors import AuthenticationError, ChannelError
 from .limits import AddressSlots, PublishLimits
 from .peer import Peer
-from .protocol import Ping, Position, Publication, encode_frame
+from .positions import Position
+from .protocol import Ping, Publication, encode_frame
 from .session import WEBSOCKET, ConnectionMode, Subscription
 from .stats import HubStats
 
@@ -511,6 +512,7 @@ class Hub:
                 subscription.pending.append(publication)
                 continue
             known = subscription.position
+            # positions.is_after, written out: this runs once per delivery.
             if known is not None and known.offset >= offset and known.epoch == epoch:
                 self.stats.deliveries -= 1
                 continue  # sent already (a backend catching up may repeat the seam)

@@ -26,7 +26,8 @@ from .codes import ErrorCode
 from .connection import Connection, Sink
 from .errors import BackendError, ChannelError, ProtocolError
 from .limits import PublishLimits
-from .protocol import Error, Frame, Position
+from .positions import Position
+from .protocol import Error, Frame
 from .session import (
     ConnectionMode,
     Output,

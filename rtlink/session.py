@@ -27,14 +27,13 @@ from .codecs import Codec
 from .codes import ErrorCode
 from .errors import BackendError, ChannelError, FrameError
 from .limits import PublishLimits, TokenBucket
-from .positions import is_after
+from .positions import Position, is_after
 from .protocol import (
     Ack,
     Error,
     Frame,
     Ping,
     Pong,
-    Position,
     Publication,
     Publish,
     Subscribe,
