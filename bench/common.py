@@ -2,8 +2,9 @@
 
 Everything here is stable API for the scenario modules (``bench/scenarios/*.py``):
 
-``Row``
-    One measured figure (scenario, system, transport, metric, value, unit, notes).
+``Row``, ``failure(...)``
+    One measured figure (scenario, system, transport, metric, value, unit, notes); the
+    row of a case that failed or could not run (NaN and the reason).
 ``free_port()``
     A free TCP port on 127.0.0.1.
 ``cpu_seconds(pid)``
@@ -14,16 +15,20 @@ Everything here is stable API for the scenario modules (``bench/scenarios/*.py``
 ``rss_bytes(pid)``
     Resident set size of a process, from ``/proc/<pid>/status`` (``VmRSS``).
 ``start_server(module, port, transport, cpu)``
-    Runs ``python -m bench.servers.<module> --port P --transport T`` as a subprocess
-    pinned to ``cpu``, waits until it prints ``ready`` and returns a :class:`Server`
-    (``pid``, ``port``, ``url``, ``stop()``; also a context manager).
+    Runs the server of a system (``python -m bench.servers.<module>``, or for the Node
+    peers ``node bench/servers/node/<file>.mjs``) with ``--port P --transport T`` as a
+    subprocess pinned to ``cpu``, waits until it prints ``ready`` and returns a
+    :class:`Server` (``pid``, ``port``, ``url``, ``stop()``; also a context manager).
+``missing(module)``
+    Why a system's server cannot run here (Node or its packages absent), or None.
 ``raise_nofile()``
     Raises this process's RLIMIT_NOFILE soft limit to the hard limit.
 ``pin(cpu)``
     Pins this process to one CPU (no-op when it does not exist); ``SERVER_CPU`` and
     ``CLIENT_CPU`` say which cores servers and load clients use.
-``median(values)``, ``SYSTEMS``
-    Small helpers: the median of repetitions; display names of the server modules.
+``median(values)``, ``percentile(values, fraction)``, ``grouped(rows)``, ``SYSTEMS``
+    Small helpers: the median of repetitions, a nearest-rank percentile, rows ordered
+    case by case; display names of the systems (server modules), in table order.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import dataclasses
 import os
 import resource
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,9 +49,9 @@ from pathlib import Path
 from types import TracebackType
 
 __all__ = [
-    "Row", "free_port", "cpu_seconds", "cpu_split", "rss_bytes", "start_server", "Server",
-    "raise_nofile", "pin", "median", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS", "ROOT",
-    "control", "running",
+    "Row", "failure", "free_port", "cpu_seconds", "cpu_split", "rss_bytes", "start_server",
+    "Server", "raise_nofile", "pin", "median", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS", "ROOT",
+    "control", "running", "missing", "percentile", "grouped", "NODE_SERVERS", "WS_SYSTEMS",
 ]
 
 #: The repository root (servers run with it as working directory and on sys.path).
@@ -55,13 +61,20 @@ _CORES = os.cpu_count() or 1
 SERVER_CPU = 0
 #: The core load clients run on: another one than the server's when there are 2+.
 CLIENT_CPU = 1 if _CORES > 1 else 0
-#: Display name of each server module in bench/servers/.
+#: Display name of each system (its server module in bench/servers/), in table order.
 SYSTEMS = {
     "rtlink": "rtlink",
     "socketio": "python-socketio",
     "naive": "naive aiohttp",
     "floor": "asyncio floor",
+    "nodews": "Node ws",
+    "nodesio": "Node socket.io",
 }
+#: The systems that serve WebSocket subscribers, in table order.
+WS_SYSTEMS = tuple(SYSTEMS)
+#: The Node peers: system -> script in bench/servers/node/ (packages: npm ci there).
+NODE_SERVERS = {"nodews": "ws.mjs", "nodesio": "socketio.mjs"}
+_NODE_DIR = ROOT / "bench" / "servers" / "node"
 
 
 @dataclasses.dataclass
@@ -75,6 +88,15 @@ class Row:
     value: float
     unit: str
     notes: str = ""
+
+
+def failure(scenario: str, system: str, case: str, metric: str, unit: str,
+            error: BaseException | str) -> Row:
+    """The row reported in place of a figure that could not be measured: NaN, with the
+    reason (a string such as "not measured: ...", or the exception) in its notes."""
+    reason = error if isinstance(error, str) else f"failed: {type(error).__name__}: {error}"
+    return Row(scenario, SYSTEMS.get(system, system), case, metric, float("nan"), unit,
+               reason[:300])
 
 
 def free_port() -> int:
@@ -135,6 +157,23 @@ def pin(cpu: int) -> None:
             os.sched_setaffinity(0, {cpu})
 
 
+def grouped(rows: Sequence[Row]) -> list[Row]:
+    """``rows`` reordered so the rows of one (case, metric) follow each other, cases in
+    the order they first appear (measurements run system by system; tables compare
+    the systems case by case)."""
+    order: dict[tuple[str, str], int] = {}
+    for row in rows:
+        order.setdefault((row.transport, row.metric), len(order))
+    return sorted(rows, key=lambda row: order[(row.transport, row.metric)])
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank ``fraction`` percentile of ``values`` (not empty)."""
+    ordered = sorted(values)
+    rank = max(1, round(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
 def median(values: Sequence[float]) -> float:
     """The median of ``values`` (the mean of the middle two for an even count)."""
     ordered = sorted(values)
@@ -188,14 +227,32 @@ class Server:
         self.stop()
 
 
+def missing(module: str) -> str | None:
+    """Why the server of ``module`` cannot run on this machine, or None if it can."""
+    if module not in NODE_SERVERS:
+        return None
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (_NODE_DIR / "node_modules" / ".package-lock.json").exists():
+        return "its packages are not installed (npm ci in bench/servers/node; bench/run.sh does)"
+    return None
+
+
+def server_command(module: str) -> list[str]:
+    """The command line of a system's server, up to its ``--port`` argument."""
+    if module in NODE_SERVERS:
+        return ["node", str(_NODE_DIR / NODE_SERVERS[module])]
+    return [sys.executable, "-m", f"bench.servers.{module}"]
+
+
 def start_server(module: str, port: int | None = None, transport: str = "ws",
                  cpu: int | None = SERVER_CPU, timeout: float = 30.0,
                  extra_args: Sequence[str] = ()) -> Server:
     """Start ``bench.servers.<module>`` and wait for its "ready" line.
 
     Args:
-        module: server module name in bench/servers/ ("rtlink", "socketio", "naive",
-            "floor").
+        module: a system of :data:`SYSTEMS` ("rtlink", "socketio", "naive", "floor",
+            "nodews", "nodesio").
         port: the port to listen on (default: a free one).
         transport: "ws", "sse" or "poll" (servers serve what they can; the transport
             tells those that need it, e.g. python-socketio, what to enable).
@@ -208,8 +265,11 @@ def start_server(module: str, port: int | None = None, transport: str = "ws",
             the message).
     """
     port = port or free_port()
-    command = [sys.executable, "-m", f"bench.servers.{module}", "--port", str(port),
-               "--transport", transport, *extra_args]
+    reason = missing(module)
+    if reason is not None:
+        raise RuntimeError(f"server {module} cannot run: {reason}")
+    command = [*server_command(module), "--port", str(port), "--transport", transport,
+               *extra_args]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
 
     def prepare() -> None:  # in the child, before exec
