@@ -2,9 +2,10 @@
 
 Everything here is stable API for the scenario modules (``bench/scenarios/*.py``):
 
-``Row``, ``failure(...)``
+``Row``, ``failure(...)``, ``guarded(...)``
     One measured figure (scenario, system, transport, metric, value, unit, notes); the
-    row of a case that failed or could not run (NaN and the reason).
+    row of a case that failed or could not run (NaN and the reason); a measurement
+    whose failure becomes such a row.
 ``free_port()``
     A free TCP port on 127.0.0.1.
 ``cpu_seconds(pid)``
@@ -44,14 +45,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 __all__ = [
-    "Row", "failure", "free_port", "cpu_seconds", "cpu_split", "rss_bytes", "start_server",
-    "Server", "raise_nofile", "pin", "median", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS", "ROOT",
-    "control", "running", "missing", "percentile", "grouped", "NODE_SERVERS", "WS_SYSTEMS",
+    "Row", "failure", "guarded", "free_port", "cpu_seconds", "cpu_split", "rss_bytes",
+    "start_server", "server_command", "Server", "raise_nofile", "pin", "median", "percentile",
+    "grouped", "control", "running", "missing", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS",
+    "WS_SYSTEMS", "NODE_SERVERS", "ROOT",
 ]
 
 #: The repository root (servers run with it as working directory and on sys.path).
@@ -97,6 +99,20 @@ def failure(scenario: str, system: str, case: str, metric: str, unit: str,
     reason = error if isinstance(error, str) else f"failed: {type(error).__name__}: {error}"
     return Row(scenario, SYSTEMS.get(system, system), case, metric, float("nan"), unit,
                reason[:300])
+
+
+def guarded(scenario: str, system: str, case: str, metric: str, unit: str,
+            measure: Callable[[], list[Row]]) -> list[Row]:
+    """The rows of ``measure()``, or one :func:`failure` row in their place: "not
+    measured" when the system cannot run here (:func:`missing`), the exception when
+    the measurement fails (one failed case must not end the whole run)."""
+    reason = missing(system)
+    if reason is not None:
+        return [failure(scenario, system, case, metric, unit, f"not measured: {reason}")]
+    try:
+        return measure()
+    except Exception as error:
+        return [failure(scenario, system, case, metric, unit, error)]
 
 
 def free_port() -> int:

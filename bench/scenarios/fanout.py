@@ -27,6 +27,7 @@ request.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from bench.clients import ClientGroup
@@ -36,19 +37,19 @@ from bench.common import (
     control,
     cpu_seconds,
     cpu_split,
-    failure,
+    guarded,
     median,
-    missing,
     running,
 )
 
-__all__ = ["TITLE", "run", "measure"]
+__all__ = ["TITLE", "run", "measure", "case"]
 
 TITLE = ("Coalesced burst: server CPU µs per delivery (1 channel, 200 publications of ~100 B "
          "back to back; rtlink coalesces them, the peers do not)")
 #: A repetition's burst longer than this (s) is not repeated.
 LONG_BURST = 5.0
 SCENARIO = "coalesced burst"
+METRIC = "server CPU per delivery"
 PUBLICATIONS = 200
 SIZE = 100
 #: Publications of the warm-up burst (before the measured ones).
@@ -103,24 +104,22 @@ def measure(system: str, transport: str, subscribers: int,
     return values, "; ".join(notes)
 
 
+def case(system: str, transport: str, subscribers: int, label: str,
+         repetitions: int) -> list[Row]:
+    """The row of one case."""
+    values, notes = measure(system, transport, subscribers, repetitions)
+    spread = f"runs {', '.join(f'{v:.2f}' for v in values)}; " if len(values) > 1 else ""
+    return [Row(SCENARIO, SYSTEMS[system], label, METRIC, round(median(values), 3), "µs",
+                spread + notes)]
+
+
 def run(quick: bool) -> list[Row]:
     rows = []
     for subscribers, transport, systems in QUICK if quick else FULL:
         for system in systems:
             repetitions = 1 if quick else 3
             label = f"{TRANSPORT_NAMES[transport]}, {subscribers:,} subscribers"
-            reason = missing(system)
-            if reason is not None:
-                rows.append(failure(SCENARIO, system, label, "server CPU per delivery", "µs",
-                                    f"not measured: {reason}"))
-                continue
-            try:
-                values, notes = measure(system, transport, subscribers, repetitions)
-            except Exception as error:  # one failed case must not end the whole run
-                rows.append(failure(SCENARIO, system, label, "server CPU per delivery", "µs",
-                                    error))
-                continue
-            spread = f"runs {', '.join(f'{v:.2f}' for v in values)}; " if len(values) > 1 else ""
-            rows.append(Row(SCENARIO, SYSTEMS[system], label, "server CPU per delivery",
-                            round(median(values), 3), "µs", spread + notes))
+            rows += guarded(SCENARIO, system, label, METRIC, "µs",
+                            functools.partial(case, system, transport, subscribers, label,
+                                              repetitions))
     return rows

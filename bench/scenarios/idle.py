@@ -21,12 +21,13 @@ a connection costs, taken the same way for every system.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from bench.clients import ClientGroup
-from bench.common import SYSTEMS, Row, failure, missing, rss_bytes, running
+from bench.common import SYSTEMS, Row, guarded, rss_bytes, running
 
-__all__ = ["TITLE", "run", "measure"]
+__all__ = ["TITLE", "run", "measure", "case"]
 
 TITLE = "Idle connections: server RSS per connection (one subscription each)"
 SCENARIO = "idle connections"
@@ -61,15 +62,14 @@ def run(quick: bool) -> list[Row]:
     for system, transport, per_user in CASES:
         label = (f"{TRANSPORT_NAMES[transport]}, {connections:,} connections"
                  + (", a channel each" if per_user else ""))
-        reason = missing(system)
-        if reason is not None:
-            rows.append(failure(SCENARIO, system, label, METRIC, "KiB",
-                                f"not measured: {reason}"))
-            continue
-        try:
-            value = measure(system, transport, connections, per_user)
-        except Exception as error:  # one failed case must not end the whole run
-            rows.append(failure(SCENARIO, system, label, METRIC, "KiB", error))
-            continue
-        rows.append(Row(SCENARIO, SYSTEMS[system], label, METRIC, round(value / 1024, 2), "KiB"))
+        rows += guarded(SCENARIO, system, label, METRIC, "KiB",
+                        functools.partial(case, system, transport, connections, per_user,
+                                          label))
     return rows
+
+
+def case(system: str, transport: str, connections: int, per_user: bool,
+         label: str) -> list[Row]:
+    """The row of one case."""
+    value = measure(system, transport, connections, per_user)
+    return [Row(SCENARIO, SYSTEMS[system], label, METRIC, round(value / 1024, 2), "KiB")]

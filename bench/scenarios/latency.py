@@ -36,7 +36,7 @@ queues) still lets the writers run between publications.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -55,7 +55,7 @@ from bench.common import (
     cpu_seconds,
     failure,
     grouped,
-    missing,
+    guarded,
     running,
 )
 
@@ -260,19 +260,10 @@ def ms(seconds: float) -> float:
     return round(seconds * 1e3, 2)
 
 
-async def run(quick: bool) -> list[Row]:
+def run(quick: bool) -> list[Row]:
     plan = QUICK if quick else FULL
     rows: list[Row] = []
-    loop = asyncio.get_running_loop()
     for system in WS_SYSTEMS:
-        label = f"1,000 subscribers, {plan[0][0]:,.0f}/s"
-        reason = missing(system)
-        if reason is not None:
-            rows.append(failure(SCENARIO, system, label, "latency p99", "ms",
-                                f"not measured: {reason}"))
-            continue
-        try:
-            rows += await loop.run_in_executor(None, measure, system, plan)
-        except Exception as error:  # one failed system must not end the whole run
-            rows.append(failure(SCENARIO, system, label, "latency p99", "ms", error))
+        rows += guarded(SCENARIO, system, f"1,000 subscribers, {plan[0][0]:,.0f}/s",
+                        "latency p99", "ms", functools.partial(measure, system, plan))
     return grouped(rows)

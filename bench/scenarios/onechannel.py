@@ -28,6 +28,7 @@ then 5,000 more.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from bench.clients import ClientGroup
@@ -39,8 +40,8 @@ from bench.common import (
     cpu_seconds,
     failure,
     grouped,
+    guarded,
     median,
-    missing,
     running,
 )
 
@@ -125,15 +126,7 @@ def run(quick: bool) -> list[Row]:
     cases = QUICK if quick else FULL
     rows: list[Row] = []
     for system in WS_SYSTEMS:
-        label = f"1 channel × {cases[0][0]:,}"
-        reason = missing(system)
-        if reason is not None:
-            rows.append(failure(SCENARIO, system, label, "server CPU per delivery", "µs",
-                                f"not measured: {reason}"))
-            continue
-        try:
-            rows += _measure(system, cases)
-        except Exception as error:  # one failed system must not end the whole run
-            rows.append(failure(SCENARIO, system, label, "server CPU per delivery", "µs",
-                                error))
+        rows += guarded(SCENARIO, system, f"1 channel × {cases[0][0]:,}",
+                        "server CPU per delivery", "µs",
+                        functools.partial(_measure, system, cases))
     return grouped(rows)

@@ -39,6 +39,7 @@ Redis at 1,000.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,8 +54,8 @@ from bench.common import (
     cpu_split,
     failure,
     grouped,
+    guarded,
     median,
-    missing,
     running,
 )
 
@@ -206,12 +207,6 @@ def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     for backend, systems, sizes, repetitions in QUICK if quick else FULL:
         for system in systems:
-            reason = missing(system)
-            if reason is not None:
-                rows.append(_failed(system, backend, f"not measured: {reason}"))
-                continue
-            try:
-                rows += _measure(system, backend, sizes, repetitions)
-            except Exception as error:  # one failed system must not end the whole run
-                rows.append(_failed(system, backend, error))
+            rows += guarded(SCENARIO, system, backend, "server CPU per delivery", "µs",
+                            functools.partial(_measure, system, backend, sizes, repetitions))
     return grouped(rows)
