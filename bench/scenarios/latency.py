@@ -214,9 +214,9 @@ def measure_rate(system: str, server: Server, readers: Readers, rate: float,
                 f"{ms(scheduled.percentile(0.99))} ms") if scheduled.total else ""
         rows += [
             Row(SCENARIO, name, label, "latency p50", ms(stamped.percentile(0.5)), "ms",
-                noted("latency p50", f"from the send stamp; {sample}; {late}")),
+                noted("latency p50", f"{sent}; from the send stamp; {sample}; {late}")),
             Row(SCENARIO, name, label, "latency p99", ms(stamped.percentile(0.99)), "ms",
-                noted("latency p99", f"from the send stamp; {late}; {sent}")),
+                noted("latency p99", f"{sent}; from the send stamp; {late}")),
         ]
     else:
         rows.append(Row(SCENARIO, name, label, "latency p99", float("nan"), "ms",
