@@ -27,15 +27,18 @@ Everything here is stable API for the scenario modules (``bench/scenarios/*.py``
 ``pin(cpu)``
     Pins this process to one CPU (no-op when it does not exist); ``SERVER_CPU`` and
     ``CLIENT_CPU`` say which cores servers and load clients use.
-``median(values)``, ``percentile(values, fraction)``, ``grouped(rows)``, ``SYSTEMS``
+``median(values)``, ``percentile(values, fraction)``, ``grouped(rows)``, ``compare``
     Small helpers: the median of repetitions, a nearest-rank percentile, rows ordered
-    case by case; display names of the systems (server modules), in table order.
+    case by case, rtlink's ratio to a peer noted on its rows.
+``SYSTEMS``
+    Display names of the systems (server modules), in table order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import resource
 import selectors
@@ -52,7 +55,7 @@ from types import TracebackType
 __all__ = [
     "Row", "failure", "guarded", "free_port", "cpu_seconds", "cpu_split", "rss_bytes",
     "start_server", "server_command", "Server", "raise_nofile", "pin", "median", "percentile",
-    "grouped", "control", "running", "missing", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS",
+    "grouped", "compare", "control", "running", "missing", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS",
     "WS_SYSTEMS", "NODE_SERVERS", "ROOT",
 ]
 
@@ -181,6 +184,20 @@ def grouped(rows: Sequence[Row]) -> list[Row]:
     for row in rows:
         order.setdefault((row.transport, row.metric), len(order))
     return sorted(rows, key=lambda row: order[(row.transport, row.metric)])
+
+
+def compare(rows: Sequence[Row], metric: str, peer: str, target: str) -> None:
+    """Note on each rtlink row of ``metric`` its ratio to ``peer``'s row of the same case
+    (the table's ratios are the other way round), with the target for that ratio."""
+    values = {row.transport: row.value for row in rows
+              if row.system == peer and row.metric == metric}
+    for row in rows:
+        other = values.get(row.transport)
+        if (row.system == "rtlink" and row.metric == metric and other
+                and not math.isnan(other) and not math.isnan(row.value)):
+            ratio = row.value / other
+            row.notes = "; ".join(filter(None, [
+                row.notes, f"= {ratio:.2f} × {peer} (target ≤ {target} ×)"]))
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

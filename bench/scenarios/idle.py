@@ -72,4 +72,6 @@ def case(system: str, transport: str, connections: int, per_user: bool,
          label: str) -> list[Row]:
     """The row of one case."""
     value = measure(system, transport, connections, per_user)
-    return [Row(SCENARIO, SYSTEMS[system], label, METRIC, round(value / 1024, 2), "KiB")]
+    target = "target ≤ 12 KiB" if (system, transport) == ("rtlink", "ws") else ""
+    return [Row(SCENARIO, SYSTEMS[system], label, METRIC, round(value / 1024, 2), "KiB",
+                target)]
