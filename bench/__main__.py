@@ -3,15 +3,16 @@
 Runs the scenario modules of :mod:`bench.scenarios` in order (``ORDER``), prints one
 markdown table per scenario, with each figure divided by rtlink's figure for the same
 case (column "÷ rtlink"), and writes every row to JSON (default bench/results.json)
-with the date and the machine (CPU model, cores, Python, aiohttp, python-socketio).
-A scenario that cannot be imported or fails is reported and the run goes on; the exit
-status is then 1.
+with the date and the machine (CPU model, cores, Python, aiohttp, python-socketio,
+Node, ws, socket.io). A scenario that cannot be imported or fails is reported and the
+run goes on; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -20,6 +21,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -29,6 +32,8 @@ from typing import Any
 
 from bench.common import ROOT, Row, raise_nofile
 from bench.scenarios import ORDER
+
+__all__ = ["main", "table", "machine", "run_scenario"]
 
 
 def machine() -> dict[str, Any]:
@@ -48,7 +53,22 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {"cpu": model, "cores": os.cpu_count(), "system": platform.platform(),
-            "python": platform.python_version(), **versions}
+            "python": platform.python_version(), **versions, **node_versions()}
+
+
+def node_versions() -> dict[str, str | None]:
+    """Node's version and those of the Node peers installed in bench/servers/node."""
+    versions: dict[str, str | None] = {"node": None, "ws": None, "socket.io": None}
+    node = shutil.which("node")
+    if node is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            versions["node"] = subprocess.run([node, "--version"], capture_output=True,
+                                              text=True, timeout=10).stdout.strip()
+    for package in ("ws", "socket.io"):
+        manifest = ROOT / "bench" / "servers" / "node" / "node_modules" / package / "package.json"
+        with contextlib.suppress(OSError, ValueError):
+            versions[package] = json.loads(manifest.read_text())["version"]
+    return versions
 
 
 def _number(value: float) -> str:
@@ -97,7 +117,7 @@ def _jsonable(row: Row) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer connections and repetitions (under 2 minutes)")
+                        help="fewer connections, rates and repetitions (about 3 minutes)")
     parser.add_argument("--only", default="",
                         help=f"comma-separated scenarios to run, of: {', '.join(ORDER)}")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results.json"),
@@ -113,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"# rtlink benchmarks{' (quick)' if args.quick else ''}: {when}\n")
     print(f"{info['cpu']}, {info['cores']} cores; Python {info['python']}, "
-          f"aiohttp {info['aiohttp']}, python-socketio {info['python-socketio']}\n")
+          f"aiohttp {info['aiohttp']}, python-socketio {info['python-socketio']}; "
+          f"Node {info['node']}, ws {info['ws']}, socket.io {info['socket.io']}\n")
     rows: list[Row] = []
     failed: list[str] = []
     for name in names:

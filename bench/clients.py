@@ -8,32 +8,39 @@ split for SSE, a ``Content-Length`` body for long polling) and a count of the by
 ``"pad"`` — which every server's framing carries exactly once per publication (see
 :mod:`bench.servers`). What differs per system is only what the protocol demands:
 
-============  ==========================================================================
-system        what the reader speaks
-============  ==========================================================================
-rtlink        ``/rt/ws`` + a ``subscribe`` frame; ``/rt/sse?subs={"bench":null}``;
-              ``/rt/poll`` with ``connect=1`` then the position of the last frame
-              (``subs`` cursor), one keep-alive connection per poller; answers ``ping``
-              with ``pong`` on WebSocket
-socketio      Engine.IO v4: ``/socket.io/?EIO=4&transport=websocket`` then ``40``, or
-              polling: handshake GET, ``40`` by POST, then GETs on a keep-alive
-              connection (POSTs of ``3`` answering pings on a second one); events are
-              ``42[...]``; answers ``2`` with ``3``
-naive, floor  ``/ws`` or ``/sse``; nothing to send
-============  ==========================================================================
+=================  =====================================================================
+system             what the reader speaks
+=================  =====================================================================
+rtlink             ``/rt/ws`` + a ``subscribe`` frame; ``/rt/sse?subs={"bench":null}``;
+                   ``/rt/poll`` with ``connect=1`` then the position of the last frame
+                   (``subs`` cursor), one keep-alive connection per poller; answers
+                   ``ping`` with ``pong`` on WebSocket
+socketio, nodesio  Engine.IO v4: ``/socket.io/?EIO=4&transport=websocket`` then ``40``,
+                   or polling (python-socketio): handshake GET, ``40`` by POST, then
+                   GETs on a keep-alive connection (POSTs of ``3`` answering pings on a
+                   second one); events are ``42[...]``; answers ``2`` with ``3``
+naive, floor,      ``/ws`` or ``/sse``; nothing to send
+nodews
+=================  =====================================================================
 
-A connection is *ready* once the server confirmed its subscription (rtlink
-``subscribed``; the naive and floor servers send ``{"type":"subscribed"}``;
-socket.io's ``40`` reply to the namespace connect, sent after the room was joined).
+Every connection subscribes to "bench", or with ``per_user`` connection *i* of the
+group to its own channel ``user:<i>`` (rtlink: in its ``subscribe`` frame or ``subs``
+cursor; the others: ``channel=user:<i>`` in the query of the URL). A connection is
+*ready* once the server confirmed its subscription (rtlink ``subscribed``; the naive,
+floor and Node ws servers send ``{"type":"subscribed"}``; socket.io's ``40`` reply to
+the namespace connect, sent after the room was joined).
 
 The parent talks to each subprocess by lines: it writes ``reset`` (zero the counters,
 forget the burst), ``report`` (answer the counters) or closes stdin (exit); the child
 writes JSON lines: ``{"event":"ready"}``, ``{"event":"end"}`` once every one of its
 connections has seen the ``"end"`` marker since the last reset, ``{"event":"report",
-"received":R,"ended":E,"latencies":[...]}`` and ``{"event":"error","message":...}``.
+"received":R,"ended":E,"latencies":[...],"zero":Z}`` and ``{"event":"error",
+"message":...}``.
 
 With ``latency=True`` each reader records, for every publication, the time it was
-received minus its ``"t"`` (wall clock at publication, same machine) in seconds.
+received (``time.time()`` when the read returned) minus its ``"t"`` (the server's wall
+clock at publication, same machine) in seconds; ``zero`` is the smallest of these for
+publication ``"n":0`` since the last reset: the first receipt of the first publication.
 """
 
 from __future__ import annotations
@@ -57,11 +64,13 @@ from typing import Any
 
 from bench.common import CLIENT_CPU, ROOT, pin, raise_nofile
 
-__all__ = ["ClientGroup", "Report", "PATHS"]
+__all__ = ["ClientGroup", "Report", "PATHS", "ENGINEIO", "channel_path"]
 
 MARKER = b'"pad"'
 END = b'"end"'
-_TIME = re.compile(rb'"t":([0-9.eE+-]+)')
+#: The index and send stamp of a publication; "t" is always followed by more keys, so a
+#: number cut short at the end of a read does not match.
+_STAMP = re.compile(rb'"n":\s*(\d+),\s*"t":\s*([0-9.eE+-]+)[,}]')
 _TASKS: set[asyncio.Future[None]] = set()
 _POSITION = re.compile(rb'"epoch":"([^"]+)","offset":(\d+)')
 #: Endpoint of each (system, transport).
@@ -75,7 +84,28 @@ PATHS = {
     ("naive", "sse"): "/sse",
     ("floor", "ws"): "/ws",
     ("floor", "sse"): "/sse",
+    ("nodews", "ws"): "/ws",
+    ("nodesio", "ws"): "/socket.io/?EIO=4&transport=websocket",
 }
+#: The systems that speak Engine.IO v4 / Socket.IO v5.
+ENGINEIO = frozenset({"socketio", "nodesio"})
+
+
+def channel_path(system: str, transport: str, channel: str) -> str:
+    """The endpoint of a (system, transport) for a subscriber of ``channel``.
+
+    rtlink names the channel in its ``subscribe`` frame (WebSocket) or in the ``subs``
+    cursor (SSE; long polling builds its cursor per poll); the other servers take it
+    from the query parameter ``channel``.
+    """
+    path = PATHS[(system, transport)]
+    if system == "rtlink":
+        if transport == "sse":
+            return "/rt/sse?subs=" + urllib.parse.quote(json.dumps({channel: None}), safe="")
+        return path
+    if channel == "bench":
+        return path
+    return path + ("&" if "?" in path else "?") + "channel=" + urllib.parse.quote(channel)
 
 
 # --------------------------------------------------------------------------------------
@@ -90,6 +120,7 @@ class Counters:
         self.received = 0
         self.ended = 0
         self.latencies: list[float] = []
+        self.zero = float("inf")
         self.on_end: Callable[[], None] = lambda: None
         self.connections = 0
 
@@ -97,6 +128,18 @@ class Counters:
         self.received = 0
         self.ended = 0
         self.latencies = []
+        self.zero = float("inf")
+
+    def stamps(self, data: bytes, start: int = 0) -> None:
+        """Record the latency of every publication whose stamp ends past ``start``."""
+        now = time.time()
+        latencies = self.latencies
+        for match in _STAMP.finditer(data):
+            if match.end() > start:
+                latency = now - float(match.group(2))
+                latencies.append(latency)
+                if match.group(1) == b"0" and latency < self.zero:
+                    self.zero = latency
 
     def end(self) -> None:
         self.ended += 1
@@ -133,9 +176,10 @@ class Reader(asyncio.Protocol):
     #: (pattern, method name) pairs looked for in the stream, besides the markers.
     patterns: tuple[tuple[bytes, str], ...] = ()
 
-    def __init__(self, counters: Counters, path: str) -> None:
+    def __init__(self, counters: Counters, path: str, channel: str) -> None:
         self.counters = counters
         self.path = path
+        self.channel = channel
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.is_ready = False
@@ -170,10 +214,7 @@ class Reader(asyncio.Protocol):
         if found:
             counters.received += found
             if counters.latency:
-                now = time.time()
-                counters.latencies.extend(
-                    now - float(match.group(1)) for match in _TIME.finditer(window)
-                    if match.end() > len(tail))
+                counters.stamps(window, len(tail))
             if not self.ended and window.count(END) > tail.count(END):
                 self.ended = True
                 counters.end()
@@ -188,8 +229,7 @@ class Reader(asyncio.Protocol):
         if found:
             counters.received += found
             if counters.latency:
-                now = time.time()
-                counters.latencies.extend(now - float(t) for t in _TIME.findall(data))
+                counters.stamps(data)
             if not self.ended and END in data:
                 self.ended = True
                 counters.end()
@@ -212,13 +252,13 @@ class Reader(asyncio.Protocol):
 class WsReader(Reader):
     """WebSocket: the upgrade, then the stream of frames scanned for patterns."""
 
-    def __init__(self, counters: Counters, path: str, system: str) -> None:
-        super().__init__(counters, path)
+    def __init__(self, counters: Counters, path: str, channel: str, system: str) -> None:
+        super().__init__(counters, path, channel)
         self.system = system
         self.head = b""
         if system == "rtlink":
             self.patterns = ((b'"subscribed"', "set_ready"), (b'{"type":"ping"}', "pong"))
-        elif system == "socketio":
+        elif system in ENGINEIO:
             # Engine.IO open packet (0{"sid":...,"pingInterval":...}); the namespace
             # connect answer (40{"sid":...}); a ping: a one-byte text frame "2".
             self.patterns = ((b'"pingInterval"', "join"), (b'40{"sid"', "set_ready"),
@@ -239,7 +279,7 @@ class WsReader(Reader):
         self.send(b"40")
 
     def pong(self) -> None:
-        self.send(b"3" if self.system == "socketio" else b'{"type":"pong"}')
+        self.send(b"3" if self.system in ENGINEIO else b'{"type":"pong"}')
 
     def data_received(self, data: bytes) -> None:
         if self.head is not None:
@@ -252,7 +292,8 @@ class WsReader(Reader):
             data = self.head[end + 4:]
             self.head = None  # type: ignore[assignment]
             if self.system == "rtlink":
-                self.send(b'{"type":"subscribe","id":1,"channel":"bench"}')
+                self.send(json.dumps({"type": "subscribe", "id": 1, "channel": self.channel},
+                                     separators=(",", ":")).encode())
         self.scan(data)
 
 
@@ -271,8 +312,9 @@ class SseReader(Reader):
 class HttpReader(Reader):
     """Long polling: requests on one keep-alive connection, ``Content-Length`` bodies."""
 
-    def __init__(self, counters: Counters, path: str, system: str, port: int) -> None:
-        super().__init__(counters, path)
+    def __init__(self, counters: Counters, path: str, channel: str, system: str,
+                 port: int) -> None:
+        super().__init__(counters, path, channel)
         self.system = system
         self.port = port
         self.body_length = -1
@@ -288,7 +330,7 @@ class HttpReader(Reader):
 
     def poll(self, connect: bool = False) -> None:
         if self.system == "rtlink":
-            subs = urllib.parse.quote(self.cursor or '{"bench":null}', safe="")
+            subs = urllib.parse.quote(self.cursor or json.dumps({self.channel: None}), safe="")
             self.get(f"{self.path}?subs={subs}" + ("&connect=1" if connect else ""))
         else:
             self.get(f"{self.path}&sid={self.sid}")
@@ -322,7 +364,8 @@ class HttpReader(Reader):
             positions = _POSITION.findall(body)
             if positions:
                 epoch, offset = positions[-1]
-                self.cursor = f'{{"bench":{{"epoch":"{epoch.decode()}","offset":{int(offset)}}}}}'
+                self.cursor = json.dumps({self.channel: {"epoch": epoch.decode(),
+                                                         "offset": int(offset)}})
             self.set_ready()
             self.poll()
             return
@@ -366,23 +409,25 @@ async def child(args: argparse.Namespace) -> None:
         out.flush()
 
     counters.on_end = lambda: emit({"event": "end"})
-    path = PATHS[(args.system, args.transport)]
 
-    def make() -> Reader:
+    def make(index: int) -> Reader:
+        channel = f"user:{args.first + index}" if args.per_user else "bench"
+        path = channel_path(args.system, args.transport, channel)
         if args.transport == "ws":
-            return WsReader(counters, path, args.system)
+            return WsReader(counters, path, channel, args.system)
         if args.transport == "sse":
-            return SseReader(counters, path)
-        return HttpReader(counters, path, args.system, args.port)
+            return SseReader(counters, path, channel)
+        return HttpReader(counters, path, channel, args.system, args.port)
 
     readers: list[Reader] = []
     slots = asyncio.Semaphore(args.concurrency)
 
-    async def open_one() -> None:
+    async def open_one(index: int) -> None:
         async with slots:
             for attempt in range(5):
                 try:
-                    _, reader = await loop.create_connection(make, "127.0.0.1", args.port)
+                    _, reader = await loop.create_connection(lambda: make(index),
+                                                             "127.0.0.1", args.port)
                     break
                 except OSError:
                     if attempt == 4:
@@ -392,7 +437,7 @@ async def child(args: argparse.Namespace) -> None:
             await asyncio.wait_for(reader.ready, 60)
 
     try:
-        await asyncio.gather(*(open_one() for _ in range(args.connections)))
+        await asyncio.gather(*(open_one(index) for index in range(args.connections)))
     except Exception as error:  # reported to the parent, which stops the run
         emit({"event": "error", "message": f"{type(error).__name__}: {error}"})
         return
@@ -407,8 +452,9 @@ async def child(args: argparse.Namespace) -> None:
                 reader.ended = False
             emit({"event": "reset"})
         elif command == "report":
+            zero = counters.zero if counters.zero != float("inf") else None
             emit({"event": "report", "received": counters.received, "ended": counters.ended,
-                  "latencies": counters.latencies})
+                  "latencies": counters.latencies, "zero": zero})
 
 
 def child_main() -> None:
@@ -419,6 +465,9 @@ def child_main() -> None:
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--per-user", action="store_true",
+                        help="connection i subscribes to user:<first + i>")
+    parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=CLIENT_CPU)
     args = parser.parse_args()
     pin(args.cpu)
@@ -432,12 +481,15 @@ def child_main() -> None:
 # --------------------------------------------------------------------------------------
 
 class Report:
-    """The summed counters of a group: publications received, connections at the end."""
+    """The summed counters of a group: publications received, connections at the end,
+    latencies, and the first receipt of publication 0 (None if none was timed)."""
 
-    def __init__(self, received: int, ended: int, latencies: list[float]) -> None:
+    def __init__(self, received: int, ended: int, latencies: list[float],
+                 zero: float | None = None) -> None:
         self.received = received
         self.ended = ended
         self.latencies = latencies
+        self.zero = zero
 
 
 class ClientGroup:
@@ -446,10 +498,11 @@ class ClientGroup:
     Use as a context manager; the constructor starts the processes and returns once
     every connection is ready (subscribed). Then, per burst: :meth:`reset`, trigger the
     burst on the server, :meth:`wait_end` (every connection saw the last publication),
-    :meth:`report` (counts and latencies).
+    :meth:`report` (counts and latencies). :meth:`add` opens more connections, so one
+    server can be measured at growing subscriber counts.
 
     Args:
-        system: "rtlink", "socketio", "naive" or "floor".
+        system: a system of :data:`bench.common.SYSTEMS`.
         transport: "ws", "sse" or "poll".
         port: the server's port on 127.0.0.1.
         connections: how many connections in all.
@@ -457,37 +510,51 @@ class ClientGroup:
         latency: record publish-to-receive times.
         cpu: the core the clients run on (None: not pinned).
         timeout: seconds allowed for every connection to be ready.
+        per_user: connection *i* subscribes to ``user:<i>`` instead of "bench".
     """
 
     def __init__(self, system: str, transport: str, port: int, connections: int,
                  processes: int | None = None, latency: bool = False,
-                 cpu: int | None = CLIENT_CPU, timeout: float = 180.0) -> None:
+                 cpu: int | None = CLIENT_CPU, timeout: float = 180.0,
+                 per_user: bool = False) -> None:
         if (system, transport) not in PATHS:
             raise ValueError(f"no reader for {system} over {transport}")
+        self.command = [sys.executable, "-m", "bench.clients", "--port", str(port),
+                        "--system", system, "--transport", transport,
+                        "--cpu", str(cpu if cpu is not None else 1 << 20)]
+        if latency:
+            self.command.append("--latency")
+        if per_user:
+            self.command.append("--per-user")
+        self.connections = 0
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        try:
+            self.add(connections, processes, timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def add(self, connections: int, processes: int | None = None,
+            timeout: float = 180.0) -> None:
+        """Open ``connections`` more (per user: the next channels); wait until ready."""
         processes = processes or min(4, max(2, -(-connections // 1250)))
         processes = max(1, min(processes, connections))
         shares = [connections // processes + (i < connections % processes)
                   for i in range(processes)]
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        try:
-            for index, share in enumerate(shares):
-                command = [sys.executable, "-m", "bench.clients", "--port", str(port),
-                           "--system", system, "--transport", transport,
-                           "--connections", str(share)]
-                if latency:
-                    command.append("--latency")
-                command += ["--cpu", str(cpu if cpu is not None else 1 << 20)]
-                process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE)
-                self.processes.append(process)
-                threading.Thread(target=self._listen, args=(index, process),
-                                 daemon=True).start()
-            self._wait_all("ready", timeout)
-        except BaseException:
-            self.close()
-            raise
+        new = []
+        for share in shares:
+            command = [*self.command, "--connections", str(share),
+                       "--first", str(self.connections)]
+            self.connections += share
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE)
+            new.append(len(self.processes))
+            threading.Thread(target=self._listen, args=(len(self.processes), process),
+                             daemon=True).start()
+            self.processes.append(process)
+        self._wait_all("ready", timeout, new)
 
     def _listen(self, index: int, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
@@ -495,18 +562,21 @@ class ClientGroup:
             self.events.put((index, json.loads(line)))
         self.events.put((index, {"event": "exit"}))
 
-    def _wait_all(self, kind: str, timeout: float) -> list[dict[str, Any]]:
+    def _wait_all(self, kind: str, timeout: float,
+                  indices: list[int] | None = None) -> list[dict[str, Any]]:
+        """The next event ``kind`` of each process (of ``indices``, default all)."""
+        wanted = set(range(len(self.processes)) if indices is None else indices)
         deadline = time.monotonic() + timeout
         got: dict[int, dict[str, Any]] = {}
-        while len(got) < len(self.processes):
+        while len(got) < len(wanted):
             try:
                 index, event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"clients: {len(got)} of {len(self.processes)} "
+                raise TimeoutError(f"clients: {len(got)} of {len(wanted)} "
                                    f"processes sent {kind!r} within {timeout} s") from None
             if event["event"] in ("error", "exit"):
                 raise RuntimeError(f"client process {index}: {event}")
-            if event["event"] == kind:
+            if event["event"] == kind and index in wanted:
                 got[index] = event
         return [got[index] for index in sorted(got)]
 
@@ -529,8 +599,10 @@ class ClientGroup:
         """The counters summed over the processes."""
         self._command("report")
         reports = self._wait_all("report", 60)
+        zeros = [r["zero"] for r in reports if r.get("zero") is not None]
         return Report(sum(r["received"] for r in reports), sum(r["ended"] for r in reports),
-                      [value for r in reports for value in r["latencies"]])
+                      [value for r in reports for value in r["latencies"]],
+                      min(zeros) if zeros else None)
 
     def close(self) -> None:
         """Stop the client processes (their sockets close with them)."""

@@ -2,8 +2,10 @@
 
 Everything here is stable API for the scenario modules (``bench/scenarios/*.py``):
 
-``Row``
-    One measured figure (scenario, system, transport, metric, value, unit, notes).
+``Row``, ``failure(...)``, ``guarded(...)``
+    One measured figure (scenario, system, transport, metric, value, unit, notes); the
+    row of a case that failed or could not run (NaN and the reason); a measurement
+    whose failure becomes such a row.
 ``free_port()``
     A free TCP port on 127.0.0.1.
 ``cpu_seconds(pid)``
@@ -14,38 +16,47 @@ Everything here is stable API for the scenario modules (``bench/scenarios/*.py``
 ``rss_bytes(pid)``
     Resident set size of a process, from ``/proc/<pid>/status`` (``VmRSS``).
 ``start_server(module, port, transport, cpu)``
-    Runs ``python -m bench.servers.<module> --port P --transport T`` as a subprocess
-    pinned to ``cpu``, waits until it prints ``ready`` and returns a :class:`Server`
-    (``pid``, ``port``, ``url``, ``stop()``; also a context manager).
+    Runs the server of a system (``python -m bench.servers.<module>``, or for the Node
+    peers ``node bench/servers/node/<file>.mjs``) with ``--port P --transport T`` as a
+    subprocess pinned to ``cpu``, waits until it prints ``ready`` and returns a
+    :class:`Server` (``pid``, ``port``, ``url``, ``stop()``; also a context manager).
+``missing(module)``
+    Why a system's server cannot run here (Node or its packages absent), or None.
 ``raise_nofile()``
     Raises this process's RLIMIT_NOFILE soft limit to the hard limit.
 ``pin(cpu)``
     Pins this process to one CPU (no-op when it does not exist); ``SERVER_CPU`` and
     ``CLIENT_CPU`` say which cores servers and load clients use.
-``median(values)``, ``SYSTEMS``
-    Small helpers: the median of repetitions; display names of the server modules.
+``median(values)``, ``percentile(values, fraction)``, ``grouped(rows)``, ``compare``
+    Small helpers: the median of repetitions, a nearest-rank percentile, rows ordered
+    case by case, rtlink's ratio to a peer noted on its rows.
+``SYSTEMS``
+    Display names of the systems (server modules), in table order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import resource
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 __all__ = [
-    "Row", "free_port", "cpu_seconds", "cpu_split", "rss_bytes", "start_server", "Server",
-    "raise_nofile", "pin", "median", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS", "ROOT",
-    "control", "running",
+    "Row", "failure", "guarded", "free_port", "cpu_seconds", "cpu_split", "rss_bytes",
+    "start_server", "server_command", "Server", "raise_nofile", "pin", "median", "percentile",
+    "grouped", "compare", "control", "running", "missing", "SERVER_CPU", "CLIENT_CPU", "SYSTEMS",
+    "WS_SYSTEMS", "NODE_SERVERS", "ROOT",
 ]
 
 #: The repository root (servers run with it as working directory and on sys.path).
@@ -55,13 +66,20 @@ _CORES = os.cpu_count() or 1
 SERVER_CPU = 0
 #: The core load clients run on: another one than the server's when there are 2+.
 CLIENT_CPU = 1 if _CORES > 1 else 0
-#: Display name of each server module in bench/servers/.
+#: Display name of each system (its server module in bench/servers/), in table order.
 SYSTEMS = {
     "rtlink": "rtlink",
     "socketio": "python-socketio",
     "naive": "naive aiohttp",
     "floor": "asyncio floor",
+    "nodews": "Node ws",
+    "nodesio": "Node socket.io",
 }
+#: The systems that serve WebSocket subscribers, in table order.
+WS_SYSTEMS = tuple(SYSTEMS)
+#: The Node peers: system -> script in bench/servers/node/ (packages: npm ci there).
+NODE_SERVERS = {"nodews": "ws.mjs", "nodesio": "socketio.mjs"}
+_NODE_DIR = ROOT / "bench" / "servers" / "node"
 
 
 @dataclasses.dataclass
@@ -75,6 +93,29 @@ class Row:
     value: float
     unit: str
     notes: str = ""
+
+
+def failure(scenario: str, system: str, case: str, metric: str, unit: str,
+            error: BaseException | str) -> Row:
+    """The row reported in place of a figure that could not be measured: NaN, with the
+    reason (a string such as "not measured: ...", or the exception) in its notes."""
+    reason = error if isinstance(error, str) else f"failed: {type(error).__name__}: {error}"
+    return Row(scenario, SYSTEMS.get(system, system), case, metric, float("nan"), unit,
+               reason[:300])
+
+
+def guarded(scenario: str, system: str, case: str, metric: str, unit: str,
+            measure: Callable[[], list[Row]]) -> list[Row]:
+    """The rows of ``measure()``, or one :func:`failure` row in their place: "not
+    measured" when the system cannot run here (:func:`missing`), the exception when
+    the measurement fails (one failed case must not end the whole run)."""
+    reason = missing(system)
+    if reason is not None:
+        return [failure(scenario, system, case, metric, unit, f"not measured: {reason}")]
+    try:
+        return measure()
+    except Exception as error:
+        return [failure(scenario, system, case, metric, unit, error)]
 
 
 def free_port() -> int:
@@ -135,6 +176,37 @@ def pin(cpu: int) -> None:
             os.sched_setaffinity(0, {cpu})
 
 
+def grouped(rows: Sequence[Row]) -> list[Row]:
+    """``rows`` reordered so the rows of one (case, metric) follow each other, cases in
+    the order they first appear (measurements run system by system; tables compare
+    the systems case by case)."""
+    order: dict[tuple[str, str], int] = {}
+    for row in rows:
+        order.setdefault((row.transport, row.metric), len(order))
+    return sorted(rows, key=lambda row: order[(row.transport, row.metric)])
+
+
+def compare(rows: Sequence[Row], metric: str, peer: str, target: str) -> None:
+    """Note on each rtlink row of ``metric`` its ratio to ``peer``'s row of the same case
+    (the table's ratios are the other way round), with the target for that ratio."""
+    values = {row.transport: row.value for row in rows
+              if row.system == peer and row.metric == metric}
+    for row in rows:
+        other = values.get(row.transport)
+        if (row.system == "rtlink" and row.metric == metric and other
+                and not math.isnan(other) and not math.isnan(row.value)):
+            ratio = row.value / other
+            row.notes = "; ".join(filter(None, [
+                row.notes, f"= {ratio:.2f} × {peer} (target ≤ {target} ×)"]))
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank ``fraction`` percentile of ``values`` (not empty)."""
+    ordered = sorted(values)
+    rank = max(1, round(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
 def median(values: Sequence[float]) -> float:
     """The median of ``values`` (the mean of the middle two for an even count)."""
     ordered = sorted(values)
@@ -188,14 +260,32 @@ class Server:
         self.stop()
 
 
+def missing(module: str) -> str | None:
+    """Why the server of ``module`` cannot run on this machine, or None if it can."""
+    if module not in NODE_SERVERS:
+        return None
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (_NODE_DIR / "node_modules" / ".package-lock.json").exists():
+        return "its packages are not installed (npm ci in bench/servers/node; bench/run.sh does)"
+    return None
+
+
+def server_command(module: str) -> list[str]:
+    """The command line of a system's server, up to its ``--port`` argument."""
+    if module in NODE_SERVERS:
+        return ["node", str(_NODE_DIR / NODE_SERVERS[module])]
+    return [sys.executable, "-m", f"bench.servers.{module}"]
+
+
 def start_server(module: str, port: int | None = None, transport: str = "ws",
                  cpu: int | None = SERVER_CPU, timeout: float = 30.0,
                  extra_args: Sequence[str] = ()) -> Server:
     """Start ``bench.servers.<module>`` and wait for its "ready" line.
 
     Args:
-        module: server module name in bench/servers/ ("rtlink", "socketio", "naive",
-            "floor").
+        module: a system of :data:`SYSTEMS` ("rtlink", "socketio", "naive", "floor",
+            "nodews", "nodesio").
         port: the port to listen on (default: a free one).
         transport: "ws", "sse" or "poll" (servers serve what they can; the transport
             tells those that need it, e.g. python-socketio, what to enable).
@@ -208,8 +298,11 @@ def start_server(module: str, port: int | None = None, transport: str = "ws",
             the message).
     """
     port = port or free_port()
-    command = [sys.executable, "-m", f"bench.servers.{module}", "--port", str(port),
-               "--transport", transport, *extra_args]
+    reason = missing(module)
+    if reason is not None:
+        raise RuntimeError(f"server {module} cannot run: {reason}")
+    command = [*server_command(module), "--port", str(port), "--transport", transport,
+               *extra_args]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
 
     def prepare() -> None:  # in the child, before exec

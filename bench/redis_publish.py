@@ -64,6 +64,9 @@ import redis.asyncio as aioredis
 import rtlink
 from rtlink.backends.redis import RedisBackend
 
+__all__ = ["main", "private_server", "private_server_process", "run_all", "median_of_rounds",
+           "Result", "ROWS"]
+
 #: Publishes one message, given its index (unique within a row, warm-up included).
 PublishFn = Callable[[int], Awaitable[object]]
 
@@ -142,6 +145,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def private_server(binary: str) -> Iterator[str]:
     """Run a throwaway redis-server for the duration of the block; yields its URL."""
+    with private_server_process(binary) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def private_server_process(binary: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like :func:`private_server`, yielding the URL and the server's process."""
     with tempfile.TemporaryDirectory(prefix="rtlink-bench-") as tmp:
         directory = Path(tmp)
         port = free_port()
@@ -152,7 +162,7 @@ def private_server(binary: str) -> Iterator[str]:
         try:
             url = f"redis://127.0.0.1:{port}/0"
             wait_for_ping(url, process, directory / "redis.log")
-            yield url
+            yield url, process
         finally:
             stop(process)
 

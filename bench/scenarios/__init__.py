@@ -4,5 +4,16 @@ Each module exposes ``TITLE`` (a heading) and ``run(quick: bool) -> list[Row]`` 
 ``async``). ``--only NAME`` selects modules by these names.
 """
 
-#: Module names in running order.
-ORDER = ("fanout", "idle", "latency", "connect", "redis", "jssize")
+__all__ = ["ORDER"]
+
+#: Module names in running order, one a line.
+ORDER = (
+    "peruser",
+    "onechannel",
+    "latency",
+    "fanout",
+    "idle",
+    "connect",
+    "redis",
+    "jssize",
+)

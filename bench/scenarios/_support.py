@@ -297,6 +297,9 @@ SYSTEM_PROTOCOLS = {
     "socketio": ReaderProtocol("/socket.io/?EIO=4&transport=websocket", ("40",),
                                b'40{"sid"', b"\x81\x012", "3"),
 }
+# The Node peers speak what their Python counterparts speak.
+SYSTEM_PROTOCOLS["nodews"] = SYSTEM_PROTOCOLS["naive"]
+SYSTEM_PROTOCOLS["nodesio"] = SYSTEM_PROTOCOLS["socketio"]
 
 
 class _Reader(asyncio.Protocol):
@@ -413,7 +416,8 @@ async def _run_readers(port: int, system: str, count: int, sample_every: int) ->
     # Commands, one a line on stdin: "reset [RATE]" forgets what was received so far
     # (after a warm-up) and, with RATE, also times each publication n from when it was
     # due (publication 0's send time + n / RATE); "count" prints how much was received;
-    # "stop" (or the end of stdin) closes the subscribers and prints the histograms.
+    # "report" prints the histograms; "stop" (or the end of stdin) closes the
+    # subscribers and prints the histograms.
     while True:
         command = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
         if command.startswith("reset"):  # "reset [RATE]"
@@ -423,10 +427,16 @@ async def _run_readers(port: int, system: str, count: int, sample_every: int) ->
         elif command == "count":
             print(json.dumps({"received": pool.received, "lost": pool.lost}),
                   flush=True)
+        elif command == "report":
+            _report(pool)
         else:
             break
     for transport in transports:
         transport.close()
+    _report(pool)
+
+
+def _report(pool: _ReaderPool) -> None:
     print(json.dumps({"counts": pool.counts, "scheduled": pool.scheduled,
                       "received": pool.received, "lost": pool.lost}), flush=True)
 

@@ -1,34 +1,42 @@
-"""Steady rate: publish→deliver latency with 1,000 WebSocket subscribers, 1,000 msgs/s.
+"""Steady rate: publish→deliver latency and server CPU at 10, 100 and 1,000 publications/s.
 
 Each system's server (bench/servers/, pinned to the server core) gets 1,000 WebSocket
 subscribers of the channel "bench" from 2 reader processes (bench/scenarios/_support.py
 ``reader``, pinned to the client core; the same raw reader for every system). After a
-0.5 s warm-up, ``POST /control/burst?rate=1000`` publishes 1,000 messages a second for
-10 s (3 s with ``--quick``), each stamped with ``time.time()`` by the server just
-before it is handed to the system's publish call. Every 10th subscriber (100 of them,
-spread over the subscription order) computes, for every publication it receives,
-receive time − stamp into a histogram of 10 µs bins; the other subscribers only count
-what they receive, so the readers cost far less per delivery than any server.
+warm-up of 50 publications at 100/s, the rates run in turn on the same server and
+subscribers: ``POST /control/burst?rate=R`` publishes R messages of ~100 B a second for
+6 s at 10/s, 5 s at 100/s and 5 s at 1,000/s (``--quick``: 100/s for 3 s), each
+stamped with ``time.time()`` by the server just before it is handed to the system's
+publish call. Every 10th subscriber (100 of them, spread over the subscription order)
+computes, for every publication it receives, receive time − stamp into a histogram of
+10 µs bins; the other subscribers only count what they receive. A rate ends when every
+delivery arrived (or nothing more came for 2 s).
 
-Two latencies are reported: from the send stamp (the issue's publish→deliver), and
-from when the publication was due at 1,000/s (publication 0's stamp + n / 1,000). They
-differ when a server cannot keep the rate: its publish loop waits for the fan-out, so it
-publishes late and stamps late, and only the second figure shows what a subscriber
-sees. A run still publishing at twice its planned length (+5 s) is cut by stopping the
-server and measured on what arrived; rtlink runs alone in ``--quick`` (the peers take
-minutes: they fall far behind the rate).
+Rows per system and rate:
+
+- **latency p50 / p99**: from the send stamp (the issue's publish→deliver), over the
+  deliveries to the sampled subscribers. The notes give the same from when each
+  publication was due at the asked rate (publication 0's stamp + n / R): a server that
+  cannot keep the rate publishes late and stamps late, and only that figure shows what
+  a subscriber sees then.
+- **server CPU, share of a core**: the server's CPU time (scheduler, all threads) over
+  the wall time from the start of the publications to the last delivery; 100 % means
+  the server had no time left. The notes give the rate achieved and the readers' CPU.
+
+A rate is *held* when the server published all of it within 5 % of the planned time. A
+run still publishing at 1.5 × its planned length + 1 s is cut by stopping the server
+and measured on what arrived; the higher rates are then not run for that system (it
+could not keep a lower one).
 
 A caveat on the publisher: ``bench.servers.burst`` sleeps only while it is ahead of
-schedule. A server whose publish call never suspends (rtlink with the memory backend:
-``hub.publish`` only queues) and that falls behind the rate then runs the whole burst
-without giving its writers a turn: nothing is written until the burst ends, the
-deliveries come all at once (well coalesced, late), and a 10 s burst overflows rtlink's
-1 MiB outbound limit, which closes every subscriber as a slow consumer.
+schedule and otherwise yields once to the event loop (Node: a timer or
+``setImmediate``); a publish call that never suspends (rtlink's memory backend only
+queues) still lets the writers run between publications.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -40,24 +48,37 @@ from bench.common import (
     ROOT,
     SERVER_CPU,
     SYSTEMS,
+    WS_SYSTEMS,
     Row,
+    Server,
     control,
     cpu_seconds,
+    failure,
+    grouped,
+    guarded,
     running,
 )
 
-from ._support import BIN_SECONDS, BINS, SYSTEM_PROTOCOLS, Histogram
+from ._support import Histogram
 
-__all__ = ["TITLE", "run"]
+__all__ = ["TITLE", "run", "measure", "measure_rate", "FULL", "QUICK"]
 
-TITLE = "steady rate: 1,000 WS subscribers, 1,000 publications/s"
-SCENARIO = "latency"
+TITLE = ("Steady rate: 1,000 WebSocket subscribers of 1 channel, publications of ~100 B at "
+         "10, 100 and 1,000 per second")
+SCENARIO = "steady rate"
 SUBSCRIBERS = 1000
 READER_PROCESSES = 2
-RATE = 1000.0
 SIZE = 100
 #: Every k-th subscriber times its deliveries; the others only count them.
 SAMPLE_EVERY = 10
+#: (publications per second, seconds) of the full and quick runs, in running order.
+FULL = [(10.0, 6.0), (100.0, 5.0), (1000.0, 5.0)]
+QUICK = [(100.0, 3.0)]
+#: A rate is held when it was published within this factor of its planned time.
+HELD = 1.05
+#: Targets of issue 19 for rtlink, by rate.
+TARGETS = {100.0: ("latency p99", "target ≤ 10 ms"),
+           1000.0: ("server CPU, share of a core", "target: held in every run, ≤ 60 %")}
 
 
 class Readers:
@@ -106,12 +127,13 @@ class Readers:
     def received(self) -> int:
         return sum(answer["received"] for answer in self._ask("count"))
 
-    def histograms(self) -> tuple[Histogram, Histogram, int, int]:
-        """Stop the readers: latencies from the send stamps and from the schedule,
-        deliveries counted and connections lost."""
+    def histograms(self, command: str = "report") -> tuple[Histogram, Histogram, int, int]:
+        """Latencies since the last reset from the send stamps and from the schedule,
+        deliveries counted and connections lost (``command="stop"`` also stops the
+        readers)."""
         stamped, scheduled = Histogram(), Histogram()
         received = lost = 0
-        for answer in self._ask("stop"):
+        for answer in self._ask(command):
             stamped.merge(answer["counts"])
             scheduled.merge(answer["scheduled"])
             received += answer["received"]
@@ -128,11 +150,11 @@ class Readers:
                     stream.close()
 
 
-def burst(port: int, count: int, timeout: float) -> tuple[float, bool]:
-    """Publish ``count`` messages at RATE; (seconds taken, whether it finished)."""
+def burst(port: int, count: int, rate: float, timeout: float) -> tuple[float, bool]:
+    """Publish ``count`` messages at ``rate``; (seconds taken, whether it finished)."""
     began = time.monotonic()
     try:
-        control(port, "burst", timeout=timeout, count=count, size=SIZE, rate=RATE)
+        control(port, "burst", timeout=timeout, count=count, size=SIZE, rate=rate)
     except OSError:  # urllib's timeout: the server is far behind the rate
         return time.monotonic() - began, False
     return time.monotonic() - began, True
@@ -147,13 +169,70 @@ def drain(readers: Readers, expected: int) -> None:
             return
         if got != last:
             last, stable_since = got, time.monotonic()
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
-def measure(system: str, seconds: float) -> list[Row]:
-    """One run against ``system``; its rows."""
-    name = SYSTEMS.get(system, system)
-    count = int(RATE * seconds)
+def measure_rate(system: str, server: Server, readers: Readers, rate: float,
+                 seconds: float) -> tuple[list[Row], bool]:
+    """One rate on a running server of ``system``; its rows and whether the server is
+    still up."""
+    name = SYSTEMS[system]
+    label = f"1,000 subscribers, {rate:,.0f}/s"
+    count = int(rate * seconds)
+    readers.reset(rate)
+    cpu_before = [cpu_seconds(pid) for pid in (server.pid, *readers.pids)]
+    began = time.monotonic()
+    elapsed, finished = burst(server.port, count, rate, timeout=seconds * 1.5 + 1)
+    if not finished:
+        server_cpu = cpu_seconds(server.pid) - cpu_before[0]
+        server.stop()  # cut the run: what arrived so far is measured
+    expected = count * SUBSCRIBERS
+    drain(readers, expected)
+    # The share of a core: until the last delivery, or until the cut.
+    wall = time.monotonic() - began if finished else elapsed
+    if finished:
+        server_cpu = cpu_seconds(server.pid) - cpu_before[0]
+    readers_cpu = sum(cpu_seconds(pid) for pid in readers.pids) - sum(cpu_before[1:])
+    stamped, scheduled, delivered, lost = readers.histograms()
+    held = finished and elapsed <= seconds * HELD + 0.05
+    if finished:
+        sent = (f"{'held' if held else 'NOT held'}: {count:,} publications in "
+                f"{elapsed:.2f} s ({count / elapsed:,.0f}/s)")
+    else:
+        sent = (f"NOT held: cut after {elapsed:.1f} s (server stopped) with about "
+                f"{delivered // SUBSCRIBERS:,} of {count:,} publications delivered")
+    arrived = f"{delivered:,} of {expected:,} deliveries arrived, {lost} connections lost"
+    sample = f"{stamped.total:,} deliveries to every {SAMPLE_EVERY}th subscriber"
+    target = TARGETS.get(rate) if system == "rtlink" else None
+
+    def noted(metric: str, text: str) -> str:
+        return text + (f"; {target[1]}" if target and target[0] == metric else "")
+
+    rows = []
+    if stamped.total:
+        late = (f"from schedule p50 {ms(scheduled.percentile(0.5))} / p99 "
+                f"{ms(scheduled.percentile(0.99))} ms") if scheduled.total else ""
+        rows += [
+            Row(SCENARIO, name, label, "latency p50", ms(stamped.percentile(0.5)), "ms",
+                noted("latency p50", f"{sent}; from the send stamp; {sample}; {late}")),
+            Row(SCENARIO, name, label, "latency p99", ms(stamped.percentile(0.99)), "ms",
+                noted("latency p99", f"{sent}; from the send stamp; {late}")),
+        ]
+    else:
+        rows.append(Row(SCENARIO, name, label, "latency p99", float("nan"), "ms",
+                        f"no delivery timed: {arrived}"))
+    rows.append(Row(SCENARIO, name, label, "server CPU, share of a core",
+                    round(server_cpu / wall * 100, 1), "%",
+                    noted("server CPU, share of a core",
+                          f"{sent}; {server_cpu:.2f} s of server CPU in {wall:.1f} s "
+                          f"({server_cpu / max(1, delivered) * 1e6:.2f} µs per delivery), "
+                          f"readers {readers_cpu:.1f} s; {arrived}")))
+    return rows, finished
+
+
+def measure(system: str, plan: list[tuple[float, float]]) -> list[Row]:
+    """Every rate of ``plan`` against one server of ``system``; its rows."""
+    rows: list[Row] = []
     with running(system, "ws", cpu=SERVER_CPU) as server:
         readers = Readers(server.port, system, SUBSCRIBERS, READER_PROCESSES)
         try:
@@ -161,66 +240,19 @@ def measure(system: str, seconds: float) -> list[Row]:
             if subscribed < SUBSCRIBERS:
                 raise RuntimeError(f"{system}: only {subscribed} of {SUBSCRIBERS} subscribed")
             readers.reset(0)
-            burst(server.port, int(RATE / 2), timeout=30)  # warm-up, 0.5 s
-            drain(readers, int(RATE / 2) * SUBSCRIBERS)
-            readers.reset(RATE)
-            cpu_before = [cpu_seconds(pid) for pid in (server.pid, *readers.pids)]
-            wall_before = time.monotonic()
-            elapsed, finished = burst(server.port, count, timeout=2 * seconds + 5)
-            if not finished:
-                server_cpu = cpu_seconds(server.pid) - cpu_before[0]
-                server.stop()  # cut the run: what arrived so far is measured
-            expected = count * SUBSCRIBERS
-            drain(readers, expected)
-            wall = time.monotonic() - wall_before
-            cpu = [cpu_seconds(pid) - before
-                   for pid, before in zip((server.pid, *readers.pids), cpu_before, strict=True)
-                   ] if finished else []
-            if finished:
-                server_cpu = cpu[0]
-            stamped, scheduled, delivered, lost = readers.histograms()
+            burst(server.port, 50, 100.0, timeout=30)  # warm-up, 0.5 s
+            drain(readers, 50 * SUBSCRIBERS)
+            for index, (rate, seconds) in enumerate(plan):
+                rate_rows, up = measure_rate(system, server, readers, rate, seconds)
+                rows += rate_rows
+                if not up:
+                    rows += [failure(SCENARIO, system, f"1,000 subscribers, {later:,.0f}/s",
+                                     "server CPU, share of a core", "%",
+                                     f"not run: {rate:,.0f}/s was not held")
+                             for later, _ in plan[index + 1:]]
+                    break
         finally:
             readers.close()
-    if finished:
-        rate, sent = count / elapsed, f"{count:,} publications in {elapsed:.1f} s"
-    else:  # what arrived says how many were sent, at least
-        rate = delivered / SUBSCRIBERS / elapsed
-        sent = (f"cut after {elapsed:.1f} s (server stopped) with about "
-                f"{delivered // SUBSCRIBERS:,} of {count:,} publications sent")
-    if cpu:
-        sent += (f"; {wall:.1f} s to the last delivery: server CPU {cpu[0]:.1f} s, "
-                 f"readers {sum(cpu[1:]):.1f} s")
-    arrived = (f"{delivered:,} of {expected:,} deliveries arrived, {lost} connections lost"
-               + ("" if finished else " (server stopped)"))
-    rows = [Row(SCENARIO, name, "ws", "publish rate achieved", round(rate, 1), "msgs/s",
-                f"asked {RATE:.0f}/s; {sent}; {arrived}")]
-    if delivered:
-        rows.append(Row(SCENARIO, name, "ws", "server CPU per delivery",
-                        round(server_cpu / delivered * 1e6, 2), "µs",
-                        f"{server_cpu:.1f} s of server CPU for {delivered:,} deliveries"
-                        + ("" if finished else " (until the cut)")))
-    sample = f"deliveries to every {SAMPLE_EVERY}th subscriber ({stamped.total:,})"
-    if stamped.total:
-        target = "; target ≤ 20 ms" if system == "rtlink" else ""
-        rows += [
-            Row(SCENARIO, name, "ws", "latency p50", ms(stamped.percentile(0.5)), "ms",
-                f"from the send stamp; {sample}"),
-            Row(SCENARIO, name, "ws", "latency p99", ms(stamped.percentile(0.99)), "ms",
-                f"from the send stamp; {sample}; {arrived}{target}"),
-        ]
-    else:
-        rows.append(Row(SCENARIO, name, "ws", "latency p99", float("nan"), "ms",
-                        f"no delivery timed: {arrived}"))
-    if scheduled.total:
-        rows += [
-            Row(SCENARIO, name, "ws", "latency p50 from schedule",
-                ms(scheduled.percentile(0.5)), "ms",
-                f"from when due at {RATE:.0f}/s (counts a server falling behind)"),
-            Row(SCENARIO, name, "ws", "latency p99 from schedule",
-                ms(scheduled.percentile(0.99)), "ms",
-                f"from when due at {RATE:.0f}/s; {sample}; histogram ends at "
-                f"{BINS * BIN_SECONDS:.0f} s"),
-        ]
     return rows
 
 
@@ -228,18 +260,10 @@ def ms(seconds: float) -> float:
     return round(seconds * 1e3, 2)
 
 
-def systems(quick: bool) -> list[str]:
-    """rtlink, then the peers whose server and reader protocol exist."""
-    available: list[str] = [name for name in ("rtlink", "floor", "naive", "socketio")
-                 if (ROOT / "bench" / "servers" / f"{name}.py").exists()
-                 and name in SYSTEM_PROTOCOLS]
-    return available[:1] if quick else available
-
-
-async def run(quick: bool) -> list[Row]:
-    seconds = 3.0 if quick else 10.0
+def run(quick: bool) -> list[Row]:
+    plan = QUICK if quick else FULL
     rows: list[Row] = []
-    loop = asyncio.get_running_loop()
-    for system in systems(quick):
-        rows += await loop.run_in_executor(None, measure, system, seconds)
-    return rows
+    for system in WS_SYSTEMS:
+        rows += guarded(SCENARIO, system, f"1,000 subscribers, {plan[0][0]:,.0f}/s",
+                        "latency p99", "ms", functools.partial(measure, system, plan))
+    return grouped(rows)

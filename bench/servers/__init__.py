@@ -1,20 +1,29 @@
-"""The servers under test, one module per system, all with the same command line.
+"""The servers under test, one per system, all with the same command line.
 
-``python -m bench.servers.<name> --port P --transport T`` listens on 127.0.0.1:P and
-prints ``ready`` once it accepts connections. Every server publishes to one channel,
-"bench", that its clients are subscribed to on connect (rtlink: by a ``subscribe``
-frame or the ``subs`` cursor), and answers two control routes:
+``python -m bench.servers.<name> --port P --transport T [--backend URL]`` (the Node
+peers: ``node bench/servers/node/<ws|socketio>.mjs ...``, see
+``bench/servers/node/common.mjs``) listens on 127.0.0.1:P and prints ``ready`` once it
+accepts connections. A client subscribes on connect to one channel: the one named by
+the query parameter ``channel`` of its URL, "bench" without one (rtlink: by a
+``subscribe`` frame or the ``subs`` cursor naming the channel). Every server answers
+three control routes:
 
 ``POST /control/burst?count=N&size=B[&rate=R]``
-    Publishes N messages whose data is about B bytes of JSON (see :func:`payload`) as
-    fast as the server can (or R per second when ``rate`` is given), then answers
-    ``published N``. The last message carries ``"end":1``, so a reader knows the burst
-    is over without counting; each carries ``"t"``, the wall-clock time of its
-    publication, for latency.
+    Publishes N messages to "bench" whose data is about B bytes of JSON (see
+    :func:`payload`) as fast as the server can (or R per second when ``rate`` is
+    given), then answers ``published N``. The last message carries ``"end":1``, so a
+    reader knows the burst is over without counting; each carries ``"t"``, the
+    wall-clock time of its publication, for latency.
+``POST /control/users?channels=C[&count=M]&size=B``
+    Per-user channels: M publications (default C) back to back, publication *i* to
+    the channel ``user:<i mod C>``; the last one of each channel carries ``"end":1``.
 ``POST /control/subscribers``
     The number of subscribers (connections, for rtlink) the server has, as text.
 
-What each server does per publication is described in its module docstring.
+``--backend`` names rtlink's backend (``memory://`` by default, or a ``redis://`` URL)
+or python-socketio's client manager (a ``redis://`` URL: ``AsyncRedisManager``);
+the other servers refuse anything but ``memory://``. What each server does per
+publication is described in its module docstring.
 """
 
 from __future__ import annotations
@@ -23,15 +32,20 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["CHANNEL", "payload", "burst", "parse_args", "serve", "control_routes"]
+__all__ = ["CHANNEL", "USER_PREFIX", "Publish", "payload", "burst", "users", "parse_args",
+           "serve", "control_routes", "channel_of", "memory_only"]
 
-#: The one channel every server publishes to.
+#: The channel of the one-channel scenarios (and of clients that name none).
 CHANNEL = "bench"
+#: Per-user channels are named USER_PREFIX + a number.
+USER_PREFIX = "user:"
+#: ``await publish(channel, data)``: hands one publication to the system.
+Publish = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 
 def payload(index: int, size: int, last: bool) -> dict[str, Any]:
@@ -48,12 +62,11 @@ def payload(index: int, size: int, last: bool) -> dict[str, Any]:
     return data
 
 
-async def burst(publish: Callable[[dict[str, Any]], Awaitable[None]], count: int,
-                size: int, rate: float | None) -> None:
-    """Call ``publish`` with ``count`` payloads, back to back or at ``rate`` per second."""
+async def burst(publish: Publish, count: int, size: int, rate: float | None) -> None:
+    """Publish ``count`` payloads to "bench", back to back or at ``rate`` per second."""
     start = time.monotonic()
     for index in range(count):
-        await publish(payload(index, size, index == count - 1))
+        await publish(CHANNEL, payload(index, size, index == count - 1))
         if rate:
             # Always yield, as an app publishing from its handlers or tasks does: a
             # loop that never awaits anything real (rtlink's memory backend returns at
@@ -61,8 +74,22 @@ async def burst(publish: Callable[[dict[str, Any]], Awaitable[None]], count: int
             await asyncio.sleep(max(0.0, start + (index + 1) / rate - time.monotonic()))
 
 
-def control_routes(app: web.Application,
-                   publish: Callable[[dict[str, Any]], Awaitable[None]],
+async def users(publish: Publish, channels: int, count: int, size: int) -> None:
+    """Publish ``count`` payloads back to back, payload *i* to ``user:<i mod channels>``.
+
+    The last publication of each channel carries ``"end"``.
+    """
+    for index in range(count):
+        await publish(f"{USER_PREFIX}{index % channels}",
+                      payload(index, size, index >= count - channels))
+
+
+def channel_of(query: Mapping[str, str]) -> str:
+    """The channel a client asks for in its URL's query (``channel``), else "bench"."""
+    return query.get("channel") or CHANNEL
+
+
+def control_routes(app: web.Application, publish: Publish,
                    subscribers: Callable[[], int]) -> None:
     """Add the control routes of an aiohttp-based bench server to ``app``."""
 
@@ -73,21 +100,36 @@ def control_routes(app: web.Application,
         await burst(publish, count, size, rate)
         return web.Response(text=f"published {count}")
 
+    async def on_users(request: web.Request) -> web.Response:
+        channels = int(request.query.get("channels", "1000"))
+        count = int(request.query.get("count", str(channels)))
+        await users(publish, channels, count, int(request.query.get("size", "100")))
+        return web.Response(text=f"published {count}")
+
     async def on_subscribers(request: web.Request) -> web.Response:
         return web.Response(text=str(subscribers()))
 
     app.router.add_post("/control/burst", on_burst)
+    app.router.add_post("/control/users", on_users)
     app.router.add_route("*", "/control/subscribers", on_subscribers)
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """The common command line: ``--port P --transport ws|sse|poll``."""
+    """The common command line: ``--port P --transport ws|sse|poll [--backend URL]``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--transport", choices=["ws", "sse", "poll"], default="ws")
     parser.add_argument("--history", type=int, default=None,
                         help="rtlink: history_size of the channel (default: rtlink's)")
+    parser.add_argument("--backend", default="memory://",
+                        help="memory:// or a redis:// URL (rtlink, python-socketio)")
     return parser.parse_args()
+
+
+def memory_only(backend: str) -> None:
+    """Exit with a message unless ``backend`` is the in-process default."""
+    if backend != "memory://":
+        raise SystemExit(f"backend {backend}: this server has no other than memory://")
 
 
 async def serve(app: web.Application, port: int) -> None:

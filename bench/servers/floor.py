@@ -2,10 +2,12 @@
 
 A hand-written ``asyncio.Protocol`` HTTP server (no aiohttp in the data path): the
 WebSocket handshake (``/ws``) or the SSE response head (``/sse``, close-delimited, no
-chunked encoding) is written by hand, then the transport joins a set. A publication is
-encoded once (``json.dumps``) into one prebuilt WebSocket frame and one prebuilt SSE
-event, and each is written with ``transport.write`` to every socket of its kind. The
-control routes are answered by the same protocol. Frames from clients are ignored.
+chunked encoding) is written by hand, then the transport joins the set of its channel
+(``?channel=``, "bench" without one; a dict of channel name → set of transports). A
+publication is encoded once (``json.dumps``) into one prebuilt WebSocket frame and one
+prebuilt SSE event, and each is written with ``transport.write`` to every socket of its
+kind subscribed to the channel. The control routes are answered by the same protocol.
+Frames from clients are ignored.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import hashlib
 import json
 import struct
 import urllib.parse
+from collections import defaultdict
 from typing import Any
 
-from bench.servers import CHANNEL, burst, parse_args
+from bench.servers import burst, channel_of, memory_only, parse_args, users
+
+__all__ = ["Floor", "HttpProtocol", "ws_frame", "sse_event", "main"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-SUBSCRIBED = json.dumps({"type": "subscribed", "channel": CHANNEL}).encode()
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -43,19 +47,31 @@ class Floor:
     """The subscribers and the publication path."""
 
     def __init__(self) -> None:
-        self.sockets: set[asyncio.Transport] = set()
-        self.streams: set[asyncio.Transport] = set()
+        self.sockets: defaultdict[str, set[asyncio.Transport]] = defaultdict(set)
+        self.streams: defaultdict[str, set[asyncio.Transport]] = defaultdict(set)
+        self.count = 0
 
-    async def publish(self, data: dict[str, Any]) -> None:
-        encoded = json.dumps({"channel": CHANNEL, "data": data}).encode()
-        if self.sockets:
+    async def publish(self, channel: str, data: dict[str, Any]) -> None:
+        encoded = json.dumps({"channel": channel, "data": data}).encode()
+        sockets = self.sockets.get(channel)
+        if sockets:
             frame = ws_frame(encoded)
-            for transport in self.sockets:
+            for transport in sockets:
                 transport.write(frame)
-        if self.streams:
+        streams = self.streams.get(channel)
+        if streams:
             event = sse_event(encoded)
-            for transport in self.streams:
+            for transport in streams:
                 transport.write(event)
+
+    def leave(self, transport: asyncio.Transport, channel: str) -> None:
+        for index in (self.sockets, self.streams):
+            members = index.get(channel)
+            if members is not None and transport in members:
+                members.discard(transport)
+                self.count -= 1
+                if not members:
+                    del index[channel]
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -66,6 +82,7 @@ class HttpProtocol(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.upgraded = False
+        self.channel = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -89,30 +106,42 @@ class HttpProtocol(asyncio.Protocol):
             headers[name.strip().lower()] = value.strip()
         url = urllib.parse.urlsplit(target)
         query = dict(urllib.parse.parse_qsl(url.query))
+        size = int(query.get("size", "100"))
+        channel = channel_of(query)
+        subscribed = json.dumps({"type": "subscribed", "channel": channel}).encode()
         if url.path == "/ws" and "sec-websocket-key" in headers:
             accept = base64.b64encode(
                 hashlib.sha1(headers["sec-websocket-key"].encode() + _GUID).digest())
             self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                                 + accept + b"\r\n\r\n" + ws_frame(SUBSCRIBED))
-            self.upgraded = True
-            self.floor.sockets.add(self.transport)
+                                 + accept + b"\r\n\r\n" + ws_frame(subscribed))
+            self.join(self.floor.sockets, channel)
         elif url.path == "/sse":
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                  b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
-                                 + sse_event(SUBSCRIBED))
-            self.upgraded = True
-            self.floor.streams.add(self.transport)
+                                 + sse_event(subscribed))
+            self.join(self.floor.streams, channel)
         elif url.path == "/control/burst":
             rate = float(query["rate"]) if "rate" in query else None
             count = int(query.get("count", "200"))
-            task = asyncio.ensure_future(burst(self.floor.publish, count,
-                                               int(query.get("size", "100")), rate))
+            task = asyncio.ensure_future(burst(self.floor.publish, count, size, rate))
+            task.add_done_callback(lambda _: self.respond(f"published {count}"))
+        elif url.path == "/control/users":
+            channels = int(query.get("channels", "1000"))
+            count = int(query.get("count", str(channels)))
+            task = asyncio.ensure_future(users(self.floor.publish, channels, count, size))
             task.add_done_callback(lambda _: self.respond(f"published {count}"))
         elif url.path == "/control/subscribers":
-            self.respond(str(len(self.floor.sockets) + len(self.floor.streams)))
+            self.respond(str(self.floor.count))
         else:
             self.respond("not found", status="404 Not Found")
+
+    def join(self, index: defaultdict[str, set[asyncio.Transport]], channel: str) -> None:
+        assert self.transport is not None
+        self.upgraded = True
+        self.channel = channel
+        index[channel].add(self.transport)
+        self.floor.count += 1
 
     def respond(self, text: str, status: str = "200 OK") -> None:
         assert self.transport is not None
@@ -121,9 +150,8 @@ class HttpProtocol(asyncio.Protocol):
                              f"Content-Type: text/plain\r\n\r\n".encode() + body)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self.floor.sockets.discard(self.transport)
-            self.floor.streams.discard(self.transport)
+        if self.transport is not None and self.upgraded:
+            self.floor.leave(self.transport, self.channel)
 
 
 async def serve(port: int) -> None:
@@ -138,6 +166,7 @@ async def serve(port: int) -> None:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
+    memory_only(args.backend)
     asyncio.run(serve(args.port))
 
 

@@ -1,20 +1,23 @@
-"""rtlink through its public API: ``rtlink.Hub`` (memory backend) and ``rtlink.attach``.
+"""rtlink through its public API: ``rtlink.Hub`` and ``rtlink.attach``.
 
-The channel "bench" has default options (history of 100, no client publishing; ``--history``
-changes the history size); every
-transport is mounted under ``/rt`` (``/rt/ws``, ``/rt/sse``, ``/rt/poll``). A burst
-calls ``await hub.publish("bench", data)`` once per publication.
+The backend is ``--backend`` (the memory backend by default; a ``redis://`` URL gives
+the Redis backend with its default options). Two channel patterns with default options
+(history of 100, no client publishing; ``--history`` changes the history size): "bench",
+and "user:*" for the per-user channels. Every transport is mounted under ``/rt``
+(``/rt/ws``, ``/rt/sse``, ``/rt/poll``); a client names its channel in its ``subscribe``
+frame or ``subs`` cursor. A publication is one ``await hub.publish(channel, data)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
 import rtlink
-from bench.servers import CHANNEL, control_routes, parse_args, serve
+from bench.servers import CHANNEL, USER_PREFIX, control_routes, parse_args, serve
+
+__all__ = ["main"]
 
 
 def main() -> None:
@@ -22,14 +25,10 @@ def main() -> None:
     options = rtlink.ChannelOptions(client_publish=False)
     if args.history is not None:
         options = rtlink.ChannelOptions(client_publish=False, history_size=args.history)
-    hub = rtlink.Hub(channels={CHANNEL: options})
+    hub = rtlink.Hub(args.backend, channels={CHANNEL: options, f"{USER_PREFIX}*": options})
     app = web.Application()
     rtlink.attach(app, hub, path="/rt")
-
-    async def publish(data: dict[str, Any]) -> None:
-        await hub.publish(CHANNEL, data)
-
-    control_routes(app, publish, lambda: len(hub.connections))
+    control_routes(app, hub.publish, lambda: len(hub.connections))
     asyncio.run(serve(app, args.port))
 
 
