@@ -230,6 +230,23 @@ async def test_long_poll_unrecovered_answers_at_once(http, codec) -> None:
         assert frames[1]["recovered"] is False
 
 
+async def test_a_poll_with_a_refused_channel_is_answered_at_once(http, codec) -> None:
+    # A refusal is news (protocol.md 2.3): the client learns it at once, instead of
+    # after poll_timeout, also when the poll's other channels bring nothing new.
+    channels = {"news": rtlink.ChannelOptions(),
+                "private:*": rtlink.ChannelOptions(subscribe="authenticated")}
+    async with run_server(channels=channels, poll_timeout=5) as server:
+        top = (await server.hub.publish("news", 1)).to_wire()
+        for cursor in (subs(nope=None), subs(nope=None, private_a=None),
+                       subs(news=top, private_a=None)):
+            started = time.monotonic()
+            frames = await poll(http, server, codec, cursor)
+            assert time.monotonic() - started < 1, cursor
+            refused = [(f["code"], f["channel"]) for f in frames if f["type"] == "error"]
+            assert refused == [(404 if name == "nope" else 401, name)
+                               for name in json.loads(cursor) if name != "news"]
+
+
 async def test_send_acks_publishes_and_refuses_subscriptions(http, codec) -> None:
     wire = get_codec(codec)
     async with run_server(channels=PUBLISH, max_message_size=2048) as server:
