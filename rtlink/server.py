@@ -75,7 +75,9 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         allowed_origins: the web origins whose pages may use the server (see
             :mod:`rtlink.origins`): ``"*"`` (any), ``"https://app.example.com"``,
             ``"https://*.example.com"`` (subdomains), ``"null"``. Default (None): only
-            pages served from the host the request was sent to (same origin). Every
+            pages served from the host the request was sent to (same origin), when
+            that host is an IP address or ``localhost`` (a DNS name must be listed:
+            DNS rebinding, see :mod:`rtlink.origins`). Every
             route but the client files checks the browser's ``Origin`` header before
             authentication and refuses others with 4501 (see
             :mod:`rtlink.transports.guard`); requests without ``Origin`` (non-browser

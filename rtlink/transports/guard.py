@@ -128,9 +128,10 @@ class Guard:
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             origin = request.headers.get("Origin")
-            if not policy.allows(origin, request.host):
-                logger.info("refused %s %s: origin %r not allowed (Host %r)",
-                            request.method, request.path, origin, request.host)
+            why = policy.refusal(origin, request.host)
+            if why is not None:
+                logger.info("refused %s %s: origin %r not allowed (Host %r): %s",
+                            request.method, request.path, origin, request.host, why)
                 return await refuse(request, CloseCode.FORBIDDEN, "origin not allowed")
             if cors and origin is not None:
                 request[_CORS_HEADERS] = _cors_headers(origin)
@@ -160,9 +161,10 @@ class Guard:
         origin = request.headers.get("Origin")
         if origin is None:  # not a preflight: say what the resource allows
             return web.Response(status=204, headers={"Allow": f"{CORS_ALLOW_METHODS}, OPTIONS"})
-        if not self.policy.allows(origin, request.host):
-            logger.info("refused preflight of %s: origin %r not allowed (Host %r)",
-                        request.path, origin, request.host)
+        why = self.policy.refusal(origin, request.host)
+        if why is not None:
+            logger.info("refused preflight of %s: origin %r not allowed (Host %r): %s",
+                        request.path, origin, request.host, why)
             return web.Response(status=403, text="rtlink: origin not allowed\n",
                                 headers=NO_CACHE)
         return web.Response(status=204, headers={
