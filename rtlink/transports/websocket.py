@@ -18,10 +18,9 @@ from aiohttp import WSMsgType, web
 from ..aiohttp_internals import wait_writable
 from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
-from ..errors import AuthenticationError
 from ..hub import Hub
 from ..protocol import Close, encode_frame
-from .http import limit_unacknowledged_writes
+from .http import identify, limit_unacknowledged_writes
 
 __all__ = ["websocket_handler", "refuse_websocket"]
 
@@ -161,13 +160,9 @@ def websocket_handler(hub: Hub) -> Any:
             )
             return ws
         codec = codec_for_subprotocol(ws.ws_protocol)
-        try:
-            identity = await hub.authenticate(request)
-        except AuthenticationError as exc:
-            return await _refuse(ws, codec, CloseCode.UNAUTHORIZED, str(exc) or "unauthorized")
-        except Exception:
-            logger.exception("authenticate hook failed")
-            return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
+        identity, refusal = await identify(hub, request)
+        if refusal is not None:
+            return await _refuse(ws, codec, *refusal)
         sink = (_WebSocketSink if ws.compress else _DirectWebSocketSink)(
             ws, request, codec.binary)
         peer = hub.accept(codec, identity, sink, "websocket", address=request.remote,

@@ -65,23 +65,32 @@ async def websocket_close(http: aiohttp.ClientSession, server: Server, origin: s
         return first, ws.close_code
 
 
+#: The HTTP status of a refused stream, poll or send, by close code (protocol.md 2.6):
+#: 200 when the same request may work later, else 401 (credentials) or 403.
+REFUSAL_STATUS = {4500: 401, 4003: 401, 4501: 403, 1011: 200, 1013: 200}
+
+
 async def http_close_frame(http: aiohttp.ClientSession, server: Server, method: str,
-                           endpoint: str, origin: str | None,
-                           host: str | None = None) -> tuple[dict[str, Any], Any]:
-    """Request an HTTP transport endpoint with ``origin`` (and ``host``); its first frame
-    and headers."""
+                           endpoint: str, origin: str | None, host: str | None = None,
+                           params: dict[str, str] | None = None,
+                           ) -> tuple[dict[str, Any], Any]:
+    """Request an HTTP transport endpoint with ``origin`` (and ``host``, ``params``); its
+    first frame (a ``close`` frame, checked to come with the status of its code) and
+    headers."""
     url = f"{server.url}/{endpoint}"
     headers = origin_headers(origin, host)
     if endpoint == "sse":
-        response = await http.get(url, headers=headers)
-        assert response.status == 200
+        response = await http.get(url, headers=headers, params=params)
         first = await EventStream(response, "json").frame()
         response.close()
-        return first, response.headers
-    async with http.request(method, url, headers=headers,
-                            data=b'{"type":"ping"}' if method == "POST" else None) as response:
-        assert response.status == 200
-        return get_codec("json").decode(await response.read())[0], response.headers
+    else:
+        async with http.request(method, url, headers=headers, params=params,
+                                data=b'{"type":"ping"}' if method == "POST" else None
+                                ) as response:
+            first = get_codec("json").decode(await response.read())[0]
+    assert first["type"] == "close", first
+    assert response.status == REFUSAL_STATUS[first["code"]], (endpoint, first)
+    return first, response.headers
 
 
 HTTP_TRANSPORTS = [("GET", "sse"), ("GET", "poll"), ("POST", "send")]
@@ -209,6 +218,24 @@ async def test_the_origin_is_checked_before_authentication(http: aiohttp.ClientS
         first, code = await websocket_close(http, server, APP)
         assert (first["code"], code) == (4500, 4500)
         assert calls == ["/rt/ws"]
+
+
+async def test_the_origin_is_checked_before_the_codec(http: aiohttp.ClientSession) -> None:
+    # protocol.md 2.9: before every check of the request itself, the codec included.
+    # A refused page that also names an unknown codec gets the origin's refusal, with
+    # its close frame in JSON (it used to get the codec's 400).
+    async with serve(allowed_origins=[APP]) as server:
+        for method, endpoint in HTTP_TRANSPORTS:
+            frame, headers = await http_close_frame(http, server, method, endpoint, EVIL,
+                                                    params={"codec": "xml"})
+            assert frame == {"type": "close", "code": 4501, "reason": "origin not allowed"}
+            if endpoint != "sse":
+                assert headers["Content-Type"] == "application/json"
+        # An allowed page with an unknown codec gets the 400 of the request check.
+        async with http.get(f"{server.url}/poll", params={"codec": "xml"},
+                            headers={"Origin": APP}) as response:
+            assert response.status == 400
+            assert (await response.text()).startswith("rtlink: unknown codec 'xml'")
 
 
 async def test_client_files_are_not_checked(http: aiohttp.ClientSession) -> None:
