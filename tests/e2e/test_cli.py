@@ -413,6 +413,63 @@ def test_serve_redacts_the_redis_password() -> None:
     assert "secret" not in "\n".join(server.stdout.rest() + server.stderr.rest())
 
 
+def raw_request(port: int, request: bytes) -> bytes:
+    """Send one raw HTTP request and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds(5)) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_serve_logs_no_credential_and_malformed_requests_in_one_line_each(
+        tmp_path: Path) -> None:
+    # Issue 20: a token refused because it came in a URL sat in full in the access log
+    # (so did ?key= on /publish); each malformed request (anyone can send them) was an
+    # ERROR with a traceback, which could quote an Authorization header.
+    key = secrets.token_urlsafe(32)
+    (tmp_path / "keys").write_text(key + "\n")
+    (tmp_path / "secret").write_text("s" * 32 + "\n")
+    server = Server("--log-level", "info", "--api-key-file", str(tmp_path / "keys"),
+                    "--token-secret-file", str(tmp_path / "secret"))
+    secrets_sent = ["TOKEN-1-SECRET", "TICKET-2-SECRET", "KEY-3-SECRET", "PCT-4-SECRET",
+                    "BEARER-5-SECRET"]
+    try:
+        head = "Host: 127.0.0.1\r\nConnection: close\r\n"
+        for target in ("/rt/sse?subs=%7B%7D&token=TOKEN-1-SECRET",
+                       "/rt/poll?connect=1&ticket=TICKET-2-SECRET",
+                       "/rt/poll?connect=1&%74oken=PCT-4-SECRET"):
+            answer = raw_request(server.port, f"GET {target} HTTP/1.1\r\n{head}\r\n".encode())
+            assert answer.startswith(b"HTTP/1.1 401"), answer
+        body = b'{"channel": "c", "data": 1}'
+        answer = raw_request(server.port, (
+            f"POST /rt/publish?key=KEY-3-SECRET HTTP/1.1\r\n{head}Authorization: Bearer {key}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        # Malformed: a control character in a header (aiohttp's parser refuses it).
+        for _ in range(40):
+            answer = raw_request(server.port, f"GET /rt/info HTTP/1.1\r\n{head}"
+                                 "Authorization: Bearer BEARER-5-SECRET\x01\r\n\r\n".encode())
+            assert answer.startswith(b"HTTP/1.0 400"), answer
+        raw_request(server.port, f"GET /rt/info?done=1 HTTP/1.1\r\n{head}\r\n".encode())
+        server.stderr.wait_for("done=1")
+    finally:
+        server.kill()
+    log = server.stderr.rest()
+    text = "\n".join(log)
+    assert not [secret for secret in secrets_sent if secret in text], text
+    assert key not in text
+    assert "token=[redacted]" in text and "ticket=[redacted]" in text
+    assert "key=[redacted]" in text and "%74oken=[redacted]" in text
+    assert "Traceback" not in text and " ERROR " not in text, text
+    malformed = [line for line in log if "malformed HTTP request from 127.0.0.1" in line]
+    assert malformed and all(" INFO aiohttp.server: " in line for line in malformed)
+    assert malformed[0].endswith("refused with 400: Invalid header value char"), malformed
+    assert len(malformed) <= 11  # at most 10 at once, then one every 10 s
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
