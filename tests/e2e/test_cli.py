@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -25,8 +26,9 @@ import rtlink
 from rtlink.auth import TokenAuth
 from rtlink.config import SERVE_OPTIONS
 from rtlink.errors import AuthenticationError
-from tests.support import free_port, seconds
+from tests.support import free_port, run_server, seconds
 from tests.support.redis_server import RedisServer, run_redis
+from tests.test_publisher import KeyRecordingBackend
 
 #: Run the CLI the way the console script does, without relying on it being installed.
 CLI = [sys.executable, "-c", "import sys; from rtlink.cli import main; sys.exit(main())"]
@@ -411,6 +413,22 @@ def test_serve_redacts_the_redis_password() -> None:
     finally:
         server.kill()
     assert "secret" not in "\n".join(server.stdout.rest() + server.stderr.rest())
+
+
+async def test_publish_and_the_python_client_always_send_an_idempotency_key() -> None:
+    # A publish whose answer is lost (a dropped connection, a request half-closed after
+    # its body) may have been applied: each carries a key so that sending it again is
+    # applied once (docs/http-api.md §5, protocol.md 6.3). Without --key: a random one.
+    backend = KeyRecordingBackend()
+    hub = rtlink.Hub(backend, channels={"*": rtlink.ChannelOptions(client_publish=True)})
+    async with run_server(hub) as served:
+        for _ in range(2):
+            result = await asyncio.to_thread(run_cli, "publish", served.url, "keys", "1")
+            assert result.returncode == 0, result.stderr
+        async with rtlink.Client(served.url) as client:
+            await client.publish("keys", 2)
+    assert len(backend.keys) == 3 and len(set(backend.keys)) == 3
+    assert all(re.fullmatch("[0-9a-f]{32}", key or "") for key in backend.keys), backend.keys
 
 
 def raw_request(port: int, request: bytes) -> bytes:
