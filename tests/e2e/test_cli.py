@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import jwt
 import pytest
 
 import rtlink
@@ -439,6 +440,28 @@ def raw_request(port: int, request: bytes) -> bytes:
         while chunk := sock.recv(65536):
             answer += chunk
     return answer
+
+
+def test_the_token_secret_is_the_files_bytes_without_the_final_line_ending(
+        tmp_path: Path) -> None:
+    # For services minting tokens in another language (operations.md, http-api.md §3.1):
+    # the HS256 key is the file's bytes, UTF-8, but one final line ending; spaces and a
+    # CR inside stay (the file used to be read with newlines translated).
+    key = "  spaced\rsecret-0123456789abcdef0123456789  "
+    (tmp_path / "secret").write_bytes(key.encode() + b"\r\n")
+    server = Server("--token-secret-file", str(tmp_path / "secret"))
+    try:
+        def poll(secret: str) -> bytes:
+            token = jwt.encode({"sub": "svc"}, secret.encode(), algorithm="HS256")
+            return raw_request(server.port, (
+                "GET /rt/poll?connect=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n").encode())
+
+        assert b'"type":"welcome"' in poll(key)
+        for other in (key.strip(), key + "\r\n", key.replace("\r", "\n")):
+            assert poll(other).startswith(b"HTTP/1.1 401"), repr(other)
+    finally:
+        server.kill()
 
 
 def test_serve_logs_no_credential_and_malformed_requests_in_one_line_each(

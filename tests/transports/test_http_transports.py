@@ -345,6 +345,10 @@ async def test_send_rejects_oversized_and_garbage_bodies(http) -> None:
     async with run_server(max_message_size=1024) as server:
         async with http.post(f"{server.url}/send", data=b"x" * 2000) as response:
             assert response.status == 413
+            # With the cache headers of every answer of these endpoints (protocol.md 2.4).
+            assert response.headers["Cache-Control"] == "no-cache, no-store, no-transform"
+            assert response.headers["X-Accel-Buffering"] == "no"
+            assert response.content_type == "text/plain"
         async with http.post(f"{server.url}/send", data=b"{not json") as response:
             assert response.status == 400
             close = get_codec("json").decode(await response.read())[0]
