@@ -120,10 +120,11 @@ class Authenticator(abc.ABC):
     also callable like a plain hook (``await authenticator(request)``).
 
     Attributes:
-        leeway: seconds an identity whose ``expires_at`` (:func:`expires_at_of`) has
-            passed is still accepted; its connection is then closed with 4003 at once,
-            so the client reconnects with fresh credentials instead of stopping. 0
-            here; :class:`TokenAuth` takes its own ``leeway``.
+        leeway: seconds after its ``expires_at`` (:func:`expires_at_of`) during which
+            an identity is refused with 4003 (reconnect with fresh credentials) rather
+            than 4500 (stop), in place of ``welcome``
+            (:func:`rtlink.transports.http.identify`). 0 here; :class:`TokenAuth` takes
+            its own ``leeway``.
     """
 
     leeway: float = 0.0
@@ -248,8 +249,9 @@ class TokenAuth(Authenticator):
             if not, tokens carrying an ``aud`` are refused.
         leeway: seconds of clock skew tolerated when checking ``exp``, ``nbf`` and
             ``iat``. A connection still ends (4003) at the token's ``exp`` itself; one
-            opened with a token expired less than ``leeway`` ago is closed with 4003
-            at once, so its client fetches a fresh token rather than stopping.
+            opened with a token expired less than ``leeway`` ago is refused with 4003
+            instead of ``welcome``, so its client fetches a fresh token rather than
+            stopping.
         ticket_ttl: seconds a ticket from ``POST {path}/ticket`` may be used in
             (:meth:`issue_ticket`).
         anonymous: accept requests without credentials (the identity is None);
