@@ -15,7 +15,7 @@ import pytest
 import rtlink
 from rtlink.codecs import get_codec
 from rtlink.positions import parse_cursor
-from tests.support import eventually, run_server, seconds
+from tests.support import eventually, find_binary, missing_component, run_server, seconds
 from tests.support.docs import PROTOCOL, assert_documented_answer, the_block
 
 PUBLISH = {"*": rtlink.ChannelOptions(client_publish=True, history_size=100)}
@@ -212,6 +212,32 @@ async def test_a_refusal_has_the_status_of_its_code_on_every_http_transport(
                 [close] = wire.decode(body)
                 assert (close["type"], close["code"]) == ("close", code)
         assert not server.hub.connections
+
+
+async def test_curl_f_fails_on_a_refusal_and_not_on_an_answer() -> None:
+    # What a shell script sees (protocol.md 2.6): `curl -f` exits 22 on 401 and 403.
+    curl = find_binary("curl")
+    if curl is None:
+        missing_component("curl is not installed")
+
+    def authenticate(request: Any) -> None:
+        if request.headers.get("Authorization") != "Bearer ok":
+            raise rtlink.AuthenticationError("who are you")
+
+    async with run_server(authenticate=authenticate) as server:
+        async def exit_status(endpoint: str, *options: str) -> int:
+            process = await asyncio.create_subprocess_exec(
+                curl, "-sf", "-o", "/dev/null", *options, f"{server.url}/{endpoint}",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            async with asyncio.timeout(seconds(10)):
+                return await process.wait()
+
+        assert await exit_status("poll?connect=1") == 22
+        assert await exit_status("send", "-d", '{"type":"ping"}') == 22
+        assert await exit_status("sse") == 22
+        assert await exit_status("poll?connect=1", "-H", "Authorization: Bearer ok") == 0
+        assert await exit_status("send", "-d", '{"type":"ping"}',
+                                 "-H", "Authorization: Bearer ok") == 0
 
 
 async def test_absurdly_nested_cursors_are_http_400_not_500(http) -> None:
