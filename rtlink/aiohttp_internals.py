@@ -1,7 +1,7 @@
 """Every use of a private aiohttp name in rtlink, in one place.
 
-aiohttp has no public API for two things rtlink needs; each function below reaches
-into aiohttp for one of them, says why, and says what breaks without it. Nothing else
+aiohttp has no public API for three things rtlink needs; each function or class below
+reaches into aiohttp for one of them, says why, and says what breaks without it. Nothing else
 in rtlink may touch a private aiohttp name (one starting with ``_``): import it from
 here. ``tests/test_aiohttp_internals.py`` checks every name on the installed aiohttp,
 and that it behaves as relied on, against a real server: when an aiohttp release
@@ -14,16 +14,21 @@ The private names, and their users:
   transport (:mod:`rtlink.transports.websocket`).
 * ``ClientWebSocketResponse._response`` (:func:`client_websocket_transport`): the Python
   client's WebSocket transport (:mod:`rtlink.client.transports`).
+* ``WebSocketResponse._post_start()``, ``RequestHandler._message_tail`` and
+  ``RequestHandler._payload_parser`` (:class:`MaskedWebSocketResponse`): the server's
+  WebSocket transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-__all__ = ["wait_writable", "client_websocket_transport"]
+__all__ = ["wait_writable", "client_websocket_transport", "MaskCheck",
+           "MaskedWebSocketResponse"]
 
 
 async def wait_writable(protocol: web.RequestHandler) -> None:
@@ -62,3 +67,123 @@ def client_websocket_transport(
     """
     connection = ws._response.connection
     return connection.transport if connection is not None else None
+
+
+class MaskCheck:
+    """Finds, in the bytes a client sends on a WebSocket, a frame without a mask.
+
+    RFC 6455 5.1: a client masks every frame, and a server that receives an unmasked
+    one must fail the connection (close 1002). aiohttp's reader does not check: it
+    unmasks a frame if it has a mask and takes it as it is otherwise. This walks the
+    frame headers (RFC 6455 5.2) ahead of the reader. Pure: bytes in, bytes out.
+
+    :meth:`feed` holds back the first byte of a header whose second byte (the mask
+    bit) has not arrived yet, so that the reader is always handed whole checked
+    headers, and stops at the start of an unmasked frame: the reader is then at a
+    frame boundary.
+    """
+
+    __slots__ = ("_held", "_length", "_length_size", "_skip")
+
+    def __init__(self) -> None:
+        self._held = b""  # the start of a header whose mask bit has not come yet
+        self._length = bytearray()  # extended payload length bytes read so far
+        self._length_size = 0  # extended payload length bytes of the current header
+        self._skip = 0  # bytes of the current frame left to pass: mask key and payload
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """The next bytes from the client: those to hand to the reader, and whether an
+        unmasked frame starts right after them (nothing more may be handed then)."""
+        if self._held:
+            data, self._held = self._held + data, b""
+        position, size = 0, len(data)
+        while position < size:
+            if self._skip:
+                step = min(self._skip, size - position)
+                self._skip -= step
+                position += step
+            elif self._length_size:
+                take = min(self._length_size - len(self._length), size - position)
+                self._length += data[position:position + take]
+                position += take
+                if len(self._length) == self._length_size:
+                    self._skip = 4 + int.from_bytes(self._length, "big")
+                    self._length_size = 0
+                    self._length.clear()
+            elif size - position < 2:  # a frame starts, and its mask bit is not here
+                self._held = data[position:]
+                return data[:position], False
+            else:
+                second = data[position + 1]
+                if not second & 0x80:
+                    return data[:position], True
+                length = second & 0x7F
+                position += 2
+                if length >= 126:
+                    self._length_size = 2 if length == 126 else 8
+                else:
+                    self._skip = 4 + length
+        return data, False
+
+
+#: A frame with opcode 3, which RFC 6455 reserves: aiohttp's reader fails the connection
+#: with 1002 on it, as it must on an unmasked client frame.
+_RESERVED_OPCODE_FRAME = b"\x83\x80\x00\x00\x00\x00"
+
+
+class _MaskedFramesOnly:
+    """Stands in for aiohttp's WebSocket reader in the server's request handler
+    (``RequestHandler._payload_parser``): hands it what :class:`MaskCheck` passes."""
+
+    __slots__ = ("_reader", "_check", "_failed")
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._check = MaskCheck()
+        self._failed = False
+
+    def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
+        if self._failed:
+            return True, b""
+        passed, unmasked = self._check.feed(bytes(data))
+        if passed:
+            eof, tail = self._reader.feed_data(passed)
+            if eof:
+                return eof, tail
+        if not unmasked:
+            return False, b""
+        self._failed = True
+        # The reader is at a frame boundary: a frame it must refuse makes it fail the
+        # connection its own way (a WebSocket close 1002, and an ERROR message to the
+        # handler), as for any other protocol error.
+        result: tuple[bool, bytes] = self._reader.feed_data(_RESERVED_OPCODE_FRAME)
+        return result
+
+    def feed_eof(self) -> None:
+        self._reader.feed_eof()
+
+
+class MaskedWebSocketResponse(web.WebSocketResponse):
+    """A ``WebSocketResponse`` that fails the connection with 1002 (RFC 6455 5.1) when
+    the client sends a frame without a mask, which aiohttp accepts.
+
+    Why: a server must refuse unmasked client frames; browsers and every client
+    library mask, so the check costs a walk over frame headers per read, and refuses
+    only broken or hostile clients. aiohttp installs its reader in the request
+    handler when the handshake is done (``_post_start()``), and feeds it at once the
+    bytes that came with the handshake (``RequestHandler._message_tail``); this takes
+    those bytes first, puts :class:`_MaskedFramesOnly` in front of the reader
+    (``RequestHandler._payload_parser``), then hands them through it. Without it:
+    unmasked frames are accepted like masked ones (the connection works; only the RFC
+    is broken). Remove it once aiohttp checks masks itself.
+    """
+
+    def _post_start(self, request: web.BaseRequest, protocol: Any, writer: Any) -> None:
+        handler: Any = request.protocol
+        tail, handler._message_tail = handler._message_tail, b""
+        super()._post_start(request, protocol, writer)
+        checked = handler._payload_parser = _MaskedFramesOnly(handler._payload_parser)
+        if tail:
+            eof, _ = checked.feed_data(tail)
+            if eof:
+                handler.close()

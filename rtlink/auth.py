@@ -25,7 +25,11 @@ first, unless ``allow_query_token``):
    EventSource, so they first trade their token for a **ticket** at
    ``POST {path}/ticket`` (:mod:`rtlink.transports.tickets`). A ticket is a JWT that lives
    ``ticket_ttl`` seconds and is accepted once (its ``jti`` is claimed in the hub's
-   backend, so on every node), which keeps long-lived tokens out of URLs and logs;
+   backend, so on every node), which keeps long-lived tokens out of URLs and logs.
+   A ticket used already or expired is refused with
+   :attr:`~rtlink.codes.CloseCode.TOKEN_EXPIRED` (4003: get a new one and
+   reconnect), not 4500: a browser's EventSource repeats its first URL when it
+   reconnects by itself;
 3. the ``token`` query parameter, only with ``allow_query_token=True``.
 
 A connection whose identity expires (the token's ``exp``) is closed by the hub with
@@ -54,6 +58,7 @@ import attrs
 import jwt
 
 from .backends.base import Backend, LocalClaims
+from .codes import CloseCode
 from .errors import AuthenticationError
 
 __all__ = [
@@ -115,10 +120,11 @@ class Authenticator(abc.ABC):
     also callable like a plain hook (``await authenticator(request)``).
 
     Attributes:
-        leeway: seconds an identity whose ``expires_at`` (:func:`expires_at_of`) has
-            passed is still accepted; its connection is then closed with 4003 at once,
-            so the client reconnects with fresh credentials instead of stopping. 0
-            here; :class:`TokenAuth` takes its own ``leeway``.
+        leeway: seconds after its ``expires_at`` (:func:`expires_at_of`) during which
+            an identity is refused with 4003 (reconnect with fresh credentials) rather
+            than 4500 (stop), in place of ``welcome``
+            (:func:`rtlink.transports.http.identify`). 0 here; :class:`TokenAuth` takes
+            its own ``leeway``.
     """
 
     leeway: float = 0.0
@@ -243,8 +249,9 @@ class TokenAuth(Authenticator):
             if not, tokens carrying an ``aud`` are refused.
         leeway: seconds of clock skew tolerated when checking ``exp``, ``nbf`` and
             ``iat``. A connection still ends (4003) at the token's ``exp`` itself; one
-            opened with a token expired less than ``leeway`` ago is closed with 4003
-            at once, so its client fetches a fresh token rather than stopping.
+            opened with a token expired less than ``leeway`` ago is refused with 4003
+            instead of ``welcome``, so its client fetches a fresh token rather than
+            stopping.
         ticket_ttl: seconds a ticket from ``POST {path}/ticket`` may be used in
             (:meth:`issue_ticket`).
         anonymous: accept requests without credentials (the identity is None);
@@ -409,7 +416,9 @@ class TokenAuth(Authenticator):
         claimed = (self._local_claims.claim(key, ttl) if backend is None
                    else await backend.claim(key, ttl))
         if not claimed:
-            raise AuthenticationError("ticket already used")
+            # Most often a browser's EventSource repeating its first URL after a cut
+            # (protocol.md 2.2): the client must get a new ticket, and may (4003).
+            raise AuthenticationError("ticket already used", CloseCode.TOKEN_EXPIRED)
         return Identity(claims["sub"], claims,
                         _number(claims.get("rtlink_exp"), "ticket", "rtlink_exp"))
 
@@ -419,8 +428,9 @@ class TokenAuth(Authenticator):
         """The request's credentials in, an identity out (or None, if ``anonymous``).
 
         Raises:
-            AuthenticationError: no credentials (unless ``anonymous``), wrong ones, a
-                token in the URL (unless ``allow_query_token``), or a used ticket.
+            AuthenticationError: no credentials (unless ``anonymous``), wrong ones, or
+                a token in the URL (unless ``allow_query_token``): code 4500. A ticket
+                used already or expired: code 4003 (the client gets a new one).
             BackendUnavailable: the backend could not claim a ticket (the connection
                 is refused with 1011 and the client tries again).
         """
@@ -466,7 +476,12 @@ class TokenAuth(Authenticator):
                 options={"require": ["sub"], "verify_sub": False},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthenticationError(f"{what} expired") from None
+            # An expired ticket was good: its bearer gets a new one and reconnects
+            # (4003), as after a reconnect that repeats a used ticket (_redeem).
+            raise AuthenticationError(
+                f"{what} expired",
+                CloseCode.TOKEN_EXPIRED if what == "ticket" else CloseCode.UNAUTHORIZED,
+            ) from None
         except jwt.InvalidSignatureError:
             raise AuthenticationError(f"{what} signature is invalid") from None
         except jwt.InvalidAlgorithmError:

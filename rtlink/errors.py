@@ -11,6 +11,7 @@ The tree::
      │    └── PublishError         ... for publish
      ├── ChannelError            server side: a channel request is refused (ErrorCode)
      ├── AuthenticationError     server side: raised by an authenticate hook to refuse
+     │                             (carries the CloseCode: 4500, or 4003 for fresh ones)
      ├── BackendError            the backend failed; ``temporary`` says if a retry may work
      │    └── BackendUnavailable   the backend cannot be reached
      ├── OutboxFull              the client's offline outbox is at its bound
@@ -125,9 +126,19 @@ class ChannelError(RtlinkError):
 class AuthenticationError(RtlinkError):
     """Raise it from a hub's ``authenticate`` hook to refuse a connection.
 
-    The connection is closed with :attr:`~rtlink.codes.CloseCode.UNAUTHORIZED`
-    (4500) and the message as the reason; the client does not reconnect.
+    The connection is refused with ``code`` and the message as the reason: by default
+    :attr:`~rtlink.codes.CloseCode.UNAUTHORIZED` (4500), after which the client stops;
+    :attr:`~rtlink.codes.CloseCode.TOKEN_EXPIRED` (4003) for credentials that were
+    good but are used up (a single-use ticket used already, or expired), after which
+    the client reconnects with fresh ones.
+
+    Attributes:
+        code: the close code of the refusal.
     """
+
+    def __init__(self, message: str = "", code: int = CloseCode.UNAUTHORIZED) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class BackendError(RtlinkError):

@@ -17,15 +17,22 @@ Pure: no aiohttp, no I/O. The entries are:
   document can claim it, so it proves nothing about who is calling.
 
 With no list (``None``) only same-origin requests are allowed: the host and port of
-the ``Origin`` must be those of the ``Host`` header the request was sent to.
+the ``Origin`` must be those of the ``Host`` header the request was sent to, and that
+host must be one no DNS answer can point elsewhere: an IP address, ``localhost`` or a
+``*.localhost`` name. A DNS name needs listing. Otherwise a page of a domain whose DNS
+the attacker controls (**DNS rebinding**: ``evil.example`` answered first with the
+attacker's address, then with ``127.0.0.1``) would send ``Host`` and ``Origin`` both
+``evil.example:PORT`` to a server it reaches through the victim's browser — on loopback
+or a private network — and pass as same-origin.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["OriginPolicy", "parse_origin"]
+__all__ = ["OriginPolicy", "parse_origin", "is_fixed_host"]
 
 #: Ports implied by a scheme when the origin or the Host header names none.
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
@@ -62,6 +69,20 @@ def _parse_host(host: str) -> tuple[str, int | None] | None:
     if not parts.hostname or parts.path or parts.query or parts.fragment or "@" in host:
         return None
     return parts.hostname.lower(), port
+
+
+def is_fixed_host(hostname: str) -> bool:
+    """Whether no DNS answer can send a browser elsewhere for ``hostname`` (lowercase,
+    IPv6 without brackets): an IP address, ``localhost`` or a name under
+    ``.localhost``, which browsers resolve to loopback themselves (RFC 6761) and which
+    no public DNS serves. Pages of such a host cannot be DNS-rebound."""
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 class OriginPolicy:
@@ -109,7 +130,13 @@ class OriginPolicy:
         return "OriginPolicy(same origin)" if self.same_origin else f"OriginPolicy({self.entries})"
 
     def allows(self, origin: str | None, host: str | None) -> bool:
-        """Whether a request with this ``Origin`` header, sent to this ``Host``, may go on.
+        """Whether a request with this ``Origin`` header, sent to this ``Host``, may go on
+        (:meth:`refusal` is None)."""
+        return self.refusal(origin, host) is None
+
+    def refusal(self, origin: str | None, host: str | None) -> str | None:
+        """Why a request with this ``Origin`` header, sent to this ``Host``, may not go
+        on (for the log), or None if it may.
 
         No ``Origin`` (None) is allowed: browsers always send one where it matters (a
         WebSocket handshake, a cross-origin request), so its absence means a
@@ -119,26 +146,36 @@ class OriginPolicy:
         a proxy that terminates TLS, the page is ``https://example.com`` while the
         request reaches the server as plain HTTP with ``Host: example.com``. The port
         of a ``Host`` without one is taken to be the default port of the origin's
-        scheme, as a browser leaves the default port out of both. The proxy must pass
-        the client's ``Host`` header on (nginx: ``proxy_set_header Host $http_host``).
+        scheme, as a browser leaves the default port out of both. The host must be
+        fixed (:func:`is_fixed_host`): a DNS name is refused even when ``Origin`` and
+        ``Host`` agree, since a rebinding attacker makes them agree (see the module
+        docstring); such a site lists its origin instead.
         """
         if origin is None:
-            return True
+            return None
         if origin == "null":
-            return self.null_origin
+            return None if self.null_origin else "the null origin is not listed"
         try:
             scheme, hostname, port = parse_origin(origin)
         except ValueError:
-            return False
+            return "malformed Origin"
         if self.same_origin:
             target = _parse_host(host) if host else None
             if target is None:
-                return False
+                return "no valid Host header to compare it with"
             target_host, target_port = target
             if target_port is None:
                 target_port = _DEFAULT_PORTS.get(scheme)
-            return (hostname, port) == (target_host, target_port)
+            if (hostname, port) != (target_host, target_port):
+                return "not the same origin (no allowed_origins list)"
+            if not is_fixed_host(hostname):
+                return ("same origin, but a DNS name: without allowed_origins only pages "
+                        "of an IP address or localhost are allowed (DNS rebinding); list "
+                        "this origin in allowed_origins")
+            return None
         if self.any_origin or (scheme, hostname, port) in self._exact:
-            return True
-        return any(scheme == s and port == p and hostname.endswith(suffix)
-                   for s, suffix, p in self._suffixes)
+            return None
+        if any(scheme == s and port == p and hostname.endswith(suffix)
+               for s, suffix, p in self._suffixes):
+            return None
+        return "not in allowed_origins"

@@ -13,6 +13,7 @@ process, so a publisher is for shared engines (Redis).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,8 +74,10 @@ class Publisher:
             data: any JSON value (see :func:`rtlink.protocol.validate_data`).
             key: idempotency key; publishing again with the same key within the
                 channel's ``key_ttl`` returns the first position and publishes nothing.
-                Give one when you retry after an error: a publish whose answer was
-                lost may have happened.
+                Without one, a random key (32 hex digits) is used, as every rtlink
+                publisher does: each publication carries a key. To retry after an
+                error, give your own, the same on the retry: a publish whose answer
+                was lost may have happened.
 
         Raises:
             RuntimeError: the publisher was not started.
@@ -85,6 +88,8 @@ class Publisher:
         """
         if not self._started:
             raise RuntimeError("Publisher not started: use 'async with' or call start()")
+        if key is None:
+            key = secrets.token_hex(16)
         options = self.rules.check_publication(channel, data, key)
         result = await self.backend.publish(channel, data, key=key, policy=options.policy)
         return result.position

@@ -13,6 +13,7 @@ from aiohttp import web
 from .codecs import CODECS
 from .codes import CloseCode
 from .hub import Hub
+from .logs import redact_aiohttp_logs
 from .metrics import metrics_handler
 from .origins import OriginPolicy
 from .protocol import PROTOCOL_VERSION
@@ -56,6 +57,10 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     the global ``rtlink``) and ``{path}/client.mjs`` (ES module); and, with
     ``metrics_path``, the hub's Prometheus metrics (:mod:`rtlink.metrics`).
 
+    Credentials in URLs and ``Authorization`` values are redacted from aiohttp's access
+    and server logs (:func:`rtlink.logs.redact_aiohttp_logs`): a token refused because
+    it came in a URL must not stay in the access line that records the URL.
+
     The hub is started with the application and closed with it; on shutdown every
     connection is closed with 1001 (going away), which tells clients to reconnect —
     to another node, or to this one once it is back — and resume from their
@@ -75,7 +80,9 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         allowed_origins: the web origins whose pages may use the server (see
             :mod:`rtlink.origins`): ``"*"`` (any), ``"https://app.example.com"``,
             ``"https://*.example.com"`` (subdomains), ``"null"``. Default (None): only
-            pages served from the host the request was sent to (same origin). Every
+            pages served from the host the request was sent to (same origin), when
+            that host is an IP address or ``localhost`` (a DNS name must be listed:
+            DNS rebinding, see :mod:`rtlink.origins`). Every
             route but the client files checks the browser's ``Origin`` header before
             authentication and refuses others with 4501 (see
             :mod:`rtlink.transports.guard`); requests without ``Origin`` (non-browser
@@ -104,6 +111,9 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     keys = ApiKeys(api_keys or ())  # checked before anything is mounted
     if metrics_path is not None and not metrics_path.startswith("/"):
         raise ValueError(f"metrics_path must be an absolute path, not {metrics_path!r}")
+    # Tokens in URLs are refused, but aiohttp logs the URLs of every request, refused
+    # ones included: its access and server logs get credentials redacted.
+    redact_aiohttp_logs()
     # Every route but the client files goes through the guard (origin, CORS, limits).
     guard = Guard(app, OriginPolicy(allowed_origins), hub.connection_slots)
     mounted = [transport for name, transport in TRANSPORTS.items() if name in enabled]

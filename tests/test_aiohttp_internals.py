@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 
-from rtlink.aiohttp_internals import client_websocket_transport, wait_writable
+from rtlink.aiohttp_internals import MaskCheck, client_websocket_transport, wait_writable
 from tests.support import seconds
 
 VERSION = aiohttp.__version__
@@ -61,6 +61,19 @@ def test_the_server_protocol_has_a_private_drain_helper() -> None:
         "function (rtlink.aiohttp_internals.wait_writable awaits it)")
     assert isinstance(inspect.getattr_static(web.RequestHandler, "writing_paused"),
                       property), renamed("RequestHandler.writing_paused", "wait_writable")
+
+
+def test_a_websocket_response_installs_its_reader_in_post_start() -> None:
+    post_start = getattr(web.WebSocketResponse, "_post_start", None)
+    assert post_start is not None, renamed("WebSocketResponse._post_start()",
+                                           "MaskedWebSocketResponse")
+    assert list(inspect.signature(post_start).parameters) == [
+        "self", "request", "protocol", "writer"], (
+        f"aiohttp {VERSION}: WebSocketResponse._post_start() takes other arguments now; "
+        "see rtlink.aiohttp_internals.MaskedWebSocketResponse")
+    for name in ("_message_tail", "_payload_parser"):
+        assert name in web.RequestHandler.__slots__, renamed(
+            f"RequestHandler.{name}", "MaskedWebSocketResponse")
 
 
 async def test_a_client_websocket_has_a_private_response_holding_its_connection() -> None:
@@ -198,3 +211,57 @@ async def test_client_websocket_transport_is_the_socket_and_abort_drops_it() -> 
             # No close frame reached the server: it saw the connection drop (1006).
             assert await server_saw in (aiohttp.WSCloseCode.ABNORMAL_CLOSURE, None)
         await ws.close()
+
+
+# --- MaskCheck: finding unmasked client frames (pure) ---------------------------------
+
+
+def frame(payload_size: int, masked: bool = True) -> bytes:
+    """A binary client frame of ``payload_size`` bytes (7, 16 or 64-bit length)."""
+    bit = 0x80 if masked else 0
+    if payload_size < 126:
+        header = bytes([0x82, bit | payload_size])
+    elif payload_size < 65536:
+        header = bytes([0x82, bit | 126]) + payload_size.to_bytes(2, "big")
+    else:
+        header = bytes([0x82, bit | 127]) + payload_size.to_bytes(8, "big")
+    return header + (b"mask" if masked else b"") + b"x" * payload_size
+
+
+def fed(chunks: list[bytes]) -> tuple[bytes, bool]:
+    """Everything a MaskCheck hands on for ``chunks``, and whether it found an unmasked
+    frame (after which nothing is fed)."""
+    check, passed = MaskCheck(), b""
+    for chunk in chunks:
+        out, unmasked = check.feed(chunk)
+        passed += out
+        if unmasked:
+            return passed, True
+    return passed, False
+
+
+def test_mask_check_passes_masked_frames_cut_anywhere() -> None:
+    stream = frame(0) + frame(5) + frame(125) + frame(126) + frame(65535) + frame(65536)
+    assert fed([stream]) == (stream, False)
+    assert fed([bytes([byte]) for byte in stream[:300]] + [stream[300:]]) == (stream, False)
+    for cut in range(1, 20):  # headers cut at every place
+        assert fed([stream[:cut], stream[cut:]]) == (stream, False)
+
+
+def test_mask_check_stops_at_an_unmasked_frame() -> None:
+    good = frame(3) + frame(200)
+    for bad in (frame(3, masked=False), frame(300, masked=False), frame(70000, masked=False)):
+        stream = good + bad + frame(1)
+        assert fed([stream]) == (good, True)
+        # Its header's first byte is held until the mask bit comes: not handed on.
+        assert fed([stream[:len(good) + 1], stream[len(good) + 1:]]) == (good, True)
+        chunks = [stream[i:i + 7] for i in range(0, len(stream), 7)]
+        assert fed(chunks) == (good, True)
+
+
+def test_mask_check_holds_a_lone_first_header_byte() -> None:
+    check = MaskCheck()
+    assert check.feed(b"\x82") == (b"", False)
+    assert check.feed(b"\x81mask") == (b"\x82\x81mask", False)
+    assert check.feed(b"x") == (b"x", False)
+    assert check.feed(b"\x82\x00") == (b"", True)  # unmasked: nothing more passes

@@ -37,6 +37,7 @@ from rtlink.auth import (
 from rtlink.backends.redis import RedisBackend
 from tests.support import collect, eventually, free_port, run_server, seconds
 from tests.support.redis_server import RedisServer
+from tests.transports.test_guard import REFUSAL_STATUS
 
 SECRET = "test-secret-" + "x" * 32
 OTHER_SECRET = "another-secret-" + "y" * 32
@@ -54,6 +55,12 @@ def close(code: int, reason: str) -> dict[str, Any]:
 
 def refused(reason: str) -> dict[str, Any]:
     return close(rtlink.CloseCode.UNAUTHORIZED, reason)
+
+
+def renew(reason: str) -> dict[str, Any]:
+    """A refusal that sends the client for fresh credentials (a used or expired ticket,
+    an identity that has just expired): it reconnects, instead of stopping."""
+    return close(rtlink.CloseCode.TOKEN_EXPIRED, reason)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -99,21 +106,28 @@ async def first_frame(http: aiohttp.ClientSession, server: Any, endpoint: str, *
         if endpoint == "sse":
             async with http.get(f"{server.url}/sse", params={"subs": "{}", **query},
                                 headers=headers) as response:
-                assert response.status == 200
                 async for line in response.content:
                     if line.startswith(b"data: "):
-                        return dict(json.loads(line[6:]))
+                        return _checked(response, dict(json.loads(line[6:])))
                 raise AssertionError("the event stream ended without an event")
         if endpoint == "longpoll":
             async with http.get(f"{server.url}/poll", params={"connect": "1", **query},
                                 headers=headers) as response:
-                assert response.status == 200
-                return dict(json.loads((await response.read()).split(b"\n")[0]))
+                return _checked(response,
+                                dict(json.loads((await response.read()).split(b"\n")[0])))
         assert endpoint == "send"
         async with http.post(f"{server.url}/send", params=query, headers=headers,
                              data=b'{"type":"ping"}') as response:
-            assert response.status == 200
-            return dict(json.loads((await response.read()).split(b"\n")[0]))
+            return _checked(response,
+                            dict(json.loads((await response.read()).split(b"\n")[0])))
+
+
+def _checked(response: aiohttp.ClientResponse, first: dict[str, Any]) -> dict[str, Any]:
+    """``first``, the first frame of an HTTP transport's ``response``, once its status is
+    checked: 200 for an accepted request, the status of its code for a refusal."""
+    expected = REFUSAL_STATUS[first["code"]] if first["type"] == "close" else 200
+    assert response.status == expected, (response.status, first)
+    return first
 
 
 def accepted(endpoint: str) -> str:
@@ -411,6 +425,27 @@ async def test_the_python_client_sends_a_bearer_header_on_every_transport(
         assert {subject for _, subject in seen} == {"alice"}
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse", "longpoll"])
+async def test_the_python_client_reads_refusals_on_every_transport(
+    make_client: Any, transport: str,
+) -> None:
+    # Refusals of the HTTP transports come with 401 (protocol.md 2.6); the client reads
+    # the close frame in the body all the same: 4500 stops it with the server's reason,
+    # 4003 (a token that has just expired) sends it back with a fresh token.
+    auth = TokenAuth(SECRET, leeway=60)
+    async with run_server(authenticate=auth) as server:
+        client = make_client(server.url, token="not-a-jwt")
+        with pytest.raises(rtlink.ClientClosed) as stopped:
+            await asyncio.wait_for(client.connect(), seconds(5))
+        assert (stopped.value.code, stopped.value.reason) == (4500, MALFORMED)
+        tokens = [plain_jwt({"sub": "alice", "exp": int(time.time()) - 5}), auth.mint("alice")]
+        client = make_client(server.url, token=lambda: tokens.pop(0) if len(tokens) > 1
+                             else tokens[0])
+        async with client:
+            await asyncio.wait_for(client.connect(), seconds(5))
+            assert client.state is rtlink.ConnectionState.CONNECTED
+
+
 # --- tickets -----------------------------------------------------------------------------
 
 
@@ -468,8 +503,10 @@ async def test_a_ticket_opens_one_stream_once(http: aiohttp.ClientSession, endpo
         ticket = await get_ticket(http, server, token)
         assert (await first_frame(http, server, endpoint,
                                   query={"ticket": ticket}))["type"] == "welcome"
+        # Used: 4003, get a new ticket (what a browser's EventSource gets when it
+        # repeats its first URL after a cut; the status of SSE stops it: 401).
         for again in ("websocket", "sse"):
-            assert await first_frame(http, server, again, query={"ticket": ticket}) == refused(
+            assert await first_frame(http, server, again, query={"ticket": ticket}) == renew(
                 "ticket already used")
         # A token is not a ticket.
         assert await first_frame(http, server, endpoint, query={"ticket": token}) == refused(
@@ -494,7 +531,7 @@ async def test_a_ticket_is_used_once_across_nodes_sharing_redis(
                                   query={"ticket": ticket}))["type"] == "welcome"
         for server, endpoint in ((a, "websocket"), (a, "sse"), (b, "sse")):
             assert await first_frame(http, server, endpoint,
-                                     query={"ticket": ticket}) == refused("ticket already used")
+                                     query={"ticket": ticket}) == renew("ticket already used")
 
 
 async def test_a_ticket_is_refused_with_1011_while_the_backend_cannot_claim_it(
@@ -515,8 +552,9 @@ async def test_a_ticket_expires_after_ticket_ttl(http: aiohttp.ClientSession) ->
     async with run_server(authenticate=auth) as server:
         ticket = await get_ticket(http, server, auth.mint("alice"))
         await asyncio.sleep(unverified(ticket)["exp"] - time.time() + 0.1)
-        assert await first_frame(http, server, "websocket", query={"ticket": ticket}) == refused(
-            "ticket expired")
+        for endpoint in ("websocket", "sse"):
+            assert await first_frame(http, server, endpoint,
+                                     query={"ticket": ticket}) == renew("ticket expired")
 
 
 async def test_a_ticket_without_a_typ_or_jti_is_refused(http: aiohttp.ClientSession) -> None:
@@ -604,14 +642,9 @@ async def test_the_hub_and_attach_use_what_a_custom_authenticator_declares(
         async with http.post(f"{server.url}/ticket", headers=bearer("no")) as response:
             assert response.status == 401
             assert await response.json() == {"error": "no ticket for you"}
-        # Expired within its leeway: connected, then closed with 4003 at once.
-        url = server.url.replace("http", "ws", 1) + "/ws"
-        async with http.ws_connect(url, params={"age": "5"}) as ws:
-            async with asyncio.timeout(seconds(5)):
-                types = [json.loads(line)["type"] async for message in ws
-                         for line in message.data.split("\n")]
-            assert (types[0], types[-1]) == ("welcome", "close")
-            assert ws.close_code == rtlink.CloseCode.TOKEN_EXPIRED
+        # Expired within its leeway: refused with 4003 (get fresh credentials).
+        assert await first_frame(http, server, "websocket", query={"age": "5"}) == renew(
+            "credentials expired; reconnect with fresh ones")
         # Beyond it: refused.
         assert await first_frame(http, server, "websocket", query={"age": "61"}) == refused(
             "credentials expired")
@@ -631,32 +664,24 @@ async def test_an_already_expired_identity_is_refused_at_connect(
             assert await first_frame(http, server, endpoint) == refused("credentials expired")
 
 
-async def test_a_token_expired_within_the_leeway_connects_and_gets_4003_at_once(
-    http: aiohttp.ClientSession,
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_a_token_expired_within_the_leeway_is_refused_with_4003(
+    http: aiohttp.ClientSession, endpoint: str,
 ) -> None:
     # E.g. a long poll sent just after the token ran out: the client must reconnect with
-    # a fresh token (4003), not stop (4500).
+    # a fresh token (4003), not stop (4500). Instead of welcome: no connection is opened
+    # only to be closed, nothing of a send is handled, and on the HTTP transports the
+    # status (401) stops a native EventSource from repeating the stale URL.
     auth = TokenAuth(SECRET, leeway=60)
     stale = plain_jwt({"sub": "alice", "exp": int(time.time()) - 5})
     async with run_server(authenticate=auth) as server:
-        url = server.url.replace("http", "ws", 1) + "/ws"
-        async with http.ws_connect(url, headers=bearer(stale)) as ws:
-            frames: list[dict[str, Any]] = []
-            async with asyncio.timeout(seconds(5)):
-                async for message in ws:
-                    frames.extend(json.loads(line) for line in message.data.split("\n"))
-            assert ws.close_code == rtlink.CloseCode.TOKEN_EXPIRED
-        assert [f["type"] for f in frames] == ["welcome", "close"]
-        assert frames[-1]["code"] == 4003
-        async with http.get(f"{server.url}/poll", params={"connect": "1", "subs": '{"a":null}'},
-                            headers=bearer(stale)) as response:
-            frames = [json.loads(line) for line in (await response.read()).split(b"\n")]
-        assert frames[0]["type"] == "welcome"
-        assert frames[-1] == close(4003, "credentials expired; reconnect with fresh ones")
+        assert await first_frame(http, server, endpoint, headers=bearer(stale)) == renew(
+            "credentials expired; reconnect with fresh ones")
         # Beyond the leeway it is refused for good.
         very_stale = plain_jwt({"sub": "alice", "exp": int(time.time()) - 61})
-        assert await first_frame(http, server, "websocket",
+        assert await first_frame(http, server, endpoint,
                                  headers=bearer(very_stale)) == refused("token expired")
+        assert not server.hub.connections
 
 
 @pytest.mark.slow

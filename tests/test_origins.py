@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtlink.origins import OriginPolicy, parse_origin
+from rtlink.origins import OriginPolicy, is_fixed_host, parse_origin
 
 
 @pytest.mark.parametrize(
@@ -15,25 +15,57 @@ from rtlink.origins import OriginPolicy, parse_origin
         ("http://127.0.0.1:8080", "127.0.0.1:8081", False),
         ("http://127.0.0.1:8080", "127.0.0.1", False),  # port 80 implied
         ("http://localhost:8080", "127.0.0.1:8080", False),  # another host name
-        ("https://example.com", "example.com", True),
+        ("http://localhost:8080", "localhost:8080", True),
+        ("http://app.localhost:8080", "app.localhost:8080", True),
+        ("http://192.168.1.20", "192.168.1.20", True),
         # TLS terminated by a proxy: the request reaches the server over plain HTTP,
         # with the browser's Host; the scheme is not compared.
-        ("http://example.com", "example.com", True),
-        ("https://example.com", "example.com:443", True),
-        ("https://example.com:8443", "example.com:8443", True),
-        ("https://example.com", "EXAMPLE.com", True),
-        ("https://evil.example", "example.com", False),
-        ("https://example.com.evil.example", "example.com", False),
+        ("https://10.0.0.5", "10.0.0.5", True),
+        ("https://10.0.0.5", "10.0.0.5:443", True),
+        ("https://10.0.0.5:8443", "10.0.0.5:8443", True),
+        ("http://LOCALHOST:8080", "localhost:8080", True),
+        ("https://10.0.0.6", "10.0.0.5", False),
         ("http://[::1]:8080", "[::1]:8080", True),
-        ("null", "example.com", False),
-        ("not an origin", "example.com", False),
-        ("https://example.com/path", "example.com", False),
-        ("https://example.com", None, False),
-        ("https://example.com", "example.com:notaport", False),
+        ("null", "127.0.0.1", False),
+        ("not an origin", "127.0.0.1", False),
+        ("https://127.0.0.1/path", "127.0.0.1", False),
+        ("https://127.0.0.1", None, False),
+        ("https://127.0.0.1", "127.0.0.1:notaport", False),
     ],
 )
 def test_same_origin_by_default(origin: str | None, host: str | None, allowed: bool) -> None:
     assert OriginPolicy().allows(origin, host) is allowed
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        # DNS rebinding: evil.example answers with the attacker's address, then with
+        # 127.0.0.1 or a private address; its page's requests then reach the server
+        # with Host and Origin both evil.example.
+        ("http://evil.example:8080", "evil.example:8080"),
+        ("https://example.com", "example.com"),
+        ("http://example.com", "example.com:80"),
+        ("http://localhost.evil.example", "localhost.evil.example"),
+        ("http://127.0.0.1.nip.io:8080", "127.0.0.1.nip.io:8080"),
+    ],
+)
+def test_same_origin_is_refused_for_dns_names(origin: str, host: str) -> None:
+    policy = OriginPolicy()
+    assert not policy.allows(origin, host)
+    assert "DNS rebinding" in (policy.refusal(origin, host) or "")
+    # Listed, the origin is allowed: the list does not depend on Host at all.
+    assert OriginPolicy([origin]).allows(origin, host)
+
+
+@pytest.mark.parametrize(
+    ("hostname", "fixed"),
+    [("127.0.0.1", True), ("10.1.2.3", True), ("::1", True), ("fe80::1", True),
+     ("localhost", True), ("app.localhost", True), ("example.com", False),
+     ("localhost.example.com", False), ("127.0.0.1.nip.io", False), ("", False)],
+)
+def test_fixed_hosts(hostname: str, fixed: bool) -> None:
+    assert is_fixed_host(hostname) is fixed
 
 
 @pytest.mark.parametrize(

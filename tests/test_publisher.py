@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import rtlink
-from rtlink.backends import MemoryBackend
+from rtlink.backends import HistoryPolicy, MemoryBackend, PublishResult
 from rtlink.codes import ErrorCode
 from tests.support import collect, run_server
 from tests.support.redis_server import RedisServer, run_redis
@@ -59,6 +61,33 @@ async def test_hub_and_publisher_refuse_keys_the_protocol_refuses(key: str) -> N
             await hub.publish("news:a", 1, key=key)
         assert same.value.code == ErrorCode.BAD_REQUEST
         assert (await hub.publish("news:a", 1, key="k" * 128)).offset == 1
+
+
+class KeyRecordingBackend(MemoryBackend):
+    """The memory backend, noting the idempotency key of every publish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str | None] = []
+
+    async def publish(self, channel: str, data: object, *, key: str | None,
+                      policy: HistoryPolicy) -> PublishResult:
+        self.keys.append(key)
+        return await super().publish(channel, data, key=key, policy=policy)
+
+
+async def test_every_publish_carries_an_idempotency_key() -> None:
+    # As every rtlink publisher (the clients, rtlink publish): a random one when the
+    # caller gives none (docs/http-api.md §5, next to Idempotency-Key).
+    backend = KeyRecordingBackend()
+    async with rtlink.Publisher(backend) as publisher:
+        await publisher.publish("a", 1)
+        await publisher.publish("a", 1)
+        await publisher.publish("a", 2, key="mine")
+    generated = backend.keys[:2]
+    assert all(isinstance(key, str) and re.fullmatch("[0-9a-f]{32}", key) for key in generated)
+    assert generated[0] != generated[1]
+    assert backend.keys[2] == "mine"
 
 
 async def test_must_be_started() -> None:

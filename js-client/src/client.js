@@ -223,8 +223,7 @@ export class Client extends ClientCore {
         for (const key in extra) query.set(key, extra[key]);
         return url.href;
       },
-      _stream: async (endpoint, withCursor) => {
-        const extra = {};
+      _stream: async (endpoint, withCursor, extra = {}) => {
         if (token) {
           const response = await link.fetch(this._url + '/ticket', { method: 'POST', headers });
           // 404: no tickets here (a custom authenticate hook): the token in the URL.

@@ -1,14 +1,14 @@
 // Transports open one connection to the server and move transport messages; they
 // know nothing about frames. Each is a function of a `link` given by the client:
 //
-//   link._url(endpoint, withCursor, extra)  the URL of an endpoint (codec, subs)
-//   link._stream(endpoint, withCursor)      the same, authenticated for a WebSocket or
-//                                           EventSource (ticket or token), async
-//   link._headers                           headers of every fetch (Authorization)
-//   link._codec                             the codec (codec.js)
-//   link._received(message)                 a transport message arrived
-//   link._ended(code, reason)               the connection is over (1006: no close code)
-//   link.WebSocket, link.EventSource, link.fetch   injectable for tests
+//   link._url(endpoint, withCursor, extra)     the URL of an endpoint (codec, subs)
+//   link._stream(endpoint, withCursor, extra)  the same, authenticated for a WebSocket
+//                                              or EventSource (ticket or token), async
+//   link._headers                              headers of every fetch (Authorization)
+//   link._codec                                the codec (codec.js)
+//   link._received(message)                    a transport message arrived
+//   link._ended(code, reason)                  the connection is over (1006: no close code)
+//   link.WebSocket, link.EventSource, link.fetch  injectable for tests
 //
 // and returns (or resolves with) { _send(message) -> Promise, _close() } plus, for the
 // transports that carry the subscriptions in their requests (SSE, long polling),
@@ -29,10 +29,11 @@ const post = (link) => async (message) => {
     body: message,
     headers: { ...link._headers, 'Content-Type': 'application/' + link._codec.name },
   });
-  // 400 carries a close frame (1007): the client applies its code.
-  if (response.status != 200 && response.status != 400) throw Error('HTTP ' + response.status);
+  // A refusal (401, 403; 400: undecodable) carries a close frame whose code applies.
+  // An empty 200 answers frames that needed no answer; any other answer that is no
+  // message of the codec (a proxy's 502) ends the connection with 1006 when decoded.
   const body = await link._codec._read(response);
-  if (body.length) link._received(body);
+  if (body.length || !response.ok) link._received(body);
 };
 
 export const transports = {
@@ -58,8 +59,10 @@ export const transports = {
   async sse(link) {
     let current, previous, closed;
     const open = async () => {
-      // Each stream needs a ticket of its own (single use).
-      const url = await link._stream('/sse', true);
+      // Each stream needs a ticket of its own (single use). refusal=200: a refused
+      // stream comes as a 200 whose close frame is read, as an EventSource shows
+      // nothing of a 401 (protocol.md 2.6).
+      const url = await link._stream('/sse', true, { refusal: 200 });
       if (closed) return;
       // The stream in use keeps delivering until the new one (with the new
       // subscriptions) speaks, so nothing is missed; repeats at the seam are dropped
@@ -100,7 +103,8 @@ export const transports = {
       const mine = (poller = new AbortController());
       try {
         const response = await link.fetch(link._url('/poll', true, first), { signal: mine.signal, headers: link._headers });
-        if (response.status != 200) throw Error('HTTP ' + response.status);
+        // Every answer holds frames (a refusal, 401 or 403, its close frame); one that
+        // does not (a proxy's 502) is undecodable: the connection ends with 1006.
         const body = await link._codec._read(response);
         if (mine != poller) return; // replaced by a poll with new subscriptions
         first = null;

@@ -243,6 +243,7 @@ export function params(url) {
     token: query.get('token'),
     ticket: query.get('ticket'),
     connect: query.get('connect'),
+    refusal: query.get('refusal'),
   };
 }
 

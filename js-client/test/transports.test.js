@@ -234,6 +234,19 @@ for (const [what, fail] of [
   });
 }
 
+test('SSE: the stream asks for refusals with status 200 (refusal=200), whose close frame it reads', async (t) => {
+  // A browser's EventSource shows nothing of a 401 or 403: the client asks the server
+  // for a 200 and reads the close frame of a refusal like any event (protocol.md 2.6).
+  const { client, fakes, states } = setup(t, SSE);
+  start(client);
+  const stream = await fakes.nextStream();
+  assert.equal(stream.refusal, '200');
+  await stream.serverSends([{ type: 'close', code: 4500, reason: 'bad token' }]);
+  await waitState(client, 'closed');
+  assert.deepEqual(states.at(-1).code, 4500);
+  assert.ok(stream.closed, 'the client closed the EventSource: no reconnect by the browser');
+});
+
 test('SSE: a POST answered 400 with a close frame 1007 stops the client', async (t) => {
   const { client, fakes } = setup(t, SSE);
   await connectSse(client, fakes);
@@ -535,6 +548,30 @@ test('long polling: a close frame stops polling and applies its code', async (t)
   await sleep(20);
   assert.equal(fakes.requestsTo('/rt/poll').length, 1);
 });
+
+// A refused request has a status that stops a native EventSource and `curl -f` (401,
+// 403) and its close frame in the body (protocol.md 2.6): the client applies the code.
+for (const [status, code, state] of [
+  [401, 4500, 'closed'],
+  [403, 4501, 'closed'],
+  [401, 4003, 'disconnected'],
+]) {
+  test(`long polling: a poll refused with HTTP ${status} applies the close frame ${code} of its body`, async (t) => {
+    const { client, fakes, states } = setup(t, POLL);
+    start(client);
+    await answerPoll(fakes, [{ type: 'close', code, reason: 'refused' }], status);
+    await waitFor(() => states.some((change) => change.newState == state && change.code == code));
+  });
+
+  test(`SSE: a POST refused with HTTP ${status} applies the close frame ${code} of its body`, async (t) => {
+    const { client, fakes, states } = setup(t, SSE);
+    await connectSse(client, fakes);
+    client.publish('chat', 1).catch(() => {});
+    const request = await fakes.nextRequest('/rt/send');
+    await request.respond(status, [{ type: 'close', code, reason: 'refused' }]);
+    await waitFor(() => states.some((change) => change.newState == state && change.code == code));
+  });
+}
 
 test('long polling: publishes go by POST /rt/send; the ack resolves them', async (t) => {
   const { client, fakes } = setup(t, POLL);

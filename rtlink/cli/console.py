@@ -1,5 +1,6 @@
 """What the commands write besides their results: error lines on stderr and log
-lines (UTC time, level, logger, message with ``key=value`` details)."""
+lines (UTC time, level, logger, message with ``key=value`` details), with credentials
+redacted and malformed requests logged briefly (:mod:`rtlink.logs`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import logging
 import sys
 import time
+
+from ..logs import QuietBadRequests, RedactCredentials
 
 __all__ = ["err", "setup_logging", "fields"]
 
@@ -21,11 +24,19 @@ def err(message: str) -> None:
 
 
 def setup_logging(level: str) -> None:
-    """Send log records of ``level`` (``"info"``, ...) and above to stderr, one line each."""
+    """Send log records of ``level`` (``"info"``, ...) and above to stderr, one line each.
+
+    No line holds a credential (a token or ticket in a URL, an ``Authorization``
+    value): they are redacted. A malformed HTTP request, which anyone can send, is one
+    INFO line (at most 10 at once and one every 10 s; the rest are counted), not an
+    ERROR with a traceback.
+    """
     formatter = logging.Formatter(_LOG_FORMAT, _LOG_DATE_FORMAT)
     formatter.converter = time.gmtime  # UTC: comparable across machines
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(QuietBadRequests())  # first: it drops the traceback
+    handler.addFilter(RedactCredentials())
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 

@@ -14,7 +14,8 @@ __all__ = ["add_serve_options", "serve_flags"]
 
 #: How a default that is None or empty reads in --help, where "off" does not say it.
 _UNSET_HELP = {
-    "allowed_origins": "only pages of this server's own host and port",
+    "allowed_origins": ("only pages of this server's own host and port, when that host "
+                        "is an IP address or localhost"),
     "token_secret": "none (no authentication)",
     "api_keys": "none (no publish API)",
 }

@@ -187,6 +187,14 @@ class WebSocketTransport(ClientTransport):
 _END = object()
 
 
+def _has_frames(response: aiohttp.ClientResponse, content_type: str) -> bool:
+    """Whether an answer of the server carries rtlink frames for the client: a 200, or a
+    refusal (401, 403, the 400 of an undecodable send...) in the expected
+    ``content_type``, whose ``close`` frame says what to do (protocol.md 2.6). Other
+    answers (a proxy's 502 page, a 413) have none: the connection failed (1006)."""
+    return response.status == 200 or response.content_type == content_type
+
+
 class _HttpTransport(ClientTransport):
     """What SSE and long polling share: a queue of received messages, POST /send."""
 
@@ -253,8 +261,7 @@ class _HttpTransport(ClientTransport):
                                       headers={**self._headers,
                                                "Content-Type": self._codec.content_type}) as r:
             body = await r.read()
-            # 400 carries a close frame (1007) whose code the client applies.
-            if r.status not in (200, 400):
+            if not _has_frames(r, self._codec.content_type) or (r.status != 200 and not body):
                 raise TransportClosed(CloseCode.ABNORMAL, f"send: HTTP {r.status}")
         # Answers (acks, errors, pongs) reach the client like frames from the server.
         # An empty body is a complete answer: no frame of the request needed one.
@@ -294,7 +301,9 @@ class EventSourceTransport(_HttpTransport):
             headers={**self._headers, "Accept": "text/event-stream"},
             timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
         )
-        if response.status != 200:
+        # A refused stream (401, 403) is still an event stream: its one event, the close
+        # frame, is read like any other.
+        if not _has_frames(response, "text/event-stream"):
             response.close()
             raise TransportClosed(CloseCode.ABNORMAL, f"sse: HTTP {response.status}")
         return response
@@ -385,7 +394,7 @@ class LongPollTransport(_HttpTransport):
                 first = {}
                 async with self._http.get(url, headers=self._headers) as response:
                     body = await response.read()
-                    if response.status != 200:
+                    if not body or not _has_frames(response, self._codec.content_type):
                         raise TransportClosed(CloseCode.ABNORMAL,
                                               f"poll: HTTP {response.status}")
                 self._idle.clear()

@@ -13,13 +13,19 @@ __all__ = ["read_secret_file", "read_config_file"]
 
 
 def read_secret_file(path: str | Path, source: str) -> str:
-    """The text of a secret file.
+    """The text of a secret file: its bytes decoded as UTF-8, as they are.
+
+    Line endings are not translated (``newline=""``): a secret's key bytes are those
+    of the file (but the final line ending, which :meth:`~rtlink.config.values.Kind.from_file`
+    drops), which is what someone minting tokens in another language reads.
 
     Raises:
-        ConfigError: the file cannot be read (the message names ``source``).
+        ConfigError: the file cannot be read or is not UTF-8 (the message names
+            ``source``).
     """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as file:
+            return file.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{source}: cannot read {str(path)!r}: {reason}") from None

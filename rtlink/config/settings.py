@@ -25,7 +25,8 @@ class ServeConfig:
         history_size: server-wide publications kept per channel.
         history_ttl: server-wide seconds a publication stays in history.
         client_publish: server-wide: whether clients may publish.
-        allowed_origins: web origins whose pages may connect; None: same origin only.
+        allowed_origins: web origins whose pages may connect; None: same origin only,
+            for IP address and ``localhost`` hosts.
         publish_rate: client publishes per second per connection; None: no limit.
         publish_burst: client publishes allowed at once.
         max_connections_per_ip: connections per client address; None: no limit.

@@ -80,7 +80,8 @@ class Kind:
         raise self.error(value)
 
     def from_file(self, content: str) -> Any:
-        """The value read from a file (secrets): its text, without the final newline."""
+        """The value read from a file (secrets): its text without one final line ending
+        (``\\n``, ``\\r\\n`` or ``\\r``); everything else, spaces included, is kept."""
         return self.from_text(content.removesuffix("\n").removesuffix("\r"))
 
     def show(self, value: Any) -> str:

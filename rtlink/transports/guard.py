@@ -7,7 +7,8 @@ through :meth:`Guard.add_route`, so a route added later gets the same checks.
 * **Origin.** A request whose ``Origin`` the :class:`~rtlink.origins.OriginPolicy`
   refuses is answered by the route's own refusal, before authentication: on
   WebSocket a handshake and then close 4501, on SSE, long polling and send a
-  ``close`` frame with 4501 in a 200 answer (clients stop on it), elsewhere HTTP 403.
+  ``close`` frame with 4501 in a 403 answer (clients stop on it; see
+  :func:`~rtlink.transports.http.refusal_status`), elsewhere HTTP 403.
 * **CORS.** Answers to an allowed ``Origin`` on the HTTP routes carry
   ``Access-Control-Allow-Origin: <that origin>``, ``Access-Control-Allow-Credentials:
   true`` and ``Vary: Origin`` — refusals included, so that a page can read why it was
@@ -15,7 +16,8 @@ through :meth:`Guard.add_route`, so a route added later gets the same checks.
   max-age below, or 403 without CORS headers for a refused origin.
 * **Connections per address.** On the connection routes (WebSocket, SSE, long poll)
   a client address with ``max_connections_per_ip`` requests open already is refused
-  with 1013 (try again later: clients reconnect with backoff) the same ways.
+  with 1013 (try again later: clients reconnect with backoff) the same ways, with
+  status 200 on SSE and long polling (the same request may work later).
 
 Hand-written rather than aiohttp-cors: that library answers CORS for HTTP routes
 only, while browsers do not apply CORS to WebSockets at all (any page may open one
@@ -128,9 +130,10 @@ class Guard:
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             origin = request.headers.get("Origin")
-            if not policy.allows(origin, request.host):
-                logger.info("refused %s %s: origin %r not allowed (Host %r)",
-                            request.method, request.path, origin, request.host)
+            why = policy.refusal(origin, request.host)
+            if why is not None:
+                logger.info("refused %s %s: origin %r not allowed (Host %r): %s",
+                            request.method, request.path, origin, request.host, why)
                 return await refuse(request, CloseCode.FORBIDDEN, "origin not allowed")
             if cors and origin is not None:
                 request[_CORS_HEADERS] = _cors_headers(origin)
@@ -160,9 +163,10 @@ class Guard:
         origin = request.headers.get("Origin")
         if origin is None:  # not a preflight: say what the resource allows
             return web.Response(status=204, headers={"Allow": f"{CORS_ALLOW_METHODS}, OPTIONS"})
-        if not self.policy.allows(origin, request.host):
-            logger.info("refused preflight of %s: origin %r not allowed (Host %r)",
-                        request.path, origin, request.host)
+        why = self.policy.refusal(origin, request.host)
+        if why is not None:
+            logger.info("refused preflight of %s: origin %r not allowed (Host %r): %s",
+                        request.path, origin, request.host, why)
             return web.Response(status=403, text="rtlink: origin not allowed\n",
                                 headers=NO_CACHE)
         return web.Response(status=204, headers={

@@ -5,19 +5,28 @@ Server-sent events and long polling carry the subscription set in their request 
 serve any request, and send client
 frames (publishes, pings) by ``POST {path}/send``, answered in the response. Nothing
 is kept on the server between two requests of one client.
+
+A request that is refused (authentication, origin, connections per address) is
+answered with a ``close`` frame in place of ``welcome``, as on WebSocket, and with a
+status that says whether the same request may work later (:func:`refusal_status`):
+200 if so (1011, 1013), else 401 or 403, so that a browser's native ``EventSource``
+stops instead of repeating it every few seconds and ``curl -f`` fails; 200 always for
+a client that asks so (``refusal=200``) because it reads the frame itself.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiohttp import web
 
+from ..auth import expires_at_of
 from ..codecs import CODECS, Codec
-from ..codes import CloseCode
+from ..codes import CloseCode, should_reconnect
 from ..errors import AuthenticationError, InvalidInput
 from ..hub import Hub
 from ..positions import Position, parse_cursor
@@ -26,8 +35,15 @@ from ..session import REQUEST
 
 __all__ = [
     "NO_CACHE",
+    "EXPIRED_REASON",
+    "Refusal",
+    "REFUSAL_PARAMETER",
     "request_codec",
+    "refusal_codec",
     "request_cursor",
+    "identify",
+    "refusal_status",
+    "refusal_headers",
     "authenticate_or_refuse",
     "close_response",
     "refuse_request",
@@ -47,6 +63,17 @@ NO_CACHE: Mapping[str, str] = {
 }
 
 
+#: The reason of a refusal (or close) for credentials that expired: get fresh ones.
+EXPIRED_REASON = "credentials expired; reconnect with fresh ones"
+
+#: Why a request is refused: a close code and its reason.
+Refusal: TypeAlias = tuple[int, str]
+
+#: The query parameter by which a client asks for refusals with status 200
+#: (``refusal=200``, see :func:`refusal_status`).
+REFUSAL_PARAMETER = "refusal"
+
+
 def _bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=f"rtlink: {message}\n", headers=NO_CACHE)
 
@@ -58,6 +85,13 @@ def request_codec(request: web.Request) -> Codec:
     if codec is None:
         raise _bad_request(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
     return codec
+
+
+def refusal_codec(request: web.Request) -> Codec:
+    """The codec of a refusal (origin, connections per address) of a stream, poll or
+    send request: the request's, or JSON when its ``codec`` is unknown, since those
+    checks come before every check of the request itself (protocol.md 2.9)."""
+    return CODECS.get(request.query.get("codec", "json")) or CODECS["json"]
 
 
 def request_cursor(request: web.Request, limit: int,
@@ -78,33 +112,82 @@ def request_cursor(request: web.Request, limit: int,
         raise _bad_request(str(exc) if header is None else f"{header}: {exc}") from None
 
 
-async def authenticate_or_refuse(hub: Hub, request: web.Request,
-                                 codec: Codec) -> tuple[Any, web.Response | None]:
-    """Run the authenticate hook; on refusal also return the response that says so.
+async def identify(hub: Hub, request: web.Request) -> tuple[Any, Refusal | None]:
+    """Run the ``authenticate`` hook for a new connection's request: its identity, or
+    why it is refused.
 
-    A refusal is answered like on WebSocket, with a ``close`` frame (4500, or 1011
-    when the hook crashed), so clients handle every transport the same way.
+    Refusals: the hook's :class:`~rtlink.errors.AuthenticationError` with its code
+    (4500, or 4003 for a used or expired ticket); 1011 when the hook crashed (logged);
+    4003 for an identity that has expired already, which the hub accepts within its
+    authenticator's ``leeway`` so that the client comes back with fresh credentials
+    instead of stopping. That is said instead of ``welcome``: a connection that would
+    be closed at once is not opened, and its client backs off if its token source
+    keeps giving the same stale token.
     """
     try:
-        return await hub.authenticate(request), None
+        identity = await hub.authenticate(request)
     except AuthenticationError as exc:
-        code, reason = CloseCode.UNAUTHORIZED, str(exc) or "unauthorized"
+        return None, (exc.code, str(exc) or "unauthorized")
     except Exception:
         logger.exception("authenticate hook failed")
-        code, reason = CloseCode.INTERNAL_ERROR, "authentication failed"
-    return None, close_response(codec, code, reason)
+        return None, (CloseCode.INTERNAL_ERROR, "authentication failed")
+    expires_at = expires_at_of(identity)
+    if expires_at is not None and expires_at <= time.time():
+        return None, (CloseCode.TOKEN_EXPIRED, EXPIRED_REASON)
+    return identity, None
 
 
-def close_response(codec: Codec, code: int, reason: str) -> web.Response:
-    """An answer holding only a ``close`` frame: how the HTTP transports refuse a
-    request (status 200: clients act on the frame's code, as on WebSocket)."""
+def refusal_status(code: int, request: web.Request) -> int:
+    """The HTTP status of a stream, poll or send ``request`` refused with close ``code``.
+
+    200 when the same request may succeed later (1011, 1013: a native ``EventSource``
+    repeats it by itself, as it should); 401 when credentials are missing, wrong or
+    used up (4500, 4003: the same URL would be refused again, so the status stops an
+    ``EventSource`` from repeating it forever); 403 for every other code (4501 and
+    the stop codes). The body holds the ``close`` frame all the same, for the clients
+    that read it.
+
+    A request with the query parameter ``refusal=200`` gets 200 whatever the code: its
+    client reads the ``close`` frame of a refused stream itself and closes its
+    ``EventSource`` on it — the browser client, which could not read the frame of a
+    401 (an ``EventSource`` shows nothing of an answer that is not a 200).
+    """
+    if request.query.get(REFUSAL_PARAMETER) == "200":
+        return 200
+    if code in (CloseCode.UNAUTHORIZED, CloseCode.TOKEN_EXPIRED):
+        return 401
+    return 200 if should_reconnect(code) else 403
+
+
+def refusal_headers(code: int, request: web.Request) -> dict[str, str]:
+    """The headers of a refusal of ``request`` with close ``code`` (a 401 names its
+    scheme)."""
+    if refusal_status(code, request) == 401:
+        return {**NO_CACHE, "WWW-Authenticate": "Bearer"}
+    return dict(NO_CACHE)
+
+
+async def authenticate_or_refuse(hub: Hub, request: web.Request,
+                                 codec: Codec) -> tuple[Any, web.Response | None]:
+    """:func:`identify`; on refusal also return the poll or send answer that says so."""
+    identity, refusal = await identify(hub, request)
+    return identity, None if refusal is None else close_response(request, codec, *refusal)
+
+
+def close_response(request: web.Request, codec: Codec, code: int,
+                   reason: str) -> web.Response:
+    """An answer holding only a ``close`` frame: how the HTTP transports refuse a poll or
+    a send ``request``, with the status of :func:`refusal_status`."""
     body = encode_frame(codec, Close(code, reason))
-    return web.Response(body=body, content_type=codec.content_type, headers=NO_CACHE)
+    return web.Response(body=body, status=refusal_status(code, request),
+                        content_type=codec.content_type,
+                        headers=refusal_headers(code, request))
 
 
 async def refuse_request(request: web.Request, code: int, reason: str) -> web.Response:
-    """Refuse a poll or send request with a ``close`` frame in its ``codec``."""
-    return close_response(request_codec(request), code, reason)
+    """Refuse a poll or send request with a ``close`` frame in its ``codec`` (JSON if
+    the ``codec`` is unknown: :func:`refusal_codec`)."""
+    return close_response(request, refusal_codec(request), code, reason)
 
 
 def limit_unacknowledged_writes(request: web.Request, seconds: float) -> None:

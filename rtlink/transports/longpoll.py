@@ -2,8 +2,8 @@
 
 Each poll is a short connection on its own: the request carries the codec and the
 subscriptions with their positions (``subs``), the server replays what follows them
-and answers at once if there is anything new (an error, a fresh or unrecovered
-subscription, publications) or if it is the first poll of a client's connection
+and answers at once if there is anything new (a refused channel, a fresh or
+unrecovered subscription, publications) or if it is the first poll of a client's connection
 (``connect=1``); otherwise it holds the request until a publication arrives or
 ``poll_timeout`` passes. Every answer starts with ``welcome`` and a
 ``subscribed`` frame per channel, then the publications, all in one response body.
@@ -54,7 +54,10 @@ def poll_handler(hub: Hub) -> Any:
             # the transport: it is answered at once, news or not.
             connection.news = request.query.get("connect") == "1"
             for channel, since in cursor.items():
-                await peer.subscribe(channel, since)
+                # A refusal of the channel (an ``error`` frame) is news too: a poll
+                # whose channels are all refused would otherwise be held for nothing.
+                if await peer.subscribe(channel, since):
+                    connection.news = True
             # ``news`` is also set by publications that reached a channel set up
             # earlier while a later one was being set up.
             if not connection.news and not connection.closing:

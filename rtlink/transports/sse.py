@@ -28,15 +28,32 @@ from ..protocol import Close, encode_frame
 from ..session import STREAM
 from .http import (
     NO_CACHE,
-    authenticate_or_refuse,
+    identify,
     limit_unacknowledged_writes,
+    refusal_codec,
+    refusal_headers,
+    refusal_status,
     request_codec,
     request_cursor,
 )
 
-__all__ = ["sse_handler", "refuse_stream"]
+__all__ = ["sse_handler", "refuse_stream", "event"]
 
 logger = logging.getLogger("rtlink.transports.sse")
+
+_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
+def event(message: bytes, binary: bool, event_id: str | None = None) -> bytes:
+    """One server-sent event holding a transport ``message`` (protocol.md 2.2): an
+    ``id:`` line if ``event_id`` is given, then JSON lines (one per frame) or, for a
+    ``binary`` codec, base64 on one ``data:`` line, then an empty line."""
+    if binary:
+        data = b"data: " + base64.b64encode(message) + b"\n"
+    else:
+        data = b"".join(b"data: " + line + b"\n" for line in message.split(b"\n"))
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+    return head + data + b"\n"
 
 
 class _EventStreamSink:
@@ -50,13 +67,8 @@ class _EventStreamSink:
         self.peer: Peer | None = None
 
     async def send(self, message: bytes) -> None:
-        if self._binary:
-            data = b"data: " + base64.b64encode(message) + b"\n"
-        else:
-            data = b"".join(b"data: " + line + b"\n" for line in message.split(b"\n"))
-        text = format_event_id(self.peer.cursor() if self.peer is not None else None)
-        event_id = b"" if text is None else b"id: " + text.encode() + b"\n"
-        await self._response.write(event_id + data + b"\n")
+        event_id = format_event_id(self.peer.cursor() if self.peer is not None else None)
+        await self._response.write(event(message, self._binary, event_id))
 
     async def close(self, code: int, reason: str) -> None:
         await self._response.write_eof()
@@ -67,18 +79,20 @@ class _EventStreamSink:
             transport.abort()
 
 
-async def refuse_stream(request: web.Request, code: int, reason: str) -> web.StreamResponse:
-    """Refuse a stream request: a stream of one event, a ``close`` frame in the
-    request's ``codec`` (status 200, as for a refused authentication)."""
-    codec = request_codec(request)
-    response = web.StreamResponse(headers={
-        **NO_CACHE, "Content-Type": "text/event-stream; charset=utf-8",
-    })
-    await response.prepare(request)
-    await _EventStreamSink(request, response, codec).send(
-        encode_frame(codec, Close(code, reason)))
-    await response.write_eof()
-    return response
+def _refusal(request: web.Request, codec: Codec, code: int, reason: str) -> web.Response:
+    """A refused stream: one event, the ``close`` frame, with the status of
+    :func:`~rtlink.transports.http.refusal_status` — 401 or 403 unless the same request
+    may work later (or the client asks for 200), so that a native ``EventSource`` does
+    not repeat it forever."""
+    body = event(encode_frame(codec, Close(code, reason)), codec.binary)
+    return web.Response(body=body, status=refusal_status(code, request), headers={
+        **refusal_headers(code, request), "Content-Type": _CONTENT_TYPE})
+
+
+async def refuse_stream(request: web.Request, code: int, reason: str) -> web.Response:
+    """Refuse a stream request (origin, connections per address): a stream of one
+    event, a ``close`` frame in the request's ``codec`` (JSON if it is unknown)."""
+    return _refusal(request, refusal_codec(request), code, reason)
 
 
 def sse_handler(hub: Hub) -> Any:
@@ -91,20 +105,15 @@ def sse_handler(hub: Hub) -> Any:
         cursor = merge_last_event_id(
             request_cursor(request, hub.max_subscriptions),
             request_cursor(request, hub.max_subscriptions, header="Last-Event-ID"))
-        identity, refusal = await authenticate_or_refuse(hub, request, codec)
-        response = web.StreamResponse(headers={
-            **NO_CACHE, "Content-Type": "text/event-stream; charset=utf-8",
-        })
+        identity, refusal = await identify(hub, request)
+        if refusal is not None:
+            return _refusal(request, codec, *refusal)
+        response = web.StreamResponse(headers={**NO_CACHE, "Content-Type": _CONTENT_TYPE})
         await response.prepare(request)
         # The client never writes on the stream, so only unacknowledged writes (pings)
         # reveal one that vanished without FIN/RST: bound how long they may stay so.
         limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
         sink = _EventStreamSink(request, response, codec)
-        if refusal is not None:
-            assert isinstance(refusal.body, bytes)
-            await sink.send(refusal.body)
-            await response.write_eof()
-            return response
         peer = sink.peer = hub.accept(codec, identity, sink, "sse", STREAM,
                                       address=request.remote,
                                       fallback=request.query.get("fallback"))

@@ -4,7 +4,8 @@ The codec is chosen by WebSocket subprotocol (``rtlink.v1.json`` or
 ``rtlink.v1.msgpack``; none offered means JSON). JSON batches travel as text
 messages, msgpack batches as binary messages. Messages larger than the hub's
 ``max_message_size`` (in bytes) are refused by aiohttp itself with close code 1009, and text
-that is not UTF-8 with 1007.
+that is not UTF-8 with 1007; a client frame without a mask fails the connection with
+1002 (:class:`~rtlink.aiohttp_internals.MaskedWebSocketResponse`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..aiohttp_internals import wait_writable
+from ..aiohttp_internals import MaskedWebSocketResponse, wait_writable
 from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
-from ..errors import AuthenticationError
 from ..hub import Hub
 from ..protocol import Close, encode_frame
-from .http import limit_unacknowledged_writes
+from .http import identify, limit_unacknowledged_writes
 
 __all__ = ["websocket_handler", "refuse_websocket"]
 
@@ -140,7 +140,9 @@ def websocket_handler(hub: Hub) -> Any:
     """Return the aiohttp handler serving rtlink over WebSocket for ``hub``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(
+        # Masked: a client frame without a mask fails the connection (1002), as RFC
+        # 6455 5.1 requires and aiohttp does not check.
+        ws = MaskedWebSocketResponse(
             protocols=SUBPROTOCOLS,
             # aiohttp refuses messages of max_msg_size bytes or more; ours is inclusive.
             max_msg_size=hub.max_message_size + 1,
@@ -161,13 +163,9 @@ def websocket_handler(hub: Hub) -> Any:
             )
             return ws
         codec = codec_for_subprotocol(ws.ws_protocol)
-        try:
-            identity = await hub.authenticate(request)
-        except AuthenticationError as exc:
-            return await _refuse(ws, codec, CloseCode.UNAUTHORIZED, str(exc) or "unauthorized")
-        except Exception:
-            logger.exception("authenticate hook failed")
-            return await _refuse(ws, codec, CloseCode.INTERNAL_ERROR, "authentication failed")
+        identity, refusal = await identify(hub, request)
+        if refusal is not None:
+            return await _refuse(ws, codec, *refusal)
         sink = (_WebSocketSink if ws.compress else _DirectWebSocketSink)(
             ws, request, codec.binary)
         peer = hub.accept(codec, identity, sink, "websocket", address=request.remote,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -19,14 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import jwt
 import pytest
 
 import rtlink
 from rtlink.auth import TokenAuth
 from rtlink.config import SERVE_OPTIONS
 from rtlink.errors import AuthenticationError
-from tests.support import free_port, seconds
+from tests.support import free_port, run_server, seconds
 from tests.support.redis_server import RedisServer, run_redis
+from tests.test_publisher import KeyRecordingBackend
 
 #: Run the CLI the way the console script does, without relying on it being installed.
 CLI = [sys.executable, "-c", "import sys; from rtlink.cli import main; sys.exit(main())"]
@@ -411,6 +414,101 @@ def test_serve_redacts_the_redis_password() -> None:
     finally:
         server.kill()
     assert "secret" not in "\n".join(server.stdout.rest() + server.stderr.rest())
+
+
+async def test_publish_and_the_python_client_always_send_an_idempotency_key() -> None:
+    # A publish whose answer is lost (a dropped connection, a request half-closed after
+    # its body) may have been applied: each carries a key so that sending it again is
+    # applied once (docs/http-api.md §5, protocol.md 6.3). Without --key: a random one.
+    backend = KeyRecordingBackend()
+    hub = rtlink.Hub(backend, channels={"*": rtlink.ChannelOptions(client_publish=True)})
+    async with run_server(hub) as served:
+        for _ in range(2):
+            result = await asyncio.to_thread(run_cli, "publish", served.url, "keys", "1")
+            assert result.returncode == 0, result.stderr
+        async with rtlink.Client(served.url) as client:
+            await client.publish("keys", 2)
+    assert len(backend.keys) == 3 and len(set(backend.keys)) == 3
+    assert all(re.fullmatch("[0-9a-f]{32}", key or "") for key in backend.keys), backend.keys
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    """Send one raw HTTP request and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds(5)) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_the_token_secret_is_the_files_bytes_without_the_final_line_ending(
+        tmp_path: Path) -> None:
+    # For services minting tokens in another language (operations.md, http-api.md §3.1):
+    # the HS256 key is the file's bytes, UTF-8, but one final line ending; spaces and a
+    # CR inside stay (the file used to be read with newlines translated).
+    key = "  spaced\rsecret-0123456789abcdef0123456789  "
+    (tmp_path / "secret").write_bytes(key.encode() + b"\r\n")
+    server = Server("--token-secret-file", str(tmp_path / "secret"))
+    try:
+        def poll(secret: str) -> bytes:
+            token = jwt.encode({"sub": "svc"}, secret.encode(), algorithm="HS256")
+            return raw_request(server.port, (
+                "GET /rt/poll?connect=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                f"Authorization: Bearer {token}\r\n\r\n").encode())
+
+        assert b'"type":"welcome"' in poll(key)
+        for other in (key.strip(), key + "\r\n", key.replace("\r", "\n")):
+            assert poll(other).startswith(b"HTTP/1.1 401"), repr(other)
+    finally:
+        server.kill()
+
+
+def test_serve_logs_no_credential_and_malformed_requests_in_one_line_each(
+        tmp_path: Path) -> None:
+    # Issue 20: a token refused because it came in a URL sat in full in the access log
+    # (so did ?key= on /publish); each malformed request (anyone can send them) was an
+    # ERROR with a traceback, which could quote an Authorization header.
+    key = secrets.token_urlsafe(32)
+    (tmp_path / "keys").write_text(key + "\n")
+    (tmp_path / "secret").write_text("s" * 32 + "\n")
+    server = Server("--log-level", "info", "--api-key-file", str(tmp_path / "keys"),
+                    "--token-secret-file", str(tmp_path / "secret"))
+    secrets_sent = ["TOKEN-1-SECRET", "TICKET-2-SECRET", "KEY-3-SECRET", "PCT-4-SECRET",
+                    "BEARER-5-SECRET"]
+    try:
+        head = "Host: 127.0.0.1\r\nConnection: close\r\n"
+        for target in ("/rt/sse?subs=%7B%7D&token=TOKEN-1-SECRET",
+                       "/rt/poll?connect=1&ticket=TICKET-2-SECRET",
+                       "/rt/poll?connect=1&%74oken=PCT-4-SECRET"):
+            answer = raw_request(server.port, f"GET {target} HTTP/1.1\r\n{head}\r\n".encode())
+            assert answer.startswith(b"HTTP/1.1 401"), answer
+        body = b'{"channel": "c", "data": 1}'
+        answer = raw_request(server.port, (
+            f"POST /rt/publish?key=KEY-3-SECRET HTTP/1.1\r\n{head}Authorization: Bearer {key}"
+            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        # Malformed: a control character in a header (aiohttp's parser refuses it).
+        for _ in range(40):
+            answer = raw_request(server.port, f"GET /rt/info HTTP/1.1\r\n{head}"
+                                 "Authorization: Bearer BEARER-5-SECRET\x01\r\n\r\n".encode())
+            assert answer.startswith(b"HTTP/1.0 400"), answer
+        raw_request(server.port, f"GET /rt/info?done=1 HTTP/1.1\r\n{head}\r\n".encode())
+        server.stderr.wait_for("done=1")
+    finally:
+        server.kill()
+    log = server.stderr.rest()
+    text = "\n".join(log)
+    assert not [secret for secret in secrets_sent if secret in text], text
+    assert key not in text
+    assert "token=[redacted]" in text and "ticket=[redacted]" in text
+    assert "key=[redacted]" in text and "%74oken=[redacted]" in text
+    assert "Traceback" not in text and " ERROR " not in text, text
+    malformed = [line for line in log if "malformed HTTP request from 127.0.0.1" in line]
+    assert malformed and all(" INFO aiohttp.server: " in line for line in malformed)
+    assert malformed[0].endswith("refused with 400: Invalid header value char"), malformed
+    assert len(malformed) <= 11  # at most 10 at once, then one every 10 s
 
 
 @pytest.mark.parametrize(

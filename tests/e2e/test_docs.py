@@ -53,15 +53,13 @@ from tests.support import (
     missing_component,
     seconds,
 )
+from tests.support.docs import DOCS, MIGRATION, OPERATIONS, code_blocks, replaced, the_block
 from tests.support.proxy import Proxy as NginxProxy
 from tests.support.proxy import nginx_config, require_nginx
 from tests.support.redis_server import RedisServer, run_cluster, run_redis, run_sentinel
 
 pytestmark = [pytest.mark.redis, pytest.mark.proxy]
 
-DOCS = ROOT / "docs"
-OPERATIONS = DOCS / "operations.md"
-MIGRATION = DOCS / "migrating-from-socketio.md"
 
 #: Run the CLI as the console script does, without relying on it being installed.
 CLI = [sys.executable, "-c", "import sys; from rtlink.cli import main; sys.exit(main())"]
@@ -72,45 +70,6 @@ DOC_NODES = ("10.0.0.11:8080", "10.0.0.12:8080")
 HAPROXY = find_binary("haproxy")
 CADDY = find_binary("caddy")
 OPENSSL = find_binary("openssl")
-
-
-# --- reading the documents ----------------------------------------------------------------
-
-
-def code_blocks(path: Path, language: str) -> list[str]:
-    """The fenced code blocks of ``path`` whose info string is ``language``, dedented
-    (blocks inside list items are indented)."""
-    blocks: list[str] = []
-    opened: tuple[str, str] | None = None  # (indent, info string) of the open fence
-    body: list[str] = []
-    for line in path.read_text().splitlines():
-        fence = re.fullmatch(r"( *)```(\S*)\s*", line)
-        if opened is None:
-            if fence:
-                opened, body = (fence[1], fence[2]), []
-        elif fence and fence[1] == opened[0] and not fence[2]:
-            if opened[1] == language:
-                blocks.append("".join(text[len(opened[0]):] + "\n" for text in body))
-            opened = None
-        else:
-            body.append(line)
-    return blocks
-
-
-def the_block(path: Path, language: str, containing: str = "") -> str:
-    """The one ``language`` block of ``path`` that contains ``containing``."""
-    found = [block for block in code_blocks(path, language) if containing in block]
-    assert len(found) == 1, (f"expected one {language} block containing {containing!r} "
-                             f"in {path.name}, found {len(found)}")
-    return found[0]
-
-
-def replaced(text: str, replacements: dict[str, str]) -> str:
-    """``text`` with each key replaced by its value; every key must occur."""
-    for old, new in replacements.items():
-        assert old in text, f"{old!r} is no longer in the documented configuration"
-        text = text.replace(old, new)
-    return text
 
 
 # --- components -----------------------------------------------------------------------------

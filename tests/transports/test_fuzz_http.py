@@ -270,7 +270,10 @@ def expected_refusal(query: Any, authorization: str | None) -> str | None:
 
 def check_refused(frames: list[dict[str, Any]], reason: str) -> None:
     assert len(frames) == 1 and frames[0]["type"] == "close", frames
-    assert frames[0]["code"] == CloseCode.UNAUTHORIZED, frames
+    # A ticket that was good but is used up gets 4003 (a new one), any other 4500.
+    used_up = frames[0]["reason"] in ("ticket expired", "ticket already used")
+    assert frames[0]["code"] == (CloseCode.TOKEN_EXPIRED if used_up
+                                 else CloseCode.UNAUTHORIZED), frames
     assert frames[0]["reason"] == reason or not reason, (frames, reason)
 
 
@@ -383,11 +386,13 @@ async def sse_request(server: Live, query: str, last_event_id: str | None,
             check_refusal(response.status, response.content_type, await response.read(),
                           refused_by_aiohttp)
             return "400"
-        assert response.status == 200, (response.status, await response.text())
+        refusal = expected_refusal(parsed, authorization)
+        # A refusal (4500) is an event stream too, with 401: a native EventSource stops.
+        assert response.status == (200 if refusal is None else 401), (
+            response.status, await response.text())
         assert response.content_type == "text/event-stream"
         assert cursor is not None
         codec = CODECS[parsed.get("codec", "json")]
-        refusal = expected_refusal(parsed, authorization)
         if refusal is not None:
             check_refused(await read_events(response, codec, bool), refusal)
             assert await response.content.read() == b"", "the refused stream ends"
@@ -428,11 +433,11 @@ async def poll_request(server: Live, query: str, authorization: str | None) -> s
         if refused_by_aiohttp or status == 400:
             check_refusal(response.status, response.content_type, body, refused_by_aiohttp)
             return "400"
-        assert response.status == 200, (response.status, body)
+        refusal = expected_refusal(parsed, authorization)
+        assert response.status == (200 if refusal is None else 401), (response.status, body)
         codec = CODECS[parsed.get("codec", "json")]
         assert response.content_type == codec.content_type
         assert cursor is not None
-        refusal = expected_refusal(parsed, authorization)
         if refusal is not None:
             check_refused(codec.decode(body), refusal)
             return "refused"

@@ -46,10 +46,16 @@ def ws_url(server: Server) -> str:
     return server.url.replace("http://", "ws://") + "/ws"
 
 
-async def websocket_close(http: aiohttp.ClientSession, server: Server,
-                          origin: str | None) -> tuple[dict[str, Any], int | None]:
-    """Open a WebSocket with ``origin``; return the first frame and the close code."""
-    headers = {"Origin": origin} if origin else {}
+def origin_headers(origin: str | None, host: str | None = None) -> dict[str, str]:
+    """``Origin`` (unless None) and, if given, ``Host`` headers."""
+    return {**({"Origin": origin} if origin else {}), **({"Host": host} if host else {})}
+
+
+async def websocket_close(http: aiohttp.ClientSession, server: Server, origin: str | None,
+                          host: str | None = None) -> tuple[dict[str, Any], int | None]:
+    """Open a WebSocket with ``origin`` (and ``host``); return the first frame and the
+    close code."""
+    headers = origin_headers(origin, host)
     async with http.ws_connect(ws_url(server), headers=headers) as ws:
         client = RawClient(ws, "json")
         first = await client.frame()
@@ -59,21 +65,32 @@ async def websocket_close(http: aiohttp.ClientSession, server: Server,
         return first, ws.close_code
 
 
+#: The HTTP status of a refused stream, poll or send, by close code (protocol.md 2.6):
+#: 200 when the same request may work later, else 401 (credentials) or 403.
+REFUSAL_STATUS = {4500: 401, 4003: 401, 4501: 403, 1011: 200, 1013: 200}
+
+
 async def http_close_frame(http: aiohttp.ClientSession, server: Server, method: str,
-                           endpoint: str, origin: str | None) -> tuple[dict[str, Any], Any]:
-    """Request an HTTP transport endpoint with ``origin``; its first frame and headers."""
+                           endpoint: str, origin: str | None, host: str | None = None,
+                           params: dict[str, str] | None = None,
+                           ) -> tuple[dict[str, Any], Any]:
+    """Request an HTTP transport endpoint with ``origin`` (and ``host``, ``params``); its
+    first frame (a ``close`` frame, checked to come with the status of its code) and
+    headers."""
     url = f"{server.url}/{endpoint}"
-    headers = {"Origin": origin} if origin else {}
+    headers = origin_headers(origin, host)
     if endpoint == "sse":
-        response = await http.get(url, headers=headers)
-        assert response.status == 200
+        response = await http.get(url, headers=headers, params=params)
         first = await EventStream(response, "json").frame()
         response.close()
-        return first, response.headers
-    async with http.request(method, url, headers=headers,
-                            data=b'{"type":"ping"}' if method == "POST" else None) as response:
-        assert response.status == 200
-        return get_codec("json").decode(await response.read())[0], response.headers
+    else:
+        async with http.request(method, url, headers=headers, params=params,
+                                data=b'{"type":"ping"}' if method == "POST" else None
+                                ) as response:
+            first = get_codec("json").decode(await response.read())[0]
+    assert first["type"] == "close", first
+    assert response.status == REFUSAL_STATUS[first["code"]], (endpoint, first)
+    return first, response.headers
 
 
 HTTP_TRANSPORTS = [("GET", "sse"), ("GET", "poll"), ("POST", "send")]
@@ -123,9 +140,9 @@ async def test_allowed_origins_and_clients_without_origin_get_in(
             assert response.status == 200
 
 
-async def _welcome(http: aiohttp.ClientSession, server: Server,
-                   origin: str | None) -> tuple[dict[str, Any], None]:
-    headers = {"Origin": origin} if origin else {}
+async def _welcome(http: aiohttp.ClientSession, server: Server, origin: str | None,
+                   host: str | None = None) -> tuple[dict[str, Any], None]:
+    headers = origin_headers(origin, host)
     async with http.ws_connect(ws_url(server), headers=headers) as ws:
         return await RawClient(ws, "json").frame(), None
 
@@ -143,11 +160,37 @@ async def test_same_origin_by_default(http: aiohttp.ClientSession) -> None:
         assert code == 4501
         # Behind a proxy that passes the browser's Host on.
         async with http.get(f"{server.url}/info", headers={
-                "Origin": "https://chat.example.com", "Host": "chat.example.com"}) as response:
+                "Origin": "https://10.0.0.5", "Host": "10.0.0.5"}) as response:
             assert response.status == 200
         async with http.get(f"{server.url}/info", headers={
-                "Origin": "https://chat.example.com", "Host": "other.example.com"}) as response:
+                "Origin": "https://10.0.0.5", "Host": "10.0.0.6"}) as response:
             assert response.status == 403
+
+
+async def test_a_dns_rebinding_page_is_refused_by_default(http: aiohttp.ClientSession) -> None:
+    # A page of evil.example, whose DNS now answers 127.0.0.1, reaches the server with
+    # Host and Origin both evil.example:PORT: same origin, but a DNS name.
+    async with serve() as server:
+        evil = f"evil.example:{server.port}"
+        first, code = await websocket_close(http, server, f"http://{evil}", host=evil)
+        assert (first["code"], code) == (4501, 4501)
+        for method, endpoint in HTTP_TRANSPORTS:
+            frame, _ = await http_close_frame(http, server, method, endpoint,
+                                              f"http://{evil}", evil)
+            assert frame["code"] == rtlink.CloseCode.FORBIDDEN, endpoint
+        for method, endpoint in (("GET", "info"), ("POST", "ticket")):
+            async with http.request(method, f"{server.url}/{endpoint}", headers=origin_headers(
+                    f"http://{evil}", evil)) as response:
+                assert response.status == 403, endpoint
+        # localhost and IP addresses cannot be rebound: those pages are served.
+        local = f"localhost:{server.port}"
+        assert (await _welcome(http, server, f"http://{local}", host=local))[0][
+            "type"] == "welcome"
+    # A site served under a DNS name lists its origin.
+    async with serve(allowed_origins=["https://chat.example.com"]) as server:
+        async with http.get(f"{server.url}/info", headers={
+                "Origin": "https://chat.example.com", "Host": "chat.example.com"}) as response:
+            assert response.status == 200
 
 
 async def test_null_origin_only_when_listed(http: aiohttp.ClientSession) -> None:
@@ -175,6 +218,24 @@ async def test_the_origin_is_checked_before_authentication(http: aiohttp.ClientS
         first, code = await websocket_close(http, server, APP)
         assert (first["code"], code) == (4500, 4500)
         assert calls == ["/rt/ws"]
+
+
+async def test_the_origin_is_checked_before_the_codec(http: aiohttp.ClientSession) -> None:
+    # protocol.md 2.9: before every check of the request itself, the codec included.
+    # A refused page that also names an unknown codec gets the origin's refusal, with
+    # its close frame in JSON (it used to get the codec's 400).
+    async with serve(allowed_origins=[APP]) as server:
+        for method, endpoint in HTTP_TRANSPORTS:
+            frame, headers = await http_close_frame(http, server, method, endpoint, EVIL,
+                                                    params={"codec": "xml"})
+            assert frame == {"type": "close", "code": 4501, "reason": "origin not allowed"}
+            if endpoint != "sse":
+                assert headers["Content-Type"] == "application/json"
+        # An allowed page with an unknown codec gets the 400 of the request check.
+        async with http.get(f"{server.url}/poll", params={"codec": "xml"},
+                            headers={"Origin": APP}) as response:
+            assert response.status == 400
+            assert (await response.text()).startswith("rtlink: unknown codec 'xml'")
 
 
 async def test_client_files_are_not_checked(http: aiohttp.ClientSession) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from typing import Any
@@ -14,7 +15,8 @@ import pytest
 import rtlink
 from rtlink.codecs import get_codec
 from rtlink.positions import parse_cursor
-from tests.support import eventually, run_server, seconds
+from tests.support import eventually, find_binary, missing_component, run_server, seconds
+from tests.support.docs import PROTOCOL, assert_documented_answer, the_block
 
 PUBLISH = {"*": rtlink.ChannelOptions(client_publish=True, history_size=100)}
 
@@ -70,10 +72,11 @@ async def http() -> Any:
 
 
 async def open_stream(http: aiohttp.ClientSession, server: Any, codec: str,
-                      cursor: str, **headers: str) -> EventStream:
+                      cursor: str, status: int = 200, **headers: str) -> EventStream:
     response = await http.get(f"{server.url}/sse", params={"codec": codec, "subs": cursor},
                               headers=headers)
-    assert response.status == 200
+    assert response.status == status
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     return EventStream(response, codec)
 
 
@@ -137,7 +140,10 @@ async def test_sse_refusals_bad_cursor_and_shutdown(http) -> None:
                     json.dumps({"a": {"epoch": "e"}})):
             async with http.get(f"{server.url}/sse", params={"subs": bad}) as response:
                 assert response.status == 400
-        stream = await open_stream(http, server, "json", subs(news=None))
+        # A refusal is an event stream of one close frame, with a status that stops a
+        # native EventSource from repeating the request (401: credentials).
+        stream = await open_stream(http, server, "json", subs(news=None), status=401)
+        assert stream.response.headers["WWW-Authenticate"] == "Bearer"
         assert await stream.frame() == {"type": "close", "code": 4500, "reason": "who are you"}
         response = await http.get(f"{server.url}/sse",
                                   params={"subs": subs(news=None), "token": "ok"})
@@ -147,6 +153,91 @@ async def test_sse_refusals_bad_cursor_and_shutdown(http) -> None:
         close = await stream.frame()
         assert (close["type"], close["code"]) == ("close", rtlink.CloseCode.GOING_AWAY)
         await stopping
+
+
+async def raw_answer(server: Any, request: bytes) -> bytes:
+    """Send one raw HTTP/1.1 ``request`` (``Connection: close``) and read the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(seconds(5)):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_a_refused_stream_is_what_protocol_md_shows() -> None:
+    # protocol.md 2.2: a refusal is not a 200, which a browser's EventSource would
+    # repeat every few seconds for ever; the close frame is still the body.
+    def authenticate(request: Any) -> None:
+        raise rtlink.AuthenticationError("bad token")
+
+    shown = the_block(PROTOCOL, "", "HTTP/1.1 401 Unauthorized")
+    async with run_server(authenticate=authenticate) as server:
+        answer = await raw_answer(server, b"GET /rt/sse HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                          b"Connection: close\r\n\r\n")
+    assert_documented_answer(shown, answer)
+
+
+@pytest.mark.parametrize(("code", "status"), [(4500, 401), (4003, 401), (4501, 403),
+                                              (1011, 200), (1013, 200)])
+async def test_a_refusal_has_the_status_of_its_code_on_every_http_transport(
+        http, codec, code: int, status: int) -> None:
+    # protocol.md 2.6, Refusals: 200 only when the same request may work later.
+    def authenticate(request: Any) -> None:
+        if code == 1011:
+            raise RuntimeError("the hook crashed")
+        raise rtlink.AuthenticationError("refused", code)
+
+    wire = get_codec(codec)
+    async with run_server(authenticate=authenticate) as server:
+        for (method, endpoint), asked in itertools.product(
+                (("GET", "sse"), ("GET", "poll"), ("POST", "send")), (None, "200")):
+            # refusal=200: a client that reads the close event itself (the browser
+            # client's EventSource, which shows nothing of a 401) asks for a 200.
+            params = {"codec": codec} if asked is None else {"codec": codec, "refusal": asked}
+            expected = status if asked is None else 200
+            async with http.request(method, f"{server.url}/{endpoint}",
+                                    params=params, data=b"") as response:
+                body = await response.read()
+                assert response.status == expected, (endpoint, response.status)
+                assert ("WWW-Authenticate" in response.headers) is (expected == 401)
+                if endpoint == "sse":
+                    assert response.content_type == "text/event-stream"
+                    (line,) = [line for line in body.split(b"\n") if line]
+                    body = line.removeprefix(b"data: ")
+                    body = base64.b64decode(body) if wire.binary else body
+                else:
+                    assert response.content_type == wire.content_type
+                [close] = wire.decode(body)
+                assert (close["type"], close["code"]) == ("close", code)
+        assert not server.hub.connections
+
+
+async def test_curl_f_fails_on_a_refusal_and_not_on_an_answer() -> None:
+    # What a shell script sees (protocol.md 2.6): `curl -f` exits 22 on 401 and 403.
+    curl = find_binary("curl")
+    if curl is None:
+        missing_component("curl is not installed")
+
+    def authenticate(request: Any) -> None:
+        if request.headers.get("Authorization") != "Bearer ok":
+            raise rtlink.AuthenticationError("who are you")
+
+    async with run_server(authenticate=authenticate) as server:
+        async def exit_status(endpoint: str, *options: str) -> int:
+            process = await asyncio.create_subprocess_exec(
+                curl, "-sf", "-o", "/dev/null", *options, f"{server.url}/{endpoint}",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            async with asyncio.timeout(seconds(10)):
+                return await process.wait()
+
+        assert await exit_status("poll?connect=1") == 22
+        assert await exit_status("send", "-d", '{"type":"ping"}') == 22
+        assert await exit_status("sse") == 22
+        assert await exit_status("poll?connect=1", "-H", "Authorization: Bearer ok") == 0
+        assert await exit_status("send", "-d", '{"type":"ping"}',
+                                 "-H", "Authorization: Bearer ok") == 0
 
 
 async def test_absurdly_nested_cursors_are_http_400_not_500(http) -> None:
@@ -230,6 +321,23 @@ async def test_long_poll_unrecovered_answers_at_once(http, codec) -> None:
         assert frames[1]["recovered"] is False
 
 
+async def test_a_poll_with_a_refused_channel_is_answered_at_once(http, codec) -> None:
+    # A refusal is news (protocol.md 2.3): the client learns it at once, instead of
+    # after poll_timeout, also when the poll's other channels bring nothing new.
+    channels = {"news": rtlink.ChannelOptions(),
+                "private:*": rtlink.ChannelOptions(subscribe="authenticated")}
+    async with run_server(channels=channels, poll_timeout=5) as server:
+        top = (await server.hub.publish("news", 1)).to_wire()
+        for cursor in (subs(nope=None), subs(nope=None, private_a=None),
+                       subs(news=top, private_a=None)):
+            started = time.monotonic()
+            frames = await poll(http, server, codec, cursor)
+            assert time.monotonic() - started < 1, cursor
+            refused = [(f["code"], f["channel"]) for f in frames if f["type"] == "error"]
+            assert refused == [(404 if name == "nope" else 401, name)
+                               for name in json.loads(cursor) if name != "news"]
+
+
 async def test_send_acks_publishes_and_refuses_subscriptions(http, codec) -> None:
     wire = get_codec(codec)
     async with run_server(channels=PUBLISH, max_message_size=2048) as server:
@@ -263,6 +371,10 @@ async def test_send_rejects_oversized_and_garbage_bodies(http) -> None:
     async with run_server(max_message_size=1024) as server:
         async with http.post(f"{server.url}/send", data=b"x" * 2000) as response:
             assert response.status == 413
+            # With the cache headers of every answer of these endpoints (protocol.md 2.4).
+            assert response.headers["Cache-Control"] == "no-cache, no-store, no-transform"
+            assert response.headers["X-Accel-Buffering"] == "no"
+            assert response.content_type == "text/plain"
         async with http.post(f"{server.url}/send", data=b"{not json") as response:
             assert response.status == 400
             close = get_codec("json").decode(await response.read())[0]

@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 import rtlink
 from rtlink.protocol import Position
 from tests.support import FAST_RECONNECT, Server, collect, eventually, run_server, seconds
+from tests.support.docs import HTTP_API, the_block
 from tests.support.redis_server import run_redis
 
 KEY = "k3y-for-tests-0123456789abcdef"
@@ -502,6 +503,50 @@ async def test_a_caller_leaving_mid_body_publishes_nothing(
         await asyncio.sleep(0.1)
         assert (await publish_json(http, server, "news", "next")).offset == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_control_character_in_a_header_gets_aiohttps_plain_400_as_documented(
+        http: aiohttp.ClientSession) -> None:
+    # http-api.md §5: the one error of this API that is not JSON, because aiohttp's
+    # HTTP parser answers it before rtlink runs; nothing is published.
+    shown = the_block(HTTP_API, "", "Idempotency-Key: order\\x01-1236")
+    request, _, answer = shown.partition("\n\n")
+    shown_status, shown_type = answer.splitlines()[:2]
+    body = b'{"channel":"news","data":1}'
+    async with api_server() as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write((f"POST /rt/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                      f"{KEY}\r\nContent-Type: application/json\r\nIdempotency-Key: order"
+                      f"\x01-1236\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        async with asyncio.timeout(seconds(5)):
+            raw = await reader.read()
+        writer.close()
+        head, _, text = raw.decode().partition("\r\n\r\n")
+        assert head.split("\r\n")[0] == shown_status
+        assert shown_type in head.split("\r\n")
+        assert text.splitlines()[0] == answer.split("\n\n")[1].splitlines()[0]
+        assert (await publish_json(http, server, "news", "next")).offset == 1
+
+
+async def test_a_half_closed_request_is_applied_without_an_answer(
+        http: aiohttp.ClientSession) -> None:
+    # http-api.md §5 (Idempotency-Key): a caller that half-closes after its body gets no
+    # answer, but the publish was applied; its retry with the same key is applied once.
+    body = b'{"channel":"news","data":"once"}'
+    head = (f"POST /rt/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nIdempotency-Key: retry-me\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    async with api_server() as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head + body)
+        writer.write_eof()
+        async with asyncio.timeout(seconds(5)):
+            assert await reader.read() == b""  # no answer
+        writer.close()
+        retried = await publish_json(http, server, "news", "once",
+                                     **{"Idempotency-Key": "retry-me"})
+        assert retried.offset == 1  # applied by the half-closed request, not again
+        assert (await publish_json(http, server, "news", "next")).offset == 2
 
 
 async def test_a_browser_origin_not_allowed_is_refused_with_403(

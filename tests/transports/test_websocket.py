@@ -7,6 +7,7 @@ client) so that what the server does with malformed input is what is tested.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -313,3 +314,103 @@ async def test_shutdown_closes_connections_with_1001(raw) -> None:
         assert close["type"] == "close" and close["code"] == rtlink.CloseCode.GOING_AWAY
         assert await client.close_code() == rtlink.CloseCode.GOING_AWAY
         await stopping
+
+
+# --- frames without a mask (RFC 6455 5.1), over a raw socket ------------------------------
+
+
+def ws_frame(payload: bytes, opcode: int = 0x1, mask: bytes | None = b"\x0f\xa5\x3c\x96") -> bytes:
+    """One final WebSocket frame, masked with ``mask`` (None: unmasked, as only a
+    server may send)."""
+    size = len(payload)
+    bit = 0x80 if mask else 0
+    if size < 126:
+        header = bytes([0x80 | opcode, bit | size])
+    elif size < 65536:
+        header = bytes([0x80 | opcode, bit | 126]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, bit | 127]) + size.to_bytes(8, "big")
+    if mask is None:
+        return header + payload
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+async def raw_socket(server: Any, then: bytes = b"") -> tuple[asyncio.StreamReader,
+                                                             asyncio.StreamWriter]:
+    """A WebSocket handshake over a raw socket (followed at once by ``then``, in the same
+    write); returns once the server accepted it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET {server.path}/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode() + then)
+    async with asyncio.timeout(seconds(5)):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The opcode and payload of the server's next frame (servers do not mask)."""
+    async with asyncio.timeout(seconds(5)):
+        first, second = await reader.readexactly(2)
+        size = second & 0x7F
+        if size >= 126:
+            size = int.from_bytes(await reader.readexactly(2 if size == 126 else 8), "big")
+        return first & 0x0F, await reader.readexactly(size)
+
+
+PING = b'{"type":"ping"}'
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_an_unmasked_client_frame_fails_the_connection_with_1002(pipelined: bool) -> None:
+    # RFC 6455 5.1: "a server MUST close the connection upon receiving a frame that is
+    # not masked" with 1002. aiohttp alone handled it like a masked one. Also when it
+    # came in the handshake's own write, before the server's reader existed.
+    publish = b'{"type":"publish","id":1,"channel":"room","data":1}'
+    channels = {"*": rtlink.ChannelOptions(client_publish=True)}
+    async with run_server(channels=channels) as server:
+        reader, writer = await raw_socket(server, ws_frame(publish, mask=None)
+                                          if pipelined else b"")
+        if not pipelined:
+            opcode, welcome = await read_ws_frame(reader)
+            assert opcode == 0x1 and b'"welcome"' in welcome
+            writer.write(ws_frame(PING))  # masked: answered
+            assert await read_ws_frame(reader) == (0x1, b'{"type":"pong"}')
+            writer.write(ws_frame(publish, mask=None))
+        opcode, payload = await read_ws_frame(reader)
+        while opcode == 0x1:  # a welcome may come first when the frame was pipelined
+            assert b'"welcome"' in payload, payload
+            opcode, payload = await read_ws_frame(reader)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1002), payload
+        writer.write(ws_frame(payload[:2], opcode=0x8))  # the closing handshake
+        async with asyncio.timeout(seconds(5)):
+            assert await reader.read() == b""
+        writer.close()
+        # Nothing of the unmasked frame was handled.
+        history = await server.hub.backend.history("room", None,
+                                                  policy=rtlink.ChannelOptions().policy)
+        assert history.position.offset == 0
+        assert not server.hub.connections
+
+
+async def test_masked_frames_pass_whatever_the_reads_cut_them_into() -> None:
+    # The check walks frame headers ahead of aiohttp's reader: frames of every length
+    # form (7, 16 and 64-bit), cut into one-byte writes, all still reach the session.
+    channels = {"*": rtlink.ChannelOptions(client_publish=True)}
+    async with run_server(channels=channels, max_message_size=100_000) as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        sizes = (10, 300, 70_000)
+        stream = b"".join(ws_frame(json.dumps({"type": "publish", "id": n, "channel": "c",
+                                               "data": "x" * size}).encode())
+                          for n, size in enumerate(sizes, 1))
+        for start in range(0, 400):  # headers cut anywhere in the first frames
+            writer.write(stream[start:start + 1])
+            await writer.drain()
+        writer.write(stream[400:])
+        acks: list[dict[str, Any]] = []
+        while len(acks) < len(sizes):  # answers may come batched, one per line
+            acks.extend(json.loads(line) for line in (await read_ws_frame(reader))[1].split(b"\n"))
+        assert [(ack["type"], ack["id"]) for ack in acks] == [("ack", 1), ("ack", 2), ("ack", 3)]
+        writer.close()
