@@ -269,10 +269,11 @@ class Hub:
         """Run the authenticate hook for a new connection's request (None without a hook).
 
         An identity that expired within the authenticator's ``leeway`` (a
-        :class:`~rtlink.auth.TokenAuth`'s; none for plain callables) is still accepted,
-        and its connection is closed with 4003 at once: a client whose token ran out
-        between two requests of an HTTP transport then reconnects with a fresh one
-        instead of stopping.
+        :class:`~rtlink.auth.TokenAuth`'s; none for plain callables) is returned: the
+        transports then refuse the connection with 4003 before accepting it (see
+        :func:`rtlink.transports.http.authenticate_or_refuse`), so a client whose token
+        ran out between two requests of an HTTP transport reconnects with a fresh one
+        instead of stopping. One that expired before that is refused (4500).
 
         Raises:
             AuthenticationError: the hook refused, or the identity it returned expired
