@@ -535,11 +535,11 @@ class ChannelFeeds:
             feed.confirmed = False
             feed.syncing = True  # hold live messages until the gap is filled
         live = {channel for channel, feed in self._feeds.items() if feed.ready.done()}
-        if self._round is None:
-            self._round = _Round(live)
-        else:  # lost again before the last catch-up ended: one line for both
+        if self._round is not None:  # lost again before the catch-up ended: one line
             self._round.pending |= live
             self._round.total = max(self._round.total, len(self._round.pending))
+        elif live:
+            self._round = _Round(live)
 
     # --- LinkHandler: called from the link's data_received ---------------------------------
 
