@@ -30,6 +30,8 @@ from typing import Any
 from bench.common import ROOT, Row, raise_nofile
 from bench.scenarios import ORDER
 
+ORDER = (*ORDER, "storm")  # Redis storms and per-user channels (bench/scenarios/storm.py)
+
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
