@@ -14,7 +14,7 @@ from rtlink.protocol import Position
 
 
 class Runner:
-    """Answers each read with its channel's top; holds batches until released."""
+    """Answers each read of batch N with top N; holds batches until released."""
 
     def __init__(self) -> None:
         self.batches: list[list[Read]] = []
@@ -23,8 +23,9 @@ class Runner:
 
     async def __call__(self, batch: list[Read]) -> list[HistoryResult]:
         self.batches.append(batch)
+        number = len(self.batches)  # the top each answer says: the batch's number
         await self.release.wait()
-        return [HistoryResult([], Position("e", len(self.batches)), True) for _ in batch]
+        return [HistoryResult([], Position("e", number), True) for _ in batch]
 
 
 def reads(runner: Runner, **options: object) -> HistoryReads:
@@ -53,20 +54,41 @@ async def test_reads_of_one_turn_go_in_batches() -> None:
     assert len(results) == 7
 
 
-async def test_the_same_read_is_shared_while_queued_only() -> None:
+async def test_the_same_read_is_shared_while_queued() -> None:
     runner = Runner()
     runner.release.clear()
     history = reads(runner)
     first = [asyncio.ensure_future(history.read(read("c"))) for _ in range(5)]
     await turns()
     assert runner.batches == [[read("c")]]  # five callers, one read
-    # Sent already: a newcomer may have joined after it ran, so it reads again.
+    # Sent already, and the node's position unknown: the newcomer may have joined after
+    # the read ran, so it reads again.
     later = asyncio.ensure_future(history.read(read("c")))
     await turns()
     assert runner.batches == [[read("c")], [read("c")]]
     runner.release.set()
-    assert {r.position.offset for r in await asyncio.gather(*first)} == {2}
+    assert {r.position.offset for r in await asyncio.gather(*first)} == {1}
     assert (await later).position.offset == 2
+
+
+async def test_a_sent_read_is_shared_when_it_reaches_what_the_node_delivered() -> None:
+    runner = Runner()
+    runner.release.clear()
+    history = reads(runner)
+    sent = asyncio.ensure_future(history.read(read("c")))
+    await turns()
+    # The answer will say top 1. A caller to whom the node delivered up to 1 before it
+    # asked misses nothing in it; one to whom it delivered up to 2 would miss 2.
+    covered = asyncio.ensure_future(history.read(read("c"), Position("e", 1)))
+    behind = asyncio.ensure_future(history.read(read("c"), Position("e", 2)))
+    other_epoch = asyncio.ensure_future(history.read(read("c"), Position("f", 0)))
+    await turns()
+    runner.release.set()
+    assert (await sent).position.offset == 1
+    assert (await covered).position.offset == 1
+    assert (await behind).position.offset == 2  # read again (one read for both)
+    assert (await other_epoch).position.offset == 2
+    assert len(runner.batches) == 2
 
 
 async def test_a_caller_giving_up_does_not_cancel_the_read_of_the_others() -> None:

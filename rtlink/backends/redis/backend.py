@@ -333,7 +333,8 @@ class RedisBackend(Backend):
         else:
             size, ttl_ms = policy.size, _ms(policy.ttl)
         return await self._reads.read(
-            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy)))
+            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy)),
+            self._feeds.delivered(channel))
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe the node to ``channel`` in Redis; returns once Redis confirmed it.
@@ -446,6 +447,8 @@ class RedisBackend(Backend):
         return _ms(max(self.meta_ttl, policy.ttl, policy.key_ttl))
 
     async def _catch_up(self, channel: str, since: Position, size: int) -> HistoryResult:
+        # Not shared with a read sent before: the feed needs everything after ``since``
+        # up to now, and its own position says nothing of a read's age.
         return await self._reads.read(Read(channel, since, size, 0, _ms(self.meta_ttl)))
 
 

@@ -108,6 +108,12 @@ class ClusterFeeds:
         link = self._links.get(name) if name is not None else None
         return link.known(channel) if link is not None else None
 
+    def delivered(self, channel: str) -> Position | None:
+        """See :meth:`ChannelFeeds.delivered`."""
+        name = self._owner.get(channel)
+        link = self._links.get(name) if name is not None else None
+        return link.delivered(channel) if link is not None else None
+
     def node_of(self, channel: str) -> str | None:
         """The node (``host:port``) this node subscribes ``channel`` on, if any."""
         return self._owner.get(channel)

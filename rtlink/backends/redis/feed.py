@@ -256,6 +256,12 @@ class ChannelFeeds:
             return None
         return feed.last
 
+    def delivered(self, channel: str) -> Position | None:
+        """The position of the channel's last publication handed to the listener (at
+        first, its top when subscribed), or None when not subscribed here."""
+        feed = self._feeds.get(channel)
+        return None if feed is None else feed.last
+
     async def close(self) -> None:
         """Stop reading and close the pub/sub connection; waiting subscribes fail."""
         self._closed = True

@@ -5,10 +5,11 @@ Every client that reconnects with ``since`` costs a history read, and a storm br
 thousands at once. :class:`HistoryReads` gathers the reads asked for during a turn of
 the event loop and sends them as one ``HISTORY`` script per batch of up to 100 channels
 (on a cluster, per slot), at most ``concurrency`` scripts at a time. Callers that ask
-for the same read (same channel, position and policy) while it is still queued share
-it; a read already sent to Redis is never shared with a newcomer: it may predate the
-newcomer joining the channel, and then miss a publication that reached the channel's
-live subscribers before the newcomer was one of them.
+for the same read (same channel, position and policy) share it: while it is queued,
+always; once it was sent to Redis, only if its answer reaches the position the node had
+delivered when the newcomer asked (``delivered``). A read sent earlier may predate the
+newcomer joining the channel's live subscribers: a publication delivered to them before
+it joined, and not in that answer, would be a silent gap for it; then it reads again.
 
 Overload is answered, not queued without end: a read that waited ``timeout`` seconds
 before its batch could be sent, or that finds ``max_waiting`` reads waiting already,
@@ -72,6 +73,8 @@ class HistoryReads:
         # Reads not sent yet, each with its future and when it was asked for: first
         # those of this turn (where a caller may join one), then those in batches.
         self._queued: dict[Read, _Waiting] = {}
+        # Reads sent to Redis and not answered yet.
+        self._sent: dict[Read, asyncio.Future[HistoryResult]] = {}
         self._batches: collections.deque[list[tuple[Read, _Waiting]]] = collections.deque()
         self._in_batches = 0
         self._running = 0
@@ -83,14 +86,26 @@ class HistoryReads:
         """Reads asked for and not sent to Redis yet."""
         return len(self._queued) + self._in_batches
 
-    async def read(self, request: Read) -> HistoryResult:
-        """The answer to ``request``, shared with the same read while it is queued.
+    async def read(self, request: Read, delivered: Position | None = None) -> HistoryResult:
+        """The answer to ``request``, shared with the same read of other callers.
+
+        Args:
+            request: the read.
+            delivered: the position of the channel's last publication the node handed
+                to its subscribers before this call (None: unknown); a read sent
+                already is shared only if its answer reaches it.
 
         Raises:
             BackendUnavailable: too many reads wait, this one waited too long, or Redis
                 cannot be reached.
             BackendError: Redis refused the script.
         """
+        sent = self._sent.get(request)
+        if sent is not None and delivered is not None:
+            result = await asyncio.shield(sent)
+            top = result.position
+            if top.epoch == delivered.epoch and top.offset >= delivered.offset:
+                return result
         queued = self._queued.get(request)
         if queued is not None:
             future = queued[0]
@@ -157,6 +172,8 @@ class HistoryReads:
             if not batch:
                 continue
             self._running += 1
+            for request, future in batch:
+                self._sent[request] = future
             task = loop.create_task(self._run_batch(batch), name="rtlink-redis-history")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -177,6 +194,9 @@ class HistoryReads:
                 if not future.done():
                     future.set_result(result)
         finally:
+            for request, future in batch:
+                if self._sent.get(request) is future:
+                    del self._sent[request]
             self._running -= 1
             if (self._batches or self._queued) and self._drain_handle is None:
                 self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
