@@ -228,3 +228,33 @@ async def test_a_first_subscribe_fails_as_unavailable_when_redis_cannot_answer_i
             await raw.execute_command("CLIENT", "UNPAUSE")
         await a.backend.subscribe("c")
         assert (await a.backend.history("c", None, policy=HistoryPolicy())).recovered
+
+
+async def test_a_long_polling_client_costs_no_redis_command_per_poll(
+    redis_server: RedisServer, raw: aioredis.Redis,
+) -> None:
+    # Every poll subscribes its channels with their positions, and unsubscribes when it
+    # is answered. The channel lingers between two polls, and the node answers the
+    # resume from its own position: a client that is up to date polls for free. (One
+    # that missed a publication between two polls reads it from Redis.)
+    prefix = unique("poll")
+    hub = rtlink.Hub(backend=RedisBackend(redis_server.url, prefix=prefix),
+                     poll_timeout=0.1)
+
+    async def calls() -> dict[str, int]:
+        stats = await raw.info("commandstats")
+        return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+                for name in ("evalsha", "subscribe", "unsubscribe")}
+
+    async with run_server(hub) as server, \
+            rtlink.Client(server.url, transports=["longpoll"]) as client, \
+            client.subscribe("news") as subscription:
+        await hub.publish("news", 0)
+        await asyncio.wait_for(anext(aiter(subscription)), seconds(5))
+        before = await calls()
+        await asyncio.sleep(1)  # about ten polls, each held 0.1 s
+        assert await calls() == before
+        for i in range(1, 4):
+            await hub.publish("news", i)
+            message = await asyncio.wait_for(anext(aiter(subscription)), seconds(5))
+            assert message.data == i
