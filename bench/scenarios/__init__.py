@@ -16,4 +16,5 @@ ORDER = (
     "connect",
     "redis",
     "jssize",
+    "storm",  # Redis storms and per-user channels on Redis
 )

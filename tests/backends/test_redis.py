@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import time
 from typing import Any
 
 import msgpack
@@ -92,12 +93,15 @@ async def test_keys_follow_the_documented_layout(redis_server: RedisServer) -> N
         run_id = (await raw.info("server"))["run_id"].encode()
         assert await raw.hgetall(f"{base}:meta") == {
             b"e": result.position.epoch.encode(), b"o": b"1", b"r": run_id}
-        entries = await raw.xrange(f"{base}:history")
-        assert [(fields[b"o"], msgpack.unpackb(fields[b"d"])) for _, fields in entries] == [
-            (b"1", {"text": "hi"})]
+        # The log holds "<ms> <offset> <msgpack data>" per kept publication.
+        (entry,) = await raw.lrange(f"{base}:log", 0, -1)
+        ms, offset, data = entry.split(b" ", 2)
+        assert abs(int(ms) / 1000 - time.time()) < 60
+        assert (offset, msgpack.unpackb(data)) == (b"1", {"text": "hi"})
+        assert await raw.type(f"{base}:log") == b"list"
         assert await raw.get(f"{base}:key:k1") == f"{result.position.epoch} 1".encode()
         assert 0 < await raw.pttl(f"{base}:key:k1") <= 600_000
-        assert 0 < await raw.pttl(f"{base}:history") <= 300_000
+        assert 0 < await raw.pttl(f"{base}:log") <= 300_000
         assert 300_000 < await raw.pttl(f"{base}:meta") <= 86_400_000
 
         # The pub/sub channel carries "<epoch> <offset> <msgpack data>".
@@ -133,7 +137,7 @@ async def test_one_pubsub_connection_and_one_redis_subscription_per_channel(
     channels = [f"c{i}" for i in range(5)]
     raw = aioredis.Redis.from_url(redis_server.url)
     before = await pubsub_clients(raw)
-    async with node(redis_server.url, prefix=prefix) as a:
+    async with node(redis_server.url, prefix=prefix, linger=0) as a:
         for channel in channels:
             await a.backend.subscribe(channel)
         await a.backend.subscribe(channels[0])  # again: no second Redis subscription
@@ -142,8 +146,58 @@ async def test_one_pubsub_connection_and_one_redis_subscription_per_channel(
         assert set(counts.values()) == {1}
         assert await pubsub_clients(raw) == before + 1
         await a.backend.unsubscribe(channels[0])
-        assert dict(await raw.pubsub_numsub(names[0]))[names[0].encode()] == 0
+        await eventually(lambda: numsub(raw, names[0], 0))
     assert await pubsub_clients(raw) == before
+    await raw.aclose()
+
+
+async def numsub(raw: aioredis.Redis, name: str, expected: int) -> bool:
+    return bool(dict(await raw.pubsub_numsub(name))[name.encode()] == expected)
+
+
+async def test_the_pubsub_connection_is_not_one_of_the_pool(redis_server: RedisServer) -> None:
+    # With one command connection, the node still has its pub/sub connection: the pool
+    # cannot be starved by it, nor take it down with a pool timeout.
+    prefix = unique("own")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    async with node(redis_server.url, prefix=prefix, max_connections=1) as a:
+        channels = [f"c{i}" for i in range(50)]
+        await asyncio.gather(*(a.backend.subscribe(c) for c in channels))
+        published = await asyncio.gather(*(a.backend.publish(c, c, key=None, policy=POLICY)
+                                           for c in channels))
+        await eventually(lambda: len(a.received) == 50)
+        assert {p.position for p in a.received} == {r.position for r in published}
+        assert await pubsub_clients(raw) >= 1
+    await raw.aclose()
+
+
+async def test_an_unsubscribed_channel_lingers_then_leaves_redis(
+    redis_server: RedisServer,
+) -> None:
+    # A long poll unsubscribes after each answer and comes back at once: within the
+    # linger its channel costs no command, and nothing is delivered meanwhile.
+    prefix = unique("linger")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    name = f"{prefix}:{{c}}:pub"
+    async with node(redis_server.url, prefix=prefix, linger=0.5) as a:
+        await a.backend.subscribe("c")
+        first = await a.backend.publish("c", 1, key=None, policy=POLICY)
+        await eventually(lambda: len(a.received) == 1)
+        await a.backend.unsubscribe("c")
+        quiet = await a.backend.publish("c", 2, key=None, policy=POLICY)
+        assert await numsub(raw, name, 1)
+        # Back within the linger: no Redis command, and the node knows the top.
+        commands = (await raw.info("stats"))["total_commands_processed"]
+        await a.backend.subscribe("c")
+        result = await a.backend.history("c", None, policy=POLICY)
+        assert (await raw.info("stats"))["total_commands_processed"] == commands + 1  # INFO
+        assert result.position == quiet.position and result.recovered
+        third = await a.backend.publish("c", 3, key=None, policy=POLICY)
+        await eventually(lambda: len(a.received) == 2)
+        assert [p.position for p in a.received] == [first.position, third.position]
+        await a.backend.unsubscribe("c")
+        assert await numsub(raw, name, 1)
+        await eventually(lambda: numsub(raw, name, 0))
     await raw.aclose()
 
 

@@ -35,7 +35,9 @@ class TestRedisClusterContract(BackendContract):
 
 
 def cluster_node(setup: ClusterSetup, **options: object) -> Node:
-    backend = create_backend(f"{setup.url}?prefix={options.pop('prefix', 't')}&ping_interval=1")
+    extra = "".join(f"&{name}={value}" for name, value in options.items() if name != "prefix")
+    backend = create_backend(f"{setup.url}?prefix={options.get('prefix', 't')}&ping_interval=1"
+                             + extra)
     assert isinstance(backend, RedisBackend)
     return Node(backend)
 
@@ -102,7 +104,7 @@ async def test_a_publication_reaches_only_the_shard_of_its_channel(
 async def test_a_node_subscribes_each_channel_on_its_master_only(
         redis_cluster: ClusterSetup) -> None:
     channels = channels_on_every_master(redis_cluster, "links", 6)
-    async with cluster_node(redis_cluster, prefix="links") as a:
+    async with cluster_node(redis_cluster, prefix="links", linger=0.3) as a:
         for channel in channels:
             await a.backend.subscribe(channel)
         for channel in channels:
@@ -111,9 +113,14 @@ async def test_a_node_subscribes_each_channel_on_its_master_only(
             assert master.call("PUBSUB", "SHARDNUMSUB", f"links:{{{channel}}}:pub")[1] == 1
         for channel in channels:
             await a.backend.unsubscribe(channel)
-        # The links of masters without channels are closed.
-        assert a.backend._feeds.channels == []
-        assert a.backend._feeds._links == {}
+        # Unsubscribed channels linger a while, then the links of masters without
+        # channels are closed.
+        assert sorted(a.backend._feeds.channels) == sorted(channels)
+        await eventually(lambda: a.backend._feeds.channels == [])
+        await eventually(lambda: a.backend._feeds._links == {})
+        for channel in channels:
+            master = redis_cluster.master_for_key(f"links:{{{channel}}}:meta")
+            assert master.call("PUBSUB", "SHARDNUMSUB", f"links:{{{channel}}}:pub")[1] == 0
 
 
 async def test_a_cluster_client_can_be_passed_in(redis_cluster: ClusterSetup) -> None:

@@ -1,9 +1,16 @@
 """The Redis engine as a :class:`~rtlink.backends.base.Backend`: positions, history,
 idempotency and claims through the scripts; live publications through the node's
-:class:`~.feed.ChannelFeeds`."""
+:class:`~.feed.ChannelFeeds`.
+
+History reads are the commands a storm multiplies (every client that connects reads
+its gap): the node answers what it knows without Redis (a subscribe without ``since``,
+or from the position the node has delivered, on a channel that is live and caught up
+here), and sends the rest in batches, bounded, shared while queued, refused when too
+many wait (:mod:`.reads`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import secrets
@@ -14,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import NoScriptError
 
@@ -30,7 +38,8 @@ from ..base import (
 from .cluster import ClusterFeeds
 from .errors import translated
 from .feed import ChannelFeeds, unpack
-from .scripts import HISTORY, PUBLISH, SHARDED_PUBLISH
+from .reads import HistoryReads, Read
+from .scripts import HISTORY, PUBLISH, SHARDED_PUBLISH, TOPS
 from .topology import (
     Client,
     SentinelWatch,
@@ -45,7 +54,13 @@ __all__ = ["RedisBackend"]
 #: Options of Redis URLs that belong to rtlink, not to redis-py.
 _OWN_OPTIONS = {"prefix": str, "meta_ttl": float, "ping_interval": float,
                 "max_connections": int, "sync_limit": int, "replica_acks": int,
-                "replica_timeout": float}
+                "replica_timeout": float, "linger": float}
+#: Channels per HISTORY script.
+_READ_BATCH = 100
+#: Reads waiting for their batch, per batch allowed at once, before more are refused.
+_WAITING_PER_BATCH = 1_000
+#: TOPS scripts in flight at once on a cluster (one per slot of a batch).
+_CLUSTER_TOPS = 8
 
 
 class RedisBackend(Backend):
@@ -65,9 +80,10 @@ class RedisBackend(Backend):
         ping_interval: seconds of silence on the pub/sub connection after which it is
             pinged; with no answer within another interval it is presumed dead and
             reconnected.
-        max_connections: connections to Redis at most (commands wait for a free one);
-            on a cluster, to each node (a command finding none free fails as
-            temporary).
+        max_connections: command connections to Redis at most (commands wait for a
+            free one; the pub/sub connection is another, of its own); on a cluster, to
+            each node (a command finding none free fails as temporary). History reads
+            use half of them at most.
         socket_timeout: seconds a command may take before it fails.
         sync_limit: publications read at most to fill one channel's gap after a
             reconnection; a larger gap counts as lost.
@@ -79,6 +95,9 @@ class RedisBackend(Backend):
             master's loss, and otherwise fails with :class:`BackendUnavailable`, to be
             retried with its idempotency key.
         replica_timeout: seconds to wait for ``replica_acks`` replicas.
+        linger: seconds a channel stays subscribed in Redis after the node's last
+            local subscriber left, so that one coming back (a long poll polling again)
+            costs no command; 0 unsubscribes at once.
         client: a ready ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` to
             use instead of ``url`` (not closed by :meth:`close`); it must return bytes
             (``decode_responses=False``, redis-py's default).
@@ -102,18 +121,21 @@ class RedisBackend(Backend):
         sync_limit: int = 10_000,
         replica_acks: int = 0,
         replica_timeout: float = 1.0,
+        linger: float = 5.0,
         client: Client | None = None,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError("prefix must be non-empty and contain no braces")
         if not meta_ttl > 0 or not ping_interval > 0 or not socket_timeout > 0:
             raise ValueError("meta_ttl, ping_interval and socket_timeout must be > 0")
-        if max_connections < 2:
-            raise ValueError("max_connections must be >= 2 (one is the pub/sub connection)")
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
         if sync_limit < 1:
             raise ValueError("sync_limit must be >= 1")
         if replica_acks < 0 or not replica_timeout > 0:
             raise ValueError("replica_acks must be >= 0 and replica_timeout > 0")
+        if not linger >= 0:
+            raise ValueError("linger must be >= 0")
         self.prefix = prefix
         self.meta_ttl = meta_ttl
         self.replica_acks = replica_acks
@@ -129,22 +151,37 @@ class RedisBackend(Backend):
         self._publish_script = client.register_script(
             SHARDED_PUBLISH if self._cluster else PUBLISH)
         self._history_script = client.register_script(HISTORY)
+        self._tops_script = client.register_script(TOPS)
+        batches = max(1, max_connections // 2)
+        self._reads = HistoryReads(
+            self._read_batch, group=self._slot if self._cluster else None,
+            batch=_READ_BATCH, concurrency=batches,
+            max_waiting=batches * _WAITING_PER_BATCH, timeout=socket_timeout,
+            address=self.address)
         feed_options: dict[str, Any] = {
             "pub_channel": self._pub_channel,
-            "channel_of": self._channel_of,
             "read": self._catch_up,
-            "top": self._top,
+            "tops": self._tops,
             "ping_interval": ping_interval,
             "sync_limit": sync_limit,
             "timeout": socket_timeout,
+            "linger": linger,
         }
         self._feeds: ChannelFeeds | ClusterFeeds
         self._watch: SentinelWatch | None = None
         if isinstance(client, RedisCluster):
             self._feeds = ClusterFeeds(client, **feed_options)
         else:
-            self._feeds = ChannelFeeds(client, address=self.address, **feed_options)
-            if isinstance(client.connection_pool, SentinelConnectionPool):
+            pool = client.connection_pool
+
+            def connection() -> AbstractConnection:
+                # The pool's class and options (TLS, credentials, a Sentinel's master),
+                # but a connection of its own: never one of the pool's.
+                made: AbstractConnection = pool.connection_class(**pool.connection_kwargs)
+                return made
+
+            self._feeds = ChannelFeeds(connection, address=self.address, **feed_options)
+            if isinstance(pool, SentinelConnectionPool):
                 self._watch = SentinelWatch(client, self._feeds.reconnect, self.address)
 
     def address(self, channel: str | None = None) -> str:
@@ -186,11 +223,6 @@ class RedisBackend(Backend):
     def _pub_channel(self, channel: str) -> str:
         return self._key(channel, "pub")
 
-    def _channel_of(self, pub_channel: bytes) -> str:
-        name = pub_channel.decode()
-        # "<prefix>:{<channel>}:pub"
-        return name[len(self.prefix) + 2 : -5]
-
     # --- Backend -------------------------------------------------------------------------
 
     async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
@@ -206,6 +238,7 @@ class RedisBackend(Backend):
         if self._watch is not None:
             await self._watch.close()
         await self._feeds.close()
+        await self._reads.close()
         if self._owns_client:
             await close_client(self._redis)
 
@@ -220,7 +253,7 @@ class RedisBackend(Backend):
                 script ran (retry with an idempotency key to be sure of once).
             BackendError: Redis refused the script for another reason.
         """
-        keys = [self._key(channel, "meta"), self._key(channel, "history")]
+        keys = [self._key(channel, "meta"), self._key(channel, "log")]
         if key is not None:
             keys.append(self._key(channel, "key:" + key))
         payload = msgpack.packb(data, use_bin_type=True)
@@ -281,12 +314,27 @@ class RedisBackend(Backend):
     async def history(
         self, channel: str, since: Position | None, *, policy: HistoryPolicy
     ) -> HistoryResult:
-        """Run the history script (see :meth:`Backend.history`)."""
+        """The publications after ``since`` (see :meth:`Backend.history`).
+
+        Answered without Redis when the channel is live and caught up on this node and
+        ``since`` is None or the position the node delivered last: every publication
+        after it reaches the node's subscribers live. Otherwise the history script
+        runs, once for all who ask for the same read at the same time.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached, or too many reads wait already
+                (retry later).
+        """
+        known = self._feeds.known(channel)
+        if known is not None and (since is None or since == known):
+            return HistoryResult([], known, True)
         if policy.size <= 0 or policy.ttl <= 0:
             size, ttl_ms = 0, 0
         else:
             size, ttl_ms = policy.size, _ms(policy.ttl)
-        return await self._read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy))
+        return await self._reads.read(
+            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy)),
+            self._feeds.delivered(channel))
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe the node to ``channel`` in Redis; returns once Redis confirmed it.
@@ -316,37 +364,72 @@ class RedisBackend(Backend):
 
     # --- reading -------------------------------------------------------------------------
 
-    async def _read(self, channel: str, since: Position | None, size: int, ttl_ms: int,
-                    meta_ttl_ms: int) -> HistoryResult:
-        keys = [self._key(channel, "meta"), self._key(channel, "history")]
-        args: list[str | int] = [
-            secrets.token_hex(4),
-            "" if since is None else since.epoch,
-            0 if since is None else since.offset,
-            size,
-            ttl_ms,
-            meta_ttl_ms,
-        ]
-        with self._translated("history", self._key(channel, "meta")):
+    async def _read_batch(self, reads: list[Read]) -> list[HistoryResult]:
+        """One HISTORY script for ``reads`` (on a cluster, all of one slot)."""
+        keys: list[str] = []
+        args: list[str | int] = [secrets.token_hex(8)]
+        for read in reads:
+            since = read.since
+            keys += (self._key(read.channel, "meta"), self._key(read.channel, "log"))
+            args += ("" if since is None else since.epoch,
+                     0 if since is None else since.offset,
+                     read.size, read.ttl_ms, read.meta_ttl_ms)
+        with self._translated("history", keys[0]):
             reply = await self._history_script(keys=keys, args=args)
-        epoch, top, recovered = reply[0].decode(), int(reply[1]), bool(reply[2])
-        position = Position(epoch, top)
-        if not recovered:
-            return HistoryResult([], position, False)
-        first = top - len(reply) + 4
-        publications = [
-            Publication(channel, unpack(raw), Position(epoch, first + i))
-            for i, raw in enumerate(reply[3:])
-        ]
-        return HistoryResult(publications, position, True)
+        results = []
+        at = 0
+        for read in reads:
+            epoch, top = reply[at].decode(), int(reply[at + 1])
+            recovered, count = bool(reply[at + 2]), int(reply[at + 3])
+            data = reply[at + 4:at + 4 + count]
+            at += 4 + count
+            position = Position(epoch, top)
+            if not recovered:
+                results.append(HistoryResult([], position, False))
+                continue
+            first = top - count + 1
+            results.append(HistoryResult(
+                [Publication(read.channel, unpack(raw), Position(epoch, first + i))
+                 for i, raw in enumerate(data)], position, True))
+        return results
 
-    async def _top(self, channel: str) -> Position | None:
-        with self._translated("subscribe", self._key(channel, "meta")):
-            epoch, offset = await self._redis.hmget(self._key(channel, "meta"), ["e", "o"])
-        if epoch is None or offset is None:
-            return None
-        assert isinstance(epoch, bytes)  # the client returns bytes (checked in __init__)
-        return Position(epoch.decode(), int(offset))
+    def _slot(self, channel: str) -> int:
+        cluster = self._redis
+        assert isinstance(cluster, RedisCluster)
+        return int(cluster.keyslot(self._key(channel, "meta")))
+
+    async def _tops(self, channels: list[str]) -> list[Position | None]:
+        """The latest positions of ``channels``: one TOPS script (on a cluster, one per
+        slot: a script's keys must share one)."""
+        cluster = self._redis
+        if not isinstance(cluster, RedisCluster):
+            return await self._tops_of(channels)
+        by_slot: dict[int, list[str]] = {}
+        for channel in channels:
+            by_slot.setdefault(cluster.keyslot(self._key(channel, "meta")),
+                               []).append(channel)
+        slots = asyncio.Semaphore(_CLUSTER_TOPS)
+
+        async def one(group: list[str]) -> list[Position | None]:
+            async with slots:
+                return await self._tops_of(group)
+
+        groups = list(by_slot.values())
+        answers = await asyncio.gather(*(one(group) for group in groups))
+        found = {channel: top for group, tops in zip(groups, answers, strict=True)
+                 for channel, top in zip(group, tops, strict=True)}
+        return [found[channel] for channel in channels]
+
+    async def _tops_of(self, channels: list[str]) -> list[Position | None]:
+        keys: list[str] = []
+        for channel in channels:
+            keys += (self._key(channel, "meta"), self._key(channel, "log"))
+        with self._translated("subscribe", keys[0]):
+            reply = await self._tops_script(keys=keys,
+                                            args=[_ms(self.meta_ttl), secrets.token_hex(8)])
+        # A null epoch: a read-only replica, and a channel it has no meta hash of.
+        return [None if reply[i] is None else Position(reply[i].decode(), int(reply[i + 1]))
+                for i in range(0, len(reply), 2)]
 
     @contextlib.contextmanager
     def _translated(self, operation: str, key: str) -> Iterator[None]:
@@ -363,10 +446,10 @@ class RedisBackend(Backend):
     def _meta_ttl_ms(self, policy: HistoryPolicy) -> int:
         return _ms(max(self.meta_ttl, policy.ttl, policy.key_ttl))
 
-    async def _catch_up(self, channel: str, since: Position | None, size: int
-                        ) -> HistoryResult:
-        return await self._read(channel, since, size, 0, _ms(self.meta_ttl))
-
+    async def _catch_up(self, channel: str, since: Position, size: int) -> HistoryResult:
+        # Not shared with a read sent before: the feed needs everything after ``since``
+        # up to now, and its own position says nothing of a read's age.
+        return await self._reads.read(Read(channel, since, size, 0, _ms(self.meta_ttl)))
 
 
 def _check_client(client: object) -> None:

@@ -22,20 +22,20 @@ gap. So the routing is here, and redis-py supplies the slot map and the connecti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...errors import BackendUnavailable
+from ...protocol import Position
 from ..base import LostListener, PublicationListener
-from .feed import ChannelFeeds, ChannelMoved, HistoryReader, TopReader
+from .feed import ChannelFeeds, ChannelMoved, HistoryReader, TopsReader
 
 __all__ = ["ClusterFeeds"]
 
@@ -60,8 +60,8 @@ class ClusterFeeds:
     Args:
         cluster: the node's redis-py cluster client (its slot map and connection
             options are used; commands go through it).
-        pub_channel, channel_of, read, top, ping_interval, sync_limit, timeout: as for
-            :class:`~.feed.ChannelFeeds`.
+        pub_channel, read, tops, ping_interval, sync_limit, timeout, linger: as for
+            :class:`~.feed.ChannelFeeds` (``tops`` groups its channels by slot).
     """
 
     def __init__(
@@ -69,20 +69,21 @@ class ClusterFeeds:
         cluster: RedisCluster,
         *,
         pub_channel: Callable[[str], str],
-        channel_of: Callable[[bytes], str],
         read: HistoryReader,
-        top: TopReader,
+        tops: TopsReader,
         ping_interval: float,
         sync_limit: int,
         timeout: float,
+        linger: float = 0.0,
     ) -> None:
         self._cluster = cluster
         self._link_options: dict[str, Any] = {
-            "pub_channel": pub_channel, "channel_of": channel_of, "read": read, "top": top,
+            "pub_channel": pub_channel, "read": read, "tops": tops,
             "ping_interval": ping_interval, "sync_limit": sync_limit, "timeout": timeout,
+            "linger": linger,
         }
         self._links: dict[str, ChannelFeeds] = {}
-        self._clients: dict[str, aioredis.Redis] = {}
+        self._idle_checks: set[asyncio.Task[None]] = set()
         self._owner: dict[str, str] = {}  # channel -> name of the node subscribed on
         self._listener: PublicationListener | None = None
         self._on_lost: LostListener | None = None
@@ -97,8 +98,21 @@ class ClusterFeeds:
 
     @property
     def channels(self) -> list[str]:
-        """The channels subscribed (or being subscribed) in Redis."""
+        """The channels subscribed (or being subscribed, or lingering) in Redis."""
         return list(self._owner)
+
+    def known(self, channel: str) -> Position | None:
+        """The channel's latest position if this node knows it (see
+        :meth:`ChannelFeeds.known`)."""
+        name = self._owner.get(channel)
+        link = self._links.get(name) if name is not None else None
+        return link.known(channel) if link is not None else None
+
+    def delivered(self, channel: str) -> Position | None:
+        """See :meth:`ChannelFeeds.delivered`."""
+        name = self._owner.get(channel)
+        link = self._links.get(name) if name is not None else None
+        return link.delivered(channel) if link is not None else None
 
     def node_of(self, channel: str) -> str | None:
         """The node (``host:port``) this node subscribes ``channel`` on, if any."""
@@ -120,7 +134,10 @@ class ClusterFeeds:
         """
         if self._closed:
             raise BackendUnavailable("backend closed")
-        if channel in self._owner:
+        name = self._owner.get(channel)
+        link = self._links.get(name) if name is not None else None
+        if link is not None:  # subscribed, lingering, or being subscribed there
+            await link.subscribe(channel)
             return
         for attempt in range(_SUBSCRIBE_ATTEMPTS):
             node = await self._master_of(channel, refresh=attempt > 0)
@@ -140,13 +157,15 @@ class ClusterFeeds:
                                  f"while it was subscribed")
 
     async def unsubscribe(self, channel: str) -> None:
-        """Unsubscribe ``channel`` (errors are logged, not raised)."""
-        name = self._owner.pop(channel, None)
-        self._rechecks.pop(channel, None)
+        """Unsubscribe ``channel`` (after the link's linger)."""
+        name = self._owner.get(channel)
         link = self._links.get(name) if name is not None else None
-        if name is not None and link is not None:
-            await link.unsubscribe(channel)
-            await self._drop_if_idle(name)
+        if name is None or link is None:
+            self._owner.pop(channel, None)
+            self._rechecks.pop(channel, None)
+            return
+        await link.unsubscribe(channel)
+        await self._drop_if_idle(name)
 
     def read_map_soon(self) -> None:
         """Read the slot map again shortly (a command failed: its master may have been
@@ -166,6 +185,8 @@ class ClusterFeeds:
             self._router.cancel()
             await asyncio.gather(self._router, return_exceptions=True)
             self._router = None
+        for task in list(self._idle_checks):
+            task.cancel()
         for name in list(self._links):
             await self._close_link(name)
         self._owner.clear()
@@ -200,21 +221,36 @@ class ClusterFeeds:
         # The node's own connection options (credentials, TLS, timeouts), without
         # redis-py's retries: a lapse must reach the link, which catches up.
         options = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-        pool = aioredis.ConnectionPool(connection_class=node.connection_class,
-                                       max_connections=2, **options)
-        client = self._clients[node.name] = aioredis.Redis(connection_pool=pool)
+        connection_class = node.connection_class
+
+        def connection() -> AbstractConnection:
+            made: AbstractConnection = connection_class(**options)
+            return made
+
         name = node.name
         link = self._links[name] = ChannelFeeds(
-            client,
+            connection,
             address=lambda: f"{name} (a cluster node)",
             sharded=True,
             on_moved=self._on_moved,
             on_link_lost=lambda: self._on_link_lost(name),
+            on_forget=lambda channel: self._forget(name, channel),
             **self._link_options,
         )
         if self._listener is not None and self._on_lost is not None:
             link.start(self._listener, self._on_lost)
         return link
+
+    def _forget(self, name: str, channel: str) -> None:
+        """Link ``name`` dropped ``channel`` (unsubscribed, after its linger)."""
+        if self._owner.get(channel) == name:
+            del self._owner[channel]
+            self._rechecks.pop(channel, None)
+        link = self._links.get(name)
+        if link is not None and not link.channels and not self._closed:
+            task = asyncio.get_running_loop().create_task(self._drop_if_idle(name))
+            self._idle_checks.add(task)
+            task.add_done_callback(self._idle_checks.discard)
 
     async def _drop_if_idle(self, name: str) -> None:
         link = self._links.get(name)
@@ -223,12 +259,8 @@ class ClusterFeeds:
 
     async def _close_link(self, name: str) -> None:
         link = self._links.pop(name, None)
-        client = self._clients.pop(name, None)
         if link is not None:
             await link.close()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose(close_connection_pool=True)
 
     # --- routing -------------------------------------------------------------------------
 
