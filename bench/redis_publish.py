@@ -5,19 +5,20 @@ each task awaiting one publish at a time), one fresh channel per row:
 
 ``rtlink hub.publish``
     ``Hub.publish(channel, data)`` on a Hub over a ``RedisBackend``: validation, msgpack,
-    then one ``EVALSHA`` of the publish script (HGET meta, HINCRBY offset, XADD MAXLEN,
-    XTRIM MINID, PEXPIRE history and meta, PUBLISH).
+    then one ``EVALSHA`` of the publish script (HMGET meta, HINCRBY offset, RPUSH and
+    LTRIM of the history list, dropping entries older than the TTL, PEXPIRE history and
+    meta, PUBLISH).
 ``rtlink hub.publish with key``
     The same with an idempotency key unique per message (the script also GETs the key
     and SETs it with PX).
-``redis-py pipeline XADD+PUBLISH``
+``redis-py pipeline RPUSH+LTRIM+PUBLISH``
     The baseline: per message one ``pipeline(transaction=False)`` with
-    ``XADD stream MAXLEN 100 * d <msgpack>`` and ``PUBLISH channel <msgpack>``.
+    ``RPUSH list <msgpack>``, ``LTRIM list -100 -1`` and ``PUBLISH channel <msgpack>``.
 ``redis-py PUBLISH only``
     The floor: a single ``PUBLISH`` per message.
 
 Why the baseline is fair: like rtlink it packs the data with msgpack, keeps a bounded
-history stream and publishes, and it costs exactly one round trip per message (one
+history list and publishes, and it costs exactly one round trip per message (one
 request, one reply), as rtlink's single ``EVALSHA`` does. Both use a
 ``BlockingConnectionPool`` of 64 connections on the same event loop. What the baseline
 leaves out is what rtlink adds: validation, positions (epoch and offset), TTL trimming,
@@ -71,7 +72,7 @@ __all__ = ["main", "private_server", "private_server_process", "run_all", "media
 PublishFn = Callable[[int], Awaitable[object]]
 
 POOL_SIZE = 64  # RedisBackend's default max_connections; the baseline gets the same
-STREAM_SIZE = 100  # ChannelOptions' default history_size, used by the baseline's MAXLEN
+STREAM_SIZE = 100  # ChannelOptions' default history_size, used by the baseline's LTRIM
 PREFIX = "bench"
 
 
@@ -192,13 +193,14 @@ def hub_publisher(hub: rtlink.Hub, channel: str, with_key: bool) -> PublishFn:
 
 
 def pipeline_publisher(client: aioredis.Redis, channel: str) -> PublishFn:
-    stream = f"{PREFIX}:{{{channel}}}:history"
+    history = f"{PREFIX}:{{{channel}}}:log"
     pub_channel = f"{PREFIX}:{{{channel}}}:pub"
 
     async def publish(i: int) -> object:
         data = msgpack.packb(payload(i), use_bin_type=True)
         pipe = client.pipeline(transaction=False)
-        pipe.xadd(stream, {"d": data}, maxlen=STREAM_SIZE, approximate=False)
+        pipe.rpush(history, data)
+        pipe.ltrim(history, -STREAM_SIZE, -1)
         pipe.publish(pub_channel, data)
         return await pipe.execute()
 
@@ -219,7 +221,7 @@ Builder = Callable[[rtlink.Hub, aioredis.Redis, str], PublishFn]
 ROWS: dict[str, Builder] = {
     "rtlink hub.publish": lambda hub, _, ch: hub_publisher(hub, ch, with_key=False),
     "rtlink hub.publish with key": lambda hub, _, ch: hub_publisher(hub, ch, with_key=True),
-    "redis-py pipeline XADD+PUBLISH": lambda _, client, ch: pipeline_publisher(client, ch),
+    "redis-py pipeline RPUSH+LTRIM+PUBLISH": lambda _, client, ch: pipeline_publisher(client, ch),
     "redis-py PUBLISH only": lambda _, client, ch: publish_only_publisher(client, ch),
 }
 
@@ -268,7 +270,7 @@ async def run_all(url: str, messages: int, warmup: int, levels: list[int],
         for round_ in range(rounds):
             for concurrency in levels:
                 for n, (what, build) in enumerate(ROWS.items()):
-                    # A fresh channel each time: new stream, and idempotency keys unseen.
+                    # A fresh channel each time: new history, and idempotency keys unseen.
                     channel = f"bench:row{n}:c{concurrency}:round{round_}"
                     publish = build(hub, client, channel)
                     yield await measure(what, publish, messages, warmup, concurrency)

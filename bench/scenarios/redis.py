@@ -2,7 +2,7 @@
 
 A thin wrapper around bench/redis_publish.py (its docstring says what each row does and
 why the baseline is fair): a private redis-server, concurrency 16, every row of that
-script, and the ratio of ``rtlink hub.publish`` to ``redis-py pipeline XADD+PUBLISH``
+script, and the ratio of ``rtlink hub.publish`` to ``redis-py pipeline RPUSH+LTRIM+PUBLISH``
 (target ≥ 0.5×). Full mode: 10,000 messages per row, median of 3 rounds; ``--quick``:
 3,000 messages, one round.
 """
@@ -21,7 +21,7 @@ TITLE = "Redis backend: publishes/s at concurrency 16"
 SCENARIO = "redis"
 CONCURRENCY = 16
 RTLINK = "rtlink hub.publish"
-BASELINE = "redis-py pipeline XADD+PUBLISH"
+BASELINE = "redis-py pipeline RPUSH+LTRIM+PUBLISH"
 #: The system column of each row of redis_publish.py (rtlink's own is the reference).
 SYSTEM_NAMES = {RTLINK: "rtlink", "rtlink hub.publish with key": "rtlink, with key"}
 
@@ -63,7 +63,7 @@ async def run(quick: bool) -> list[Row]:
                         f"{result.what}; {note}; p50 {result.p50_us:,.0f} µs, "
                         f"p99 {result.p99_us:,.0f} µs"))
     if RTLINK in rates and BASELINE in rates:
-        rows.append(Row(SCENARIO, "rtlink", "redis", "÷ pipeline XADD+PUBLISH",
+        rows.append(Row(SCENARIO, "rtlink", "redis", "÷ pipeline RPUSH+LTRIM+PUBLISH",
                         round(rates[RTLINK] / rates[BASELINE], 2), "×",
                         f"{note}; target ≥ 0.5×"))
     return rows
