@@ -19,7 +19,8 @@
  * message is not one or more complete valid values.
  */
 
-const utf8 = new TextEncoder();
+/** One encoder for the whole client (codec.js too). */
+export const utf8 = new TextEncoder();
 // fatal: invalid UTF-8 is an error (as in Python), not U+FFFD. ignoreBOM: keep a leading
 // U+FEFF in the string, as Python does, instead of silently dropping it.
 const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
