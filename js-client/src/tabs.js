@@ -93,13 +93,8 @@ export function share(client) {
   const probe = () => post(0, PROBE);
   const sendCursor = () => post(leader, CURSOR, client._cursor());
 
-  // What the core asks of its client (core.js) goes to the leader: its frames
-  // (publishes) and its cursor, as for a transport that carries the subscriptions.
-  // (No retries to schedule: the leader retries itself what the server refused for
-  // now.) To the runner (client.js) the leader is the connection: reconnect() asks
-  // the leader, close() leaves.
-  client._send = (part) => post(leader, SEND, client._codec._parse(part));
-  client._subscriptionsChanged = sendCursor;
+  // To the runner (client.js) the leader is the connection: reconnect() asks the
+  // leader, close() leaves.
   client._connection = { _ended: (code) => (code == 1000 ? leave(1) : post(leader, RECONNECT)) };
 
   const join = () => {
@@ -179,8 +174,15 @@ export function share(client) {
           // publishes only while connected: each time it is (again), this tab sends
           // what is waiting (those already on their way get the same answer).
           if (welcome && client.state != 'connected') {
-            if (!client._welcome) client._start(welcome, 1);
-            else {
+            if (!client._welcome) {
+              // What the core asks of its client (core.js), which it does only once
+              // started, goes to the leader: its frames (publishes) and its cursor,
+              // as for a transport that carries the subscriptions. (No retries to
+              // schedule: the leader retries what the server refused for now.)
+              client._send = (part) => post(leader, SEND, client._codec._parse(part));
+              client._subscriptionsChanged = sendCursor;
+              client._start(welcome, 1);
+            } else {
               client._outbox._resetAttempts();
               client._resend();
             }

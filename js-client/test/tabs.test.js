@@ -102,16 +102,19 @@ function setupTabs(t, count, options = {}) {
   return { browser, fakes, server, tabs, open };
 }
 
-/** Subscribe the tab's client to `channel`, recording what it delivers in tab.got. */
+/** Subscribe the tab's client to `channel`, recording what it delivers in tab.got
+ * and its confirmations in tab.confirmed. */
 function subscribe(tab, channel, since) {
   const subscription = tab.client.subscribe(channel, { since });
   (tab.got ||= {})[channel] = [];
+  (tab.confirmed ||= {})[channel] = 0;
   subscription.on('message', ({ data, position }) => tab.got[channel].push([data, position.offset]));
+  subscription.on('subscribed', () => tab.confirmed[channel]++);
   return subscription;
 }
 
 const connected = (tabs) => waitFor(() => tabs.every((tab) => tab.client.state == 'connected'), { message: 'every tab connected' });
-const subscribed = (tab, channel) => tab.client._subscriptions.get(channel).waitSubscribed();
+const subscribed = (tab, channel) => waitFor(() => tab.confirmed[channel], { message: `tab ${tab.number} on ${channel}` });
 /** What `tab` delivered on `channel`: the data in order. */
 const data = (tab, channel) => tab.got[channel].map(([value]) => value);
 
@@ -392,12 +395,19 @@ test('reconnect() in a follower reconnects the shared connection', async (t) => 
 
 test('shareConnection: false, no Web Locks, or locks refused: a connection per tab', async (t) => {
   for (const how of ['option', 'no locks', 'refused']) {
-    const { fakes, tabs, open } = setupTabs(t, 0);
-    const a = open(how == 'option' ? { shareConnection: false } : {}, { connect: false });
-    const b = open(how == 'option' ? { shareConnection: false } : {}, { connect: false });
-    if (how == 'refused') a.refuse = b.refuse = true;
-    for (const tab of [a, b]) tab.browser.start(tab, { locks: how != 'no locks' });
-    await waitFor(() => fakes.sockets.length == 2, { message: `${how}: two sockets` });
-    void tabs;
+    const { browser, server, open } = setupTabs(t, 0);
+    const tabs = [0, 1].map(() => open(how == 'option' ? { shareConnection: false } : {}, { connect: false }));
+    for (const tab of tabs) {
+      tab.refuse = how == 'refused';
+      subscribe(tab, 'news');
+      tab.client.publish('chat', tab.number).catch(() => {});
+      browser.start(tab, { locks: how != 'no locks' });
+    }
+    await connected(tabs);
+    await Promise.all(tabs.map((tab) => subscribed(tab, 'news')));
+    server.publish('news', how);
+    await waitFor(() => tabs.every((tab) => tab.got.news.length == 1), { message: how });
+    assert.equal(server.connections.length, 2, how);
+    assert.deepEqual(server.applied.map((entry) => entry.data).sort(), [1, 2]);
   }
 });
