@@ -1,7 +1,7 @@
 /**
  * Compact msgpack codec for the rtlink client (codec `rtlink.v1.msgpack`).
  *
- * Why built in, with no library dependency: the whole client must stay within 6 KB
+ * Why built in, with no library dependency: the whole client must stay within 7 KB
  * min+gzip, and a general msgpack library would take a large share of that for types
  * rtlink never sends (bin, ext, timestamps). rtlink only needs the JSON value set
  * (docs/protocol.md 3.2 and 3.4): nil, booleans, integers, floats, str, array and map

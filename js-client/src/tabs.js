@@ -10,7 +10,7 @@
 // union of every tab's channels. The tabs talk over a BroadcastChannel of the same
 // name; the leader's own tab goes through the same messages, delivered to itself.
 // (A SharedWorker would need a script of its own served by the application, could not
-// call the application's token function, and is missing from some mobile browsers.)
+// call the application's token function, and came to Chrome on Android only in 2026.)
 //
 // Every tab's Client keeps its own subscriptions, positions and outbox: to its core
 // (core.js) the leader is a connection whose requests carry the subscriptions, as SSE
@@ -147,11 +147,7 @@ export function share(client) {
       if (hidden) {
         // Leading: what the tabs ask for.
         if (kind == PROBE) out(state);
-        if (kind == CURSOR) {
-          if (body) cursors[from] = body;
-          else delete cursors[from];
-          sync(from);
-        }
+        if (kind == CURSOR) sync(from, (cursors[from] = body || {}));
         if (kind == SEND) for (const frame of body) publish(from, frame);
         if (kind == RECONNECT) hidden.reconnect();
       }
@@ -230,14 +226,13 @@ export function share(client) {
   /** A frame for every tab, or for tab `to` alone. */
   const out = (frame, to) => post(to, FRAME, frame);
 
-  /** The tab `from` sent its cursor: subscribe the connection to what is new in it,
+  /** The tab `from` sent its `cursor` (none: it left): subscribe the connection to what is new in it,
    * or again from the tab's position if the tab needs what came before the
    * connection's position (the tabs drop the repeats); confirm the channels that
    * the connection has confirmed already; drop the channels that no tab wants any
    * more. */
-  const sync = (from) => {
+  const sync = (from, cursor) => {
     const subscriptions = hidden._subscriptions;
-    const cursor = cursors[from] || {};
     for (const [channel, subscription] of subscriptions) {
       Object.values(cursors).some((other) => channel in other) || subscription.unsubscribe();
     }

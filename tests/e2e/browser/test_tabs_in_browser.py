@@ -271,9 +271,10 @@ async def test_offline_outbox_of_several_tabs_survives_reloads_and_lands_once(
                 for n in range(3):
                     await first.eval("(n) => T.publish('notes', {tab: 1, n})", n)
                     await second.eval("(n) => T.publish('notes', {tab: 2, n})", n)
-                # One storage key for the tabs, an item each.
+                # One storage key for the tabs, an item each (the browser passes the
+                # items of one tab to the others a moment later).
+                await third.until(f"{STORED}.length == 6", message="6 entries in storage")
                 saved = await third.eval(STORED)
-                assert len(saved) == 6
 
                 # Still offline: the first tab (the leader) goes, the second reloads.
                 assert await the_leader(pages) is first
