@@ -37,9 +37,9 @@
 // or null: every tab; the leader takes what the tabs send to the leader they know, or
 // to none yet), and
 //   PROBE                      who leads? (the leader answers with its state)
-//   CURSOR, cursor             a tab's subscriptions; null: the tab left
+//   CURSOR, cursor             a tab's subscriptions; none: the tab left
 //   SEND, [frames]             a tab's publish frames
-//   RECONNECT                  a tab's reconnect()
+//   RECONNECT, wake            a tab's reconnect(), or (wake) its wake-up
 //   FRAME, frame               from the leader: a frame of the server (publication,
 //                              subscribed, error, ack), or a state change of the
 //                              connection: a frame without a type ({newState, ...,
@@ -90,12 +90,14 @@ export function share(client) {
         channel.postMessage(message);
         handle(message);
       }));
-  const probe = () => post(0, PROBE);
   const sendCursor = () => post(leader, CURSOR, client._cursor());
 
   // To the runner (client.js) the leader is the connection: reconnect() asks the
   // leader, close() leaves.
   client._connection = { _ended: (code) => (code == 1000 ? leave(1) : post(leader, RECONNECT)) };
+  // Back online, or shown: the runner's wake-up (client.js) ends the leader's wait
+  // before its next attempt, as in the leader's own tab.
+  client._wake = () => post(leader, RECONNECT, 1);
 
   const join = () => {
     left = leader = null;
@@ -107,9 +109,9 @@ export function share(client) {
         silent = 0;
         abort.abort();
         elect(1);
-      } else probe();
+      } else post(0, PROBE);
     }, CHECK_INTERVAL);
-    probe();
+    post(0, PROBE); // who leads?
     elect();
   };
 
@@ -117,7 +119,7 @@ export function share(client) {
    * this tab's subscriptions and unsent publishes; a leader hands over. */
   const leave = (final) => {
     if (!left) {
-      post(leader, CURSOR, null);
+      post(leader, CURSOR); // none
       left = 1;
       clearInterval(timer);
       abort.abort(); // a request still queued for the lock
@@ -149,7 +151,7 @@ export function share(client) {
         if (kind == PROBE) out(state);
         if (kind == CURSOR) sync(from, (cursors[from] = body || {}));
         if (kind == SEND) for (const frame of body) publish(from, frame);
-        if (kind == RECONNECT) hidden.reconnect();
+        if (kind == RECONNECT) body ? hidden._wake?.() : hidden.reconnect();
       }
       if (kind == FRAME) {
         const { newState, code, reason, transport, welcome } = body;

@@ -411,3 +411,16 @@ test('shareConnection: false, no Web Locks, or locks refused: a connection per t
     assert.deepEqual(server.applied.map((entry) => entry.data).sort(), [1, 2]);
   }
 });
+
+test("a follower's wake-up (back online, or shown) ends the leader's wait to reconnect", async (t) => {
+  t.mock.method(Math, 'random', () => 0.99); // the longest wait
+  const { server, tabs } = setupTabs(t, 2, { connectTimeout: 0.05, backoffBase: 60, backoffCap: 60 });
+  server.offline = true;
+  await waitFor(() => tabs.every((tab) => tab.states?.some((change) => change.newState == 'disconnected')));
+  server.offline = false;
+  await sleep(100);
+  assert.equal(tabs[1].client.state, 'disconnected', 'waiting a minute');
+  tabs[1].client._wakeUp(); // what 'online' and 'visibilitychange' call
+  await connected(tabs);
+  assert.equal(server.connections.length, 2); // the first never answered
+});
