@@ -19,8 +19,17 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 import rtlink
+from rtlink.cli import build_app
 from tests.support import Server, collect, relay_to, seconds
-from tests.support.browser import BrowserPage, Chromium, Tabs, page_url, run_page_server
+from tests.support.browser import (
+    BrowserPage,
+    Chromium,
+    Tabs,
+    expect,
+    page_url,
+    run_page_server,
+    serve_app,
+)
 
 # One event loop for the module: the browser (conftest.py) is shared by its tests.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -119,6 +128,24 @@ async def test_ten_tabs_all_load_and_all_receive(chromium: Chromium, transport: 
               f"{max(loads) * 1000:.0f} ms, {stream_count(server)} connection(s) at the server")
         for page in pages:
             await page.eval("client.close()")
+
+
+async def test_eight_tabs_of_the_demo_page_on_sse_load_and_deliver(chromium: Chromium) -> None:
+    # The run of issue 22: `rtlink serve`'s demo page in 8 tabs on ?transport=sse.
+    app, hub = build_app()
+    async with serve_app(app, hub) as server, chromium.tabs() as tabs:
+        timeout = seconds(10) * 1000
+        pages, loads = await open_tabs(tabs, page_url(server.port, "/?transport=sse"), 8)
+        for page in pages:
+            await expect(page.page.locator("#state")).to_have_text("connected", timeout=timeout)
+            await expect(page.page.locator("#transport")).to_have_text("sse", timeout=timeout)
+        await hub.publish("chat:lobby", {"text": "hello, every tab", "from": "py"})
+        for page in pages:
+            await expect(page.page.locator("#log")).to_contain_text("hello, every tab",
+                                                                    timeout=timeout)
+        assert stream_count(server) == 1
+        print(f"\n[tabs] the demo page in 8 tabs on SSE: loads {min(loads) * 1000:.0f}-"
+              f"{max(loads) * 1000:.0f} ms, every tab delivered")
 
 
 async def test_without_sharing_the_seventh_tab_does_not_even_load(chromium: Chromium) -> None:
