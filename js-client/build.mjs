@@ -11,8 +11,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { minify } from 'terser';
 
-/** The whole client, minified and gzipped (level 9), must fit in this many bytes. */
-export const SIZE_BUDGET = 6 * 1024;
+/** The whole client, minified and gzipped (level 9), must fit in this many bytes:
+ * 6 KiB, plus 1 KiB for the tabs sharing one connection (issue 22, src/tabs.js). */
+export const SIZE_BUDGET = 7 * 1024;
 
 const here = (path) => new URL(path, import.meta.url);
 const outputs = {

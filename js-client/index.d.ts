@@ -105,6 +105,9 @@ export interface ClientOptions {
    * Keep the outbox in `storage` (default: localStorage) under this key, so publishes
    * made offline survive a page reload: a client created later with the same key
    * sends them (same idempotency keys, so each lands once). Default: not persisted.
+   * Clients in several tabs may use the same key: each writes an item of its own,
+   * named the key, a space and a suffix, and a new client takes over (reads and
+   * removes) every item of the key, and one named the key alone (older clients).
    */
   persist?: string | null;
   /** First reconnect delay bound in seconds; doubles per attempt (default 0.5). */
@@ -115,13 +118,31 @@ export interface ClientOptions {
   connectTimeout?: number;
   /** While on a fallback transport, seconds between tries of better ones (default 60). */
   probeInterval?: number;
+  /**
+   * Share one connection with the clients of the same URL in the other tabs of this
+   * browser (default true; js-client/README.md, "Tabs share one connection"). A
+   * browser opens at most 6 HTTP/1.1 connections to a host and each SSE stream or
+   * held long poll keeps one: unshared, six tabs take them all.
+   *
+   * One tab (the leader) holds the connection, with its own options (`token`,
+   * `transports`, `codec`, ...); every tab keeps its own subscriptions, positions and
+   * outbox, and its `state`, `transport` and `sessionId` are the shared connection's.
+   * When the leader's tab closes or crashes, the next tab takes over at once and every
+   * tab resumes from its positions and sends its waiting publishes again (same keys:
+   * each lands once); a frozen leader (it answers nothing for 2 checks, 1 s apart) is
+   * replaced within 3 s. `false` gives this client a connection of its own; so do
+   * pages without Web Locks (they need a secure context: HTTPS or localhost) and
+   * sandboxed frames that are refused them.
+   */
+  shareConnection?: boolean;
   /** Injected for tests and non-browser hosts; default: the global ones. */
   WebSocket?: typeof WebSocket;
   EventSource?: typeof EventSource;
   fetch?: typeof fetch;
   /** Where the outbox (`persist`) and the working transport per origin are kept
-   * (default: localStorage when available). */
-  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
+   * (default: localStorage when available). With `persist`, its items are listed
+   * through `length` and `key()`. */
+  storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem' | 'key' | 'length'> | null;
 }
 
 /** Messages of one channel, resumed across reconnects without loss or duplicates. */
@@ -141,6 +162,13 @@ export class Subscription {
   unsubscribe(): void;
 }
 
+/**
+ * A client. While tabs share a connection (`shareConnection`), its `state`,
+ * `transport`, `sessionId` and 'state' events are those of the shared connection;
+ * a tab that joins a connected one goes from 'disconnected' straight to 'connected',
+ * and a change of leader is seen as 'disconnected' with code 1001 ('new leader'),
+ * then 'connecting' and 'connected' again.
+ */
 export class Client {
   /**
    * @param url where the server mounted rtlink, e.g. `'/rt'` (relative to the page)
@@ -159,9 +187,11 @@ export class Client {
    * client stopped first (e.g. unauthorized). */
   connect(): Promise<void>;
   /** Close and stop; waiting publishes reject with ClientClosed and leave the outbox
-   * (also the persisted one): close() means they will not be sent. */
+   * (also the persisted one): close() means they will not be sent (those on their way
+   * may still land). Sharing a connection, this closes this tab's client only. */
   close(): void;
-  /** Drop the current connection (if any) and reconnect at once, resuming. */
+  /** Drop the current connection (if any) and reconnect at once, resuming; the shared
+   * one, if shared. */
   reconnect(): void;
   /** Subscribe; with `since`, resume after that position. Throws InvalidInput on an
    * invalid channel name or a second subscription to the same channel. */

@@ -18,8 +18,9 @@ __all__ = ["TITLE", "run", "parse"]
 
 TITLE = "JS client: min+gzip bytes"
 SCENARIO = "jssize"
-#: The whole browser client's budget (js-client/build.mjs checks it too).
-TARGET_BYTES = 6144
+#: The whole browser client's budget (js-client/build.mjs checks it too): 6 KiB, and
+#: 1 KiB for the tabs sharing one connection (issue 22).
+TARGET_BYTES = 7168
 _ROW = re.compile(r"^\|\s*(?P<client>\S+)\s*\|\s*(?P<version>\S+)\s*\|\s*(?P<bytes>\d+) B\s*\|")
 
 

@@ -14,6 +14,7 @@ import { Events } from './events.js';
 import { defaultStorage, Negotiation } from './negotiation.js';
 import { formatCursor } from './positions.js';
 import { Subscription } from './subscription.js';
+import { share } from './tabs.js';
 import { transports } from './transports.js';
 
 export class Client extends ClientCore {
@@ -73,7 +74,8 @@ export class Client extends ClientCore {
       this._running = true;
       globalThis.addEventListener?.('online', this._wakeUp);
       globalThis.document?.addEventListener('visibilitychange', this._wakeUp);
-      this._run();
+      // One connection per browser: the tabs share it (tabs.js), where they can.
+      share(this) || this._run();
     }
     return new Promise((resolve, reject) => {
       const settled = () =>

@@ -1,9 +1,7 @@
 // Codecs turn frames into transport messages and back (protocol.md 3). The client
 // encodes each frame on its own ("parts") and joins parts into one message per send,
 // so it can keep every message within the server's max_message_size.
-import { decode, encode } from './msgpack.js';
-
-const utf8 = new TextEncoder();
+import { decode, encode, utf8 } from './msgpack.js';
 
 export const codecs = {
   json: {

@@ -1,7 +1,7 @@
 /**
  * Compact msgpack codec for the rtlink client (codec `rtlink.v1.msgpack`).
  *
- * Why built in, with no library dependency: the whole client must stay within 6 KB
+ * Why built in, with no library dependency: the whole client must stay within 7 KB
  * min+gzip, and a general msgpack library would take a large share of that for types
  * rtlink never sends (bin, ext, timestamps). rtlink only needs the JSON value set
  * (docs/protocol.md 3.2 and 3.4): nil, booleans, integers, floats, str, array and map
@@ -19,7 +19,8 @@
  * message is not one or more complete valid values.
  */
 
-const utf8 = new TextEncoder();
+/** One encoder for the whole client (codec.js too). */
+export const utf8 = new TextEncoder();
 // fatal: invalid UTF-8 is an error (as in Python), not U+FFFD. ignoreBOM: keep a leading
 // U+FEFF in the string, as Python does, instead of silently dropping it.
 const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

@@ -7,6 +7,14 @@
 // bounded: when full, publish() fails at once (OutboxFull) instead of dropping old
 // publishes silently. With a storage key, the waiting publishes are also kept in
 // storage (localStorage), so a page reload does not lose them.
+//
+// The clients of several tabs may use one storage key. Browsers pass a tab's writes
+// to the others asynchronously, so they must not write the same item: each outbox
+// writes under the key and a suffix of its own, and a new one takes over (reads and
+// removes) the items of every outbox of the key before it: what a closed page left,
+// and what the open ones hold too, which they write again at their next change. Each
+// entry then waits in two outboxes and is sent by both, with the same idempotency key:
+// it lands once.
 import { invalidInput, RtlinkError } from './errors.js';
 
 export class Outbox {
@@ -14,10 +22,18 @@ export class Outbox {
     this._limit = limit;
     this._entries = new Map(); // key -> entry
     this._storage = storageKey && storage;
-    this._storageKey = storageKey;
-    let saved = [];
+    this._storageKey = storageKey + ' ' + Math.random();
+    const saved = [];
     try {
-      saved = JSON.parse(this._storage.getItem(storageKey)) || [];
+      for (let index = this._storage.length; index--; ) {
+        const name = storage.key(index);
+        // (The key alone: an item of an older client.)
+        if (name == storageKey || name.startsWith(storageKey + ' ')) {
+          const text = storage.getItem(name);
+          storage.removeItem(name); // (first: an unreadable one goes too)
+          saved.push(...JSON.parse(text));
+        }
+      }
     } catch {} // nothing kept, unreadable storage, or storage not allowed
     for (const [channel, data, key] of saved.slice(0, limit)) {
       // Their publish() calls belong to an earlier page: failures can only be logged.

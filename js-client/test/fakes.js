@@ -103,10 +103,22 @@ export class MemoryStorage {
   removeItem(key) {
     this.items.delete(key);
   }
+  get length() {
+    return this.items.size;
+  }
+  key(index) {
+    return [...this.items.keys()][index] ?? null;
+  }
   /** The parsed JSON value under `key`, or null. */
   json(key) {
     const text = this.getItem(key);
     return text == null ? null : JSON.parse(text);
+  }
+  /** The entries of the outboxes persisted under `key` (each outbox writes its own
+   * item, named `key` and a suffix), or null if there is none. */
+  outbox(key) {
+    const names = [...this.items.keys()].filter((name) => name.startsWith(key + ' '));
+    return names.length ? names.flatMap((name) => this.json(name)) : null;
   }
 }
 

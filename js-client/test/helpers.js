@@ -16,22 +16,25 @@ export const URL_BASE = 'http://test/rt';
  */
 export function setup(t, { keepTransports = false, fakes = createFakes(), ...options } = {}) {
   if (!keepTransports) forgetTransports(new MemoryStorage());
-  const client = new Client(URL_BASE, {
-    WebSocket: fakes.WebSocket,
-    EventSource: fakes.EventSource,
-    fetch: fakes.fetch,
-    storage: fakes.storage,
-    transports: ['websocket'],
-    connectTimeout: 2,
-    backoffBase: 0.01,
-    backoffCap: 0.05,
-    ...options,
-  });
+  const client = new Client(URL_BASE, { ...testOptions(fakes), ...options });
   const states = [];
   client.on('state', (change) => states.push({ ...change, at: Date.now() }));
   t.after(() => client.close());
   return { client, fakes, states };
 }
+
+/** The test defaults of a client on `fakes`: WebSocket only, short connect timeout,
+ * tiny backoff. */
+export const testOptions = (fakes) => ({
+  WebSocket: fakes.WebSocket,
+  EventSource: fakes.EventSource,
+  fetch: fakes.fetch,
+  storage: fakes.storage,
+  transports: ['websocket'],
+  connectTimeout: 2,
+  backoffBase: 0.01,
+  backoffCap: 0.05,
+});
 
 /** Start the client without caring whether connect() resolves. */
 export function start(client) {

@@ -374,13 +374,13 @@ test("persist: waiting publishes are kept in storage as [[channel, data, key], .
   const { client, fakes } = setup(t, { persist: 'outbox' });
   client.publish('a', { n: 1 }, { key: 'k1' }).catch(() => {});
   client.publish('b', [2], { key: 'k2' }).catch(() => {});
-  assert.deepEqual(fakes.storage.json('outbox'), [['a', { n: 1 }, 'k1'], ['b', [2], 'k2']]);
+  assert.deepEqual(fakes.storage.outbox('outbox'), [['a', { n: 1 }, 'k1'], ['b', [2], 'k2']]);
   const ws = await connectWebSocket(client, fakes);
   await waitFor(() => ws.sent.length == 2);
   await ws.serverSends(ack(ws.sent[0], 1));
-  assert.deepEqual(fakes.storage.json('outbox'), [['b', [2], 'k2']]);
+  assert.deepEqual(fakes.storage.outbox('outbox'), [['b', [2], 'k2']]);
   await ws.serverSends(ack(ws.sent[1], 2));
-  assert.equal(fakes.storage.getItem('outbox'), null, 'removed once all are acknowledged');
+  assert.equal(fakes.storage.outbox('outbox'), null, 'removed once all are acknowledged');
 });
 
 test('persist: a new client with the same storage and key sends them after welcome, same keys', async (t) => {
@@ -390,7 +390,7 @@ test('persist: a new client with the same storage and key sends them after welco
   const { client: before } = setup(t, { fakes, persist: 'outbox' });
   before.publish('a', 'one').catch(() => {});
   before.publish('b', 'two').catch(() => {});
-  const keys = fakes.storage.json('outbox').map(([, , key]) => key);
+  const keys = fakes.storage.outbox('outbox').map(([, , key]) => key);
   assert.equal(keys.length, 2);
   assert.match(keys[0], /^[0-9a-f]{32}$/);
   // The reloaded page.
@@ -400,7 +400,7 @@ test('persist: a new client with the same storage and key sends them after welco
   await waitFor(() => ws.sent.length == 2);
   assert.deepEqual(ws.sent.map(({ channel, data, key }) => [channel, data, key]), [['a', 'one', keys[0]], ['b', 'two', keys[1]]]);
   await ws.serverSends([ack(ws.sent[0], 1), ack(ws.sent[1], 2)]);
-  assert.equal(fakes.storage.getItem('outbox'), null);
+  assert.equal(fakes.storage.outbox('outbox'), null);
   assert.equal(after.outboxSize, 0);
   assert.deepEqual(warnings, []);
 });
@@ -416,7 +416,8 @@ test('persist: restored publishes that fail for good are logged; other keys are 
   assert.equal(ws.sent[0].key, 'k1');
   await ws.serverSends({ type: 'error', code: 403, message: 'no', id: ws.sent[0].id, channel: 'news' });
   await waitFor(() => warnings.length == 1);
-  assert.equal(fakes.storage.getItem('outbox'), null);
+  assert.equal(fakes.storage.getItem('outbox'), null, 'taken over');
+  assert.equal(fakes.storage.outbox('outbox'), null);
   assert.equal(fakes.storage.getItem('other'), 'untouched');
 });
 
@@ -437,4 +438,28 @@ test('without persist nothing is written to storage but the transport memory', a
   client.publish('c', 1).catch(() => {});
   await connectWebSocket(client, fakes);
   assert.deepEqual([...fakes.storage.items.keys()], ['rtlink:transports']);
+});
+
+test('persist: the clients of several tabs share a key, each writing an item of its own', async (t) => {
+  const fakes = createFakes();
+  fakes.storage.setItem('outbox', JSON.stringify([['old', 0, 'k0']])); // an older client's item
+  fakes.storage.setItem('outboxes', 'another key: left alone');
+  const { client: a } = setup(t, { fakes, persist: 'outbox' }); // takes k0 over
+  a.publish('a', 1, { key: 'ka' }).catch(() => {});
+  const { client: b } = setup(t, { fakes, persist: 'outbox' }); // takes k0 and ka over too
+  b.publish('b', 2, { key: 'kb' }).catch(() => {});
+  a.publish('a', 3, { key: 'ka2' }).catch(() => {}); // a writes its own again
+  const items = () => [...fakes.storage.items.keys()].filter((name) => name.startsWith('outbox ')).map((name) => fakes.storage.json(name).map(([, , key]) => key));
+  assert.deepEqual(items().sort(), [['k0', 'ka', 'ka2'], ['k0', 'ka', 'kb']]);
+  assert.equal(fakes.storage.getItem('outbox'), null);
+  assert.equal(fakes.storage.getItem('outboxes'), 'another key: left alone');
+  // a's publishes are acknowledged: they leave a's item; b's still holds its copies.
+  const ws = await connectWebSocket(a, fakes);
+  await waitFor(() => ws.sent.length == 3);
+  await ws.serverSends(ws.sent.map((frame, index) => ack(frame, index + 1)));
+  assert.equal(a.outboxSize, 0);
+  assert.deepEqual(items(), [['k0', 'ka', 'kb']]);
+  // A third page takes over what is left (b, if still open, sends it too: same keys).
+  const { client: c } = setup(t, { fakes, persist: 'outbox' });
+  assert.equal(c.outboxSize, 3);
 });

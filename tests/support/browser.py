@@ -375,6 +375,47 @@ class Chromium:
         finally:
             await context.close()
 
+    @contextlib.asynccontextmanager
+    async def tabs(self, init_script: str | None = None) -> AsyncIterator[Tabs]:
+        """A new browser context for several pages (:class:`Tabs`), each running
+        ``init_script`` first if given. Closed at the end; an uncaught error in any of
+        its pages fails the test."""
+        context = await self.browser.new_context()
+        try:
+            if init_script is not None:
+                await context.add_init_script(init_script)
+            tabs = Tabs(self, context)
+            yield tabs
+            for page in tabs.pages:
+                page.check()
+        finally:
+            await context.close()
+
+
+class Tabs:
+    """Pages of one browser context, as the tabs of one browser: they share storage,
+    BroadcastChannel, Web Locks and the HTTP connections (at most 6 per host over
+    HTTP/1.1). From :meth:`Chromium.tabs`."""
+
+    def __init__(self, chromium: Chromium, context: Any) -> None:
+        self.chromium = chromium
+        self.context = context
+        self.pages: list[BrowserPage] = []
+
+    async def open(self, url: str | None = None) -> BrowserPage:
+        """A new page (tab), at ``url`` if given."""
+        self.chromium._pages += 1
+        page = BrowserPage(await self.context.new_page(), f"page {self.chromium._pages}")
+        self.pages.append(page)
+        if url is not None:
+            await page.goto(url)
+        return page
+
+    async def close(self, page: BrowserPage) -> None:
+        """Close one tab, as the user does (its unload handlers run)."""
+        self.pages.remove(page)
+        await page.page.close(run_before_unload=True)
+
 
 @contextlib.asynccontextmanager
 async def launch_chromium() -> AsyncIterator[Chromium]:

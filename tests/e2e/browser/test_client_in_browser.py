@@ -348,6 +348,12 @@ async def test_subscription_changes_mid_stream_lose_and_repeat_nothing(
 # --- 4. the persisted outbox --------------------------------------------------------------
 
 OUTBOX_KEY = "outbox-test"
+#: The entries persisted under OUTBOX_KEY, as JSON: the client writes an item named the
+#: key and a suffix of its own (several tabs may share the key; js-client/src/outbox.js),
+#: and takes over one named the key alone too (written by older clients).
+STORED = f"""JSON.stringify(Object.keys(localStorage)
+  .filter((name) => name == '{OUTBOX_KEY}' || name.startsWith('{OUTBOX_KEY} '))
+  .flatMap((name) => JSON.parse(localStorage.getItem(name))))"""
 
 
 async def test_offline_outbox_survives_a_reload_and_lands_once(chromium: Chromium) -> None:
@@ -367,7 +373,7 @@ async def test_offline_outbox_survives_a_reload_and_lands_once(chromium: Chromiu
                     await page.eval("(n) => T.publish('notes', {n})", n)
                 assert await page.eval("client.outboxSize") == 3
                 assert await page.eval("client.state") != "connected"
-                saved = await page.eval(f"localStorage.getItem('{OUTBOX_KEY}')")
+                saved = await page.eval(STORED)
                 assert saved is not None and len(json.loads(saved)) == 3
 
                 # Reload while still offline: the outbox comes back from storage.
@@ -378,7 +384,7 @@ async def test_offline_outbox_survives_a_reload_and_lands_once(chromium: Chromiu
                 relay.refuse = False
                 notes = await exactly(server, heard, 3, "notes")
                 assert [m.data for m in notes] == [{"n": 0}, {"n": 1}, {"n": 2}]
-                await page.until(f"localStorage.getItem('{OUTBOX_KEY}') === null",
+                await page.until(f"{STORED} == '[]'",
                                  message="the outbox removed from storage")
                 assert await page.eval("client.outboxSize") == 0
 
@@ -389,7 +395,7 @@ async def test_offline_outbox_survives_a_reload_and_lands_once(chromium: Chromiu
                 await page.reload()
                 await page.start([], **options)
                 await page.until("client.state == 'connected'")
-                await page.until(f"localStorage.getItem('{OUTBOX_KEY}') === null",
+                await page.until(f"{STORED} == '[]'",
                                  message="the replayed outbox acknowledged")
                 assert await page.eval("client.outboxSize") == 0
                 await exactly(server, heard, 0, "notes")  # nothing new before a marker
