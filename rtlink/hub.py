@@ -243,15 +243,7 @@ class Hub:
             BackendError: the backend failed; nothing was published.
         """
         options = self.rules.check_publication(channel, data, key)
-        # _publish inlined: this is the path of every server-side publication.
-        started = time.perf_counter()
-        try:
-            result = await self.backend.publish(channel, data, key=key, policy=options.policy)
-        except Exception:
-            self.stats.publish_failed("server", time.perf_counter() - started)
-            raise
-        self.stats.published("server", result.duplicate, time.perf_counter() - started)
-        return result.position
+        return await self._publish(channel, data, key, options)
 
     @property
     def authenticate_hook(self) -> Authenticator | Authenticate | None:
