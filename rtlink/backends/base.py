@@ -6,7 +6,8 @@ A backend owns three things and nothing else (no HTTP, no connections):
   channel and the channel's epoch, atomically with storing it in history and with
   de-duplication by idempotency key;
 * **history** — :meth:`Backend.history` returns what follows a position, or says the
-  gap cannot be filled;
+  gap cannot be filled; :meth:`Backend.page` returns a window of what is kept (pages
+  of history, and the replay of a subscription with ``last``);
 * **claims** — :meth:`Backend.claim` marks a key as used for a while (single-use
   authentication tickets); the base class keeps claims in this process, a shared
   engine overrides it so that every node sees them;
@@ -39,6 +40,7 @@ __all__ = [
     "HistoryPolicy",
     "PublishResult",
     "HistoryResult",
+    "page_bounds",
     "PublicationListener",
     "LostListener",
     "LocalClaims",
@@ -94,6 +96,34 @@ class HistoryResult:
     publications: list[Publication]
     position: Position
     recovered: bool
+
+
+def page_bounds(since: Position | None, epoch: str, top: int, oldest: int, newest: int,
+                limit: int, reverse: bool) -> tuple[int, int, bool]:
+    """The window of one history page (:meth:`Backend.page`), for backends whose kept
+    offsets are consecutive: the first and last offset to return (none when the last
+    is below the first) and ``recovered``.
+
+    Args:
+        since: the reader's position, or None.
+        epoch: the channel's current epoch.
+        top: its latest offset.
+        oldest: the oldest offset kept (``top + 1`` when nothing is kept).
+        newest: the newest offset kept (``top`` when nothing is kept).
+        limit: publications at most.
+        reverse: the window ends before ``since`` (or at the newest) instead of
+            starting after it (or at the oldest).
+    """
+    known = since is not None and since.epoch == epoch and since.offset <= top
+    if reverse:
+        last = since.offset - 1 if known and since is not None else newest
+        return max(oldest, last - limit + 1), min(last, newest), since is None or known
+    # Forward: recovered when nothing between ``since`` and the window was trimmed.
+    if known and since is not None and since.offset + 1 >= oldest:
+        first, recovered = since.offset + 1, True
+    else:
+        first, recovered = oldest, since is None
+    return first, min(newest, first + limit - 1), recovered
 
 
 class LocalClaims:
@@ -201,6 +231,32 @@ class Backend(abc.ABC):
         Raises:
             BackendUnavailable: the engine cannot be reached.
         """
+
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """A window of the channel's kept history: at most ``limit`` publications of
+        its current epoch, oldest first, and its current position.
+
+        Forward (``reverse=False``): the first ``limit`` after ``since``; when ``since``
+        is None, or not a position of the current epoch up to its top, or the
+        publications right after it are gone, from the oldest kept instead.
+        ``reverse=True``: the last ``limit`` before ``since``; when ``since`` is None or
+        not a position of the current epoch up to its top, the latest ``limit``.
+        ``recovered`` is True when ``since`` is None or was honoured (see
+        :func:`page_bounds`, which backends with consecutive offsets can use).
+
+        Serves history pages (:meth:`rtlink.Hub.history`) and the replay of a
+        subscription with ``last`` or a ``since`` that cannot be recovered. The default
+        implementation keeps the methods a backend had before pages existed working:
+        it reads no publications (a subscription then replays nothing).
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached.
+        """
+        result = await self.history(channel, None, policy=policy)
+        return HistoryResult([], result.position, since is None)
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:

@@ -33,13 +33,17 @@ __all__ = ["Read", "HistoryReads"]
 
 @attrs.frozen
 class Read:
-    """One history read: the history script's arguments for one channel."""
+    """One history read: the history script's arguments for one channel. With a
+    ``limit`` it reads a page (:meth:`~rtlink.backends.base.Backend.page`), without
+    (0) the gap after ``since``."""
 
     channel: str
     since: Position | None
     size: int
     ttl_ms: int
     meta_ttl_ms: int
+    limit: int = 0
+    reverse: bool = False
 
 
 #: Runs one batch of reads (one script, or one per slot) and answers in their order.

@@ -106,6 +106,14 @@ class ShardedRedisBackend(Backend):
         """Read history on the channel's shard."""
         return await self.shard_for(channel).history(channel, since, policy=policy)
 
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """Read a page of history on the channel's shard."""
+        return await self.shard_for(channel).page(channel, since, policy=policy, limit=limit,
+                                                  reverse=reverse)
+
     async def subscribe(self, channel: str) -> None:
         """Subscribe the node to the channel on its shard."""
         await self.shard_for(channel).subscribe(channel)
