@@ -563,12 +563,12 @@ def _parse_history_page(raw: Mapping[str, Any]) -> HistoryPage:
         if not isinstance(item, Mapping) or "data" not in item:
             raise FrameError("a publication of a page needs data and position",
                              request_id=rid)
-        publications.append(Publication(channel, item["data"],  # type: ignore[arg-type]
+        publications.append(Publication(channel, item["data"],
                                         Position.from_wire(item.get("position"), rid)))
     recovered = raw.get("recovered")
     if not isinstance(recovered, bool):
         raise FrameError("recovered must be a boolean", request_id=rid)
-    return HistoryPage(channel, tuple(publications),  # type: ignore[arg-type]
+    return HistoryPage(channel, tuple(publications),
                        Position.from_wire(raw.get("position"), rid), recovered, rid)
 
 

@@ -2,10 +2,11 @@
 
 ``PUBLISH`` assigns the position, appends to history, de-duplicates by idempotency key
 and publishes; ``HISTORY`` reads the gaps of many channels since their positions, or
-pages of what they keep (the reads of a storm go in batches, see :mod:`.reads`); ``TOPS`` reads the latest position
-of many channels at once (a node catching up after a reconnection reads
-history only where a channel moved on). All begin with ``EPOCH``, which decides a
-channel's epoch (see its comment: why a restart or a failover of Redis starts a new one).
+pages of what they keep (the reads of a storm go in batches, see :mod:`.reads`);
+``TOPS`` reads the latest position of many channels at once (a node catching up after
+a reconnection reads history only where a channel moved on). All begin with
+``EPOCH``, which decides a channel's epoch (see its comment: why a restart or a
+failover of Redis starts a new one).
 
 History is a list per channel (``RPUSH``, trimmed from the head), one entry per kept
 publication: ``"<ms> <offset> <data>"``, where ``ms`` is Redis's clock when it was
