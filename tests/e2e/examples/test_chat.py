@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 import rtlink
-from tests.support import collect, seconds
+from tests.support import FAST_RECONNECT, Relay, collect, seconds
 from tests.support.browser import Chromium, expect
 
 from .runner import Example, run_example, start_example
@@ -100,3 +101,40 @@ async def test_messages_typed_while_offline_are_sent_once_on_reconnect(
             async with rtlink.Client(second.url + "rt") as client:
                 await client.publish(ROOM, {"from": "python", "text": "marker"})
             await expect(log).to_have_text(["ntyped offline", "nand again", "pythonmarker"])
+
+
+async def test_messages_sent_offline_reach_a_window_that_reconnects_after_them() -> None:
+    # The walkthrough of issue 21: two windows; the server stops (its memory backend,
+    # and with it the channel's history and epoch, is gone); window A keeps typing; the
+    # server comes back; A reconnects first and sends what it typed; then B reconnects.
+    # B resumes from a position of the lost epoch: the gap cannot be recovered, and the
+    # server replays what the new epoch keeps, A's messages (protocol.md 6.2).
+    first = await start_example("chat")
+    relay = await Relay(first.port).start()  # B's way in, closed while A goes first
+    try:
+        async with rtlink.Client(first.url + "rt", **FAST_RECONNECT) as a, \
+                rtlink.Client(f"http://127.0.0.1:{relay.port}/rt", **FAST_RECONNECT) as b:
+            events: list[rtlink.SubscribedEvent] = []
+            room = b.subscribe(ROOM)
+            room.on("subscribed", events.append)
+            await room.wait_subscribed()
+            await a.publish(ROOM, {"from": "a", "text": "before"})
+            assert [m.data["text"] for m in await collect(room, 1)] == ["before"]
+
+            relay.refuse = True
+            assert await first.stop() == 0, first.output
+            await b.wait_for_state(rtlink.ConnectionState.DISCONNECTED)
+            offline = [asyncio.ensure_future(a.publish(ROOM, {"from": "a", "text": text}))
+                       for text in ("typed offline", "and again")]
+            async with run_example("chat", "--port", str(first.port)):
+                a.reconnect()
+                async with asyncio.timeout(seconds(20)):
+                    await asyncio.gather(*offline)  # applied by the new server
+                relay.refuse = False
+                b.reconnect()
+                texts = [m.data["text"] for m in await collect(room, 2)]
+                assert texts == ["typed offline", "and again"]
+                assert events[-1].resumed and not events[-1].recovered
+    finally:
+        await relay.close()
+        await first.stop()
