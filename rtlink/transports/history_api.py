@@ -1,7 +1,7 @@
 """``POST {path}/api/history``: a page of a channel's history over plain HTTP, for services.
 
 A service holding an **API key** reads what a channel keeps with one request
-(docs/http-api.md §5.4)::
+(docs/http-api.md §5, "History pages")::
 
     curl -sS http://127.0.0.1:8080/rt/api/history \\
       -H "Authorization: Bearer $RTLINK_API_KEY" \\
@@ -71,9 +71,9 @@ async def _history(hub: Hub, request: web.Request, keys: ApiKeys) -> web.Respons
         page = await hub.history(frame.channel, frame.since, limit=frame.limit,
                                  reverse=frame.reverse)
     except ChannelError as exc:
-        # 404: no channel rule matches (the route itself exists).
-        raise _Refusal(exc.code if exc.code in (404, 422) else 400, exc.code,
-                       str(exc)) from None
+        # As for POST {path}/publish: an unknown channel is a 422 (code 404), so that
+        # a caller tells it from a server without the API (a plain 404).
+        raise _Refusal(422, exc.code, str(exc)) from None
     except BackendError as exc:
         if not exc.temporary:
             logger.error("history of %r failed in the backend: %s", frame.channel, exc)
@@ -87,9 +87,10 @@ async def _history(hub: Hub, request: web.Request, keys: ApiKeys) -> web.Respons
 
 def history_handler(hub: Hub, keys: ApiKeys) -> Handler:
     """The handler of ``POST {path}/api/history``, accepting ``keys`` (docs/http-api.md
-    §5.4). Checks, in order: the API key (401), the ``Content-Type`` (415), the body
+    §5, "History pages"). Checks, in order: the API key (401), the ``Content-Type`` (415), the body
     size against ``hub.max_message_size`` (413), the body (400; 422 for an invalid
-    channel name), the channel's rule (404); a backend failure answers 503 or 500."""
+    channel name), the channel's rule (422 with code 404); a backend failure answers
+    503 or 500."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         try:

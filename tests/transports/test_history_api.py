@@ -1,4 +1,4 @@
-"""``POST {path}/api/history`` (docs/http-api.md §5.4) against a real server on loopback,
+"""``POST {path}/api/history`` (docs/http-api.md §5, "History pages") against a real server on loopback,
 called with aiohttp as a non-Python service would."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ async def test_pages_forward_and_reverse_in_json_and_msgpack(
 
 
 @pytest.mark.parametrize(("body", "status", "code", "words"), [
-    ({"channel": "nope"}, 404, 404, "unknown channel"),
+    ({"channel": "nope"}, 422, 404, "unknown channel"),
     ({"channel": "bad channel"}, 422, 422, "channel"),
     ({"channel": "news", "limit": 0}, 400, 400, "limit must be an integer from 1 to 1000"),
     ({"channel": "news", "limit": 1001}, 400, 400, "limit"),
