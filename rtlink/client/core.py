@@ -103,11 +103,14 @@ class SubscribedEvent:
             missed and the application should re-sync. True otherwise.
         resumed: whether the client asked to resume from a position.
         position: the channel's position when the subscription was confirmed.
+        since: set when replayed publications follow (delivered as messages): they
+            are every publication the channel keeps after it (protocol.md 5.3).
     """
 
     recovered: bool
     resumed: bool
     position: Position
+    since: Position | None = None
 
 
 class SubscriptionState(Protocol):
@@ -599,14 +602,13 @@ class ClientCore:
         target.active = True
         target.request_id = None
         target.recovered = frame.recovered
-        # A replay follows: it is everything kept after ``since`` and moves the
-        # position on. Otherwise, not recovered: the gap is lost for good, go on from
-        # the channel's current position (protocol.md 8.3).
-        if frame.since is not None:
-            target.position = frame.since
-        elif not resumed or not frame.recovered:
-            target.position = frame.position
-        target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position))
+        # Recovered: the replay follows and moves the position on. Otherwise the gap
+        # is lost for good: go on from what is replayed (everything kept after
+        # ``since``), or from the channel's current position (protocol.md 8.3).
+        if not resumed or not frame.recovered:
+            target.position = frame.since or frame.position
+        target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position,
+                                        frame.since))
 
     def _on_error(self, frame: Error) -> None:
         target: _Target = None

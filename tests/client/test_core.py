@@ -448,19 +448,36 @@ def test_last_is_sent_on_every_subscribe_and_in_the_cursor(runner: Runner) -> No
     assert runner.core.request_cursor() == ({"a": None, "b": E5}, {"a": 3})
 
 
-@pytest.mark.parametrize("recovered", [True, False])
+@pytest.mark.parametrize("since", [None, Position("old", 9)])
 def test_subscribed_since_sets_the_position_and_the_replay_moves_it_on(
-        runner: Runner, recovered: bool) -> None:
-    recorder = runner.subscribe("chat", Position("old", 9))
+        runner: Runner, since: Position | None) -> None:
+    # A fresh subscription with last (recovered), or one that could not be recovered.
+    recorder = runner.subscribe("chat", since)
     runner.connect()
     [subscribe] = runner.take("subscribe")
+    recovered = since is None
     runner.core.receive(Subscribed(subscribe["id"], "chat", recovered, Position("new", 3),
                                    Position("new", 1)))
     assert recorder.sub.position == Position("new", 1)
     for offset in (2, 3, 3):  # the replay, then a repeat at the seam
         runner.core.receive(publication(offset, "new"))
     assert recorder.offsets == ["new:2", "new:3"]
-    assert recorder.events[0].recovered is recovered
+    assert recorder.events[0] == SubscribedEvent(recovered, since is not None,
+                                                 Position("new", 3), Position("new", 1))
+
+
+def test_a_recovered_resume_keeps_its_position_whatever_since_says(runner: Runner) -> None:
+    # (A tab-shared or earlier subscription may replay from before this client's
+    # position: the seam drops the repeats.)
+    recorder = runner.subscribe("chat", E5)
+    runner.connect()
+    [subscribe] = runner.take("subscribe")
+    runner.core.receive(Subscribed(subscribe["id"], "chat", True, Position("e", 7),
+                                   Position("e", 3)))
+    assert recorder.sub.position == E5
+    for offset in (4, 5, 6, 7):
+        runner.core.receive(publication(offset))
+    assert recorder.offsets == ["e:6", "e:7"]
 
 
 def test_a_history_read_waits_for_the_connection_and_gets_its_page(runner: Runner) -> None:
