@@ -1,5 +1,5 @@
-"""``POST {path}/api/history`` (docs/http-api.md §5, "History pages") against a real server on loopback,
-called with aiohttp as a non-Python service would."""
+"""``POST {path}/api/history`` (docs/http-api.md §5, "History pages") against a real
+server on loopback, called with aiohttp as a non-Python service would."""
 
 from __future__ import annotations
 

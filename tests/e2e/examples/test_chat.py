@@ -53,6 +53,9 @@ async def test_page_shows_transport_and_chats_with_python(chat: Example,
                                                           chromium: Chromium) -> None:
     async with rtlink.Client(chat.url + "rt") as client, client.subscribe(ROOM) as room:
         await room.wait_subscribed()
+        # Said before the page joins: it shows the room's recent messages first.
+        await client.publish(ROOM, {"from": "python", "text": "before you came"})
+        await collect(room, 1)
         async with chromium.page(chat.url) as page:
             await expect(page.page.locator("#state")).to_have_text("connected")
             await expect(page.page.locator("#transport")).to_have_text("websocket")
@@ -63,7 +66,11 @@ async def test_page_shows_transport_and_chats_with_python(chat: Example,
             assert message.data == {"from": "page", "text": "hello from the page"}
             await client.publish(ROOM, {"from": "python", "text": "hello page"})
             log = page.page.locator("#log li")
-            await expect(log).to_have_text(["pagehello from the page", "pythonhello page"])
+            await expect(log.last).to_have_text("pythonhello page")
+            # The room's history (with what other tests of the module said), then live.
+            texts = await log.all_inner_texts()
+            assert [text.replace("\n", "") for text in texts[-3:]] == [
+                "pythonbefore you came", "pagehello from the page", "pythonhello page"], texts
             await expect(page.page.locator("#pending li")).to_have_count(0)
 
 
