@@ -34,6 +34,18 @@ __all__ = ["EPOCH", "PUBLISH", "SHARDED_PUBLISH", "HISTORY", "TOPS"]
 # about 3 us inside the script, once per script however many channels it reads.
 EPOCH = """
 local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+-- Entries of a log published at or before `cutoff` (ms) leave from its head, the
+-- oldest end (PUBLISH as it appends, HISTORY before it reads a page).
+local function expire_head(log, cutoff)
+  while true do
+    local head = redis.call('LINDEX', log, 0)
+    if not head or tonumber(string.sub(head, 1, string.find(head, ' ', 1, true) - 1))
+        > cutoff then
+      return
+    end
+    redis.call('LPOP', log)
+  end
+end
 -- write(...) runs a write command: redis.call in PUBLISH and HISTORY; in TOPS one that
 -- answers false where writes are refused (a read-only replica), and epoch_of then
 -- answers what is recorded (false for a channel without one).
@@ -87,16 +99,8 @@ if size > 0 and ttl > 0 then
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('RPUSH', log, ms .. ' ' .. offset .. ' ' .. ARGV[2])
   redis.call('LTRIM', log, -size, -1)
-  -- Entries older than the TTL leave from the head, the oldest end: one LINDEX per
-  -- publish once nothing is too old.
-  while true do
-    local head = redis.call('LINDEX', log, 0)
-    if not head or tonumber(string.sub(head, 1, string.find(head, ' ', 1, true) - 1))
-        > ms - ttl then
-      break
-    end
-    redis.call('LPOP', log)
-  end
+  -- One LINDEX per publish once nothing is too old.
+  expire_head(log, ms - ttl)
   redis.call('PEXPIRE', log, ttl)
 end
 local key_ttl = tonumber(ARGV[5])
@@ -165,15 +169,7 @@ end
 -- and whether since was honoured.
 local function page(log, epoch, top, since_epoch, since, ttl, limit, reverse)
   if ttl > 0 then
-    -- Entries older than the TTL leave from the head, as in PUBLISH.
-    while true do
-      local head = redis.call('LINDEX', log, 0)
-      if not head or tonumber(string.sub(head, 1, string.find(head, ' ', 1, true) - 1))
-          > now_ms - ttl then
-        break
-      end
-      redis.call('LPOP', log)
-    end
+    expire_head(log, now_ms - ttl)
   end
   local n = redis.call('LLEN', log)
   local oldest, newest = top + 1, top
