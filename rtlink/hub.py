@@ -30,7 +30,6 @@ from .peer import Peer
 from .positions import Position
 from .protocol import (
     DEFAULT_HISTORY_LIMIT,
-    LAST_ALL,
     MAX_HISTORY_LIMIT,
     HistoryPage,
     Ping,
@@ -386,19 +385,9 @@ class Hub:
         latest publications the channel keeps, at most ``last`` (``recovered`` is False
         when ``since`` was given; protocol.md 6.2)."""
         started = time.perf_counter()
-        backend, policy = self.backend, options.policy
         try:
-            if since is not None or last is None:
-                result = await backend.history(channel, since, policy=policy)
-                if since is None or result.recovered:
-                    return result
-                if policy.size <= 0 or policy.ttl <= 0:
-                    return result  # nothing is kept: nothing to replay
-            # At most what the channel keeps: "all" (2**53-1) is its whole history.
-            count = min(last or LAST_ALL, max(policy.size, 1))
-            page = await backend.page(channel, None, policy=policy, limit=count,
-                                      reverse=True)
-            return HistoryResult(page.publications, page.position, since is None)
+            return await self.backend.replay(channel, since, policy=options.policy,
+                                             last=last)
         finally:
             self.stats.history_read(time.perf_counter() - started)
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import BackendUnavailable
-from ..protocol import Position, Publication
+from ..protocol import MAX_SAFE_INTEGER, Position, Publication
 
 __all__ = [
     "Backend",
@@ -124,6 +124,12 @@ def page_bounds(since: Position | None, epoch: str, top: int, oldest: int, newes
     else:
         first, recovered = oldest, since is None
     return first, min(newest, first + limit - 1), recovered
+
+
+def _latest(last: int | None, policy: HistoryPolicy) -> int:
+    """How many of the latest publications a replay reads: ``last``, or all (None),
+    at most what the channel keeps."""
+    return min(last or MAX_SAFE_INTEGER, max(policy.size, 1))
 
 
 class LocalClaims:
@@ -257,6 +263,30 @@ class Backend(abc.ABC):
         """
         result = await self.history(channel, None, policy=policy)
         return HistoryResult([], result.position, since is None)
+
+    async def replay(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy,
+        last: int | None = None,
+    ) -> HistoryResult:
+        """What a subscription replays (protocol.md 6.2): the gap after ``since`` when
+        it can be filled (:meth:`history`); otherwise, when ``since`` or ``last`` was
+        given, the latest publications the channel's current epoch keeps, at most
+        ``last`` (all of them without), oldest first, with ``recovered`` False when
+        ``since`` was given; with neither, only the current position.
+
+        The default is :meth:`history`, then :meth:`page` when the gap cannot be
+        filled; a network backend may do both in one round trip.
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached.
+        """
+        if since is not None or last is None:
+            result = await self.history(channel, since, policy=policy)
+            if since is None or result.recovered or policy.size <= 0 or policy.ttl <= 0:
+                return result  # recovered, or nothing is kept to replay
+        page = await self.page(channel, None, policy=policy,
+                               limit=_latest(last, policy), reverse=True)
+        return HistoryResult(page.publications, page.position, since is None)
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:

@@ -339,6 +339,22 @@ class BackendContract(abc.ABC):
                                      reverse=True)
         assert [p.data for p in every.publications] == [3, 4, 5]
 
+    async def test_replay_is_the_gap_or_else_the_latest_kept(self, h: Harness) -> None:
+        channel, policy, epoch = await self._five(h, size=3)  # 3, 4, 5 kept
+        gap = await h.backend.replay(channel, Position(epoch, 3), policy=policy, last=1)
+        assert ([p.data for p in gap.publications], gap.recovered) == ([4, 5], True)
+        for since in (Position(epoch, 1), Position("other", 2), Position(epoch, 9)):
+            kept = await h.backend.replay(channel, since, policy=policy)
+            assert ([p.data for p in kept.publications], kept.recovered) == ([3, 4, 5], False)
+            assert kept.position == Position(epoch, 5)
+            bounded = await h.backend.replay(channel, since, policy=policy, last=2)
+            assert [p.data for p in bounded.publications] == [4, 5]
+        latest = await h.backend.replay(channel, None, policy=policy, last=2)
+        assert ([p.data for p in latest.publications], latest.recovered) == ([4, 5], True)
+        top = await h.backend.replay(channel, None, policy=policy)
+        assert (top.publications, top.recovered, top.position) == ([], True,
+                                                                    Position(epoch, 5))
+
     async def test_page_of_an_empty_channel(self, h: Harness) -> None:
         channel = h.channel("empty")
         page = await h.backend.page(channel, None, policy=POLICY, limit=10)

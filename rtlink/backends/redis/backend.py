@@ -38,7 +38,7 @@ from ..base import (
 from .cluster import ClusterFeeds
 from .errors import translated
 from .feed import ChannelFeeds, unpack
-from .reads import HistoryReads, Read
+from .reads import FORWARD, GAP_OR_LATEST, REVERSE, HistoryReads, Read
 from .scripts import HISTORY, PUBLISH, SHARDED_PUBLISH, TOPS
 from .topology import (
     Client,
@@ -342,16 +342,31 @@ class RedisBackend(Backend):
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, not {limit}")
-        return await self._read(channel, since, policy, limit, reverse)
+        return await self._read(channel, since, policy, limit, REVERSE if reverse else FORWARD)
+
+    async def replay(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy,
+        last: int | None = None,
+    ) -> HistoryResult:
+        """What a subscription replays (see :meth:`Backend.replay`): with ``since``,
+        one history script reads the gap, or else the latest kept (a storm of clients
+        resuming after Redis lost their history costs one read each, as before)."""
+        if since is None or policy.size <= 0 or policy.ttl <= 0:
+            return await super().replay(channel, since, policy=policy, last=last)
+        known = self._feeds.known(channel)
+        if known is not None and since == known:
+            return HistoryResult([], known, True)
+        return await self._read(channel, since, policy, min(last or 2**53 - 1, policy.size),
+                                GAP_OR_LATEST)
 
     async def _read(self, channel: str, since: Position | None, policy: HistoryPolicy,
-                    limit: int = 0, reverse: bool = False) -> HistoryResult:
+                    limit: int = 0, mode: int = FORWARD) -> HistoryResult:
         if policy.size <= 0 or policy.ttl <= 0:
             size, ttl_ms = 0, 0
         else:
             size, ttl_ms = policy.size, _ms(policy.ttl)
         return await self._reads.read(
-            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy), limit, reverse),
+            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy), limit, mode),
             self._feeds.delivered(channel))
 
     async def subscribe(self, channel: str) -> None:
@@ -393,7 +408,7 @@ class RedisBackend(Backend):
                      0 if since is None else since.offset,
                      read.size, read.ttl_ms, read.meta_ttl_ms,
                      # "All" is 2**53-1: any count above the most a log keeps is that.
-                     min(read.limit, 2**31), int(read.reverse))
+                     min(read.limit, 2**31), read.mode)
         with self._translated("history", keys[0]):
             reply = await self._history_script(keys=keys, args=args)
         results = []

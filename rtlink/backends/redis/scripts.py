@@ -121,12 +121,13 @@ assert SHARDED_PUBLISH != PUBLISH
 # KEYS: meta, log of channel 1, meta, log of channel 2, ... (one slot on a cluster)
 # ARGV: a random token (channel i's new epoch, if it needs one, is the first 8 hex
 #       digits of SHA1(token .. i)), then for each channel: since epoch ('' for
-#       none), since offset, size, ttl ms (0: no TTL check), meta ttl ms, limit, reverse
-#       (1 or 0)
+#       none), since offset, size, ttl ms (0: no TTL check), meta ttl ms, limit, mode
 # A read with limit 0 is a gap: the data of offsets since+1 .. top when they are all
-# kept (recovered), else nothing. A read with a limit is a page (Backend.page): at most
-# limit kept entries after since (or from the oldest kept), or with reverse before
-# since (or up to the newest), and whether since was honoured (recovered).
+# kept (recovered), else nothing. A read with a limit is, by mode (reads.py), a page
+# (0 forward, 1 reverse: Backend.page): at most limit kept entries after since (or
+# from the oldest kept), or before since (or up to the newest), and whether since was
+# honoured (recovered); or (2: Backend.replay) the gap, and when it cannot be filled
+# the latest limit kept entries (not recovered).
 # Returns for each channel in turn {epoch, top offset, recovered 0/1, count, then
 # count times: offset, data}, oldest first.
 HISTORY = EPOCH + """
@@ -215,15 +216,18 @@ for c = 1, #KEYS / 2 do
   local epoch, top = epoch_of(meta, log, string.sub(redis.sha1hex(ARGV[1] .. c), 1, 8),
                               redis.call)
   redis.call('PEXPIRE', meta, ARGV[a + 4])
-  local limit = tonumber(ARGV[a + 5])
+  local limit, mode = tonumber(ARGV[a + 5]), ARGV[a + 6]
   local entries, recovered
-  if limit == 0 then
+  if limit == 0 or mode == '2' then
     entries = gap(log, epoch, top, ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
                   tonumber(ARGV[a + 3]))
     recovered = entries ~= nil
+    if not entries and limit > 0 then
+      entries = page(log, epoch, top, '', 0, tonumber(ARGV[a + 3]), limit, true)
+    end
   else
     entries, recovered = page(log, epoch, top, ARGV[a], tonumber(ARGV[a + 1]),
-                              tonumber(ARGV[a + 3]), limit, ARGV[a + 6] == '1')
+                              tonumber(ARGV[a + 3]), limit, mode == '1')
   end
   entries = entries or {}
   result[#result + 1] = epoch

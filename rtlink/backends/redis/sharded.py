@@ -106,6 +106,13 @@ class ShardedRedisBackend(Backend):
         """Read history on the channel's shard."""
         return await self.shard_for(channel).history(channel, since, policy=policy)
 
+    async def replay(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy,
+        last: int | None = None,
+    ) -> HistoryResult:
+        """Read what a subscription replays on the channel's shard."""
+        return await self.shard_for(channel).replay(channel, since, policy=policy, last=last)
+
     async def page(
         self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
         reverse: bool = False,
