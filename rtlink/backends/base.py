@@ -7,7 +7,8 @@ A backend owns three things and nothing else (no HTTP, no connections):
   de-duplication by idempotency key;
 * **history** — :meth:`Backend.history` returns what follows a position, or says the
   gap cannot be filled; :meth:`Backend.page` returns a window of what is kept (pages
-  of history, and the replay of a subscription with ``last``);
+  of history); :meth:`Backend.replay`, what a subscription replays (the gap, else the
+  latest kept), has a default made of the two;
 * **claims** — :meth:`Backend.claim` marks a key as used for a while (single-use
   authentication tickets); the base class keeps claims in this process, a shared
   engine overrides it so that every node sees them;
