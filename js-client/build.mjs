@@ -19,6 +19,7 @@ const here = (path) => new URL(path, import.meta.url);
 const outputs = {
   esm: ['dist/rtlink.mjs', '../rtlink/static/client.mjs'],
   iife: ['dist/rtlink.js', '../rtlink/static/client.js'],
+  history: ['dist/history.mjs'],
 };
 
 /** Minified by esbuild, then by terser: terser renames the variables by how often
@@ -26,10 +27,15 @@ const outputs = {
  * on top of esbuild alone. (A new object each time: terser changes the one given.) */
 const terser = (code, module) => minify(code, { ecma: 2022, module, compress: { passes: 2 }, mangle: true });
 
-/** The minified ES module build. */
-async function esmBuild() {
+/** The short names esbuild gave the internal members in the main build, for the
+ * opt-in modules that use some of them (history.js reads the client's URL). */
+let mangleCache = {};
+
+/** The minified ES module build of `entry`; `external` maps imports left to the
+ * main build's file (an opt-in module's import of the client itself). */
+async function esmBuild(entry = 'src/index.js', external = {}) {
   const result = await build({
-    entryPoints: [here('src/index.js').pathname],
+    entryPoints: [here(entry).pathname],
     bundle: true,
     minify: true,
     format: 'esm',
@@ -37,8 +43,15 @@ async function esmBuild() {
     // Internal members are named _like_this: they are renamed to short names in the
     // build (the public API, the options and the wire fields never start with _).
     mangleProps: /^_[a-z]/,
+    mangleCache,
+    plugins: [{
+      name: 'external',
+      setup: (on) => on.onResolve({ filter: /^\.\// }, ({ path }) =>
+        external[path] ? { path: external[path], external: true } : undefined),
+    }],
     write: false,
   });
+  mangleCache = result.mangleCache;
   return (await terser(result.outputFiles[0].text, true)).code;
 }
 
@@ -64,11 +77,15 @@ const check = process.argv.includes('--check');
 let failed = false;
 const esm = await esmBuild();
 const builds = { esm, iife: await scriptTagBuild(esm) };
+// Opt-in modules (not in the budget, measured): they import the main build's file.
+builds.history = await esmBuild('src/history.js', { './index.js': './rtlink.mjs' });
 for (const [format, paths] of Object.entries(outputs)) {
   const code = builds[format];
   const size = gzipSize(code);
-  console.log(`${paths[0]}: ${code.length} bytes minified, ${size} bytes min+gzip (budget ${SIZE_BUDGET})`);
-  if (size > SIZE_BUDGET) {
+  const optIn = !paths[1];
+  console.log(`${paths[0]}: ${code.length} bytes minified, ${size} bytes min+gzip` +
+              (optIn ? ' (opt-in module)' : ` (budget ${SIZE_BUDGET})`));
+  if (!optIn && size > SIZE_BUDGET) {
     console.error(`${paths[0]} is over the size budget by ${size - SIZE_BUDGET} bytes`);
     failed = true;
   }

@@ -49,6 +49,9 @@ export interface SubscribedEvent {
   resumed: boolean;
   /** The channel's position when the subscription was confirmed. */
   position: Position;
+  /** Set when replayed publications follow (delivered as messages): every
+   * publication the channel keeps after it (protocol.md 5.3). */
+  since: Position | undefined;
 }
 
 /**
@@ -62,13 +65,15 @@ export interface SubscribedEvent {
  *   `close()`, 4500 when the server refused the credentials);
  * - `'PublishError'` / `'SubscribeError'`: the server refused the request (`code` is
  *   the error code: 403, 404, 413, 422, ...; Python: both are RequestErrors);
+ * - `'HistoryError'`: `history()` of 'rtlink-client/history' was refused (the error
+ *   code, or the close code of refused credentials);
  * - `'OutboxFull'`: `outboxLimit` publishes are waiting already (nothing was queued);
  * - `'RtlinkError'`: `waitSubscribed()` of a subscription unsubscribed before the
  *   server confirmed it.
  * `code` is null for the kinds without one.
  */
 export class RtlinkError extends Error {
-  name: 'InvalidInput' | 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'OutboxFull' | 'RtlinkError';
+  name: 'InvalidInput' | 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'HistoryError' | 'OutboxFull' | 'RtlinkError';
   code: number | null;
 }
 
@@ -152,6 +157,8 @@ export class Subscription {
   readonly position: Position | null;
   /** The `recovered` flag of the latest confirmation. */
   readonly recovered: boolean;
+  /** The `last` it was subscribed with ("all": 2**53-1), sent on every resubscribe. */
+  readonly last: number | undefined;
   on(event: 'message', callback: (message: Message) => void): () => void;
   on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
   /** The server refused the subscription for good (the subscription has ended). */
@@ -193,9 +200,12 @@ export class Client {
   /** Drop the current connection (if any) and reconnect at once, resuming; the shared
    * one, if shared. */
   reconnect(): void;
-  /** Subscribe; with `since`, resume after that position. Throws InvalidInput on an
-   * invalid channel name or a second subscription to the same channel. */
-  subscribe(channel: string, options?: { since?: Position | null }): Subscription;
+  /** Subscribe; with `since`, resume after that position. With `last` (a count, or
+   * `'all'`), the latest publications the channel keeps are delivered first (at most
+   * that many); with `since` too, only when its gap cannot be filled (then
+   * `recovered` is false). Throws InvalidInput on an invalid channel name or a second
+   * subscription to the same channel. */
+  subscribe(channel: string, options?: { since?: Position | null; last?: number | 'all' }): Subscription;
   /**
    * Publish; resolves with the position once the server acknowledged it. While
    * offline the publish waits in the outbox and is sent on reconnect, always with

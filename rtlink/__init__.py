@@ -38,6 +38,7 @@ from .errors import (
     BackendUnavailable,
     ChannelError,
     ClientClosed,
+    HistoryError,
     InvalidInput,
     OutboxFull,
     ProtocolError,
@@ -46,7 +47,7 @@ from .errors import (
     SubscribeError,
 )
 from .hub import Hub
-from .protocol import Position, Publication
+from .protocol import HistoryPage, Position, Publication
 from .publisher import Publisher
 from .server import attach
 
@@ -66,6 +67,7 @@ __all__ = [
     "forget_transports",
     "Position",
     "Publication",
+    "HistoryPage",
     "CloseCode",
     "ErrorCode",
     "RtlinkError",
@@ -77,6 +79,7 @@ __all__ = [
     "BackendUnavailable",
     "PublishError",
     "SubscribeError",
+    "HistoryError",
     "OutboxFull",
     "ClientClosed",
 ]

@@ -24,11 +24,18 @@ from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .connection import Connection, Sink
-from .errors import AuthenticationError, ChannelError
+from .errors import AuthenticationError, ChannelError, InvalidInput
 from .limits import AddressSlots, PublishLimits
 from .peer import Peer
 from .positions import Position
-from .protocol import Ping, Publication, encode_frame
+from .protocol import (
+    DEFAULT_HISTORY_LIMIT,
+    MAX_HISTORY_LIMIT,
+    HistoryPage,
+    Ping,
+    Publication,
+    encode_frame,
+)
 from .session import WEBSOCKET, ConnectionMode, Subscription
 from .stats import HubStats
 
@@ -340,14 +347,62 @@ class Hub:
         """Publish a client's publication (checked already) through the backend."""
         return await self._publish(channel, data, key, options, source="client")
 
+    async def history(self, channel: str, since: Position | None = None, *,
+                      limit: int = DEFAULT_HISTORY_LIMIT, reverse: bool = False
+                      ) -> HistoryPage:
+        """Read a page of ``channel``'s kept history (server side: no access rules).
+
+        Forward: at most ``limit`` publications after ``since`` (or from the oldest
+        kept), oldest first; the next page is after the last one, and there is more
+        while its offset is below the page's ``position``. ``reverse``: at most
+        ``limit`` before ``since`` (or from the latest), newest first; the next page
+        is before the last one. ``recovered`` is False when ``since`` was not a
+        position of the channel's current history (another epoch, past its end) or,
+        forward, the publications right after it are gone: the page then starts from
+        the oldest kept (forward) or the latest (reverse).
+
+        Args:
+            channel: a channel name matching one of the hub's channel patterns.
+            since: where the page starts (exclusive), or None.
+            limit: publications at most, 1 to 1000.
+            reverse: read backwards, newest first.
+
+        Raises:
+            InvalidInput: ``limit`` is out of range.
+            ChannelError: invalid or unknown channel.
+            BackendError: the backend failed.
+        """
+        if not 0 < limit <= MAX_HISTORY_LIMIT:
+            raise InvalidInput(f"limit must be from 1 to {MAX_HISTORY_LIMIT}, not {limit}")
+        options = self.rules.options(channel)
+        return await self.read_page(channel, since, options, limit, reverse)
+
     async def read_history(self, channel: str, since: Position | None,
-                           options: ChannelOptions) -> HistoryResult:
-        """Read a channel's history after ``since`` through the backend, timed."""
+                           options: ChannelOptions, last: int | None = None
+                           ) -> HistoryResult:
+        """Read what a subscription replays through the backend, timed: the gap after
+        ``since`` when it can be filled; otherwise, with ``since`` or ``last``, the
+        latest publications the channel keeps, at most ``last`` (``recovered`` is False
+        when ``since`` was given; protocol.md 6.2)."""
         started = time.perf_counter()
         try:
-            return await self.backend.history(channel, since, policy=options.policy)
+            return await self.backend.replay(channel, since, policy=options.policy,
+                                             last=last)
         finally:
             self.stats.history_read(time.perf_counter() - started)
+
+    async def read_page(self, channel: str, since: Position | None, options: ChannelOptions,
+                        limit: int, reverse: bool) -> HistoryPage:
+        """Read a page of history through the backend, timed; newest first if
+        ``reverse``."""
+        started = time.perf_counter()
+        try:
+            result = await self.backend.page(channel, since, policy=options.policy,
+                                             limit=limit, reverse=reverse)
+        finally:
+            self.stats.history_read(time.perf_counter() - started)
+        publications = result.publications[::-1] if reverse else result.publications
+        return HistoryPage(channel, tuple(publications), result.position, result.recovered)
 
     async def join_channel(self, connection: Connection, channel: str,
                            subscription: Subscription) -> None:

@@ -160,8 +160,9 @@ class HubCollector(Collector):
                         "(recovered: false: the client must re-sync), by transport.",
                         "transport", stats.failed_recoveries)
         yield CounterMetricFamily("rtlink_replayed_publications",
-                                  "Publications sent from history to fill the gap of "
-                                  "resumed subscriptions.", value=stats.replayed)
+                                  "Publications sent from history to resumed "
+                                  "subscriptions: their gap, or what the channel keeps "
+                                  "when it cannot be filled.", value=stats.replayed)
 
     def _backend_latency(self) -> Metric:
         latency = HistogramMetricFamily(

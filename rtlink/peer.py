@@ -27,9 +27,10 @@ from .connection import Connection, Sink
 from .errors import BackendError, ChannelError, ProtocolError
 from .limits import PublishLimits
 from .positions import Position
-from .protocol import Error, Frame
+from .protocol import Error, Frame, HistoryPage
 from .session import (
     ConnectionMode,
+    HistoryRequest,
     Output,
     PublishRequest,
     Session,
@@ -70,8 +71,14 @@ class PeerHost(Protocol):
         """Publish a client's publication through the backend."""
 
     async def read_history(self, channel: str, since: Position | None,
-                           options: ChannelOptions) -> HistoryResult:
-        """Read ``channel``'s history after ``since``."""
+                           options: ChannelOptions, last: int | None = None
+                           ) -> HistoryResult:
+        """Read what a subscription replays: ``channel``'s history after ``since``, or
+        (``last``, or a ``since`` that cannot be recovered) what it keeps."""
+
+    async def read_page(self, channel: str, since: Position | None, options: ChannelOptions,
+                        limit: int, reverse: bool) -> HistoryPage:
+        """Read a page of ``channel``'s history (a ``history`` frame)."""
 
     async def join_channel(self, connection: Connection, channel: str,
                            subscription: Subscription) -> None:
@@ -175,15 +182,15 @@ class Peer:
                                       getattr(frame, "id", None)))
 
     async def subscribe(self, channel: str, since: Position | None,
-                        request_id: int | None = None) -> bool:
-        """Subscribe to ``channel``, replaying what follows ``since`` (the transport's
-        request carried the subscription).
+                        request_id: int | None = None, last: int | None = None) -> bool:
+        """Subscribe to ``channel``, replaying what follows ``since`` or the ``last``
+        publications kept (the transport's request carried the subscription).
 
         Sends ``subscribed`` (or ``error``), then the replay, then goes live. Returns
         whether the client learns something it did not know (an error, a fresh or
         unrecovered subscription, or publications): a long poll answers at once then.
         """
-        return await self._run(self.session.subscribe(channel, since, request_id))
+        return await self._run(self.session.subscribe(channel, since, request_id, last))
 
     async def _run(self, outputs: Sequence[Output]) -> bool:
         """Send the frames and run the requests of the session, in order; whether the
@@ -196,6 +203,9 @@ class Peer:
                 await self._publish(output)
             elif isinstance(output, UnsubscribeRequest):
                 self._host.leave_channel(self.connection, output.channel)
+            elif isinstance(output, HistoryRequest):
+                await self._history(output)
+                news = True
             else:
                 self._send(output)
                 news = True
@@ -219,7 +229,7 @@ class Peer:
             # the read lands in the subscription's ``pending`` and is de-duplicated at
             # the seam, never lost.
             await host.join_channel(connection, channel, subscription)
-            result = await host.read_history(channel, request.since, options)
+            result = await host.read_history(channel, request.since, options, request.last)
         except Exception as exc:
             if session.subscriptions.get(channel) is subscription:
                 host.leave_channel(connection, channel)
@@ -242,6 +252,20 @@ class Peer:
             self._send(publication)
         connection.news = connection.news or ready.news
         return ready.news
+
+    async def _history(self, request: HistoryRequest) -> None:
+        host, frame = self._host, request.frame
+        try:
+            options = host.rules.options(frame.channel)
+            await host.check_subscribe(self.identity, frame.channel)
+            page = await host.read_page(frame.channel, frame.since, options, frame.limit,
+                                        frame.reverse)
+        except Exception as exc:
+            if not isinstance(exc, ChannelError | BackendError):
+                logger.error("%r: history of %r failed", self, frame.channel, exc_info=exc)
+            self._send(self.session.history_failed(request, exc))
+            return
+        self._send(self.session.history_ready(request, page))
 
     async def _publish(self, request: PublishRequest) -> None:
         host, frame = self._host, request.frame

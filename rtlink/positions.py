@@ -46,6 +46,8 @@ __all__ = [
     "is_after",
     "format_cursor",
     "parse_cursor",
+    "parse_subs",
+    "validate_last",
     "format_event_id",
     "merge_last_event_id",
 ]
@@ -146,23 +148,62 @@ def is_after(position: Position, last: Position | None) -> bool:
     return last is None or position.offset > last.offset or position.epoch != last.epoch
 
 
-def format_cursor(cursor: Cursor) -> str:
-    """The text form of a cursor (compact JSON, ASCII only), as :func:`parse_cursor`
-    reads it: what clients put in ``subs`` and servers in SSE event ids."""
-    return json.dumps(
-        {channel: None if position is None else position.to_wire()
-         for channel, position in cursor.items()},
-        separators=(",", ":"),
-    )
+def validate_last(value: Any, request_id: int | None = None) -> int | None:
+    """Return ``value`` if it is a valid ``last`` (a ``subscribe`` field, a cursor
+    entry's): None, or an integer from 1 to 2**53-1 (the clients' "all" is 2**53-1).
+
+    Raises:
+        FrameError: it is anything else.
+    """
+    if value is None:
+        return None
+    if not _is_int(value) or not 0 < value <= MAX_SAFE_INTEGER:
+        raise FrameError("last must be an integer from 1 to 2**53-1", request_id=request_id)
+    return int(value)
+
+
+def format_cursor(cursor: Cursor, last: Mapping[str, int] | None = None) -> str:
+    """The text form of a cursor (compact JSON, ASCII only), as :func:`parse_subs`
+    reads it: what clients put in ``subs`` and servers in SSE event ids.
+
+    A channel with an entry in ``last`` is written in the object form
+    ``{"last": N}`` (with ``epoch`` and ``offset`` when it has a position).
+    """
+    def entry(channel: str, position: Position | None) -> Any:
+        wire = None if position is None else position.to_wire()
+        count = None if last is None else last.get(channel)
+        if count is None:
+            return wire
+        return {**(wire or {}), "last": count}
+
+    return json.dumps({channel: entry(channel, position) for channel, position in cursor.items()},
+                      separators=(",", ":"))
 
 
 def parse_cursor(text: str | None, limit: int) -> dict[str, Position | None]:
+    """The positions of a cursor's text (:func:`parse_subs` without the ``last`` counts).
+
+    Raises:
+        InvalidInput: as :func:`parse_subs`.
+    """
+    return parse_subs(text, limit)[0]
+
+
+def parse_subs(text: str | None, limit: int
+               ) -> tuple[dict[str, Position | None], dict[str, int]]:
     """Parse the text of a cursor: a JSON object mapping channel names to a position
-    map or null (``subs``, ``Last-Event-ID``). Absent or empty text is no channel.
+    map, null, or an object with ``last`` (``subs``, ``Last-Event-ID``). Absent or
+    empty text is no channel.
 
     ``{"news": {"epoch": "a1b2c3d4", "offset": 41}, "chat:lobby": null}`` subscribes
-    to ``news`` resuming after offset 41 and to ``chat:lobby`` from now on. A repeated
-    channel counts once, with its last value.
+    to ``news`` resuming after offset 41 and to ``chat:lobby`` from now on;
+    ``{"chat:lobby": {"last": 20}}`` to ``chat:lobby`` with its last 20 publications
+    replayed first (protocol.md 4.2). A repeated channel counts once, with its last
+    value.
+
+    Returns:
+        The position of each channel (None: none), and the ``last`` of the channels
+        that have one.
 
     Args:
         text: the cursor text.
@@ -174,7 +215,7 @@ def parse_cursor(text: str | None, limit: int) -> dict[str, Position | None]:
             the words of protocol.md 4.2 (servers answer it as HTTP 400).
     """
     if not text:
-        return {}
+        return {}, {}
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError):
@@ -186,13 +227,21 @@ def parse_cursor(text: str | None, limit: int) -> dict[str, Position | None]:
     if len(raw) > limit:
         raise InvalidInput(f"at most {limit} subscriptions")
     cursor: dict[str, Position | None] = {}
+    lasts: dict[str, int] = {}
     try:
-        for channel, position in raw.items():
+        for channel, value in raw.items():
             validate_channel(channel)
-            cursor[channel] = None if position is None else Position.from_wire(position)
+            lasts.pop(channel, None)
+            count = validate_last(value.get("last")) if isinstance(value, dict) else None
+            if count is not None:
+                lasts[channel] = count
+                # {"last": N} alone: no position; with epoch or offset: both are needed.
+                if "epoch" not in value and "offset" not in value:
+                    value = None
+            cursor[channel] = None if value is None else Position.from_wire(value)
     except FrameError as exc:
         raise InvalidInput(str(exc)) from None
-    return cursor
+    return cursor, lasts
 
 
 def format_event_id(cursor: Cursor | None) -> str | None:

@@ -14,8 +14,10 @@ type            direction  fields
 ==============  =========  ==================================================
 ``welcome``     S→C        version, session, ping_interval, pong_timeout,
                            max_message_size
-``subscribe``   C→S        id, channel, since?
-``subscribed``  S→C        id, channel, recovered, position
+``subscribe``   C→S        id, channel, since?, last?
+``subscribed``  S→C        id, channel, recovered, position, since?
+``history``     C→S        id, channel, since?, limit?, reverse?
+``history``     S→C        id, channel, publications, position, recovered
 ``unsubscribe`` C→S        id, channel
 ``publish``     C→S        id, channel, data, key?
 ``ack``         S→C        id, position?
@@ -45,7 +47,7 @@ from .names import (
     validate_channel,
     validate_key,
 )
-from .positions import MAX_EPOCH_LENGTH, MAX_SAFE_INTEGER, Position
+from .positions import MAX_EPOCH_LENGTH, MAX_SAFE_INTEGER, Position, validate_last
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -54,11 +56,16 @@ __all__ = [
     "MAX_EPOCH_LENGTH",
     "MAX_SAFE_INTEGER",
     "MAX_DATA_DEPTH",
+    "LAST_ALL",
+    "MAX_HISTORY_LIMIT",
+    "DEFAULT_HISTORY_LIMIT",
     "Position",
     "Frame",
     "Welcome",
     "Subscribe",
     "Subscribed",
+    "History",
+    "HistoryPage",
     "Unsubscribe",
     "Publish",
     "Ack",
@@ -82,6 +89,11 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 MAX_DATA_DEPTH = 64
+#: ``last`` meaning "every publication the channel still keeps" (the clients' "all").
+LAST_ALL = MAX_SAFE_INTEGER
+#: Most publications one ``history`` read answers with, and how many by default.
+MAX_HISTORY_LIMIT = 1000
+DEFAULT_HISTORY_LIMIT = 100
 _INT_MIN = -(2**63)
 _UINT_MAX = 2**64 - 1
 
@@ -128,17 +140,22 @@ class Welcome(Frame):
 
 @attrs.frozen
 class Subscribe(Frame):
-    """Ask for a channel's publications, resuming after ``since`` when given."""
+    """Ask for a channel's publications, resuming after ``since`` when given; ``last``
+    replays at most that many of the latest kept publications first (when there is
+    no ``since``, or its gap cannot be filled)."""
 
     type: ClassVar[str] = "subscribe"
     id: int
     channel: str
     since: Position | None = None
+    last: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": self.type, "id": self.id, "channel": self.channel}
         if self.since is not None:
             wire["since"] = self.since.to_wire()
+        if self.last is not None:
+            wire["last"] = self.last
         return wire
 
 
@@ -148,7 +165,8 @@ class Subscribed(Frame):
     after ``since`` was filled (the replayed publications follow this frame).
 
     ``id`` is None when the subscription was carried by the request itself (the SSE
-    and long-polling transports), not by a ``subscribe`` frame.
+    and long-polling transports), not by a ``subscribe`` frame. ``since`` is set when
+    replayed publications follow: they are every kept publication after it.
     """
 
     type: ClassVar[str] = "subscribed"
@@ -156,6 +174,7 @@ class Subscribed(Frame):
     channel: str
     recovered: bool
     position: Position
+    since: Position | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": self.type}
@@ -164,6 +183,71 @@ class Subscribed(Frame):
         wire["channel"] = self.channel
         wire["recovered"] = self.recovered
         wire["position"] = self.position.to_wire()
+        if self.since is not None:
+            wire["since"] = self.since.to_wire()
+        return wire
+
+
+@attrs.frozen
+class History(Frame):
+    """Read a page of a channel's kept history (answered by :class:`HistoryPage`).
+
+    Forward (the default): at most ``limit`` publications after ``since`` (or from
+    the oldest kept), oldest first. ``reverse``: at most ``limit`` before ``since``
+    (or from the latest), newest first.
+    """
+
+    type: ClassVar[str] = "history"
+    id: int
+    channel: str
+    since: Position | None = None
+    limit: int = DEFAULT_HISTORY_LIMIT
+    reverse: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type, "id": self.id, "channel": self.channel}
+        if self.since is not None:
+            wire["since"] = self.since.to_wire()
+        wire["limit"] = self.limit
+        if self.reverse:
+            wire["reverse"] = True
+        return wire
+
+
+@attrs.frozen
+class HistoryPage(Frame):
+    """A page of a channel's history: the answer to :class:`History` (``id``), and
+    what :meth:`rtlink.Hub.history` and :meth:`rtlink.Client.history` return
+    (``id`` None there).
+
+    Attributes:
+        channel: the channel.
+        publications: the page, in the order asked for (newest first when reversed).
+        position: the channel's latest position.
+        recovered: False when ``since`` was given but is not a position of the
+            channel's current history (another epoch, past its end), or (forward) the
+            publications right after it are gone: the page then starts from the
+            oldest kept (forward) or the latest (reverse).
+        id: the request's id.
+    """
+
+    type: ClassVar[str] = "history"
+    channel: str
+    publications: tuple[Publication, ...]
+    position: Position
+    recovered: bool
+    id: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type}
+        if self.id is not None:
+            wire["id"] = self.id
+        wire["channel"] = self.channel
+        wire["publications"] = [{"data": publication.data,
+                                 "position": publication.position.to_wire()}
+                                for publication in self.publications]
+        wire["position"] = self.position.to_wire()
+        wire["recovered"] = self.recovered
         return wire
 
 
@@ -424,11 +508,16 @@ def _parse_welcome(raw: Mapping[str, Any]) -> Welcome:
     )
 
 
+def _position(raw: Mapping[str, Any], field: str, rid: int | None) -> Position | None:
+    value = raw.get(field)
+    return None if value is None else Position.from_wire(value, rid)
+
+
 def _parse_subscribe(raw: Mapping[str, Any]) -> Subscribe:
     rid = _request_id(raw)
     channel = validate_channel(raw.get("channel"), rid)
-    since = raw.get("since")
-    return Subscribe(rid, channel, None if since is None else Position.from_wire(since, rid))  # type: ignore[arg-type]
+    return Subscribe(rid, channel, _position(raw, "since", rid),  # type: ignore[arg-type]
+                     validate_last(raw.get("last"), rid))
 
 
 def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
@@ -441,7 +530,46 @@ def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
         validate_channel(raw.get("channel"), rid),
         recovered,
         Position.from_wire(raw.get("position"), rid),
+        _position(raw, "since", rid),
     )
+
+
+def _parse_history(raw: Mapping[str, Any]) -> History:
+    rid = _request_id(raw)
+    channel = validate_channel(raw.get("channel"), rid)
+    limit = raw.get("limit", DEFAULT_HISTORY_LIMIT)
+    if limit is None:
+        limit = DEFAULT_HISTORY_LIMIT
+    if not _is_int(limit) or not 0 < limit <= MAX_HISTORY_LIMIT:
+        raise FrameError(f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}",
+                         request_id=rid)
+    reverse = raw.get("reverse", False)
+    if reverse is None:
+        reverse = False
+    if not isinstance(reverse, bool):
+        raise FrameError("reverse must be a boolean", request_id=rid)
+    return History(rid, channel, _position(raw, "since", rid), limit,  # type: ignore[arg-type]
+                   reverse)
+
+
+def _parse_history_page(raw: Mapping[str, Any]) -> HistoryPage:
+    rid = _request_id(raw, required=False)
+    channel = validate_channel(raw.get("channel"), rid)
+    items = raw.get("publications")
+    if not isinstance(items, list):
+        raise FrameError("publications must be a list", request_id=rid)
+    publications = []
+    for item in items:
+        if not isinstance(item, Mapping) or "data" not in item:
+            raise FrameError("a publication of a page needs data and position",
+                             request_id=rid)
+        publications.append(Publication(channel, item["data"],
+                                        Position.from_wire(item.get("position"), rid)))
+    recovered = raw.get("recovered")
+    if not isinstance(recovered, bool):
+        raise FrameError("recovered must be a boolean", request_id=rid)
+    return HistoryPage(channel, tuple(publications),
+                       Position.from_wire(raw.get("position"), rid), recovered, rid)
 
 
 def _parse_unsubscribe(raw: Mapping[str, Any]) -> Unsubscribe:
@@ -503,6 +631,7 @@ _Parser: TypeAlias = Callable[[Mapping[str, Any]], Frame]
 #: Frames a client may send, by type, with their parsers.
 CLIENT_FRAMES: dict[str, _Parser] = {
     "subscribe": _parse_subscribe,
+    "history": _parse_history,
     "unsubscribe": _parse_unsubscribe,
     "publish": _parse_publish,
     "ping": lambda raw: Ping(),
@@ -513,6 +642,7 @@ CLIENT_FRAMES: dict[str, _Parser] = {
 SERVER_FRAMES: dict[str, _Parser] = {
     "welcome": _parse_welcome,
     "subscribed": _parse_subscribed,
+    "history": _parse_history_page,
     "ack": _parse_ack,
     "publication": _parse_publication,
     "error": _parse_error,

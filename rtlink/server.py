@@ -18,11 +18,13 @@ from .metrics import metrics_handler
 from .origins import OriginPolicy
 from .protocol import PROTOCOL_VERSION
 from .transports.guard import Guard
+from .transports.history_api import history_handler
 from .transports.http import NO_CACHE, refuse_request, send_handler
 from .transports.publish_api import ApiKeys, publish_handler, refuse_publish
 from .transports.registry import (
     CLIENT_FILES,
     ENDPOINTS,
+    HISTORY_API_PATH,
     INFO_PATH,
     PUBLISH_PATH,
     SEND_PATH,
@@ -144,6 +146,8 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     if keys:
         # For servers, not pages: no CORS answers (origins are still checked).
         guard.add_route("POST", base + PUBLISH_PATH, publish_handler(hub, keys),
+                        refuse=refuse_publish, cors=False)
+        guard.add_route("POST", base + HISTORY_API_PATH, history_handler(hub, keys),
                         refuse=refuse_publish, cors=False)
     if metrics_path is not None:
         # For Prometheus, not pages: no CORS answers (origins are still checked).

@@ -32,6 +32,8 @@ from .protocol import (
     Ack,
     Error,
     Frame,
+    History,
+    HistoryPage,
     Ping,
     Pong,
     Publication,
@@ -53,6 +55,7 @@ __all__ = [
     "SubscribeRequest",
     "PublishRequest",
     "UnsubscribeRequest",
+    "HistoryRequest",
     "Request",
     "Output",
     "Ready",
@@ -118,12 +121,15 @@ class Subscription:
 @attrs.frozen
 class SubscribeRequest:
     """Check that the client may subscribe ``channel``; if so, report
-    :meth:`Session.subscribe_started`, join the channel's live stream, read its
-    history after ``since`` and report :meth:`Session.subscribe_ready`."""
+    :meth:`Session.subscribe_started`, join the channel's live stream, read what to
+    replay and report :meth:`Session.subscribe_ready`: the gap after ``since`` when it
+    can be filled; otherwise, when ``since`` or ``last`` was given, what the channel's
+    current epoch keeps, at most ``last`` of the latest (protocol.md 6.2)."""
 
     channel: str
     since: Position | None
     request_id: int | None
+    last: int | None = None
 
 
 @attrs.frozen
@@ -141,8 +147,17 @@ class UnsubscribeRequest:
     channel: str
 
 
+@attrs.frozen
+class HistoryRequest:
+    """Check that the client may read ``frame.channel`` (as for subscribing), read the
+    page it asks for and report :meth:`Session.history_ready` (or
+    :meth:`Session.history_failed`)."""
+
+    frame: History
+
+
 #: What a session asks of its owner.
-Request: TypeAlias = SubscribeRequest | PublishRequest | UnsubscribeRequest
+Request: TypeAlias = SubscribeRequest | PublishRequest | UnsubscribeRequest | HistoryRequest
 #: What a session gives its owner for one client frame: frames to send, in order,
 #: and requests to run, in order, after them.
 Output: TypeAlias = Frame | Request
@@ -154,8 +169,9 @@ class Ready:
 
     Attributes:
         subscribed: the ``subscribed`` frame.
-        replay: the channel's history after the client's position (may exceed the
-            outbound limit once: it is bounded by the channel's history).
+        replay: the channel's history after the client's position, or the latest it
+            keeps (may exceed the outbound limit once: it is bounded by the channel's
+            history).
         live: the publications that arrived while history was read, not already in
             ``replay``.
         news: whether the client learns something it did not know (a fresh or
@@ -251,7 +267,9 @@ class Session:
         if isinstance(frame, Publish):
             return self._on_publish(frame)
         if isinstance(frame, Subscribe):
-            return self.subscribe(frame.channel, frame.since, frame.id)
+            return self.subscribe(frame.channel, frame.since, frame.id, frame.last)
+        if isinstance(frame, History):
+            return [HistoryRequest(frame)]
         if isinstance(frame, Unsubscribe):
             # Leaving a channel one is not in is not an error: the client's view and
             # the server's may legitimately cross in flight.
@@ -265,9 +283,10 @@ class Session:
     # --- subscribing -----------------------------------------------------------------
 
     def subscribe(self, channel: str, since: Position | None,
-                  request_id: int | None = None) -> list[Output]:
-        """The client asks for ``channel`` from ``since`` (a ``subscribe`` frame, or the
-        transport's request: then ``request_id`` is None)."""
+                  request_id: int | None = None, last: int | None = None) -> list[Output]:
+        """The client asks for ``channel`` from ``since``, or with its ``last``
+        publications (a ``subscribe`` frame, or the transport's request: then
+        ``request_id`` is None)."""
         if channel in self.subscriptions:
             return [Error(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", request_id,
                           channel)]
@@ -275,7 +294,7 @@ class Session:
             return [Error(ErrorCode.LIMIT_EXCEEDED,
                           f"at most {self.max_subscriptions} subscriptions", request_id,
                           channel)]
-        return [SubscribeRequest(channel, since, request_id)]
+        return [SubscribeRequest(channel, since, request_id, last)]
 
     def subscribe_started(self, request: SubscribeRequest) -> Subscription:
         """The client may subscribe: its subscription exists from now on, and the
@@ -287,15 +306,22 @@ class Session:
                         recovered: bool, position: Position,
                         publications: Sequence[Publication]) -> Ready | None:
         """History was read (see :class:`~rtlink.backends.HistoryResult`): the
-        subscription goes live. None if the client left the channel meanwhile."""
+        subscription goes live. None if the client left the channel meanwhile.
+
+        ``publications`` are replayed: the gap after ``request.since``, or (``last``,
+        or a ``since`` that could not be recovered) what the channel keeps. The
+        ``subscribed`` frame then says after which position they come (its ``since``).
+        """
         if self.subscriptions.get(request.channel) is not subscription:
             return None
-        since = request.since
-        news = since is None or not recovered
+        news = request.since is None or not recovered
         last = position
         replay: Sequence[Publication] = ()
-        if since is not None and recovered and publications:
+        since = None
+        if publications:
             replay = publications
+            first = publications[0].position
+            since = Position(first.epoch, first.offset - 1)
             last = publications[-1].position
             news = True
         live = []
@@ -307,8 +333,8 @@ class Session:
                 news = True
         subscription.pending = None
         subscription.position = last
-        return Ready(Subscribed(request.request_id, request.channel, recovered, position),
-                     replay, live, news)
+        return Ready(Subscribed(request.request_id, request.channel, recovered, position,
+                                since), replay, live, news)
 
     def subscribe_failed(self, request: SubscribeRequest, subscription: Subscription | None,
                          error: Exception) -> Error:
@@ -316,13 +342,18 @@ class Session:
         (the channel's refusal, 503 for a temporary backend failure, else 500)."""
         if subscription is not None and self.subscriptions.get(request.channel) is subscription:
             del self.subscriptions[request.channel]
-        if isinstance(error, ChannelError):
-            return Error(error.code, str(error), request.request_id, request.channel)
-        if isinstance(error, BackendError) and error.temporary:
-            return Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {error}",
-                         request.request_id, request.channel)
-        return Error(ErrorCode.INTERNAL_ERROR, "internal error", request.request_id,
-                     request.channel)
+        return _read_failed(error, request.request_id, request.channel)
+
+    # --- reading history -------------------------------------------------------------
+
+    def history_ready(self, request: HistoryRequest, page: HistoryPage) -> HistoryPage:
+        """The page was read: the ``history`` frame answering the request."""
+        return attrs.evolve(page, id=request.frame.id)
+
+    def history_failed(self, request: HistoryRequest, error: Exception) -> Error:
+        """Reading the page was refused or failed: the ``error`` frame (as for
+        :meth:`subscribe_failed`)."""
+        return _read_failed(error, request.frame.id, request.frame.channel)
 
     # --- publishing ------------------------------------------------------------------
 
@@ -366,3 +397,13 @@ class Session:
     def cursor(self) -> dict[str, Position | None]:
         """Each subscribed channel with the position of the last publication queued."""
         return {channel: sub.position for channel, sub in self.subscriptions.items()}
+
+
+def _read_failed(error: Exception, request_id: int | None, channel: str) -> Error:
+    """The ``error`` frame for a subscription or history read that failed: the
+    channel's refusal, 503 for a temporary backend failure, else 500."""
+    if isinstance(error, ChannelError):
+        return Error(error.code, str(error), request_id, channel)
+    if isinstance(error, BackendError) and error.temporary:
+        return Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {error}", request_id, channel)
+    return Error(ErrorCode.INTERNAL_ERROR, "internal error", request_id, channel)

@@ -119,6 +119,23 @@ async def test_hub_publish_refuses_bad_channels_and_data() -> None:
         assert position.offset == 1
 
 
+async def test_hub_history_reads_pages_and_refuses_bad_limits_and_channels() -> None:
+    async with rtlink.Hub(channels={"chat:*": rtlink.ChannelOptions()}) as hub:
+        positions = [await hub.publish("chat:x", n) for n in range(5)]
+        page = await hub.history("chat:x", positions[1], limit=2)
+        assert page == rtlink.HistoryPage(
+            "chat:x", (Publication("chat:x", 2, positions[2]),
+                       Publication("chat:x", 3, positions[3])), positions[-1], True)
+        latest = await hub.history("chat:x", limit=2, reverse=True)
+        assert [p.data for p in latest.publications] == [4, 3]
+        for limit in (0, 1001):
+            with pytest.raises(rtlink.InvalidInput):
+                await hub.history("chat:x", limit=limit)
+        with pytest.raises(rtlink.ChannelError) as unknown:
+            await hub.history("other")
+        assert unknown.value.code == rtlink.ErrorCode.UNKNOWN_CHANNEL
+
+
 async def test_publish_key_makes_hub_publish_idempotent() -> None:
     async with rtlink.Hub() as hub:
         first = await hub.publish("orders", {"n": 1}, key="order-1")

@@ -23,6 +23,7 @@ from rtlink.positions import (
     is_after,
     merge_last_event_id,
     parse_cursor,
+    parse_subs,
 )
 from tests.support import run_js
 
@@ -272,3 +273,28 @@ console.log(JSON.stringify(out));
         # The same JSON, except that JS leaves non-ASCII characters unescaped.
         assert answer[2] == json.dumps(json.loads(format_cursor(cursor)), ensure_ascii=False,
                                        separators=(",", ":")), text
+
+
+def test_cursor_entries_with_last_round_trip() -> None:
+    at = Position("e1", 4)
+    text = format_cursor({"a": None, "b": at, "c": None}, {"a": 3, "b": 2**53 - 1})
+    assert json.loads(text) == {"a": {"last": 3},
+                                "b": {"epoch": "e1", "offset": 4, "last": 2**53 - 1},
+                                "c": None}
+    assert parse_subs(text, 10) == ({"a": None, "b": at, "c": None},
+                                    {"a": 3, "b": 2**53 - 1})
+    assert parse_cursor(text, 10) == {"a": None, "b": at, "c": None}
+    # A repeated channel counts with its last value, last included.
+    assert parse_subs('{"a":{"last":2},"a":null}', 10) == ({"a": None}, {})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"a":{"last":0}}', "last must be an integer"),
+    ('{"a":{"last":true}}', "last must be an integer"),
+    ('{"a":{"last":9007199254740992}}', "last must be an integer"),
+    ('{"a":{"last":2,"epoch":"e"}}', "position.offset"),
+    ('{"a":{}}', "position.epoch"),
+])
+def test_parse_cursor_entry_errors(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_subs(text, 10)

@@ -24,6 +24,8 @@ from rtlink.protocol import (
     Close,
     Error,
     Frame,
+    History,
+    HistoryPage,
     Ping,
     Pong,
     Position,
@@ -52,8 +54,9 @@ codec_ids = pytest.mark.parametrize("wire_codec", ALL_CODECS, ids=lambda c: c.na
 MAX_SAFE = 2**53 - 1
 CHANNEL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=+,#"
 
-CLIENT_TYPES: set[type[Frame]] = {Subscribe, Unsubscribe, Publish, Ping, Pong}
-SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, Ack, Publication, Error, Ping, Pong, Close}
+CLIENT_TYPES: set[type[Frame]] = {Subscribe, History, Unsubscribe, Publish, Ping, Pong}
+SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, HistoryPage, Ack, Publication, Error,
+                                  Ping, Pong, Close}
 
 # --- strategies ------------------------------------------------------------------------
 
@@ -93,11 +96,25 @@ welcome_frames = st.builds(
     max_message_size=st.integers(min_value=1, max_value=2**53),
     version=wire_ints,
 )
-subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none() | positions)
+subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none() | positions,
+                             last=st.none() | ids)
 subscribed_frames = st.builds(
     Subscribed, id=st.none() | ids, channel=channels, recovered=st.booleans(),
-    position=positions
+    position=positions, since=st.none() | positions
 )
+history_frames = st.builds(History, id=ids, channel=channels, since=st.none() | positions,
+                           limit=st.integers(min_value=1, max_value=1000),
+                           reverse=st.booleans())
+
+
+@st.composite
+def history_page_frames(draw: Any) -> HistoryPage:
+    channel = draw(channels)
+    items = draw(st.lists(st.tuples(json_values, positions), max_size=3))
+    return HistoryPage(channel, tuple(Publication(channel, data, position)
+                                      for data, position in items),
+                       draw(positions), draw(st.booleans()), draw(st.none() | ids))
+
 unsubscribe_frames = st.builds(Unsubscribe, id=ids, channel=channels)
 publish_frames = st.builds(Publish, id=ids, channel=channels, data=json_values, key=keys)
 ack_frames = st.builds(Ack, id=ids, position=st.none() | positions)
@@ -114,11 +131,12 @@ pong_frames = st.just(Pong())
 close_frames = st.builds(Close, code=wire_ints, reason=st.text(max_size=40))
 
 client_frames = st.one_of(
-    subscribe_frames, unsubscribe_frames, publish_frames, ping_frames, pong_frames
+    subscribe_frames, history_frames, unsubscribe_frames, publish_frames, ping_frames,
+    pong_frames
 )
 server_frames = st.one_of(
-    welcome_frames, subscribed_frames, ack_frames, publication_frames, error_frames,
-    ping_frames, pong_frames, close_frames,
+    welcome_frames, subscribed_frames, history_page_frames(), ack_frames, publication_frames,
+    error_frames, ping_frames, pong_frames, close_frames,
 )
 any_frames = st.one_of(client_frames, server_frames)
 
@@ -384,7 +402,7 @@ def test_unknown_type_with_invalid_id_has_no_request_id(bad_id: Any) -> None:
 
 
 @pytest.mark.parametrize("frame_type", ["welcome", "subscribed", "ack", "publication", "error",
-                                        "close"])
+                                        "close"])  # not "history": both directions have one
 def test_server_only_types_are_unknown_to_the_client_parser(frame_type: str) -> None:
     exc = frame_error(parse_client_frame, {"type": frame_type, "id": 5})
     assert exc.error_code == 400

@@ -13,6 +13,8 @@ from rtlink.limits import PublishLimits
 from rtlink.protocol import (
     Ack,
     Error,
+    History,
+    HistoryPage,
     Pong,
     Position,
     Publication,
@@ -26,6 +28,7 @@ from rtlink.session import (
     STREAM,
     WEBSOCKET,
     ConnectionMode,
+    HistoryRequest,
     PublishRequest,
     Session,
     SubscribeRequest,
@@ -160,6 +163,59 @@ def test_an_unrecovered_subscription_replays_nothing_and_takes_a_new_epoch_live(
     assert ready.subscribed.recovered is False and ready.news
     assert list(ready.replay) == []
     assert [p.position.offset for p in ready.live] == [2]
+
+
+def test_subscribe_carries_last_to_the_request() -> None:
+    [request] = handle(session(), {"type": "subscribe", "id": 1, "channel": "c", "last": 3})
+    assert request == SubscribeRequest("c", None, 1, 3)
+    [refusal] = handle(session(), {"type": "subscribe", "id": 2, "channel": "c", "last": 0})
+    assert (refusal.code, refusal.id) == (ErrorCode.BAD_REQUEST, 2)
+
+
+def test_a_replay_of_what_is_kept_says_after_which_position_it_comes() -> None:
+    # A since of a lost epoch: the owner read what the new epoch keeps (protocol.md 6.2).
+    s = session()
+    request = SubscribeRequest("c", Position("old", 9), 1)
+    subscription = s.subscribe_started(request)
+    assert subscription.pending is not None
+    subscription.pending.extend([pub(4, "new"), pub(5, "new")])  # live during the read
+    ready = s.subscribe_ready(request, subscription, recovered=False,
+                              position=Position("new", 4),
+                              publications=[pub(3, "new"), pub(4, "new")])
+    assert ready is not None
+    assert ready.subscribed == Subscribed(1, "c", False, Position("new", 4),
+                                          Position("new", 2))
+    assert [p.position.offset for p in ready.replay] == [3, 4]
+    assert [p.position.offset for p in ready.live] == [5]
+    assert ready.news and subscription.position == Position("new", 5)
+
+
+def test_a_recovered_gap_says_since_too_and_nothing_replayed_says_nothing() -> None:
+    s = session()
+    request = SubscribeRequest("c", Position("e1", 2), 1)
+    ready = s.subscribe_ready(request, s.subscribe_started(request), recovered=True,
+                              position=Position("e1", 3), publications=[pub(3)])
+    assert ready is not None and ready.subscribed.since == Position("e1", 2)
+    fresh = SubscribeRequest("d", None, 2, 10)
+    ready = s.subscribe_ready(fresh, s.subscribe_started(fresh), recovered=True,
+                              position=Position("e1", 0), publications=[])
+    assert ready is not None and ready.subscribed.since is None
+
+
+def test_history_is_a_request_on_every_mode_answered_with_its_id() -> None:
+    frame = {"type": "history", "id": 7, "channel": "c", "limit": 2, "reverse": True}
+    for mode in (WEBSOCKET, STREAM, POLL, REQUEST):
+        [request] = handle(session(mode), frame)
+        assert request == HistoryRequest(History(7, "c", None, 2, True))
+    page = HistoryPage("c", (pub(2), pub(1)), Position("e1", 2), True)
+    assert session().history_ready(request, page) == HistoryPage(
+        "c", (pub(2), pub(1)), Position("e1", 2), True, 7)
+    refusal = session().history_failed(request, ChannelError(ErrorCode.FORBIDDEN, "no"))
+    assert (refusal.code, refusal.id, refusal.channel) == (ErrorCode.FORBIDDEN, 7, "c")
+    down = session().history_failed(request, BackendUnavailable("down"))
+    assert down.code == ErrorCode.BACKEND_UNAVAILABLE
+    [too_many] = handle(session(), {**frame, "limit": 1001})
+    assert (too_many.code, too_many.id) == (ErrorCode.BAD_REQUEST, 7)
 
 
 def test_a_channel_left_while_its_history_was_read_is_not_sent() -> None:

@@ -4,7 +4,8 @@ Each user has a channel ``notifications:{user}``; the ``{user}`` pattern means o
 the user named by the connection's token may subscribe to it. The channel keeps the
 last 1,000 notifications for 6 hours, so a user who comes back after an hour gets
 every one they missed: the page remembers the position of the last notification it
-showed and resumes there (``subscribe(channel, {since})``).
+showed and resumes there (``subscribe(channel, {since})``); on a first visit it
+shows the last 20 (``{last: 20}``).
 
 DEMO ONLY: ``POST /login`` hands a token to anyone for any user name, without a
 password. In your app, mint the token after your own login: ``auth.mint(user_id)``.

@@ -99,9 +99,10 @@ export class Client extends ClientCore {
     this._wake?.();
   }
 
-  /** Subscribe to `channel`; with `since`, resume after that position. */
-  subscribe(channel, { since } = {}) {
-    const subscription = new Subscription(channel, since, this);
+  /** Subscribe to `channel`; with `since`, resume after that position; with `last`
+   * (a number, or "all"), replay the latest publications the channel keeps first. */
+  subscribe(channel, { since, last } = {}) {
+    const subscription = new Subscription(channel, since, this, last == 'all' ? 2 ** 53 - 1 : last);
     this._subscribe(subscription);
     return subscription;
   }

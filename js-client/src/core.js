@@ -69,12 +69,13 @@ export class ClientCore {
     // the subscriptions in its requests), _closed (the error that stopped the client).
   }
 
-  /** The subscriptions and their positions, for the transports that carry them; one
+  /** The subscriptions and their positions, for the transports that carry them
+   * (with its `last`, a subscription's entry is {epoch?, offset?, last}: 4.2); one
    * refused for now waits out of it until its retry. */
   _cursor() {
     const cursor = {};
-    for (const [channel, subscription] of this._subscriptions) {
-      if (!subscription._held) cursor[channel] = subscription.position;
+    for (const [channel, { position, last, _held }] of this._subscriptions) {
+      if (!_held) cursor[channel] = last ? { ...position, last } : position;
     }
     return cursor;
   }
@@ -142,12 +143,9 @@ export class ClientCore {
     requests.delete(id);
     if (type == 'publication') {
       const subscription = this._subscriptions.get(channel);
-      const last = subscription?.position;
-      // Not subscribed, not confirmed on this connection yet, or delivered already.
-      if (!subscription?._active || !isAfter(position, last)) return;
-      if (last && last.epoch != position.epoch && position.offset != 1) {
-        console.warn(`rtlink: ${channel}: new epoch`); // publications may be missed
-      }
+      // Not subscribed, not confirmed on this connection yet, or delivered already. (A
+      // new epoch is adopted: the server's replay already said recovered=false.)
+      if (!subscription?._active || !isAfter(position, subscription.position)) return;
       subscription.position = position;
       subscription._deliver({ channel, data: frame.data, position });
     } else if (type == 'ack') {
@@ -156,7 +154,7 @@ export class ClientCore {
         if (position) target._settle(null, position); // the outbox takes it out
       }
     } else if (type == 'subscribed') {
-      const { recovered } = frame;
+      const { recovered, since } = frame;
       if (id == null) {
         // The transport's request carried the subscription (SSE, long polling); a
         // confirmation of what is known already tells nothing new.
@@ -170,14 +168,15 @@ export class ClientCore {
         target._requestId = null;
         target.recovered = recovered;
         // Recovered: the replay follows and moves the position on. Otherwise the gap
-        // is lost for good: go on from the channel's current position.
-        if (!resumed || !recovered) target.position = position;
-        target._confirm({ recovered, resumed, position });
+        // is lost for good: go on from what is replayed (after `since`), or from the
+        // channel's current position (8.3).
+        if (!resumed || !recovered) target.position = since || position;
+        target._confirm({ recovered, resumed, position, since });
       }
     } else if (type == 'error') {
       // On transports that carry subscriptions, their errors have no request id.
       if (id == null && channel != null) target = this._subscriptions.get(channel);
-      if (!target) return console.warn(`rtlink: error ${frame.code} ${frame.message}`);
+      if (!target) return console.warn('rtlink:', frame);
       target._requestId = null;
       const temporary = isTemporary(frame.code);
       if (!target._settle) {
@@ -241,8 +240,10 @@ export class ClientCore {
   }
 
   _sendSubscribe(subscription) {
-    const frame = { type: 'subscribe', id: this._request(subscription), channel: subscription.channel };
-    if (subscription.position) frame.since = subscription.position;
+    const { channel, position, last } = subscription;
+    const frame = { type: 'subscribe', id: this._request(subscription), channel };
+    if (position) frame.since = position;
+    if (last) frame.last = last;
     subscription._requestId = frame.id;
     subscription._active = false;
     this._sendFrame(frame);

@@ -21,7 +21,7 @@ export class Events {
       try {
         callback(value);
       } catch (error) {
-        console.error(`rtlink: ${event} callback`, error);
+        console.error('rtlink:', event, error);
       }
     }
   }

@@ -52,8 +52,7 @@ export const encode = (value) => {
     const type = typeof v;
     if (v === null) out.push(0xc0);
     else if (type == 'boolean') out.push(0xc2 + v);
-    else if (type == 'number') {
-      if (!isFinite(v)) fail('cannot encode ' + v);
+    else if (type == 'number' && isFinite(v)) {
       const neg = v < 0;
       if (!Number.isSafeInteger(v)) {
         // Non-integers, and integers beyond 2 ** 53 (which JS holds as floats anyway).
@@ -74,7 +73,7 @@ export const encode = (value) => {
       const keys = Object.keys(v);
       head(keys.length, 0x80, 16, 0xdd, 1);
       for (const k of keys) write(k), write(v[k]);
-    } else fail('cannot encode ' + type);
+    } else fail('cannot encode ' + type); // (NaN and infinities too: number)
   };
 
   write(value);
@@ -142,7 +141,7 @@ export const decode = (bytes) => {
     // 0xdc/0xdd array16/32, 0xde/0xdf map16/32.
     if (t >= 0xdc) return box(int(2 << (t & 1), 'Uint'), d + 1, t > 0xdd);
     // Left: 0xc1 (never used), bin 0xc4..0xc6, ext 0xc7..0xc9 and 0xd4..0xd8.
-    fail('bad type 0x' + t.toString(16));
+    fail('type ' + t);
   };
 
   // An empty message fails in take() like a truncated one.

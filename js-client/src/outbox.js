@@ -37,7 +37,7 @@ export class Outbox {
     } catch {} // nothing kept, unreadable storage, or storage not allowed
     for (const [channel, data, key] of saved.slice(0, limit)) {
       // Their publish() calls belong to an earlier page: failures can only be logged.
-      this._add({ channel, data, key, _settle: (error) => error && console.warn('rtlink: publish failed', error) });
+      this._add({ channel, data, key, _settle: (error) => error && console.warn('rtlink:', error) });
     }
   }
 

@@ -9,12 +9,16 @@ export class Subscription {
    * @param {string} channel the channel
    * @param {object|null} since the position to resume after, or none
    * @param {object} core the client (its core), which unsubscribes it
+   * @param {number} [last] replay at most this many of the latest kept publications
+   *   first (when there is no `since`, or its gap cannot be filled)
    */
-  constructor(channel, since, core) {
+  constructor(channel, since, core, last) {
     this.channel = channel;
     /** Position of the last message delivered (or of the channel when confirmed):
      * the client resumes after it. */
     this.position = since || null;
+    /** The `last` it was subscribed with (sent on every resubscribe). */
+    this.last = last;
     /** The `recovered` flag of the latest confirmation. */
     this.recovered = true;
     this._core = core;

@@ -243,7 +243,8 @@ export function share(client) {
       let subscription = subscriptions.get(channel);
       if (!subscription || (since && (!subscription.position || isAfter(subscription.position, since)))) {
         subscription?.unsubscribe();
-        subscription = hidden.subscribe(channel, { since });
+        // (An entry may carry a `last`, alone or with a position: 4.2.)
+        subscription = hidden.subscribe(channel, { ...since, since: since?.epoch && since });
         // Its events ('message', 'subscribed', 'error') go to the tabs as the frames
         // that made them. (An error's code is enumerable, its message is not.)
         subscription._events.emit = (event, value) =>

@@ -70,7 +70,7 @@ test('_receive: subscribed, then publications deduplicated by offset, new epochs
   const [subscribe] = core.take();
   core._receive(publication('chat', 'e', 1)); // not confirmed yet: dropped
   core._receive({ type: 'subscribed', id: subscribe.id, channel: 'chat', recovered: true, position: pos('e', 5) });
-  assert.deepEqual(chat.events, [{ recovered: true, resumed: false, position: pos('e', 5) }]);
+  assert.deepEqual(chat.events, [{ recovered: true, resumed: false, position: pos('e', 5), since: undefined }]);
   for (const [epoch, offset] of [['e', 5], ['e', 6], ['e', 6], ['e', 4], ['f', 1], ['f', 1], ['g', 9]]) {
     core._receive(publication('chat', epoch, offset));
   }

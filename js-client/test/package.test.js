@@ -144,12 +144,32 @@ test('npm pack: LICENSE, README, the builds, the sources and the types, nothing 
   const files = JSON.parse(run.stdout)[0].files.map(({ path }) => path);
   const wanted = [
     'LICENSE', 'README.md', 'package.json', 'index.d.ts', 'codes.d.ts',
-    'dist/rtlink.mjs', 'dist/rtlink.js', 'src/index.js', 'src/codes.js',
+    'dist/rtlink.mjs', 'dist/rtlink.js', 'dist/history.mjs', 'history.d.ts', 'src/index.js',
+    'src/codes.js', 'src/history.js',
   ];
   for (const file of wanted) assert.ok(files.includes(file), `${file} is in the package`);
   // Whatever else is there must be more of the sources: no tests, no build script.
-  const shipped = /^(LICENSE|README\.md|package\.json|[a-z]+\.d\.ts|dist\/rtlink\.m?js|src\/[a-z]+\.js)$/;
+  const shipped = /^(LICENSE|README\.md|package\.json|[a-z]+\.d\.ts|dist\/(rtlink|history)\.m?js|src\/[a-z]+\.js)$/;
   assert.deepEqual(files.filter((file) => !shipped.test(file)), []);
   const license = (dir) => readFileSync(join(dir, 'LICENSE'), 'utf8');
   assert.equal(license(packageDir), license(join(packageDir, '..')), 'js-client/LICENSE is the repository LICENSE');
+});
+
+test("'rtlink-client/history' is the built module, on the client's own RtlinkError", (t) => {
+  const dir = consumer(t);
+  writeFileSync(join(dir, 'main.mjs'), `
+import { Client, RtlinkError } from 'rtlink-client';
+import { history } from 'rtlink-client/history';
+const client = new Client('http://127.0.0.1:9/rt', { fetch: async () => ({ status: 200, text: async () =>
+  '{"type":"history","id":1,"channel":"c","publications":[],"position":{"epoch":"e","offset":0},"recovered":true}' }) });
+const error = await history(client, 'c', { limit: 0 }).catch((error) => error);
+const page = await history(client, 'c');
+console.log(JSON.stringify({ same: error instanceof RtlinkError, name: error.name, page }));
+`);
+  const run = spawnSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual(JSON.parse(run.stdout), {
+    same: true, name: 'InvalidInput',
+    page: { channel: 'c', publications: [], position: { epoch: 'e', offset: 0 }, recovered: true },
+  });
 });

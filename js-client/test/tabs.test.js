@@ -73,9 +73,11 @@ class Server {
       if (type == 'subscribe') {
         channels.add(channel);
         const list = this.history[channel] || [];
-        const after = frame.since ? frame.since.offset : list.length;
+        // (With last and no since: the last kept, after subscribed.since: 5.3.)
+        const after = frame.since ? frame.since.offset : Math.max(0, list.length - (frame.last || 0));
+        const since = after < list.length ? { since: pos('e', after) } : {};
         ws.serverSends([
-          { type: 'subscribed', id, channel, recovered: true, position: this.top(channel) },
+          { type: 'subscribed', id, channel, recovered: true, position: this.top(channel), ...since },
           ...list.slice(after).map((data, index) => publication(channel, 'e', after + index + 1, data)),
         ]);
       } else if (type == 'unsubscribe') channels.delete(channel);
@@ -104,8 +106,8 @@ function setupTabs(t, count, options = {}) {
 
 /** Subscribe the tab's client to `channel`, recording what it delivers in tab.got
  * and its confirmations in tab.confirmed. */
-function subscribe(tab, channel, since) {
-  const subscription = tab.client.subscribe(channel, { since });
+function subscribe(tab, channel, since, last) {
+  const subscription = tab.client.subscribe(channel, { since, last });
   (tab.got ||= {})[channel] = [];
   (tab.confirmed ||= {})[channel] = 0;
   subscription.on('message', ({ data, position }) => tab.got[channel].push([data, position.offset]));
@@ -190,6 +192,29 @@ test('a tab that subscribes from an earlier position gets what it missed; the ot
   await subscribed(c, 'feed');
   assert.deepEqual(c.client._subscriptions.get('feed').position, pos('e', 5));
   assert.equal(connection.ws.sent.filter((frame) => frame.type == 'subscribe').length, 2, 'no new subscribe');
+});
+
+test("a tab that subscribes with last gets the channel's latest; the others nothing twice", async (t) => {
+  const { server, tabs, open } = setupTabs(t, 1);
+  const [a] = tabs;
+  subscribe(a, 'feed');
+  const connection = await server.connection(1);
+  await subscribed(a, 'feed');
+  for (const n of [1, 2, 3, 4]) server.publish('feed', n);
+  await waitFor(() => a.got.feed.length == 4);
+  // The cursor entry {last: 2} reaches the leader: it subscribes again with last.
+  const b = open();
+  subscribe(b, 'feed', undefined, 2);
+  await waitFor(() => b.got?.feed.length == 2, { message: 'b got the last 2' });
+  server.publish('feed', 5);
+  await waitFor(() => a.got.feed.length == 5 && b.got.feed.length == 3);
+  await sleep(20);
+  assert.deepEqual(data(a, 'feed'), [1, 2, 3, 4, 5]);
+  assert.deepEqual(data(b, 'feed'), [3, 4, 5]);
+  // (Each cursor of b sent before its confirmation asks again: the repeats are dropped.)
+  const resubscribes = connection.ws.sent.filter((frame) => frame.type == 'subscribe');
+  assert.equal(resubscribes[0].last, undefined);
+  assert.ok(resubscribes.length > 1 && resubscribes.slice(1).every((frame) => frame.last == 2));
 });
 
 test('a publish from a follower goes out on the leader connection; the answer comes to that tab', async (t) => {

@@ -142,7 +142,7 @@ test('SSE: welcome, subscribed without id (matched by channel), publications', a
   assert.equal(states.at(-1).transport, 'sse');
   await subscription.waitSubscribed();
   assert.deepEqual(messages, ['four']);
-  assert.deepEqual(events, [{ recovered: true, resumed: false, position: pos('e', 3) }]);
+  assert.deepEqual(events, [{ recovered: true, resumed: false, position: pos('e', 3), since: undefined }]);
   assert.deepEqual(fakes.requests, [], 'nothing posted');
 });
 
@@ -379,7 +379,7 @@ test('SSE: a re-confirmation (recovered true) of a confirmed channel is not repo
   client.subscribe('third');
   const stream3 = await fakes.nextStream();
   await stream3.serverSends([welcome(), { type: 'subscribed', channel: 'chat', recovered: false, position: pos('f', 9) }]);
-  assert.deepEqual(events.at(-1), { recovered: false, resumed: true, position: pos('f', 9) });
+  assert.deepEqual(events.at(-1), { recovered: false, resumed: true, position: pos('f', 9), since: undefined });
   assert.deepEqual(chat.position, pos('f', 9));
 });
 

@@ -6,7 +6,9 @@ A backend owns three things and nothing else (no HTTP, no connections):
   channel and the channel's epoch, atomically with storing it in history and with
   de-duplication by idempotency key;
 * **history** — :meth:`Backend.history` returns what follows a position, or says the
-  gap cannot be filled;
+  gap cannot be filled; :meth:`Backend.page` returns a window of what is kept (pages
+  of history); :meth:`Backend.replay`, what a subscription replays (the gap, else the
+  latest kept), has a default made of the two;
 * **claims** — :meth:`Backend.claim` marks a key as used for a while (single-use
   authentication tickets); the base class keeps claims in this process, a shared
   engine overrides it so that every node sees them;
@@ -32,13 +34,14 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import BackendUnavailable
-from ..protocol import Position, Publication
+from ..protocol import MAX_SAFE_INTEGER, Position, Publication
 
 __all__ = [
     "Backend",
     "HistoryPolicy",
     "PublishResult",
     "HistoryResult",
+    "page_bounds",
     "PublicationListener",
     "LostListener",
     "LocalClaims",
@@ -94,6 +97,40 @@ class HistoryResult:
     publications: list[Publication]
     position: Position
     recovered: bool
+
+
+def page_bounds(since: Position | None, epoch: str, top: int, oldest: int, newest: int,
+                limit: int, reverse: bool) -> tuple[int, int, bool]:
+    """The window of one history page (:meth:`Backend.page`), for backends whose kept
+    offsets are consecutive: the first and last offset to return (none when the last
+    is below the first) and ``recovered``.
+
+    Args:
+        since: the reader's position, or None.
+        epoch: the channel's current epoch.
+        top: its latest offset.
+        oldest: the oldest offset kept (``top + 1`` when nothing is kept).
+        newest: the newest offset kept (``top`` when nothing is kept).
+        limit: publications at most.
+        reverse: the window ends before ``since`` (or at the newest) instead of
+            starting after it (or at the oldest).
+    """
+    known = since is not None and since.epoch == epoch and since.offset <= top
+    if reverse:
+        last = since.offset - 1 if known and since is not None else newest
+        return max(oldest, last - limit + 1), min(last, newest), since is None or known
+    # Forward: recovered when nothing between ``since`` and the window was trimmed.
+    if known and since is not None and since.offset + 1 >= oldest:
+        first, recovered = since.offset + 1, True
+    else:
+        first, recovered = oldest, since is None
+    return first, min(newest, first + limit - 1), recovered
+
+
+def _latest(last: int | None, policy: HistoryPolicy) -> int:
+    """How many of the latest publications a replay reads: ``last``, or all (None),
+    at most what the channel keeps."""
+    return min(last or MAX_SAFE_INTEGER, max(policy.size, 1))
 
 
 class LocalClaims:
@@ -201,6 +238,56 @@ class Backend(abc.ABC):
         Raises:
             BackendUnavailable: the engine cannot be reached.
         """
+
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """A window of the channel's kept history: at most ``limit`` publications of
+        its current epoch, oldest first, and its current position.
+
+        Forward (``reverse=False``): the first ``limit`` after ``since``; when ``since``
+        is None, or not a position of the current epoch up to its top, or the
+        publications right after it are gone, from the oldest kept instead.
+        ``reverse=True``: the last ``limit`` before ``since``; when ``since`` is None or
+        not a position of the current epoch up to its top, the latest ``limit``.
+        ``recovered`` is True when ``since`` is None or was honoured (see
+        :func:`page_bounds`, which backends with consecutive offsets can use).
+
+        Serves history pages (:meth:`rtlink.Hub.history`) and the replay of a
+        subscription with ``last`` or a ``since`` that cannot be recovered. The default
+        implementation keeps the methods a backend had before pages existed working:
+        it reads no publications (a subscription then replays nothing).
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached.
+        """
+        result = await self.history(channel, None, policy=policy)
+        return HistoryResult([], result.position, since is None)
+
+    async def replay(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy,
+        last: int | None = None,
+    ) -> HistoryResult:
+        """What a subscription replays (protocol.md 6.2): the gap after ``since`` when
+        it can be filled (:meth:`history`); otherwise, when ``since`` or ``last`` was
+        given, the latest publications the channel's current epoch keeps, at most
+        ``last`` (all of them without), oldest first, with ``recovered`` False when
+        ``since`` was given; with neither, only the current position.
+
+        The default is :meth:`history`, then :meth:`page` when the gap cannot be
+        filled; a network backend may do both in one round trip.
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached.
+        """
+        if since is not None or last is None:
+            result = await self.history(channel, since, policy=policy)
+            if since is None or result.recovered or policy.size <= 0 or policy.ttl <= 0:
+                return result  # recovered, or nothing is kept to replay
+        page = await self.page(channel, None, policy=policy,
+                               limit=_latest(last, policy), reverse=True)
+        return HistoryResult(page.publications, page.position, since is None)
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:

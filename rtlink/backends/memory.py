@@ -26,6 +26,7 @@ from .base import (
     LostListener,
     PublicationListener,
     PublishResult,
+    page_bounds,
 )
 
 __all__ = ["MemoryBackend", "Clock"]
@@ -277,6 +278,24 @@ class MemoryBackend(Backend):
         start = since.offset + 1 - history[0][0].position.offset
         publications = [pub for pub, _ in itertools.islice(history, start, None)]
         return HistoryResult(publications, top, True)
+
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """A window of the kept history (see :meth:`Backend.page`)."""
+        state = self._use(channel, self._clock(), policy)
+        history = state.history
+        top = state.offset
+        oldest = history[0][0].position.offset if history else top + 1
+        newest = history[-1][0].position.offset if history else top
+        first, last, recovered = page_bounds(since, state.epoch, top, oldest, newest, limit,
+                                             reverse)
+        # Offsets in history are consecutive.
+        publications = ([pub for pub, _ in itertools.islice(history, first - oldest,
+                                                             last - oldest + 1)]
+                        if last >= first else [])
+        return HistoryResult(publications, Position(state.epoch, top), recovered)
 
     async def subscribe(self, channel: str) -> None:
         """Start handing ``channel``'s publications to the listener.

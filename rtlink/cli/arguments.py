@@ -14,11 +14,12 @@ from yarl import URL
 from ..config import Integer, Number
 from ..config.options import OPTIONS_BY_NAME
 from ..errors import FrameError
-from ..protocol import Position, validate_channel
+from ..protocol import MAX_SAFE_INTEGER, Position, validate_channel
 
 __all__ = [
     "argument_type",
     "positive_int",
+    "last_count",
     "positive_float",
     "transport_list",
     "stream_position",
@@ -48,6 +49,20 @@ def argument_type(parse: Callable[[str], _T]) -> Callable[[str], _T]:
 
 #: An integer >= 1 (a count).
 positive_int = argument_type(Integer(1).from_text)
+
+
+def _last(text: str) -> int | str:
+    # "all" as the clients take it; a count from 1 to 2**53-1 otherwise.
+    if text == "all":
+        return text
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= MAX_SAFE_INTEGER:
+        raise ValueError(f"must be a count from 1 to {MAX_SAFE_INTEGER}, or all; "
+                         f"not {text[:40]!r}")
+    return int(text)
+
+
+#: ``--last``: a count >= 1, or ``all``.
+last_count = argument_type(_last)
 #: A finite number > 0 (seconds).
 positive_float = argument_type(Number().from_text)
 #: Comma-separated transport names, as ``rtlink serve --transports`` takes them.

@@ -18,6 +18,7 @@ from .arguments import (
     Commands,
     HelpFormatter,
     channel_name,
+    last_count,
     positive_int,
     server_url,
     stream_position,
@@ -49,7 +50,9 @@ and the transport it tries, the transport in use once connected, each disconnect
 with its close code and reason, each reconnection, and each resume: after a
 reconnect tail resumes after the last message printed, so nothing is missed or
 repeated; if the server's history no longer covers the gap, a WARNING says so.
-Pass --since with a position printed earlier to resume after it. Stop with Ctrl-C.
+Pass --since with a position printed earlier to resume after it, --last N to print
+the last N messages the server's history keeps first (--last all: every one it
+keeps). Stop with Ctrl-C.
 
 exit status: 0 --count messages printed or interrupted, 1 refused or closed by the
 server for good, 2 usage error""",
@@ -57,6 +60,7 @@ server for good, 2 usage error""",
 examples:
   rtlink tail http://127.0.0.1:8080/rt chat:lobby
   rtlink tail --format text --since 8f3a:41 http://127.0.0.1:8080/rt chat:lobby
+  rtlink tail --last 20 http://127.0.0.1:8080/rt chat:lobby
   rtlink tail --transports sse,longpoll http://127.0.0.1:8080/rt chat:lobby
   rtlink tail --token-file alice.jwt http://127.0.0.1:8080/rt user:alice:inbox""",
     )
@@ -69,6 +73,9 @@ examples:
     tail.add_argument("--since", type=stream_position, metavar="EPOCH:OFFSET",
                       help="first print the messages published after this position "
                            "(from the server's history)")
+    tail.add_argument("--last", type=last_count, metavar="N|all",
+                      help="first print the last N messages the channel keeps (all: "
+                           "every one); with --since, only when its gap cannot be filled")
     tail.add_argument("--count", type=positive_int, metavar="N",
                       help="exit after printing N messages (default: run until interrupted)")
     tail.add_argument("--format", choices=("json", "text"), default="json",
@@ -142,7 +149,8 @@ class _ConnectionReport:
         if event.resumed and not event.recovered:
             err(f"rtlink: WARNING: could not resume {channel} after {self.last}: the "
                 "server's history no longer covers it; messages may have been missed. "
-                f"Continuing from {event.position}.")
+                "Printing what it still keeps, then live from "
+                f"{event.position}.")
         elif event.resumed:
             err(f"rtlink: subscribed to {channel}, resumed after {self.last} "
                 "(recovered: nothing missed)")
@@ -158,7 +166,7 @@ async def _tail(args: argparse.Namespace, token: str | Callable[[], str] | None)
     channel: str = args.channel
     report = _ConnectionReport(args.url, channel, args.since)
     client.on("state", lambda change: report.on_state(change, client.session_id))
-    subscription = client.subscribe(channel, since=args.since)
+    subscription = client.subscribe(channel, since=args.since, last=args.last)
     subscription.on("subscribed", report.on_subscribed)
     printed = 0
     try:

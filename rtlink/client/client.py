@@ -21,7 +21,7 @@ import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import attrs
@@ -29,10 +29,16 @@ from yarl import URL
 
 from ..codecs import get_codec
 from ..codes import CloseCode
-from ..errors import ClientClosed, InvalidInput, ProtocolError
-from ..positions import Position
-from ..protocol import Welcome, decode_server_message
-from .core import ClientCore
+from ..errors import ClientClosed, FrameError, InvalidInput, ProtocolError
+from ..positions import Position, validate_last
+from ..protocol import (
+    DEFAULT_HISTORY_LIMIT,
+    LAST_ALL,
+    HistoryPage,
+    Welcome,
+    decode_server_message,
+)
+from .core import ClientCore, HistoryRead
 from .events import Events
 from .negotiation import Negotiation
 from .subscription import Subscription
@@ -279,19 +285,59 @@ class Client:
 
     # --- subscribe / publish -----------------------------------------------------------
 
-    def subscribe(self, channel: str, *, since: Position | None = None) -> Subscription:
+    def subscribe(self, channel: str, *, since: Position | None = None,
+                  last: int | Literal["all"] | None = None) -> Subscription:
         """Subscribe to ``channel``; with ``since`` resume after that position.
+
+        ``last=N`` replays at most the ``N`` latest publications the channel keeps
+        before going live (``"all"``: every one it keeps); with ``since`` it bounds
+        the replay when the gap after ``since`` cannot be filled (then everything kept
+        is replayed, and ``recovered`` is False). Replayed publications are delivered
+        as messages, in order.
 
         Returns at once; ``async with`` the subscription (or ``await
         sub.wait_subscribed()``) to wait for the server's confirmation.
 
         Raises:
-            InvalidInput: invalid channel name, or already subscribed to it (a
-                ``ValueError`` too).
+            InvalidInput: invalid channel name or ``last``, or already subscribed to it
+                (a ``ValueError`` too).
         """
-        subscription = Subscription(channel, since, self._core.unsubscribe)
+        count = LAST_ALL if last == "all" else last
+        try:
+            validate_last(count)
+        except FrameError:
+            raise InvalidInput(f'last must be an integer from 1 to 2**53-1 or "all", '
+                               f"not {last!r}") from None
+        subscription = Subscription(channel, since, self._core.unsubscribe,
+                                    count)
         self._core.subscribe(subscription)
         return subscription
+
+    async def history(self, channel: str, since: Position | None = None, *,
+                      limit: int = DEFAULT_HISTORY_LIMIT, reverse: bool = False
+                      ) -> HistoryPage:
+        """Read a page of ``channel``'s kept history (no subscription needed; the
+        server authorizes it as a subscription).
+
+        Forward: at most ``limit`` publications after ``since`` (or from the oldest
+        kept), oldest first; read on after the last one while its offset is below
+        ``page.position.offset``. ``reverse``: at most ``limit`` before ``since`` (or
+        from the latest), newest first. ``page.recovered`` is False when ``since`` was
+        not honoured (another epoch, or trimmed: the page starts from what is kept).
+        While disconnected the read waits for the connection.
+
+        Raises:
+            HistoryError: the server refused it (404, 401, 403) or failed (503).
+            ClientClosed: the client stopped first.
+            InvalidInput: invalid channel name, or ``limit`` not from 1 to 1000.
+        """
+        future: asyncio.Future[HistoryPage] = asyncio.get_running_loop().create_future()
+        read = HistoryRead(channel, since, limit, reverse, future)
+        self._core.history(read)
+        try:
+            return await future
+        finally:
+            self._core.forget_read(read)
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
         """Publish ``data`` to ``channel``; return its position once the server acks.
@@ -426,7 +472,7 @@ class Client:
         async with asyncio.timeout(self.connect_timeout):
             return await TRANSPORTS[name].open(
                 self._http, self.url, self.codec, headers, self.connect_timeout,
-                self._core.cursor, fallback,
+                self._core.request_cursor, fallback,
             )
 
     async def _probe_better(self, current: str) -> None:

@@ -37,6 +37,7 @@ from ..codes import CloseCode, ErrorCode, is_temporary
 from ..errors import (
     ClientClosed,
     FrameError,
+    HistoryError,
     InvalidInput,
     PublishError,
     RtlinkError,
@@ -44,11 +45,14 @@ from ..errors import (
 )
 from ..positions import Position, is_after
 from ..protocol import (
+    MAX_HISTORY_LIMIT,
     PROTOCOL_VERSION,
     Ack,
     Close,
     Error,
     Frame,
+    History,
+    HistoryPage,
     Ping,
     Pong,
     Publication,
@@ -64,7 +68,8 @@ from ..protocol import (
 )
 from .outbox import Outbox, OutboxEntry, Result
 
-__all__ = ["ClientCore", "SubscriptionState", "Message", "SubscribedEvent", "RETRY_KINDS"]
+__all__ = ["ClientCore", "SubscriptionState", "HistoryRead", "PageResult", "Message",
+           "SubscribedEvent", "RETRY_KINDS"]
 
 logger = logging.getLogger("rtlink.client")
 
@@ -98,11 +103,14 @@ class SubscribedEvent:
             missed and the application should re-sync. True otherwise.
         resumed: whether the client asked to resume from a position.
         position: the channel's position when the subscription was confirmed.
+        since: set when replayed publications follow (delivered as messages): they
+            are every publication the channel keeps after it (protocol.md 5.3).
     """
 
     recovered: bool
     resumed: bool
     position: Position
+    since: Position | None = None
 
 
 class SubscriptionState(Protocol):
@@ -113,6 +121,7 @@ class SubscriptionState(Protocol):
         channel: the channel.
         position: the position reached (protocol.md 8.3), or None.
         recovered: the ``recovered`` flag of the latest confirmation.
+        last: the ``last`` it is subscribed with (every subscribe carries it), or None.
         request_id: the id of the subscribe request in flight, if any.
         active: confirmed on the current connection.
         held: refused for now; out of the cursor until the retry.
@@ -121,6 +130,7 @@ class SubscriptionState(Protocol):
     channel: str
     position: Position | None
     recovered: bool
+    last: int | None
     request_id: int | None
     active: bool
     held: bool
@@ -136,6 +146,45 @@ class SubscriptionState(Protocol):
 
     def _end(self) -> None:
         """It ended normally: unsubscribed."""
+
+
+class PageResult(Protocol):
+    """Where the outcome of a history read goes: a future's setters."""
+
+    def done(self) -> bool:
+        """Whether the outcome is set already."""
+
+    def set_result(self, result: HistoryPage, /) -> None:
+        """The page arrived."""
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The read failed."""
+
+
+class HistoryRead:
+    """A history read waiting for its page: sent on every new connection until it is
+    answered (reading twice does no harm).
+
+    Attributes:
+        channel, since, limit, reverse: what the ``history`` frame asks for.
+        result: gets the page, or the error.
+        request_id: the id of the request in flight, if any.
+    """
+
+    __slots__ = ("channel", "since", "limit", "reverse", "result", "request_id")
+
+    def __init__(self, channel: str, since: Position | None, limit: int, reverse: bool,
+                 result: PageResult) -> None:
+        self.channel = channel
+        self.since = since
+        self.limit = limit
+        self.reverse = reverse
+        self.result = result
+        self.request_id: int | None = None
+
+
+#: What a request id stands for on the current connection (None: an unsubscribe).
+_Target = SubscriptionState | OutboxEntry | HistoryRead | None
 
 
 def _check(validate: Callable[[Any], object], value: Any) -> None:
@@ -164,7 +213,9 @@ class ClientCore:
         subscriptions: the subscriptions by channel.
         outbox: the publishes waiting for acknowledgement.
         requests: the requests in flight on the current connection, by id: the
-            subscription or outbox entry they are for (None for an unsubscribe).
+            subscription, outbox entry or history read they are for (None for an
+            unsubscribe).
+        reads: the history reads waiting for their page.
         welcome: the ``welcome`` of the current connection; None when not connected.
         carries_subscriptions: whether the current transport carries the
             subscriptions in its requests instead of ``subscribe`` frames.
@@ -187,7 +238,8 @@ class ClientCore:
         self.backoff_cap = backoff_cap
         self.subscriptions: dict[str, SubscriptionState] = {}
         self.outbox = Outbox(outbox_limit)
-        self.requests: dict[int, SubscriptionState | OutboxEntry | None] = {}
+        self.requests: dict[int, _Target] = {}
+        self.reads: list[HistoryRead] = []
         self.welcome: Welcome | None = None
         self.carries_subscriptions = False
         self.closed: ClientClosed | None = None
@@ -214,6 +266,13 @@ class ClientCore:
         """
         return {channel: sub.position for channel, sub in self.subscriptions.items()
                 if not sub.held}
+
+    def request_cursor(self) -> tuple[dict[str, Position | None], dict[str, int]]:
+        """:meth:`cursor`, and the ``last`` of its subscriptions that have one: what the
+        ``subs`` of a stream or poll request carries (protocol.md 4.2)."""
+        cursor = self.cursor()
+        return cursor, {channel: sub.last for channel, sub in self.subscriptions.items()
+                        if sub.last is not None and channel in cursor}
 
     # --- the application -------------------------------------------------------------
 
@@ -289,6 +348,29 @@ class ClientCore:
             self._send_publish(entry)
         return entry
 
+    def history(self, read: HistoryRead) -> None:
+        """Ask for a page of history (now if connected, else on the next connection).
+
+        Raises:
+            ClientClosed: the client stopped.
+            InvalidInput: invalid channel name or limit.
+        """
+        if self.closed is not None:
+            raise self.closed
+        _check(validate_channel, read.channel)
+        if not 0 < read.limit <= MAX_HISTORY_LIMIT:
+            raise InvalidInput(f"limit must be from 1 to {MAX_HISTORY_LIMIT}")
+        self.reads.append(read)
+        if self.connected:
+            self._send_history(read)
+
+    def forget_read(self, read: HistoryRead) -> None:
+        """Take ``read`` out (its call ended: answered or cancelled)."""
+        if read in self.reads:
+            self.reads.remove(read)
+        if read.request_id is not None:
+            self.requests.pop(read.request_id, None)
+
     def withdraw(self, entry: OutboxEntry) -> None:
         """Take ``entry`` out (its publish call ended: settled or cancelled). If it was
         sent already, the server may still apply it.
@@ -335,6 +417,8 @@ class ClientCore:
             self._subscriptions_changed()  # changed while the request was on its way
         for entry in self.outbox.unsent():
             self._send_publish(entry)
+        for read in self.reads:
+            self._send_history(read)
         return None
 
     def receive(self, frame: Frame | FrameError) -> tuple[int, str] | None:
@@ -353,6 +437,8 @@ class ClientCore:
             self._on_ack(frame)
         elif isinstance(frame, Subscribed):
             self._on_subscribed(frame)
+        elif isinstance(frame, HistoryPage):
+            self._on_history(frame)
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Ping):
@@ -375,6 +461,8 @@ class ClientCore:
         for subscription in self.subscriptions.values():
             subscription.active = subscription.held = False
             subscription.request_id = None
+        for read in self.reads:
+            read.request_id = None
 
     def stop(self, closed: ClientClosed) -> None:
         """The client stopped for good: waiting publishes fail and subscriptions end.
@@ -389,6 +477,10 @@ class ClientCore:
         for subscription in list(self.subscriptions.values()):
             subscription._fail(closed)
         self.subscriptions.clear()
+        for read in self.reads:
+            if not read.result.done():
+                read.result.set_exception(closed)
+        self.reads.clear()
 
     def retry(self, kind: str) -> None:
         """The delay of a retry round passed: send again everything refused for now.
@@ -415,7 +507,7 @@ class ClientCore:
 
     # --- outbound --------------------------------------------------------------------
 
-    def _request(self, target: SubscriptionState | OutboxEntry | None) -> int:
+    def _request(self, target: _Target) -> int:
         self._last_id += 1
         self.requests[self._last_id] = target
         return self._last_id
@@ -427,7 +519,12 @@ class ClientCore:
         subscription.request_id = self._request(subscription)
         subscription.active = False
         self._send_frame(Subscribe(subscription.request_id, subscription.channel,
-                                   subscription.position))
+                                   subscription.position, subscription.last))
+
+    def _send_history(self, read: HistoryRead) -> None:
+        read.request_id = self._request(read)
+        self._send_frame(History(read.request_id, read.channel, read.since, read.limit,
+                                 read.reverse))
 
     def _send_publish(self, entry: OutboxEntry) -> None:
         assert self.welcome is not None
@@ -482,8 +579,15 @@ class ClientCore:
             if frame.position is not None:
                 self._settle(target, None, frame.position)
 
+    def _on_history(self, frame: HistoryPage) -> None:
+        target = self.requests.pop(frame.id, None) if frame.id is not None else None
+        if isinstance(target, HistoryRead):
+            self.forget_read(target)
+            if not target.result.done():
+                target.result.set_result(frame)
+
     def _on_subscribed(self, frame: Subscribed) -> None:
-        target: SubscriptionState | OutboxEntry | None
+        target: _Target
         if frame.id is None:
             # The transport's request carried the subscription (SSE, long polling).
             target = self.subscriptions.get(frame.channel)
@@ -491,7 +595,7 @@ class ClientCore:
                 return  # a request confirming again what is known: nothing to report
         else:
             target = self.requests.pop(frame.id, None)
-        if target is None or isinstance(target, OutboxEntry):
+        if target is None or isinstance(target, OutboxEntry | HistoryRead):
             return
         self._retry_attempts["resubscribe"] = 0
         resumed = target.position is not None
@@ -499,13 +603,15 @@ class ClientCore:
         target.request_id = None
         target.recovered = frame.recovered
         # Recovered: the replay follows and moves the position on. Otherwise the gap
-        # is lost for good: go on from the channel's current position.
+        # is lost for good: go on from what is replayed (everything kept after
+        # ``since``), or from the channel's current position (protocol.md 8.3).
         if not resumed or not frame.recovered:
-            target.position = frame.position
-        target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position))
+            target.position = frame.since or frame.position
+        target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position,
+                                        frame.since))
 
     def _on_error(self, frame: Error) -> None:
-        target: SubscriptionState | OutboxEntry | None = None
+        target: _Target = None
         if frame.id is not None:
             target = self.requests.pop(frame.id, None)
         elif frame.channel is not None:
@@ -517,7 +623,12 @@ class ClientCore:
             return
         target.request_id = None
         temporary = is_temporary(frame.code)
-        if isinstance(target, OutboxEntry):
+        if isinstance(target, HistoryRead):
+            # Not retried here: the caller decides (``HistoryError.temporary``).
+            self.forget_read(target)
+            if not target.result.done():
+                target.result.set_exception(HistoryError(frame.code, frame.message))
+        elif isinstance(target, OutboxEntry):
             if temporary:
                 self._schedule_retry("resend")
             else:

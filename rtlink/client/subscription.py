@@ -35,6 +35,8 @@ class Subscription:
     Args:
         channel: the channel.
         since: the position to resume after, or None to start from now.
+        last: replay at most this many of the latest publications the channel keeps
+            first (when there is no ``since``, or its gap cannot be filled), or None.
         unsubscribe: called with the subscription by :meth:`unsubscribe` (the client
             core's :meth:`~rtlink.client.core.ClientCore.unsubscribe`).
 
@@ -43,6 +45,8 @@ class Subscription:
         position: the position of the last message delivered (or of the channel when
             the subscription was confirmed); the client resumes after it.
         recovered: the ``recovered`` flag of the latest confirmation.
+        last: what the subscription was asked for with (sent on every resubscribe: it
+            bounds the replay when a gap cannot be filled).
         request_id: the id of the subscribe request in flight, if any (the core's).
         active: whether it is confirmed on the current connection (the core's).
         held: whether it was refused for now and waits, out of the cursor, for its
@@ -50,9 +54,10 @@ class Subscription:
     """
 
     def __init__(self, channel: str, since: Position | None,
-                 unsubscribe: Callable[[Subscription], None]) -> None:
+                 unsubscribe: Callable[[Subscription], None], last: int | None = None) -> None:
         self.channel = channel
         self.position: Position | None = since
+        self.last = last
         self.recovered = True
         self._unsubscribe = unsubscribe
         self._queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -48,8 +48,9 @@ class TransportClosed(Exception):
         self.reason = reason
 
 
-#: Returns the client's cursor: its subscriptions with the position each one reached.
-CursorSource = Callable[[], Cursor]
+#: Returns the client's cursor: its subscriptions with the position each one reached,
+#: and the ``last`` of those that have one (protocol.md 4.2).
+CursorSource = Callable[[], tuple[Cursor, Mapping[str, int]]]
 
 
 class ClientTransport(abc.ABC):
@@ -238,9 +239,9 @@ class _HttpTransport(ClientTransport):
             # Said once: a stream reopened or a poll repeated is no new fallback.
             query["fallback"], self._fallback = self._fallback, None
         if with_cursor:
-            cursor = self._cursor()
+            cursor, last = self._cursor()
             self.requested_channels = tuple(cursor)
-            query["subs"] = format_cursor(cursor)
+            query["subs"] = format_cursor(cursor, last)
         return self._base.with_path(self._base.path + endpoint).with_query(query)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:

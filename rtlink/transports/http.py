@@ -29,7 +29,7 @@ from ..codecs import CODECS, Codec
 from ..codes import CloseCode, should_reconnect
 from ..errors import AuthenticationError, InvalidInput
 from ..hub import Hub
-from ..positions import Position, parse_cursor
+from ..positions import Position, parse_subs
 from ..protocol import Close, encode_frame
 from ..session import REQUEST
 
@@ -94,11 +94,12 @@ def refusal_codec(request: web.Request) -> Codec:
     return CODECS.get(request.query.get("codec", "json")) or CODECS["json"]
 
 
-def request_cursor(request: web.Request, limit: int,
-                   header: str | None = None) -> dict[str, Position | None]:
+def request_cursor(request: web.Request, limit: int, header: str | None = None
+                   ) -> tuple[dict[str, Position | None], dict[str, int]]:
     """The cursor of a stream or poll request: its ``subs`` query parameter, or with
-    ``header`` that request header (``Last-Event-ID``). Malformed: HTTP 400, whose
-    text names the header if it came from one (protocol.md 4.2).
+    ``header`` that request header (``Last-Event-ID``); the positions, and the ``last``
+    of the entries that have one. Malformed: HTTP 400, whose text names the header if
+    it came from one (protocol.md 4.2).
 
     Args:
         request: the request.
@@ -107,7 +108,7 @@ def request_cursor(request: web.Request, limit: int,
     """
     text = request.query.get("subs") if header is None else request.headers.get(header)
     try:
-        return parse_cursor(text, limit)
+        return parse_subs(text, limit)
     except InvalidInput as exc:
         raise _bad_request(str(exc) if header is None else f"{header}: {exc}") from None
 

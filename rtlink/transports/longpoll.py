@@ -39,7 +39,7 @@ def poll_handler(hub: Hub) -> Any:
 
     async def handle(request: web.Request) -> web.Response:
         codec = request_codec(request)
-        cursor = request_cursor(request, hub.max_subscriptions)
+        cursor, last = request_cursor(request, hub.max_subscriptions)
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal
@@ -56,7 +56,7 @@ def poll_handler(hub: Hub) -> Any:
             for channel, since in cursor.items():
                 # A refusal of the channel (an ``error`` frame) is news too: a poll
                 # whose channels are all refused would otherwise be held for nothing.
-                if await peer.subscribe(channel, since):
+                if await peer.subscribe(channel, since, last=last.get(channel)):
                     connection.news = True
             # ``news`` is also set by publications that reached a channel set up
             # earlier while a later one was being set up.

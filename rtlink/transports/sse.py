@@ -102,9 +102,9 @@ def sse_handler(hub: Hub) -> Any:
         codec = request_codec(request)
         # After an automatic reconnect the browser repeats the first URL; the event id
         # it sends back says how far each channel got since.
+        subs, last = request_cursor(request, hub.max_subscriptions)
         cursor = merge_last_event_id(
-            request_cursor(request, hub.max_subscriptions),
-            request_cursor(request, hub.max_subscriptions, header="Last-Event-ID"))
+            subs, request_cursor(request, hub.max_subscriptions, header="Last-Event-ID")[0])
         identity, refusal = await identify(hub, request)
         if refusal is not None:
             return _refusal(request, codec, *refusal)
@@ -119,7 +119,7 @@ def sse_handler(hub: Hub) -> Any:
                                       fallback=request.query.get("fallback"))
         try:
             for channel, since in cursor.items():
-                await peer.subscribe(channel, since)
+                await peer.subscribe(channel, since, last=last.get(channel))
             await peer.connection.wait_closed()
         finally:
             await peer.connection.transport_closed()

@@ -286,6 +286,82 @@ class BackendContract(abc.ABC):
         assert at_top.recovered is True
         assert at_top.publications == []
 
+    # --- pages (Backend.page) -----------------------------------------------------------
+
+    async def _five(self, h: Harness, size: int = 100) -> tuple[str, HistoryPolicy, str]:
+        channel = h.channel("paged")
+        policy = HistoryPolicy(size=size, ttl=300, key_ttl=600)
+        results = [await h.publish(channel, i, policy=policy) for i in range(1, 6)]
+        return channel, policy, results[0].position.epoch
+
+    async def test_page_forward_from_the_oldest_and_after_a_position(self, h: Harness) -> None:
+        channel, policy, epoch = await self._five(h)
+        first = await h.backend.page(channel, None, policy=policy, limit=2)
+        assert [p.data for p in first.publications] == [1, 2]
+        assert first.recovered is True
+        assert first.position == Position(epoch, 5)
+        assert [p.position for p in first.publications] == [Position(epoch, 1),
+                                                            Position(epoch, 2)]
+        rest = await h.backend.page(channel, Position(epoch, 2), policy=policy, limit=10)
+        assert [p.data for p in rest.publications] == [3, 4, 5]
+        assert rest.recovered is True
+        end = await h.backend.page(channel, Position(epoch, 5), policy=policy, limit=10)
+        assert (end.publications, end.recovered) == ([], True)
+
+    async def test_page_reverse_from_the_latest_and_before_a_position(self, h: Harness) -> None:
+        channel, policy, epoch = await self._five(h)
+        latest = await h.backend.page(channel, None, policy=policy, limit=2, reverse=True)
+        assert [p.data for p in latest.publications] == [4, 5]  # oldest first
+        assert latest.recovered is True
+        before = await h.backend.page(channel, Position(epoch, 4), policy=policy, limit=2,
+                                      reverse=True)
+        assert [p.data for p in before.publications] == [2, 3]
+        start = await h.backend.page(channel, Position(epoch, 1), policy=policy, limit=2,
+                                     reverse=True)
+        assert (start.publications, start.recovered) == ([], True)
+
+    async def test_page_of_a_trimmed_or_foreign_position_starts_from_what_is_kept(
+            self, h: Harness) -> None:
+        channel, policy, epoch = await self._five(h, size=3)
+        trimmed = await h.backend.page(channel, Position(epoch, 1), policy=policy, limit=10)
+        assert [p.data for p in trimmed.publications] == [3, 4, 5]
+        assert trimmed.recovered is False
+        for since in (Position("other", 2), Position(epoch, 9)):
+            forward = await h.backend.page(channel, since, policy=policy, limit=2)
+            assert [p.data for p in forward.publications] == [3, 4]
+            assert forward.recovered is False
+            backward = await h.backend.page(channel, since, policy=policy, limit=2,
+                                            reverse=True)
+            assert [p.data for p in backward.publications] == [4, 5]
+            assert backward.recovered is False
+        # The whole kept history, bounded by what is kept.
+        every = await h.backend.page(channel, None, policy=policy, limit=2**53 - 1,
+                                     reverse=True)
+        assert [p.data for p in every.publications] == [3, 4, 5]
+
+    async def test_replay_is_the_gap_or_else_the_latest_kept(self, h: Harness) -> None:
+        channel, policy, epoch = await self._five(h, size=3)  # 3, 4, 5 kept
+        gap = await h.backend.replay(channel, Position(epoch, 3), policy=policy, last=1)
+        assert ([p.data for p in gap.publications], gap.recovered) == ([4, 5], True)
+        for since in (Position(epoch, 1), Position("other", 2), Position(epoch, 9)):
+            kept = await h.backend.replay(channel, since, policy=policy)
+            assert ([p.data for p in kept.publications], kept.recovered) == ([3, 4, 5], False)
+            assert kept.position == Position(epoch, 5)
+            bounded = await h.backend.replay(channel, since, policy=policy, last=2)
+            assert [p.data for p in bounded.publications] == [4, 5]
+        latest = await h.backend.replay(channel, None, policy=policy, last=2)
+        assert ([p.data for p in latest.publications], latest.recovered) == ([4, 5], True)
+        top = await h.backend.replay(channel, None, policy=policy)
+        assert (top.publications, top.recovered, top.position) == ([], True,
+                                                                    Position(epoch, 5))
+
+    async def test_page_of_an_empty_channel(self, h: Harness) -> None:
+        channel = h.channel("empty")
+        page = await h.backend.page(channel, None, policy=POLICY, limit=10)
+        assert (page.publications, page.recovered, page.position.offset) == ([], True, 0)
+        top = await h.backend.page(channel, page.position, policy=POLICY, limit=10)
+        assert (top.publications, top.recovered) == ([], True)
+
     async def test_size_zero_keeps_nothing_but_positions_go_on(self, h: Harness) -> None:
         channel = h.channel("a")
         policy = HistoryPolicy(size=0, ttl=300, key_ttl=600)

@@ -84,6 +84,26 @@ class ListBackend(Backend):
             return HistoryResult([], top, False)
         return HistoryResult(wanted, top, True)
 
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        stream = self._stream(channel, policy)
+        top = Position(stream.epoch, stream.last_offset)
+        kept = [p for _, p in stream.entries]
+        known = (since is not None and since.epoch == stream.epoch
+                 and since.offset <= top.offset)
+        if reverse:
+            before = [p for p in kept if since is None or not known
+                      or p.position.offset < since.offset]
+            return HistoryResult(before[-limit:] if limit else [], top, since is None or known)
+        if since is not None and known:
+            after = [p for p in kept if p.position.offset > since.offset]
+            if since.offset == top.offset or (after and after[0].position.offset
+                                              == since.offset + 1):
+                return HistoryResult(after[:limit], top, True)
+        return HistoryResult(kept[:limit], top, since is None)
+
     async def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
 

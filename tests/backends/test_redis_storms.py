@@ -202,6 +202,27 @@ async def test_concurrent_reads_are_batched_and_the_same_read_is_shared(
         assert await script_calls(raw) - scripts == 2  # 100 channels per script
 
 
+async def test_resuming_after_a_lost_history_is_one_read_batched_with_the_others(
+    redis_server: RedisServer, raw: aioredis.Redis,
+) -> None:
+    # After Redis lost a channel's history (here: a position of another epoch) a
+    # resuming subscription replays what is kept (protocol.md 6.2): the gap and the
+    # fallback are one script, and those of many channels share batches.
+    async with node(redis_server.url, prefix=unique("replay")) as a:
+        channels = [f"c{i}" for i in range(150)]
+        for c in channels:
+            for n in range(3):
+                await a.backend.publish(c, n, key=None, policy=POLICY)
+        await a.backend.history("warm-up", Position("x", 0), policy=POLICY)
+        scripts = await script_calls(raw)
+        results = await asyncio.gather(*(
+            a.backend.replay(c, Position("lost", 7), policy=POLICY, last=2)
+            for c in channels))
+        assert all(([p.data for p in r.publications], r.recovered) == ([1, 2], False)
+                   for r in results)
+        assert await script_calls(raw) - scripts == 2  # 100 channels per script
+
+
 async def test_too_many_waiting_reads_are_refused_as_unavailable(
     redis_server: RedisServer,
 ) -> None:

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 import rtlink.client.core as core_module
-from rtlink.client.core import ClientCore
+from rtlink.client.core import ClientCore, HistoryRead
 from rtlink.client.subscription import Message, SubscribedEvent, Subscription
 from rtlink.codecs import CODECS
 from rtlink.codes import CloseCode, ErrorCode
 from rtlink.errors import (
     ClientClosed,
     FrameError,
+    HistoryError,
     InvalidInput,
     OutboxFull,
     PublishError,
@@ -29,6 +30,7 @@ from rtlink.protocol import (
     Ack,
     Close,
     Error,
+    HistoryPage,
     Ping,
     Publication,
     Subscribed,
@@ -430,3 +432,84 @@ def test_stop_fails_everything_waiting(runner: Runner) -> None:
     assert late.sub._error is closed
     with pytest.raises(ClientClosed):
         runner.publish()
+
+
+# --- history (protocol.md 5.2, 5.3, 5.11, 8.3) ----------------------------------------
+
+
+def test_last_is_sent_on_every_subscribe_and_in_the_cursor(runner: Runner) -> None:
+    runner.core.subscribe(Subscription("a", None, runner.core.unsubscribe, 3))
+    runner.core.subscribe(Subscription("b", E5, runner.core.unsubscribe))
+    runner.connect()
+    assert runner.take("subscribe") == [
+        {"type": "subscribe", "id": 1, "channel": "a", "last": 3},
+        {"type": "subscribe", "id": 2, "channel": "b", "since": E5.to_wire()},
+    ]
+    assert runner.core.request_cursor() == ({"a": None, "b": E5}, {"a": 3})
+
+
+@pytest.mark.parametrize("since", [None, Position("old", 9)])
+def test_subscribed_since_sets_the_position_and_the_replay_moves_it_on(
+        runner: Runner, since: Position | None) -> None:
+    # A fresh subscription with last (recovered), or one that could not be recovered.
+    recorder = runner.subscribe("chat", since)
+    runner.connect()
+    [subscribe] = runner.take("subscribe")
+    recovered = since is None
+    runner.core.receive(Subscribed(subscribe["id"], "chat", recovered, Position("new", 3),
+                                   Position("new", 1)))
+    assert recorder.sub.position == Position("new", 1)
+    for offset in (2, 3, 3):  # the replay, then a repeat at the seam
+        runner.core.receive(publication(offset, "new"))
+    assert recorder.offsets == ["new:2", "new:3"]
+    assert recorder.events[0] == SubscribedEvent(recovered, since is not None,
+                                                 Position("new", 3), Position("new", 1))
+
+
+def test_a_recovered_resume_keeps_its_position_whatever_since_says(runner: Runner) -> None:
+    # (A tab-shared or earlier subscription may replay from before this client's
+    # position: the seam drops the repeats.)
+    recorder = runner.subscribe("chat", E5)
+    runner.connect()
+    [subscribe] = runner.take("subscribe")
+    runner.core.receive(Subscribed(subscribe["id"], "chat", True, Position("e", 7),
+                                   Position("e", 3)))
+    assert recorder.sub.position == E5
+    for offset in (4, 5, 6, 7):
+        runner.core.receive(publication(offset))
+    assert recorder.offsets == ["e:6", "e:7"]
+
+
+def test_a_history_read_waits_for_the_connection_and_gets_its_page(runner: Runner) -> None:
+    page: Future[HistoryPage] = Future()
+    read = HistoryRead("chat", E5, 10, True, page)
+    runner.core.history(read)
+    assert runner.take() == []
+    runner.connect()
+    [frame] = runner.take()
+    assert frame == {"type": "history", "id": 1, "channel": "chat",
+                     "since": E5.to_wire(), "limit": 10, "reverse": True}
+    runner.core.end()  # lost with the connection: asked again on the next one
+    runner.connect()
+    [again] = runner.take()
+    answer = HistoryPage("chat", (publication(4),), E5, True, again["id"])
+    runner.core.receive(answer)
+    assert page.result() == answer and runner.core.reads == []
+
+
+def test_a_refused_history_read_fails_and_limits_are_checked(runner: Runner) -> None:
+    runner.connect()
+    refused: Future[Any] = Future()
+    runner.core.history(HistoryRead("chat", None, 5, False, refused))
+    [frame] = runner.take()
+    runner.core.receive(Error(ErrorCode.FORBIDDEN, "no", frame["id"], "chat"))
+    with pytest.raises(HistoryError) as info:
+        refused.result()
+    assert info.value.code == ErrorCode.FORBIDDEN and not info.value.temporary
+    with pytest.raises(InvalidInput):
+        runner.core.history(HistoryRead("chat", None, 1001, False, Future()))
+    closed: Future[Any] = Future()
+    runner.core.history(HistoryRead("chat", None, 5, False, closed))
+    runner.core.stop(ClientClosed(1000, "bye"))
+    with pytest.raises(ClientClosed):
+        closed.result()

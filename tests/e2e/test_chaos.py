@@ -190,7 +190,8 @@ async def test_restarted_memory_server_reports_recovered_false_then_delivers(
     make_client, transport: str, codec: str, record_property: Record,
 ) -> None:
     """The memory backend forgets everything with the process: a client resuming from
-    its positions is told ``recovered = false``, and what follows arrives."""
+    its positions is told ``recovered = false``, gets what the new server published
+    before it came back (its history), and what follows arrives."""
     options = {"chaos:*": KEEP_ALL}
     channel = CHANNELS[0]
     async with run_server(channels=options) as first, relay_to(first) as relay:
@@ -214,7 +215,7 @@ async def test_restarted_memory_server_reports_recovered_false_then_delivers(
                 await eventually(lambda: len(confirmations) == 2, timeout=20,
                                  message="the subscription confirmed by the new server")
                 after = [await second.hub.publish(channel, f"after {n}") for n in range(10)]
-                received = await collect(sub, 10)
+                received = await collect(sub, 15)
         finally:
             await client.close()
     report(record_property, f"memory restart {transport}/{codec}", messages=len(after),
@@ -222,10 +223,14 @@ async def test_restarted_memory_server_reports_recovered_false_then_delivers(
     assert confirmations[0].recovered and not confirmations[0].resumed
     assert confirmations[1].resumed and not confirmations[1].recovered
     assert sub.recovered is False
-    assert confirmations[1].position == missed[-1]  # the client continues from here
+    assert confirmations[1].position == missed[-1]
+    # What the new epoch keeps comes first (protocol.md 6.2): nothing the server has
+    # is withheld.
+    assert confirmations[1].since == rtlink.Position(missed[0].epoch, 0)
     assert after[0].epoch != before[0].epoch  # a new history
-    assert [m.data for m in received] == [f"after {n}" for n in range(10)]
-    assert [m.position for m in received] == after
+    assert [m.data for m in received] == ([f"missed {n}" for n in range(5)]
+                                          + [f"after {n}" for n in range(10)])
+    assert [m.position for m in received] == missed + after
 
 
 async def test_restarted_server_on_redis_resumes_without_loss(

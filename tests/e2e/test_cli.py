@@ -188,6 +188,20 @@ def test_tail_since_resumes_after_a_position(server: Server) -> None:
     assert f"resumed after {positions[0]}" in result.stderr
 
 
+def test_tail_last_prints_the_latest_kept_messages_first(server: Server) -> None:
+    positions = [publish(server.url, "test:last", n) for n in range(3)]
+    result = run_cli("tail", server.url, "test:last", "--last", "2", "--count", "2",
+                     "--format", "text")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{positions[1]} test:last 1",
+                                          f"{positions[2]} test:last 2"]
+    every = run_cli("tail", server.url, "test:last", "--last", "all", "--count", "3",
+                    "--format", "text")
+    assert every.stdout.splitlines()[0] == f"{positions[0]} test:last 0"
+    wrong = run_cli("tail", server.url, "test:last", "--last", "0")
+    assert wrong.returncode == 2 and "--last" in wrong.stderr
+
+
 def test_tail_warns_when_the_gap_cannot_be_recovered(server: Server) -> None:
     tail = Proc("tail", server.url, "test:gap", "--since", "no-such-epoch:5", "--count", "1")
     try:
@@ -363,14 +377,14 @@ def test_backend_publish_applies_the_history_size(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{positions[2]} {channel} 2"]
     assert f"resumed after {positions[1]}" in result.stderr
-    # ... while resuming after the first one cannot work.
-    tail = Proc("tail", first.url, channel, "--since", positions[0], "--count", "1",
+    # ... while resuming after the first one cannot work: what is kept is printed.
+    tail = Proc("tail", first.url, channel, "--since", positions[0], "--count", "2",
                 "--format", "text")
     try:
         tail.stderr.wait_for("WARNING: could not resume")
         later = backend_publish(redis_server.url, channel, 3, "--history-size", "1")
         assert tail.wait() == 0
-        assert tail.stdout.rest() == [f"{later} {channel} 3"]
+        assert tail.stdout.rest() == [f"{positions[2]} {channel} 2", f"{later} {channel} 3"]
     finally:
         tail.kill()
 

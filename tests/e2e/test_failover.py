@@ -118,10 +118,17 @@ class Watched:
     def silent_gaps(self) -> int:
         """Messages skipped with no ``recovered=False`` since the last one received."""
         missed, expected = 0, 0
-        for kind, value, _ in self.events:
+        told: rtlink.Position | None = None
+        for kind, value, at in self.events:
             if kind == "subscribed" and not value:
-                expected = None  # told: whatever comes next is fine
+                expected, told = None, at  # told: whatever comes next is fine ...
             elif kind == "message":
+                if told is not None and at.epoch == told.epoch and at.offset <= told.offset:
+                    # ... and so is the replay of what history kept, up to the position
+                    # of the confirmation (protocol.md 6.2): it may repeat or skip what
+                    # the lost history held; what follows it must not.
+                    expected = value + 1
+                    continue
                 if expected is not None and value > expected:
                     missed += value - expected
                 expected = max(expected or 0, value + 1)

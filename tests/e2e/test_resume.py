@@ -66,7 +66,7 @@ async def test_thousand_messages_arrive_once_in_order_across_cuts(make_client) -
         assert relay.connections_made >= 7
 
 
-async def test_subscriber_away_longer_than_history_gets_recovered_false_then_live(
+async def test_subscriber_away_longer_than_history_gets_recovered_false_what_is_kept_then_live(
     make_client,
 ) -> None:
     small = {"*": rtlink.ChannelOptions(history_size=5)}
@@ -87,6 +87,9 @@ async def test_subscriber_away_longer_than_history_gets_recovered_false_then_liv
             assert events[0].recovered and not events[0].resumed
             assert events[1].resumed and not events[1].recovered
             assert sub.recovered is False
+            # What history still keeps is replayed (protocol.md 6.2), then live.
+            kept = await collect(sub, 5)
+            assert [m.data for m in kept] == [f"missed {n}" for n in range(15, 20)]
 
             position = await server.hub.publish("news", "live")
             message = (await collect(sub, 1))[0]

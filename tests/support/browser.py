@@ -140,8 +140,8 @@ const T = (window.T = {
     client.connect().catch((error) => { T.connectError = T.describe(error); });
   },
 
-  subscribe(channel, since = null) {
-    const subscription = window.client.subscribe(channel, {since});
+  subscribe(channel, since = null, last = undefined) {
+    const subscription = window.client.subscribe(channel, {since, last});
     T.subscriptions[channel] = subscription;
     T.messages[channel] = [];
     T.subscribed[channel] = [];

@@ -44,6 +44,8 @@ from rtlink.protocol import (
     Close,
     Error,
     Frame,
+    History,
+    HistoryPage,
     Ping,
     Pong,
     Position,
@@ -186,7 +188,10 @@ data_values = st.one_of(
 )
 
 client_frames: st.SearchStrategy[Frame] = st.one_of(
-    st.builds(Subscribe, request_ids, channels, st.none() | positions),
+    st.builds(Subscribe, request_ids, channels, st.none() | positions,
+              st.none() | request_ids),
+    st.builds(History, request_ids, channels, st.none() | positions, st.integers(1, 1000),
+              st.booleans()),
     st.builds(Unsubscribe, request_ids, channels),
     st.builds(Publish, request_ids, channels, data_values, st.none() | keys),
     st.just(Ping()),
@@ -200,7 +205,13 @@ _numbers = st.one_of(
 
 server_frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Welcome, texts, _numbers, _numbers, st.integers(1, UINT64_MAX), codec_ints),
-    st.builds(Subscribed, st.none() | request_ids, channels, st.booleans(), positions),
+    st.builds(Subscribed, st.none() | request_ids, channels, st.booleans(), positions,
+              st.none() | positions),
+    st.builds(lambda channel, items, position, recovered, rid: HistoryPage(
+        channel, tuple(Publication(channel, data, at) for data, at in items), position,
+        recovered, rid),
+        channels, st.lists(st.tuples(data_values, positions), max_size=3), positions,
+        st.booleans(), st.none() | request_ids),
     st.builds(Ack, request_ids, st.none() | positions),
     st.builds(Publication, channels, data_values, positions),
     st.builds(Error, codec_ints, texts, st.none() | request_ids, st.none() | channels),
@@ -285,8 +296,10 @@ hostile_values = st.one_of(
 
 _FIELDS = ["type", "id", "channel", "since", "data", "key", "position", "epoch", "offset",
            "version", "session", "ping_interval", "pong_timeout", "max_message_size",
-           "recovered", "code", "message", "reason"]
+           "recovered", "code", "message", "reason", "last", "limit", "reverse",
+           "publications"]
 _TYPES = ["subscribe", "unsubscribe", "publish", "ping", "pong", "welcome", "subscribed",
+          "history",
           "ack", "publication", "error", "close", "Publish", "", "publish\x00"]
 
 

@@ -38,7 +38,7 @@ from ..base import (
 from .cluster import ClusterFeeds
 from .errors import translated
 from .feed import ChannelFeeds, unpack
-from .reads import HistoryReads, Read
+from .reads import FORWARD, GAP_OR_LATEST, REVERSE, HistoryReads, Read
 from .scripts import HISTORY, PUBLISH, SHARDED_PUBLISH, TOPS
 from .topology import (
     Client,
@@ -328,12 +328,45 @@ class RedisBackend(Backend):
         known = self._feeds.known(channel)
         if known is not None and (since is None or since == known):
             return HistoryResult([], known, True)
+        return await self._read(channel, since, policy)
+
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """A window of the kept history (see :meth:`Backend.page`): the history script
+        again, shared and batched like every read.
+
+        Raises:
+            BackendUnavailable: as :meth:`history`.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        return await self._read(channel, since, policy, limit, REVERSE if reverse else FORWARD)
+
+    async def replay(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy,
+        last: int | None = None,
+    ) -> HistoryResult:
+        """What a subscription replays (see :meth:`Backend.replay`): with ``since``,
+        one history script reads the gap, or else the latest kept (a storm of clients
+        resuming after Redis lost their history costs one read each, as before)."""
+        if since is None or policy.size <= 0 or policy.ttl <= 0:
+            return await super().replay(channel, since, policy=policy, last=last)
+        known = self._feeds.known(channel)
+        if known is not None and since == known:
+            return HistoryResult([], known, True)
+        return await self._read(channel, since, policy, min(last or 2**53 - 1, policy.size),
+                                GAP_OR_LATEST)
+
+    async def _read(self, channel: str, since: Position | None, policy: HistoryPolicy,
+                    limit: int = 0, mode: int = FORWARD) -> HistoryResult:
         if policy.size <= 0 or policy.ttl <= 0:
             size, ttl_ms = 0, 0
         else:
             size, ttl_ms = policy.size, _ms(policy.ttl)
         return await self._reads.read(
-            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy)),
+            Read(channel, since, size, ttl_ms, self._meta_ttl_ms(policy), limit, mode),
             self._feeds.delivered(channel))
 
     async def subscribe(self, channel: str) -> None:
@@ -373,7 +406,9 @@ class RedisBackend(Backend):
             keys += (self._key(read.channel, "meta"), self._key(read.channel, "log"))
             args += ("" if since is None else since.epoch,
                      0 if since is None else since.offset,
-                     read.size, read.ttl_ms, read.meta_ttl_ms)
+                     read.size, read.ttl_ms, read.meta_ttl_ms,
+                     # "All" is 2**53-1: any count above the most a log keeps is that.
+                     min(read.limit, 2**31), read.mode)
         with self._translated("history", keys[0]):
             reply = await self._history_script(keys=keys, args=args)
         results = []
@@ -381,16 +416,12 @@ class RedisBackend(Backend):
         for read in reads:
             epoch, top = reply[at].decode(), int(reply[at + 1])
             recovered, count = bool(reply[at + 2]), int(reply[at + 3])
-            data = reply[at + 4:at + 4 + count]
-            at += 4 + count
-            position = Position(epoch, top)
-            if not recovered:
-                results.append(HistoryResult([], position, False))
-                continue
-            first = top - count + 1
+            entries = reply[at + 4:at + 4 + 2 * count]
+            at += 4 + 2 * count
             results.append(HistoryResult(
-                [Publication(read.channel, unpack(raw), Position(epoch, first + i))
-                 for i, raw in enumerate(data)], position, True))
+                [Publication(read.channel, unpack(entries[i + 1]),
+                             Position(epoch, int(entries[i])))
+                 for i in range(0, len(entries), 2)], Position(epoch, top), recovered))
         return results
 
     def _slot(self, channel: str) -> int:

@@ -28,18 +28,27 @@ from ...errors import BackendUnavailable
 from ...protocol import Position
 from ..base import HistoryResult
 
-__all__ = ["Read", "HistoryReads"]
+__all__ = ["Read", "HistoryReads", "FORWARD", "REVERSE", "GAP_OR_LATEST"]
+
+
+#: What a :class:`Read` with a limit reads: a page forward or backwards
+#: (:meth:`~rtlink.backends.base.Backend.page`), or the gap after ``since`` and else
+#: the latest kept (:meth:`~rtlink.backends.base.Backend.replay`).
+FORWARD, REVERSE, GAP_OR_LATEST = 0, 1, 2
 
 
 @attrs.frozen
 class Read:
-    """One history read: the history script's arguments for one channel."""
+    """One history read: the history script's arguments for one channel. Without a
+    ``limit`` (0) the gap after ``since``; with one, what ``mode`` says."""
 
     channel: str
     since: Position | None
     size: int
     ttl_ms: int
     meta_ttl_ms: int
+    limit: int = 0
+    mode: int = FORWARD
 
 
 #: Runs one batch of reads (one script, or one per slot) and answers in their order.

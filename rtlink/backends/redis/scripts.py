@@ -1,11 +1,12 @@
 """The Lua scripts of the Redis engine: each runs atomically inside Redis.
 
 ``PUBLISH`` assigns the position, appends to history, de-duplicates by idempotency key
-and publishes; ``HISTORY`` reads the gaps of many channels since their positions (the
-reads of a storm go in batches, see :mod:`.reads`); ``TOPS`` reads the latest position
-of many channels at once (a node catching up after a reconnection reads
-history only where a channel moved on). All begin with ``EPOCH``, which decides a
-channel's epoch (see its comment: why a restart or a failover of Redis starts a new one).
+and publishes; ``HISTORY`` reads the gaps of many channels since their positions, or
+pages of what they keep (the reads of a storm go in batches, see :mod:`.reads`);
+``TOPS`` reads the latest position of many channels at once (a node catching up after
+a reconnection reads history only where a channel moved on). All begin with
+``EPOCH``, which decides a channel's epoch (see its comment: why a restart or a
+failover of Redis starts a new one).
 
 History is a list per channel (``RPUSH``, trimmed from the head), one entry per kept
 publication: ``"<ms> <offset> <data>"``, where ``ms`` is Redis's clock when it was
@@ -33,6 +34,18 @@ __all__ = ["EPOCH", "PUBLISH", "SHARDED_PUBLISH", "HISTORY", "TOPS"]
 # about 3 us inside the script, once per script however many channels it reads.
 EPOCH = """
 local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+-- Entries of a log published at or before `cutoff` (ms) leave from its head, the
+-- oldest end (PUBLISH as it appends, HISTORY before it reads a page).
+local function expire_head(log, cutoff)
+  while true do
+    local head = redis.call('LINDEX', log, 0)
+    if not head or tonumber(string.sub(head, 1, string.find(head, ' ', 1, true) - 1))
+        > cutoff then
+      return
+    end
+    redis.call('LPOP', log)
+  end
+end
 -- write(...) runs a write command: redis.call in PUBLISH and HISTORY; in TOPS one that
 -- answers false where writes are refused (a read-only replica), and epoch_of then
 -- answers what is recorded (false for a channel without one).
@@ -86,16 +99,8 @@ if size > 0 and ttl > 0 then
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('RPUSH', log, ms .. ' ' .. offset .. ' ' .. ARGV[2])
   redis.call('LTRIM', log, -size, -1)
-  -- Entries older than the TTL leave from the head, the oldest end: one LINDEX per
-  -- publish once nothing is too old.
-  while true do
-    local head = redis.call('LINDEX', log, 0)
-    if not head or tonumber(string.sub(head, 1, string.find(head, ' ', 1, true) - 1))
-        > ms - ttl then
-      break
-    end
-    redis.call('LPOP', log)
-  end
+  -- One LINDEX per publish once nothing is too old.
+  expire_head(log, ms - ttl)
   redis.call('PEXPIRE', log, ttl)
 end
 local key_ttl = tonumber(ARGV[5])
@@ -116,13 +121,25 @@ assert SHARDED_PUBLISH != PUBLISH
 # KEYS: meta, log of channel 1, meta, log of channel 2, ... (one slot on a cluster)
 # ARGV: a random token (channel i's new epoch, if it needs one, is the first 8 hex
 #       digits of SHA1(token .. i)), then for each channel: since epoch ('' for
-#       none), since offset, size, ttl ms (0: no TTL check), meta ttl ms
-# Returns for each channel in turn {epoch, top offset, recovered 0/1, count, data...}:
-# the data of offsets since+1 .. top, oldest first, when recovered (count of them).
+#       none), since offset, size, ttl ms (0: no TTL check), meta ttl ms, limit, mode
+# A read with limit 0 is a gap: the data of offsets since+1 .. top when they are all
+# kept (recovered), else nothing. A read with a limit is, by mode (reads.py), a page
+# (0 forward, 1 reverse: Backend.page): at most limit kept entries after since (or
+# from the oldest kept), or before since (or up to the newest), and whether since was
+# honoured (recovered); or (2: Backend.replay) the gap, and when it cannot be filled
+# the latest limit kept entries (not recovered).
+# Returns for each channel in turn {epoch, top offset, recovered 0/1, count, then
+# count times: offset, data}, oldest first.
 HISTORY = EPOCH + """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local result = {}
+-- The offset of a log entry, and where its data begins.
+local function offset_of(entry)
+  local first = string.find(entry, ' ', 1, true)
+  local second = string.find(entry, ' ', first + 1, true)
+  return tonumber(string.sub(entry, first + 1, second - 1)), second + 1
+end
 -- The entries since+1 .. top of a log, or nil when they are not all there.
 local function gap(log, epoch, top, since_epoch, since, size, ttl)
   if since_epoch == '' or (since_epoch == epoch and since == top) then
@@ -140,31 +157,87 @@ local function gap(log, epoch, top, since_epoch, since, size, ttl)
     return nil
   end
   local oldest = entries[1]
-  local first = string.find(oldest, ' ', 1, true)
-  local second = string.find(oldest, ' ', first + 1, true)
-  if tonumber(string.sub(oldest, first + 1, second - 1)) ~= since + 1 then
+  if offset_of(oldest) ~= since + 1 then
     return nil
   end
-  if ttl > 0 and tonumber(string.sub(oldest, 1, first - 1)) <= now_ms - ttl then
+  if ttl > 0 and tonumber(string.sub(oldest, 1, string.find(oldest, ' ', 1, true) - 1))
+      <= now_ms - ttl then
     return nil
   end
   return entries
 end
+-- A window of the kept entries of a log (rtlink.backends.base.page_bounds says which),
+-- and whether since was honoured.
+local function page(log, epoch, top, since_epoch, since, ttl, limit, reverse)
+  if ttl > 0 then
+    expire_head(log, now_ms - ttl)
+  end
+  local n = redis.call('LLEN', log)
+  local oldest, newest = top + 1, top
+  if n > 0 then
+    oldest = offset_of(redis.call('LINDEX', log, 0))
+    newest = offset_of(redis.call('LINDEX', log, -1))
+  end
+  local known = since_epoch == epoch and since <= top
+  local first, last, recovered
+  if reverse then
+    last = newest
+    if known and since - 1 < newest then
+      last = since - 1
+    end
+    first = math.max(oldest, last - limit + 1)
+    recovered = since_epoch == '' or known
+  else
+    if known and since + 1 >= oldest then
+      first, recovered = since + 1, true
+    else
+      first, recovered = oldest, since_epoch == ''
+    end
+    last = math.min(newest, first + limit - 1)
+  end
+  if n == 0 or last < first then
+    return {}, recovered
+  end
+  if newest - oldest + 1 == n then  -- consecutive offsets: the window by index
+    return redis.call('LRANGE', log, first - oldest, last - oldest), recovered
+  end
+  -- Holes (the channel's policy changed in between): read all, keep the window.
+  local entries = {}
+  for _, entry in ipairs(redis.call('LRANGE', log, 0, -1)) do
+    local offset = offset_of(entry)
+    if offset >= first and offset <= last then
+      entries[#entries + 1] = entry
+    end
+  end
+  return entries, recovered
+end
 for c = 1, #KEYS / 2 do
-  local meta, log, a = KEYS[2 * c - 1], KEYS[2 * c], 2 + (c - 1) * 5
+  local meta, log, a = KEYS[2 * c - 1], KEYS[2 * c], 2 + (c - 1) * 7
   local epoch, top = epoch_of(meta, log, string.sub(redis.sha1hex(ARGV[1] .. c), 1, 8),
                               redis.call)
   redis.call('PEXPIRE', meta, ARGV[a + 4])
-  local entries = gap(log, epoch, top, ARGV[a], tonumber(ARGV[a + 1]),
-                      tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+  local limit, mode = tonumber(ARGV[a + 5]), ARGV[a + 6]
+  local entries, recovered
+  if limit == 0 or mode == '2' then
+    entries = gap(log, epoch, top, ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+                  tonumber(ARGV[a + 3]))
+    recovered = entries ~= nil
+    if not entries and limit > 0 then
+      entries = page(log, epoch, top, '', 0, tonumber(ARGV[a + 3]), limit, true)
+    end
+  else
+    entries, recovered = page(log, epoch, top, ARGV[a], tonumber(ARGV[a + 1]),
+                              tonumber(ARGV[a + 3]), limit, mode == '1')
+  end
+  entries = entries or {}
   result[#result + 1] = epoch
   result[#result + 1] = top
-  result[#result + 1] = entries and 1 or 0
-  result[#result + 1] = entries and #entries or 0
-  for i = 1, (entries and #entries or 0) do
-    local entry = entries[i]
-    local space = string.find(entry, ' ', string.find(entry, ' ', 1, true) + 1, true)
-    result[#result + 1] = string.sub(entry, space + 1)
+  result[#result + 1] = recovered and 1 or 0
+  result[#result + 1] = #entries
+  for i = 1, #entries do
+    local offset, data = offset_of(entries[i])
+    result[#result + 1] = offset
+    result[#result + 1] = string.sub(entries[i], data)
   end
 end
 return result

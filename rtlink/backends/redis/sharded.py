@@ -106,6 +106,21 @@ class ShardedRedisBackend(Backend):
         """Read history on the channel's shard."""
         return await self.shard_for(channel).history(channel, since, policy=policy)
 
+    async def replay(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy,
+        last: int | None = None,
+    ) -> HistoryResult:
+        """Read what a subscription replays on the channel's shard."""
+        return await self.shard_for(channel).replay(channel, since, policy=policy, last=last)
+
+    async def page(
+        self, channel: str, since: Position | None, *, policy: HistoryPolicy, limit: int,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """Read a page of history on the channel's shard."""
+        return await self.shard_for(channel).page(channel, since, policy=policy, limit=limit,
+                                                  reverse=reverse)
+
     async def subscribe(self, channel: str) -> None:
         """Subscribe the node to the channel on its shard."""
         await self.shard_for(channel).subscribe(channel)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 import rtlink
-from tests.support import collect, seconds
+from tests.support import FAST_RECONNECT, Relay, collect, seconds
 from tests.support.browser import Chromium, expect
 
 from .runner import Example, run_example, start_example
@@ -52,6 +53,9 @@ async def test_page_shows_transport_and_chats_with_python(chat: Example,
                                                           chromium: Chromium) -> None:
     async with rtlink.Client(chat.url + "rt") as client, client.subscribe(ROOM) as room:
         await room.wait_subscribed()
+        # Said before the page joins: it shows the room's recent messages first.
+        await client.publish(ROOM, {"from": "python", "text": "before you came"})
+        await collect(room, 1)
         async with chromium.page(chat.url) as page:
             await expect(page.page.locator("#state")).to_have_text("connected")
             await expect(page.page.locator("#transport")).to_have_text("websocket")
@@ -62,7 +66,11 @@ async def test_page_shows_transport_and_chats_with_python(chat: Example,
             assert message.data == {"from": "page", "text": "hello from the page"}
             await client.publish(ROOM, {"from": "python", "text": "hello page"})
             log = page.page.locator("#log li")
-            await expect(log).to_have_text(["pagehello from the page", "pythonhello page"])
+            await expect(log.last).to_have_text("pythonhello page")
+            # The room's history (with what other tests of the module said), then live.
+            texts = await log.all_inner_texts()
+            assert [text.replace("\n", "") for text in texts[-3:]] == [
+                "pythonbefore you came", "pagehello from the page", "pythonhello page"], texts
             await expect(page.page.locator("#pending li")).to_have_count(0)
 
 
@@ -100,3 +108,40 @@ async def test_messages_typed_while_offline_are_sent_once_on_reconnect(
             async with rtlink.Client(second.url + "rt") as client:
                 await client.publish(ROOM, {"from": "python", "text": "marker"})
             await expect(log).to_have_text(["ntyped offline", "nand again", "pythonmarker"])
+
+
+async def test_messages_sent_offline_reach_a_window_that_reconnects_after_them() -> None:
+    # The walkthrough of issue 21: two windows; the server stops (its memory backend,
+    # and with it the channel's history and epoch, is gone); window A keeps typing; the
+    # server comes back; A reconnects first and sends what it typed; then B reconnects.
+    # B resumes from a position of the lost epoch: the gap cannot be recovered, and the
+    # server replays what the new epoch keeps, A's messages (protocol.md 6.2).
+    first = await start_example("chat")
+    relay = await Relay(first.port).start()  # B's way in, closed while A goes first
+    try:
+        async with rtlink.Client(first.url + "rt", **FAST_RECONNECT) as a, \
+                rtlink.Client(f"http://127.0.0.1:{relay.port}/rt", **FAST_RECONNECT) as b:
+            events: list[rtlink.SubscribedEvent] = []
+            room = b.subscribe(ROOM)
+            room.on("subscribed", events.append)
+            await room.wait_subscribed()
+            await a.publish(ROOM, {"from": "a", "text": "before"})
+            assert [m.data["text"] for m in await collect(room, 1)] == ["before"]
+
+            relay.refuse = True
+            assert await first.stop() == 0, first.output
+            await b.wait_for_state(rtlink.ConnectionState.DISCONNECTED)
+            offline = [asyncio.ensure_future(a.publish(ROOM, {"from": "a", "text": text}))
+                       for text in ("typed offline", "and again")]
+            async with run_example("chat", "--port", str(first.port)):
+                a.reconnect()
+                async with asyncio.timeout(seconds(20)):
+                    await asyncio.gather(*offline)  # applied by the new server
+                relay.refuse = False
+                b.reconnect()
+                texts = [m.data["text"] for m in await collect(room, 2)]
+                assert texts == ["typed offline", "and again"]
+                assert events[-1].resumed and not events[-1].recovered
+    finally:
+        await relay.close()
+        await first.stop()

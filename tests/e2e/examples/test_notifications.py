@@ -157,3 +157,19 @@ async def test_page_through_nginx_uses_sse_and_catches_up(notifications: Example
             ["third", "second", "first"], texts
         await expect(page.page.locator("#items li.new")).to_have_count(2)
         await expect(page.page.locator("#notice")).to_have_text("")
+
+
+async def test_a_first_visit_shows_the_latest_notifications(notifications: Example,
+                                                           chromium: Chromium) -> None:
+    # Sent before judy ever opened the page: the first visit shows the last 20 kept.
+    for n in range(22):
+        await notify(notifications, "karl", "judy", f"early {n}")
+    async with chromium.page(notifications.url) as page:
+        await page.page.fill("#name", "judy")
+        await page.page.press("#name", "Enter")
+        await expect(page.page.locator("#state")).to_have_text("connected")
+        items = page.page.locator("#items li")
+        await expect(items).to_have_count(20)
+        await expect(items.first).to_contain_text("karl: early 21")
+        await expect(items.last).to_contain_text("karl: early 2")
+        await expect(page.page.locator("#notice")).to_have_text("")
