@@ -1,6 +1,7 @@
 """Every use of a private aiohttp name in rtlink, in one place.
 
-aiohttp has no public API for three things rtlink needs; each function or class below
+aiohttp has no public API for three things rtlink needs, and one public API is too slow
+for the fan-out; each function or class below
 reaches into aiohttp for one of them, says why, and says what breaks without it. Nothing else
 in rtlink may touch a private aiohttp name (one starting with ``_``): import it from
 here. ``tests/test_aiohttp_internals.py`` checks every name on the installed aiohttp,
@@ -17,6 +18,8 @@ The private names, and their users:
 * ``WebSocketResponse._post_start()``, ``RequestHandler._message_tail`` and
   ``RequestHandler._payload_parser`` (:class:`MaskedWebSocketResponse`): the server's
   WebSocket transport.
+* ``BaseProtocol._paused`` and ``WebSocketResponse._closed`` (:class:`FrameWriter`):
+  the server's WebSocket transport.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-__all__ = ["wait_writable", "client_websocket_transport", "MaskCheck",
+__all__ = ["wait_writable", "FrameWriter", "client_websocket_transport", "MaskCheck",
            "MaskedWebSocketResponse"]
 
 
@@ -48,6 +51,44 @@ async def wait_writable(protocol: web.RequestHandler) -> None:
     consumer closed at ``outbound_limit``, nothing lost) would be gone.
     """
     await protocol._drain_helper()
+
+
+class FrameWriter:
+    """The write of one frame straight to a server WebSocket's transport: a base of
+    sinks with ``_transport`` (``request.transport``), ``_protocol``
+    (``request.protocol``), ``_ws`` and ``_framed(message)`` (the WebSocket frame of a
+    message).
+
+    Why: the hub's in-line fan-out calls :meth:`write_one` once per delivery, and
+    ``request.protocol.writing_paused`` and ``ws.closed`` (properties) cost more than the
+    rest of it: about 1,200 of 8,200 instructions per subscriber of a channel with 1,000
+    (callgrind). :meth:`write_one` reads the attributes behind them instead. Without it:
+    the public properties, about 0.3 µs more per delivery.
+    """
+
+    __slots__ = ()
+    _transport: asyncio.Transport | None
+    _protocol: web.RequestHandler
+    _ws: web.WebSocketResponse
+
+    def _framed(self, message: bytes) -> bytes:
+        raise NotImplementedError
+
+    def write_one(self, frame: bytes, framed: dict[Any, bytes]) -> bool:
+        """Write the encoded ``frame`` as one message (its wire bytes cached in
+        ``framed`` by frame) and return True; False, with nothing written, when the
+        transport is closing or gone, writing is paused, or the WebSocket is closed (a
+        close frame may have gone out): what ``transport.is_closing()``,
+        ``protocol.writing_paused`` and ``ws.closed`` tell."""
+        transport = self._transport
+        if (transport is None or transport.is_closing() or self._protocol._paused
+                or self._ws._closed):
+            return False
+        data = framed.get(frame)
+        if data is None:
+            data = framed[frame] = self._framed(frame)
+        transport.write(data)
+        return True
 
 
 def client_websocket_transport(

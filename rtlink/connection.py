@@ -79,6 +79,11 @@ class DirectSink(Sink, Protocol):
         framed once per flush, not once per connection.
         """
 
+    def write_one(self, frame: bytes,
+                  framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
+        """:meth:`write_now` of the one encoded ``frame``: what the hub's in-line
+        fan-out calls once per subscriber, so it is kept to the checks alone."""
+
     async def drained(self) -> None:
         """Wait until the transport takes writes again (returns at once if it does)."""
 
@@ -369,9 +374,9 @@ class Connection:
         """Queue one encoded frame, or write it at once when nothing else waits and the
         transport takes it (the hub fanning out in line; ``framed`` as for
         :meth:`DirectSink.write_now`)."""
-        if (not self._queue and self._direct is not None and not self._writing
-                and self.close_code is None
-                and self._direct.write_now([encoded], self.codec, framed)):
+        direct = self._direct
+        if (direct is not None and not self._queue and not self._writing
+                and self.close_code is None and direct.write_one(encoded, framed)):
             return
         self.deliver(encoded)
 

@@ -19,7 +19,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 
-from rtlink.aiohttp_internals import MaskCheck, client_websocket_transport, wait_writable
+from rtlink.aiohttp_internals import (
+    FrameWriter,
+    MaskCheck,
+    client_websocket_transport,
+    wait_writable,
+)
 from tests.support import seconds
 
 VERSION = aiohttp.__version__
@@ -74,6 +79,17 @@ def test_a_websocket_response_installs_its_reader_in_post_start() -> None:
     for name in ("_message_tail", "_payload_parser"):
         assert name in web.RequestHandler.__slots__, renamed(
             f"RequestHandler.{name}", "MaskedWebSocketResponse")
+
+
+def test_the_properties_frame_writer_reads_around_are_plain_attributes() -> None:
+    assert "_paused" in BaseProtocol.__slots__, renamed("BaseProtocol._paused",
+                                                        "FrameWriter")
+    assert inspect.getsource(BaseProtocol.writing_paused.fget).rstrip().endswith(
+        "return self._paused"), renamed("BaseProtocol.writing_paused as _paused",
+                                        "FrameWriter")
+    assert inspect.getsource(web.WebSocketResponse.closed.fget).rstrip().endswith(
+        "return self._closed"), renamed("WebSocketResponse.closed as _closed",
+                                        "FrameWriter")
 
 
 async def test_a_client_websocket_has_a_private_response_holding_its_connection() -> None:
@@ -211,6 +227,55 @@ async def test_client_websocket_transport_is_the_socket_and_abort_drops_it() -> 
             # No close frame reached the server: it saw the connection drop (1006).
             assert await server_saw in (aiohttp.WSCloseCode.ABNORMAL_CLOSURE, None)
         await ws.close()
+
+
+class _Writer(FrameWriter):
+    """FrameWriter over one server WebSocket; frames are written as they are (a text
+    frame header is put in front)."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self._transport = request.transport
+        self._protocol = request.protocol
+        self._ws = ws
+
+    def _framed(self, message: bytes) -> bytes:
+        return bytes([0x81, len(message)]) + message
+
+
+async def test_frame_writer_writes_exactly_when_the_public_properties_allow() -> None:
+    """write_one agrees with ``transport.is_closing() or protocol.writing_paused or
+    ws.closed`` while writing is paused and resumed and once the WebSocket closes, and
+    what it writes reaches the client as a message."""
+    answers: asyncio.Queue[tuple[bool, bool]] = asyncio.Queue()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        writer = _Writer(request, ws)
+        transport = request.transport
+        assert transport is not None
+
+        async def probe(frame: bytes) -> None:
+            blocked = (transport.is_closing() or request.protocol.writing_paused
+                       or ws.closed)
+            await answers.put((writer.write_one(frame, {}), not blocked))
+
+        await probe(b"one")
+        request.protocol.pause_writing()  # what asyncio calls at the high-water mark
+        await probe(b"paused")
+        request.protocol.resume_writing()
+        await probe(b"two")
+        await ws.close()
+        await probe(b"closed")
+        return ws
+
+    async with serve("/ws", handler) as url, aiohttp.ClientSession() as session:
+        async with session.ws_connect(url + "/ws") as ws:
+            received = [(await ws.receive(timeout=seconds(5))).data for _ in range(2)]
+            assert received == ["one", "two"]
+        async with asyncio.timeout(seconds(5)):
+            results = [await answers.get() for _ in range(4)]
+        assert results == [(True, True), (False, False), (True, True), (False, False)]
 
 
 # --- MaskCheck: finding unmasked client frames (pure) ---------------------------------

@@ -299,6 +299,10 @@ class DirectMemorySink(MemorySink):
         self.messages.append(codec.join(frames))
         return True
 
+    def write_one(self, frame: bytes, framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
+        self.messages.append(frame)
+        return True
+
     async def drained(self) -> None:
         pass
 

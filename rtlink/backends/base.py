@@ -224,6 +224,14 @@ class Backend(abc.ABC):
             BackendUnavailable: the engine cannot be reached; nothing was published.
         """
 
+    #: An in-process backend that publishes without waiting (the memory backend) sets
+    #: this to a method ``(channel, data, key, policy) -> (position, duplicate)`` doing
+    #: what :meth:`publish` does, synchronously; None (the default) means "await
+    #: :meth:`publish`". The hub takes it when it is there: a publication then costs no
+    #: coroutine and no :class:`PublishResult` (per-user channels, one publication each).
+    publish_now: Callable[[str, object, str | None, HistoryPolicy],
+                          tuple[Position, bool]] | None = None
+
     @abc.abstractmethod
     async def history(
         self, channel: str, since: Position | None, *, policy: HistoryPolicy

@@ -71,8 +71,10 @@ class _Channel:
         and expired idempotency keys."""
         history = self.history
         if history:
-            excess = len(history) - max(policy.size, 0)
-            for _ in range(excess):
+            size = policy.size
+            # Not max(size, 0): this runs on every publish, and max() costs more than
+            # the rest of this block.
+            for _ in range(len(history) - (size if size > 0 else 0)):
                 history.popleft()
             cutoff = now - policy.ttl
             while history and history[0][1] <= cutoff:
@@ -169,6 +171,10 @@ class MemoryBackend(Backend):
         self._subscribed: set[str] = set()
         self._listener: PublicationListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        # Unless a subclass overrides publish() (to watch or change it): that must see
+        # every publication, so the hub then awaits it.
+        self.publish_now = (self._publish_now if type(self).publish is MemoryBackend.publish
+                            else None)
 
     @property
     def clock(self) -> Clock:
@@ -220,12 +226,19 @@ class MemoryBackend(Backend):
         Returns:
             The new position, or the original one with ``duplicate=True``.
         """
+        position, duplicate = self._publish_now(channel, data, key, policy)
+        return PublishResult(position, duplicate)
+
+    def _publish_now(self, channel: str, data: object, key: str | None,
+                     policy: HistoryPolicy) -> tuple[Position, bool]:
+        """:meth:`publish`, synchronously: ``(position, duplicate)`` (this backend's
+        :attr:`~rtlink.backends.base.Backend.publish_now`)."""
         now = self._clock()
         state = self._use(channel, now, policy)
         if key is not None:
             seen = state.keys.get(key)
             if seen is not None and seen[1] > now:
-                return PublishResult(seen[0], duplicate=True)
+                return seen[0], True
         state.offset += 1
         position = Position(state.epoch, state.offset)
         publication = Publication(channel, data, position)
@@ -243,7 +256,7 @@ class MemoryBackend(Backend):
                 self._listener(publication)
             except Exception:
                 logger.exception("publication listener failed for channel %r", channel)
-        return PublishResult(position)
+        return position, False
 
     async def history(
         self, channel: str, since: Position | None, *, policy: HistoryPolicy

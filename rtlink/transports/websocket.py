@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..aiohttp_internals import MaskedWebSocketResponse, wait_writable
+from ..aiohttp_internals import FrameWriter, MaskedWebSocketResponse, wait_writable
 from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
 from ..hub import Hub
@@ -76,7 +76,7 @@ class _WebSocketSink:
             transport.abort()
 
 
-class _DirectWebSocketSink(_WebSocketSink):
+class _DirectWebSocketSink(_WebSocketSink, FrameWriter):
     """A :class:`~rtlink.connection.DirectSink` over an uncompressed WebSocket.
 
     The hub's flush frames messages itself and writes them straight to the transport,
@@ -95,19 +95,25 @@ class _DirectWebSocketSink(_WebSocketSink):
 
     def write_now(self, frames: list[bytes], codec: Codec,
                   framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
+        if len(frames) == 1:
+            return self.write_one(frames[0], framed)
         transport = self._transport
         if (transport is None or transport.is_closing() or self._protocol.writing_paused
                 or self._ws.closed):
             return False
         # A codec has a single opcode (JSON: text, msgpack: binary) and the encodings
         # of two codecs never coincide, so the frames alone are a valid cache key.
-        key = frames[0] if len(frames) == 1 else tuple(frames)
+        key = tuple(frames)
         data = framed.get(key)
         if data is None:
-            message = frames[0] if len(frames) == 1 else codec.join(frames)
-            data = framed[key] = _frame_header(self._first_byte, len(message)) + message
+            data = framed[key] = self._framed(codec.join(frames))
         transport.write(data)
         return True
+
+    # write_one: FrameWriter's.
+
+    def _framed(self, message: bytes) -> bytes:
+        return _frame_header(self._first_byte, len(message)) + message
 
     async def drained(self) -> None:
         protocol = self._protocol

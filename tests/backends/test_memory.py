@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from rtlink.backends.base import Backend, HistoryPolicy
+from rtlink import Hub
+from rtlink.backends.base import Backend, HistoryPolicy, PublishResult
 from rtlink.backends.memory import MemoryBackend
 from rtlink.protocol import Position, Publication
 
@@ -274,6 +275,44 @@ async def test_publish_before_start_stores_without_delivering(clock: FakeClock) 
     result = await backend.publish("a", "x", key=None, policy=POLICY)
     assert result.position.offset == 1
     await backend.close()
+
+
+async def test_publish_now_is_publish_synchronously(clock: FakeClock) -> None:
+    """The hub's synchronous path (Backend.publish_now) stores, de-duplicates and
+    delivers like publish(), whose positions continue from it."""
+    received: list[Publication] = []
+    backend = MemoryBackend(clock=clock, sweep_interval=None)
+    await backend.start(received.append, lambda channel: None)
+    await backend.subscribe("a")
+    assert backend.publish_now is not None
+    position, duplicate = backend.publish_now("a", "x", "k", POLICY)
+    assert (position.offset, duplicate) == (1, False)
+    assert backend.publish_now("a", "again", "k", POLICY) == (position, True)
+    second = await backend.publish("a", "y", key=None, policy=POLICY)
+    assert second.position == Position(position.epoch, 2)
+    assert received == [Publication("a", "x", position), Publication("a", "y", second.position)]
+    await backend.close()
+
+
+async def test_a_subclass_overriding_publish_sees_every_hub_publication() -> None:
+    """The hub takes publish_now when the backend has one; a subclass that overrides
+    publish() has none, so the hub awaits its publish() and nothing bypasses it."""
+    class Watched(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__(sweep_interval=None)
+            self.seen: list[object] = []
+
+        async def publish(self, channel: str, data: object, *, key: str | None,
+                          policy: HistoryPolicy) -> PublishResult:
+            self.seen.append(data)
+            return await super().publish(channel, data, key=key, policy=policy)
+
+    backend = Watched()
+    assert backend.publish_now is None
+    async with Hub(backend) as hub:
+        await hub.publish("a", 1)
+        await hub.publish("a", 2, key="k")
+    assert backend.seen == [1, 2]
 
 
 async def test_close_drops_state(backend: MemoryBackend) -> None:
