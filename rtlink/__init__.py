@@ -42,10 +42,12 @@ from .errors import (
     OutboxFull,
     ProtocolError,
     PublishError,
+    ReadError,
     RtlinkError,
     SubscribeError,
 )
 from .hub import Hub
+from .presence import Diff, Member, PresenceInfo
 from .protocol import Position, Publication
 from .publisher import Publisher
 from .server import attach
@@ -66,6 +68,9 @@ __all__ = [
     "forget_transports",
     "Position",
     "Publication",
+    "Member",
+    "PresenceInfo",
+    "Diff",
     "CloseCode",
     "ErrorCode",
     "RtlinkError",
@@ -77,6 +82,7 @@ __all__ = [
     "BackendUnavailable",
     "PublishError",
     "SubscribeError",
+    "ReadError",
     "OutboxFull",
     "ClientClosed",
 ]

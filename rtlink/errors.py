@@ -8,7 +8,8 @@ The tree::
      │    └── FrameError         one frame is invalid (carries an ErrorCode and request id)
      ├── RequestError            the server answered a request with an error frame
      │    ├── SubscribeError       ... for subscribe
-     │    └── PublishError         ... for publish
+     │    ├── PublishError         ... for publish
+     │    └── ReadError            ... for a read (presence)
      ├── ChannelError            server side: a channel request is refused (ErrorCode)
      ├── AuthenticationError     server side: raised by an authenticate hook to refuse
      │                             (carries the CloseCode: 4500, or 4003 for fresh ones)
@@ -33,6 +34,7 @@ __all__ = [
     "RequestError",
     "SubscribeError",
     "PublishError",
+    "ReadError",
     "ChannelError",
     "AuthenticationError",
     "BackendError",
@@ -106,6 +108,10 @@ class SubscribeError(RequestError):
 
 class PublishError(RequestError):
     """A publish request was refused."""
+
+
+class ReadError(RequestError):
+    """A read request (``presence``) was refused."""
 
 
 class ChannelError(RtlinkError):

@@ -29,7 +29,7 @@ in ``js-client/src/positions.js`` (``isAfter``, ``formatCursor``, ``parseCursor`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypeAlias, TypeGuard
 
 import attrs
@@ -146,27 +146,36 @@ def is_after(position: Position, last: Position | None) -> bool:
     return last is None or position.offset > last.offset or position.epoch != last.epoch
 
 
-def format_cursor(cursor: Cursor) -> str:
+def format_cursor(cursor: Cursor, presence: Collection[str] = ()) -> str:
     """The text form of a cursor (compact JSON, ASCII only), as :func:`parse_cursor`
-    reads it: what clients put in ``subs`` and servers in SSE event ids."""
-    return json.dumps(
-        {channel: None if position is None else position.to_wire()
-         for channel, position in cursor.items()},
-        separators=(",", ":"),
-    )
+    reads it: what clients put in ``subs`` and servers in SSE event ids. The channels
+    in ``presence`` are written as objects with ``"presence": true`` (and the
+    position's ``epoch`` and ``offset``, if any): their presence events are asked for."""
+    entries: dict[str, Any] = {}
+    for channel, position in cursor.items():
+        entry = None if position is None else position.to_wire()
+        if channel in presence:
+            entry = {"presence": True, **(entry or {})}
+        entries[channel] = entry
+    return json.dumps(entries, separators=(",", ":"))
 
 
-def parse_cursor(text: str | None, limit: int) -> dict[str, Position | None]:
+def parse_cursor(text: str | None, limit: int,
+                 presence: set[str] | None = None) -> dict[str, Position | None]:
     """Parse the text of a cursor: a JSON object mapping channel names to a position
-    map or null (``subs``, ``Last-Event-ID``). Absent or empty text is no channel.
+    map, null, or an object (``subs``, ``Last-Event-ID``). Absent or empty text is no
+    channel.
 
     ``{"news": {"epoch": "a1b2c3d4", "offset": 41}, "chat:lobby": null}`` subscribes
     to ``news`` resuming after offset 41 and to ``chat:lobby`` from now on. A repeated
-    channel counts once, with its last value.
+    channel counts once, with its last value. An object without ``epoch`` and
+    ``offset`` stands for null; ``"presence": true`` in an object asks for the
+    channel's presence events (``{"chat:lobby": {"presence": true}}``).
 
     Args:
         text: the cursor text.
         limit: the most channels allowed.
+        presence: if given, the channels asking for presence events are added to it.
 
     Raises:
         InvalidInput: the text is not such an object, names an invalid channel or
@@ -189,6 +198,14 @@ def parse_cursor(text: str | None, limit: int) -> dict[str, Position | None]:
     try:
         for channel, position in raw.items():
             validate_channel(channel)
+            if isinstance(position, dict):
+                wants = position.get("presence", False)
+                if not isinstance(wants, bool):
+                    raise InvalidInput(f"{channel}: presence must be a boolean")
+                if wants and presence is not None:
+                    presence.add(channel)
+                if "epoch" not in position and "offset" not in position:
+                    position = None
             cursor[channel] = None if position is None else Position.from_wire(position)
     except FrameError as exc:
         raise InvalidInput(str(exc)) from None

@@ -14,7 +14,7 @@ type            direction  fields
 ==============  =========  ==================================================
 ``welcome``     S→C        version, session, ping_interval, pong_timeout,
                            max_message_size
-``subscribe``   C→S        id, channel, since?
+``subscribe``   C→S        id, channel, since?, presence?
 ``subscribed``  S→C        id, channel, recovered, position
 ``unsubscribe`` C→S        id, channel
 ``publish``     C→S        id, channel, data, key?
@@ -24,6 +24,9 @@ type            direction  fields
 ``ping``        both       (none)
 ``pong``        both       (none)
 ``close``       S→C        code, reason
+``presence``    C→S        id, channel
+``presence``    S→C        id, channel, count, members
+``presence_diff`` S→C      channel, count, joins, leaves, truncated?
 ==============  =========  ==================================================
 """
 
@@ -46,6 +49,7 @@ from .names import (
     validate_key,
 )
 from .positions import MAX_EPOCH_LENGTH, MAX_SAFE_INTEGER, Position
+from .presence import Member
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -67,6 +71,9 @@ __all__ = [
     "Ping",
     "Pong",
     "Close",
+    "Presence",
+    "PresenceResult",
+    "PresenceDiff",
     "CLIENT_FRAMES",
     "SERVER_FRAMES",
     "validate_channel",
@@ -128,17 +135,21 @@ class Welcome(Frame):
 
 @attrs.frozen
 class Subscribe(Frame):
-    """Ask for a channel's publications, resuming after ``since`` when given."""
+    """Ask for a channel's publications, resuming after ``since`` when given; with
+    ``presence``, also for its ``presence_diff`` events (a presence channel)."""
 
     type: ClassVar[str] = "subscribe"
     id: int
     channel: str
     since: Position | None = None
+    presence: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": self.type, "id": self.id, "channel": self.channel}
         if self.since is not None:
             wire["since"] = self.since.to_wire()
+        if self.presence:
+            wire["presence"] = True
         return wire
 
 
@@ -285,6 +296,55 @@ class Close(Frame):
         return {"type": self.type, "code": self.code, "reason": self.reason}
 
 
+@attrs.frozen
+class Presence(Frame):
+    """Ask who is in a presence channel; answered by :class:`PresenceResult`."""
+
+    type: ClassVar[str] = "presence"
+    id: int
+    channel: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "channel": self.channel}
+
+
+@attrs.frozen
+class PresenceResult(Frame):
+    """Who is in a channel: ``count`` members, at most :data:`~rtlink.presence.MAX_MEMBERS`
+    of them listed in ``members``."""
+
+    type: ClassVar[str] = "presence"
+    id: int
+    channel: str
+    count: int
+    members: tuple[Member, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "channel": self.channel,
+                "count": self.count, "members": [m.to_wire() for m in self.members]}
+
+
+@attrs.frozen
+class PresenceDiff(Frame):
+    """Members that joined and left a channel (see :class:`rtlink.presence.Diff`)."""
+
+    type: ClassVar[str] = "presence_diff"
+    channel: str
+    count: int
+    joins: tuple[Member, ...] = ()
+    leaves: tuple[Member, ...] = ()
+    truncated: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type, "channel": self.channel,
+                                "count": self.count,
+                                "joins": [m.to_wire() for m in self.joins],
+                                "leaves": [m.to_wire() for m in self.leaves]}
+        if self.truncated:
+            wire["truncated"] = True
+        return wire
+
+
 # --- validation -----------------------------------------------------------------------
 
 
@@ -424,11 +484,53 @@ def _parse_welcome(raw: Mapping[str, Any]) -> Welcome:
     )
 
 
+def _flag(raw: Mapping[str, Any], field: str, request_id: int | None) -> bool:
+    value = raw.get(field, False)
+    if not isinstance(value, bool):
+        raise FrameError(f"{field} must be a boolean", request_id=request_id)
+    return value
+
+
+def _count(raw: Mapping[str, Any], request_id: int | None) -> int:
+    value = raw.get("count")
+    if not _is_int(value) or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise FrameError("count must be an integer >= 0", request_id=request_id)
+    return value
+
+
+def _members(raw: Mapping[str, Any], field: str, request_id: int | None) -> tuple[Member, ...]:
+    value = raw.get(field)
+    if not isinstance(value, list):
+        raise FrameError(f"{field} must be a list of members", request_id=request_id)
+    try:
+        return tuple(Member.from_wire(item) for item in value)
+    except FrameError as exc:
+        raise FrameError(str(exc), request_id=request_id) from None
+
+
 def _parse_subscribe(raw: Mapping[str, Any]) -> Subscribe:
     rid = _request_id(raw)
     channel = validate_channel(raw.get("channel"), rid)
     since = raw.get("since")
-    return Subscribe(rid, channel, None if since is None else Position.from_wire(since, rid))  # type: ignore[arg-type]
+    return Subscribe(rid, channel, None if since is None else Position.from_wire(since, rid),  # type: ignore[arg-type]
+                     _flag(raw, "presence", rid))
+
+
+def _parse_presence(raw: Mapping[str, Any]) -> Presence:
+    rid = _request_id(raw)
+    return Presence(rid, validate_channel(raw.get("channel"), rid))  # type: ignore[arg-type]
+
+
+def _parse_presence_result(raw: Mapping[str, Any]) -> PresenceResult:
+    rid = _request_id(raw)
+    return PresenceResult(rid, validate_channel(raw.get("channel"), rid), _count(raw, rid),  # type: ignore[arg-type]
+                          _members(raw, "members", rid))
+
+
+def _parse_presence_diff(raw: Mapping[str, Any]) -> PresenceDiff:
+    return PresenceDiff(validate_channel(raw.get("channel")), _count(raw, None),
+                        _members(raw, "joins", None), _members(raw, "leaves", None),
+                        _flag(raw, "truncated", None))
 
 
 def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
@@ -505,6 +607,7 @@ CLIENT_FRAMES: dict[str, _Parser] = {
     "subscribe": _parse_subscribe,
     "unsubscribe": _parse_unsubscribe,
     "publish": _parse_publish,
+    "presence": _parse_presence,
     "ping": lambda raw: Ping(),
     "pong": lambda raw: Pong(),
 }
@@ -516,6 +619,8 @@ SERVER_FRAMES: dict[str, _Parser] = {
     "ack": _parse_ack,
     "publication": _parse_publication,
     "error": _parse_error,
+    "presence": _parse_presence_result,
+    "presence_diff": _parse_presence_diff,
     "ping": lambda raw: Ping(),
     "pong": lambda raw: Pong(),
     "close": _parse_close,

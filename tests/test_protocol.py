@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rtlink.codecs import CODECS, Codec
 from rtlink.codes import ErrorCode
 from rtlink.errors import FrameError, ProtocolError
+from rtlink.presence import Member
 from rtlink.protocol import (
     CLIENT_FRAMES,
     MAX_CHANNEL_LENGTH,
@@ -27,6 +28,9 @@ from rtlink.protocol import (
     Ping,
     Pong,
     Position,
+    Presence,
+    PresenceDiff,
+    PresenceResult,
     Publication,
     Publish,
     Subscribe,
@@ -52,8 +56,9 @@ codec_ids = pytest.mark.parametrize("wire_codec", ALL_CODECS, ids=lambda c: c.na
 MAX_SAFE = 2**53 - 1
 CHANNEL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=+,#"
 
-CLIENT_TYPES: set[type[Frame]] = {Subscribe, Unsubscribe, Publish, Ping, Pong}
-SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, Ack, Publication, Error, Ping, Pong, Close}
+CLIENT_TYPES: set[type[Frame]] = {Subscribe, Unsubscribe, Publish, Presence, Ping, Pong}
+SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, Ack, Publication, Error, Ping, Pong, Close,
+                                  PresenceResult, PresenceDiff}
 
 # --- strategies ------------------------------------------------------------------------
 
@@ -93,7 +98,8 @@ welcome_frames = st.builds(
     max_message_size=st.integers(min_value=1, max_value=2**53),
     version=wire_ints,
 )
-subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none() | positions)
+subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none() | positions,
+                             presence=st.booleans())
 subscribed_frames = st.builds(
     Subscribed, id=st.none() | ids, channel=channels, recovered=st.booleans(),
     position=positions
@@ -112,13 +118,24 @@ error_frames = st.builds(
 ping_frames = st.just(Ping())
 pong_frames = st.just(Pong())
 close_frames = st.builds(Close, code=wire_ints, reason=st.text(max_size=40))
+members = st.builds(Member, client=st.text(max_size=20), user=st.none() | st.text(max_size=20),
+                    info=json_values)
+member_tuples = st.lists(members, max_size=4).map(tuple)
+presence_frames = st.builds(Presence, id=ids, channel=channels)
+presence_result_frames = st.builds(
+    PresenceResult, id=ids, channel=channels, count=st.integers(min_value=0, max_value=MAX_SAFE),
+    members=member_tuples)
+presence_diff_frames = st.builds(
+    PresenceDiff, channel=channels, count=st.integers(min_value=0, max_value=MAX_SAFE),
+    joins=member_tuples, leaves=member_tuples, truncated=st.booleans())
 
 client_frames = st.one_of(
-    subscribe_frames, unsubscribe_frames, publish_frames, ping_frames, pong_frames
+    subscribe_frames, unsubscribe_frames, publish_frames, presence_frames, ping_frames,
+    pong_frames
 )
 server_frames = st.one_of(
     welcome_frames, subscribed_frames, ack_frames, publication_frames, error_frames,
-    ping_frames, pong_frames, close_frames,
+    ping_frames, pong_frames, close_frames, presence_result_frames, presence_diff_frames,
 )
 any_frames = st.one_of(client_frames, server_frames)
 
@@ -151,6 +168,39 @@ def frame_error(parse: Any, raw: Any) -> FrameError:
 def test_frame_tables_match_frame_classes() -> None:
     assert {cls.type for cls in CLIENT_TYPES} == set(CLIENT_FRAMES)
     assert {cls.type for cls in SERVER_TYPES} == set(SERVER_FRAMES)
+
+
+def test_presence_frames_on_the_wire() -> None:
+    member = Member("s1", "alice", {"name": "Alice"})
+    assert Subscribe(1, "room", presence=True).to_wire() == {
+        "type": "subscribe", "id": 1, "channel": "room", "presence": True}
+    assert "presence" not in Subscribe(1, "room").to_wire()
+    assert PresenceDiff("room", 3, (member,), ()).to_wire() == {
+        "type": "presence_diff", "channel": "room", "count": 3,
+        "joins": [{"client": "s1", "user": "alice", "info": {"name": "Alice"}}], "leaves": []}
+    assert PresenceDiff("room", 9000, truncated=True).to_wire()["truncated"] is True
+    wire = PresenceResult(7, "room", 1, (member,)).to_wire()
+    assert parse_server_frame(wire) == PresenceResult(7, "room", 1, (member,))
+    assert parse_client_frame({"type": "presence", "id": 7, "channel": "room"}) == Presence(
+        7, "room")
+
+
+@pytest.mark.parametrize("raw", [
+    {"type": "subscribe", "id": 3, "channel": "room", "presence": "yes"},
+    {"type": "presence", "id": 3, "channel": "bad channel"},
+])
+def test_invalid_presence_requests_are_refused_with_their_id(raw: dict[str, Any]) -> None:
+    assert frame_error(parse_client_frame, raw).request_id == 3
+
+
+@pytest.mark.parametrize("raw", [
+    {"type": "presence_diff", "channel": "room", "count": -1, "joins": [], "leaves": []},
+    {"type": "presence_diff", "channel": "room", "count": 1, "joins": [{"user": "a"}],
+     "leaves": []},
+    {"type": "presence", "id": 1, "channel": "room", "count": 1, "members": "all"},
+])
+def test_invalid_presence_answers(raw: dict[str, Any]) -> None:
+    frame_error(parse_server_frame, raw)
 
 
 # --- round trips -----------------------------------------------------------------------

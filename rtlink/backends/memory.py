@@ -14,9 +14,10 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..positions import Position
+from ..presence import Member
 from ..protocol import Publication
 from .base import (
     Backend,
@@ -24,6 +25,7 @@ from .base import (
     HistoryResult,
     LocalClaims,
     LostListener,
+    PresenceListener,
     PublicationListener,
     PublishResult,
 )
@@ -168,6 +170,9 @@ class MemoryBackend(Backend):
         self._subscribed: set[str] = set()
         self._listener: PublicationListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        # Presence: channel -> member key -> (member, expiry time).
+        self._presence: dict[str, dict[str, tuple[Member, float]]] = {}
+        self._presence_listener: PresenceListener | None = None
 
     @property
     def clock(self) -> Clock:
@@ -203,6 +208,7 @@ class MemoryBackend(Backend):
         self._listener = None
         self._subscribed.clear()
         self._channels.clear()
+        self._presence.clear()
 
     async def publish(
         self, channel: str, data: object, *, key: str | None, policy: HistoryPolicy
@@ -366,3 +372,52 @@ class MemoryBackend(Backend):
                     logger.debug("idle sweep deleted %d channel(s)", deleted)
             except Exception:
                 logger.exception("idle sweep failed; retrying in %s s", interval)
+
+    # --- presence ----------------------------------------------------------------------
+
+    def set_presence_listener(self, listener: PresenceListener) -> None:
+        """Hand presence changes to ``listener`` (synchronously, as they are made)."""
+        self._presence_listener = listener
+
+    async def presence_update(self, channel: str, members: Sequence[Member],
+                              ttl: float) -> None:
+        """Add or refresh ``members`` until ``ttl`` seconds from now; sweep the expired
+        (see :meth:`Backend.presence_update`)."""
+        now = self._clock()
+        entries = self._presence.setdefault(channel, {})
+        leaves = self._expire(entries, now)
+        joins = []
+        expires = now + ttl
+        for member in members:
+            if member.key not in entries:
+                joins.append(member)
+            entries[member.key] = (member, expires)
+        self._announce(channel, entries, joins, leaves)
+
+    async def presence_remove(self, channel: str, members: Sequence[Member]) -> None:
+        """Remove ``members``; announce those that were present."""
+        entries = self._presence.get(channel)
+        if entries is None:
+            return
+        leaves = [entries.pop(member.key)[0] for member in members if member.key in entries]
+        self._announce(channel, entries, [], leaves)
+
+    async def presence_read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
+        """The members of ``channel``, the expired ones removed (and announced) first."""
+        entries = self._presence.get(channel)
+        if entries is None:
+            return 0, []
+        self._announce(channel, entries, [], self._expire(entries, self._clock()))
+        return len(entries), [member for member, _ in itertools.islice(entries.values(), limit)]
+
+    @staticmethod
+    def _expire(entries: dict[str, tuple[Member, float]], now: float) -> list[Member]:
+        gone = [key for key, (_, expires) in entries.items() if expires <= now]
+        return [entries.pop(key)[0] for key in gone]
+
+    def _announce(self, channel: str, entries: dict[str, tuple[Member, float]],
+                  joins: list[Member], leaves: list[Member]) -> None:
+        if not entries:
+            self._presence.pop(channel, None)
+        if (joins or leaves) and self._presence_listener is not None:
+            self._presence_listener(channel, joins, leaves, len(entries))

@@ -29,10 +29,11 @@ from yarl import URL
 
 from ..codecs import get_codec
 from ..codes import CloseCode
-from ..errors import ClientClosed, InvalidInput, ProtocolError
+from ..errors import ClientClosed, InvalidInput, ProtocolError, RtlinkError
 from ..positions import Position
+from ..presence import PresenceInfo
 from ..protocol import Welcome, decode_server_message
-from .core import ClientCore
+from .core import ClientCore, PresenceRead
 from .events import Events
 from .negotiation import Negotiation
 from .subscription import Subscription
@@ -169,6 +170,7 @@ class Client:
         # Per connection: the transport, what waits to be written, the task writing
         # it, the probe of better transports, and the timers of retry rounds.
         self._transport: ClientTransport | None = None
+        self._last_session: str | None = None  # the latest welcome's session id
         self._outgoing: list[bytes] = []
         self._outgoing_ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -279,8 +281,11 @@ class Client:
 
     # --- subscribe / publish -----------------------------------------------------------
 
-    def subscribe(self, channel: str, *, since: Position | None = None) -> Subscription:
-        """Subscribe to ``channel``; with ``since`` resume after that position.
+    def subscribe(self, channel: str, *, since: Position | None = None,
+                  presence: bool = False) -> Subscription:
+        """Subscribe to ``channel``; with ``since`` resume after that position; with
+        ``presence``, also get the channel's join/leave events (``"presence"`` events
+        of the subscription; a channel whose options keep presence).
 
         Returns at once; ``async with`` the subscription (or ``await
         sub.wait_subscribed()``) to wait for the server's confirmation.
@@ -289,9 +294,37 @@ class Client:
             InvalidInput: invalid channel name, or already subscribed to it (a
                 ``ValueError`` too).
         """
-        subscription = Subscription(channel, since, self._core.unsubscribe)
+        subscription = Subscription(channel, since, self._core.unsubscribe, presence=presence)
         self._core.subscribe(subscription)
         return subscription
+
+    async def presence(self, channel: str) -> PresenceInfo:
+        """Who is subscribed to ``channel`` (a channel whose options keep presence): its
+        member count and up to 1,000 members. Waits for a connection if there is none;
+        sent again on a new one if the connection ends first.
+
+        Raises:
+            ReadError: the server refused (unknown channel 404, not allowed 401/403,
+                no presence kept 400).
+            ClientClosed: the client stopped first.
+            InvalidInput: invalid channel name.
+        """
+        future: asyncio.Future[PresenceInfo] = asyncio.get_running_loop().create_future()
+
+        def settle(error: RtlinkError | None, info: PresenceInfo | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(info)  # type: ignore[arg-type]
+
+        read = PresenceRead(channel, settle)
+        self._core.presence(read)
+        try:
+            return await future
+        finally:
+            self._core.withdraw_read(read)
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
         """Publish ``data`` to ``channel``; return its position once the server acks.
@@ -385,6 +418,9 @@ class Client:
             raise TransportClosed(*refused)
         welcome = self._core.welcome
         assert welcome is not None
+        # Carried over to the next stream or poll request: the client stays one member
+        # of its presence channels across requests (protocol.md 3.9).
+        self._last_session = welcome.session
         self._negotiation.connected()
         # The core sent the subscriptions and the outbox before CONNECTED is announced:
         # a state callback that subscribes must not have its subscription sent twice
@@ -426,7 +462,8 @@ class Client:
         async with asyncio.timeout(self.connect_timeout):
             return await TRANSPORTS[name].open(
                 self._http, self.url, self.codec, headers, self.connect_timeout,
-                self._core.cursor, fallback,
+                self._core.cursor, fallback, presence=self._core.presence_channels,
+                session=lambda: self._last_session,
             )
 
     async def _probe_better(self, current: str) -> None:

@@ -39,10 +39,12 @@ from ..errors import (
     FrameError,
     InvalidInput,
     PublishError,
+    ReadError,
     RtlinkError,
     SubscribeError,
 )
 from ..positions import Position, is_after
+from ..presence import Diff, PresenceInfo
 from ..protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -51,6 +53,9 @@ from ..protocol import (
     Frame,
     Ping,
     Pong,
+    Presence,
+    PresenceDiff,
+    PresenceResult,
     Publication,
     Publish,
     Subscribe,
@@ -64,7 +69,8 @@ from ..protocol import (
 )
 from .outbox import Outbox, OutboxEntry, Result
 
-__all__ = ["ClientCore", "SubscriptionState", "Message", "SubscribedEvent", "RETRY_KINDS"]
+__all__ = ["ClientCore", "SubscriptionState", "Message", "SubscribedEvent", "PresenceRead",
+           "RETRY_KINDS"]
 
 logger = logging.getLogger("rtlink.client")
 
@@ -116,6 +122,7 @@ class SubscriptionState(Protocol):
         request_id: the id of the subscribe request in flight, if any.
         active: confirmed on the current connection.
         held: refused for now; out of the cursor until the retry.
+        presence: whether it asks for the channel's presence events.
     """
 
     channel: str
@@ -124,6 +131,7 @@ class SubscriptionState(Protocol):
     request_id: int | None
     active: bool
     held: bool
+    presence: bool
 
     def _confirm(self, event: SubscribedEvent) -> None:
         """The server confirmed it (its state is updated already)."""
@@ -133,6 +141,9 @@ class SubscriptionState(Protocol):
 
     def _fail(self, error: RtlinkError) -> None:
         """It ended with an error: refused for good, or the client stopped."""
+
+    def _presence(self, diff: Diff) -> None:
+        """A ``presence_diff`` of its channel (it asked for them)."""
 
     def _end(self) -> None:
         """It ended normally: unsubscribed."""
@@ -144,6 +155,25 @@ def _check(validate: Callable[[Any], object], value: Any) -> None:
         validate(value)
     except FrameError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+class PresenceRead:
+    """A ``presence`` read waiting for its answer; sent again on each new connection
+    until answered.
+
+    Args:
+        channel: the channel.
+        settle: called once with ``(error, info)``: None and the answer, or the
+            :class:`~rtlink.errors.ReadError` (or :class:`ClientClosed`) and None.
+    """
+
+    __slots__ = ("channel", "settle", "request_id")
+
+    def __init__(self, channel: str,
+                 settle: Callable[[RtlinkError | None, PresenceInfo | None], None]) -> None:
+        self.channel = channel
+        self.settle = settle
+        self.request_id: int | None = None
 
 
 class ClientCore:
@@ -187,7 +217,8 @@ class ClientCore:
         self.backoff_cap = backoff_cap
         self.subscriptions: dict[str, SubscriptionState] = {}
         self.outbox = Outbox(outbox_limit)
-        self.requests: dict[int, SubscriptionState | OutboxEntry | None] = {}
+        self.requests: dict[int, SubscriptionState | OutboxEntry | PresenceRead | None] = {}
+        self.reads: list[PresenceRead] = []
         self.welcome: Welcome | None = None
         self.carries_subscriptions = False
         self.closed: ClientClosed | None = None
@@ -205,6 +236,12 @@ class ClientCore:
     def connected(self) -> bool:
         """Whether a connection is up (its ``welcome`` arrived)."""
         return self.welcome is not None
+
+    def presence_channels(self) -> frozenset[str]:
+        """The channels whose presence events the subscriptions ask for (transports
+        that carry the subscriptions write them as ``{"presence": true, ...}``)."""
+        return frozenset(channel for channel, sub in self.subscriptions.items()
+                         if sub.presence)
 
     def cursor(self) -> dict[str, Position | None]:
         """The subscriptions and their positions, for transports that carry them.
@@ -289,6 +326,28 @@ class ClientCore:
             self._send_publish(entry)
         return entry
 
+    def presence(self, read: PresenceRead) -> None:
+        """Ask who is in ``read.channel`` (now if connected, else on connecting); the
+        answer or refusal goes to ``read.settle``.
+
+        Raises:
+            ClientClosed: the client stopped.
+            InvalidInput: invalid channel name.
+        """
+        if self.closed is not None:
+            raise self.closed
+        _check(validate_channel, read.channel)
+        self.reads.append(read)
+        if self.connected:
+            self._send_read(read)
+
+    def withdraw_read(self, read: PresenceRead) -> None:
+        """Forget ``read`` (its call ended: answered or cancelled)."""
+        if read in self.reads:
+            self.reads.remove(read)
+        if read.request_id is not None:
+            self.requests.pop(read.request_id, None)
+
     def withdraw(self, entry: OutboxEntry) -> None:
         """Take ``entry`` out (its publish call ended: settled or cancelled). If it was
         sent already, the server may still apply it.
@@ -335,6 +394,8 @@ class ClientCore:
             self._subscriptions_changed()  # changed while the request was on its way
         for entry in self.outbox.unsent():
             self._send_publish(entry)
+        for read in self.reads:
+            self._send_read(read)
         return None
 
     def receive(self, frame: Frame | FrameError) -> tuple[int, str] | None:
@@ -359,6 +420,16 @@ class ClientCore:
             # Over SSE there is no way back on the stream and no need to answer (6.6).
             if not self.carries_subscriptions:
                 self._send_frame(Pong())
+        elif isinstance(frame, PresenceDiff):
+            subscription = self.subscriptions.get(frame.channel)
+            if subscription is not None and subscription.active and subscription.presence:
+                subscription._presence(Diff(frame.channel, frame.joins, frame.leaves,
+                                            frame.count, frame.truncated))
+        elif isinstance(frame, PresenceResult):
+            read = self.requests.pop(frame.id, None)
+            if isinstance(read, PresenceRead):
+                self.withdraw_read(read)
+                read.settle(None, PresenceInfo(frame.channel, frame.count, frame.members))
         elif isinstance(frame, Close):
             return frame.code, frame.reason
         elif isinstance(frame, FrameError):
@@ -372,6 +443,8 @@ class ClientCore:
         self._retrying.clear()
         self.requests.clear()
         self.outbox.reset_attempts()
+        for read in self.reads:
+            read.request_id = None
         for subscription in self.subscriptions.values():
             subscription.active = subscription.held = False
             subscription.request_id = None
@@ -386,6 +459,9 @@ class ClientCore:
         self.closed = closed
         for entry in self.outbox:
             self._settle(entry, closed)
+        for read in list(self.reads):
+            self.withdraw_read(read)
+            read.settle(closed, None)
         for subscription in list(self.subscriptions.values()):
             subscription._fail(closed)
         self.subscriptions.clear()
@@ -403,6 +479,10 @@ class ClientCore:
                 subscription.held = False
         if not self.connected:
             return
+        if kind == "resubscribe":
+            for read in self.reads:
+                if read.request_id is None:
+                    self._send_read(read)
         if kind == "resend":
             for entry in self.outbox.unsent():
                 self._send_publish(entry)
@@ -415,7 +495,7 @@ class ClientCore:
 
     # --- outbound --------------------------------------------------------------------
 
-    def _request(self, target: SubscriptionState | OutboxEntry | None) -> int:
+    def _request(self, target: SubscriptionState | OutboxEntry | PresenceRead | None) -> int:
         self._last_id += 1
         self.requests[self._last_id] = target
         return self._last_id
@@ -427,7 +507,11 @@ class ClientCore:
         subscription.request_id = self._request(subscription)
         subscription.active = False
         self._send_frame(Subscribe(subscription.request_id, subscription.channel,
-                                   subscription.position))
+                                   subscription.position, subscription.presence))
+
+    def _send_read(self, read: PresenceRead) -> None:
+        read.request_id = self._request(read)
+        self._send_frame(Presence(read.request_id, read.channel))
 
     def _send_publish(self, entry: OutboxEntry) -> None:
         assert self.welcome is not None
@@ -475,6 +559,16 @@ class ClientCore:
         subscription.position = position
         subscription._deliver(Message(frame.channel, frame.data, position))
 
+    def _on_read_error(self, read: PresenceRead, frame: Error) -> None:
+        """A read refused: for good (it fails), or for now (sent again after a delay,
+        like refused subscriptions)."""
+        if is_temporary(frame.code):
+            read.request_id = None
+            self._schedule_retry("resubscribe")
+            return
+        self.withdraw_read(read)
+        read.settle(ReadError(frame.code, frame.message), None)
+
     def _on_ack(self, frame: Ack) -> None:
         target = self.requests.pop(frame.id, None)
         if isinstance(target, OutboxEntry):
@@ -483,7 +577,7 @@ class ClientCore:
                 self._settle(target, None, frame.position)
 
     def _on_subscribed(self, frame: Subscribed) -> None:
-        target: SubscriptionState | OutboxEntry | None
+        target: SubscriptionState | OutboxEntry | PresenceRead | None
         if frame.id is None:
             # The transport's request carried the subscription (SSE, long polling).
             target = self.subscriptions.get(frame.channel)
@@ -491,7 +585,7 @@ class ClientCore:
                 return  # a request confirming again what is known: nothing to report
         else:
             target = self.requests.pop(frame.id, None)
-        if target is None or isinstance(target, OutboxEntry):
+        if target is None or isinstance(target, OutboxEntry | PresenceRead):
             return
         self._retry_attempts["resubscribe"] = 0
         resumed = target.position is not None
@@ -505,7 +599,7 @@ class ClientCore:
         target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position))
 
     def _on_error(self, frame: Error) -> None:
-        target: SubscriptionState | OutboxEntry | None = None
+        target: SubscriptionState | OutboxEntry | PresenceRead | None = None
         if frame.id is not None:
             target = self.requests.pop(frame.id, None)
         elif frame.channel is not None:
@@ -514,6 +608,9 @@ class ClientCore:
             target = self.subscriptions.get(frame.channel)
         if target is None:
             logger.warning("server error %s: %s", frame.code, frame.message)
+            return
+        if isinstance(target, PresenceRead):
+            self._on_read_error(target, frame)
             return
         target.request_id = None
         temporary = is_temporary(frame.code)
