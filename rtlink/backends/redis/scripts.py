@@ -218,7 +218,7 @@ end
 local function announce(pub_channel)
   if #changes > 0 then
     redis.call('PUBLISH', pub_channel,
-               '!' .. redis.call('HLEN', hash) .. '\n' .. table.concat(changes, '\n'))
+               '!' .. redis.call('HLEN', hash) .. '\\n' .. table.concat(changes, '\\n'))
   end
 end
 """
