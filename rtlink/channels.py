@@ -50,7 +50,7 @@ class ChannelOptions:
             ``"anyone"``, or ``"authenticated"`` (anonymous connections get 401).
         presence: keep the channel's presence: who is subscribed (a ``presence``
             read), with join/leave events for subscribers that ask for them
-            (docs/protocol.md 3.9). Off by default: it costs backend writes per
+            (docs/protocol.md 6.8). Off by default: it costs backend writes per
             subscriber.
     """
 

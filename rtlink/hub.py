@@ -326,7 +326,7 @@ class Hub:
         the client's ``address`` if they know it, the ``fallback`` query parameter
         of its request (why the client fell back to this transport; only counted),
         and the session id its client carries over from its previous request (HTTP
-        transports: the ``session`` query parameter, protocol.md 3.9)."""
+        transports: the ``session`` query parameter, protocol.md 6.8)."""
         peer = Peer(self, codec, identity, sink, transport, mode, address, session_id)
         self._peers.add(peer)
         self.stats.connection_accepted(transport, fallback)

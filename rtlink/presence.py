@@ -1,7 +1,7 @@
 """Presence values, without I/O: who a member is, and how join/leave events coalesce.
 
 A channel whose :class:`~rtlink.channels.ChannelOptions` say ``presence=True`` keeps
-the set of its subscribers (docs/protocol.md 3.9): each is a :class:`Member`, keyed by
+the set of its subscribers (docs/protocol.md 6.8): each is a :class:`Member`, keyed by
 its client id and user. The hub's :mod:`rtlink.roster` keeps this node's members in
 the backend; the backend announces every join and leave once (to every node); each
 node gathers those of a channel for :data:`DIFF_INTERVAL` in a :class:`DiffBuffer`
@@ -59,7 +59,7 @@ class Member:
 
     Attributes:
         client: the client's session id (the ``session`` of its ``welcome``; kept
-            across the requests of an HTTP transport, see protocol.md 3.9).
+            across the requests of an HTTP transport, see protocol.md 6.8).
         user: the subject of its identity (:func:`rtlink.auth.subject_of`), or None.
         info: the ``info`` claim of its identity (at most :data:`MAX_INFO_BYTES`), or None.
     """

@@ -201,7 +201,7 @@ class Session:
             request transports (``mode.shared_limits``).
         clock: monotonic seconds (injectable for tests).
         session_id: the id to use instead of a new random one: an HTTP transport's
-            client carries it over from its previous request (protocol.md 3.9).
+            client carries it over from its previous request (protocol.md 6.8).
 
     Attributes:
         id: a random id, sent in ``welcome``; useful in logs.

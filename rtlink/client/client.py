@@ -419,7 +419,7 @@ class Client:
         welcome = self._core.welcome
         assert welcome is not None
         # Carried over to the next stream or poll request: the client stays one member
-        # of its presence channels across requests (protocol.md 3.9).
+        # of its presence channels across requests (protocol.md 6.8).
         self._last_session = welcome.session
         self._negotiation.connected()
         # The core sent the subscriptions and the outbox before CONNECTED is announced:

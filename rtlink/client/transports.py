@@ -105,7 +105,7 @@ class ClientTransport(abc.ABC):
                 for, for transports that carry them.
             session: gives the session id to carry over to a stream or poll request
                 (the last ``welcome``'s), for transports that carry subscriptions:
-                the server keeps the client's presence under it (protocol.md 3.9).
+                the server keeps the client's presence under it (protocol.md 6.8).
         """
 
     def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here

@@ -144,7 +144,7 @@ async def identify(hub: Hub, request: web.Request) -> tuple[Any, Refusal | None]
 
 def request_session(request: web.Request) -> str | None:
     """The session id a client carries over from its previous stream or poll (the
-    ``session`` query parameter, protocol.md 3.9), if it is a valid one; otherwise
+    ``session`` query parameter, protocol.md 6.8), if it is a valid one; otherwise
     the connection gets a new id."""
     session = request.query.get("session")
     return session if is_session_id(session) else None
