@@ -152,6 +152,8 @@ export class Subscription {
   readonly position: Position | null;
   /** The `recovered` flag of the latest confirmation. */
   readonly recovered: boolean;
+  /** Whether it asks for the channel's presence events (rtlink-client/presence). */
+  readonly presence: boolean | undefined;
   on(event: 'message', callback: (message: Message) => void): () => void;
   on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
   /** The server refused the subscription for good (the subscription has ended). */
@@ -193,9 +195,17 @@ export class Client {
   /** Drop the current connection (if any) and reconnect at once, resuming; the shared
    * one, if shared. */
   reconnect(): void;
-  /** Subscribe; with `since`, resume after that position. Throws InvalidInput on an
-   * invalid channel name or a second subscription to the same channel. */
-  subscribe(channel: string, options?: { since?: Position | null }): Subscription;
+  /** Subscribe; with `since`, resume after that position; with `presence`, also get
+   * the channel's presence_diff events (read them with rtlink-client/presence).
+   * Throws InvalidInput on an invalid channel name or a second subscription to the
+   * same channel. */
+  subscribe(channel: string, options?: { since?: Position | null; presence?: boolean }): Subscription;
+  /** Low level, for opt-in modules (rtlink-client/presence): send a frame on the
+   * current connection (connected only). */
+  send(frame: { type: string; [field: string]: unknown }): void;
+  /** Low level, for opt-in modules: called with every frame received from the server,
+   * before the client handles it. */
+  onframe?: (frame: { type: string; [field: string]: unknown }) => void;
   /**
    * Publish; resolves with the position once the server acknowledged it. While
    * offline the publish waits in the outbox and is sent on reconnect, always with

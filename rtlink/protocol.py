@@ -485,7 +485,9 @@ def _parse_welcome(raw: Mapping[str, Any]) -> Welcome:
 
 
 def _flag(raw: Mapping[str, Any], field: str, request_id: int | None) -> bool:
-    value = raw.get(field, False)
+    value = raw.get(field)
+    if value is None:  # absent and null are the same (protocol.md 5)
+        return False
     if not isinstance(value, bool):
         raise FrameError(f"{field} must be a boolean", request_id=request_id)
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,15 @@ import pytest
 import rtlink
 from rtlink.codecs import get_codec
 from rtlink.presence import Diff
-from tests.support import Server, eventually, run_server, seconds
+from tests.support import (
+    JS_SOURCES,
+    Server,
+    eventually,
+    find_binary,
+    missing_component,
+    run_server,
+    seconds,
+)
 from tests.test_hub import MemorySink, frames
 
 ROOM = "room:1"
@@ -193,3 +202,62 @@ async def test_a_reconnect_storm_costs_each_watcher_a_few_frames() -> None:
 
 def _diffs(sink: MemorySink) -> list[dict[str, Any]]:
     return [frame for frame in frames(sink, "json") if frame["type"] == "presence_diff"]
+
+
+#: The JS client of the test below: a member of room:1 over long polling that reads the
+#: list, tracks it until erin joins, and prints what it saw.
+_JS_MEMBER = """
+const client = new Client(process.argv[1], { transports: ['longpoll'], token: 'dora',
+                                             shareConnection: false, storage: null });
+client.subscribe('room:1', { presence: true });
+await client.connect();
+const first = await presence(client, 'room:1');
+const seen = [];
+await new Promise((resolve) => trackPresence(client, 'room:1', ({ members }) => {
+  seen.push([...members.values()].map((m) => m.user).sort());
+  if (seen.at(-1).includes('erin')) resolve();
+  else if (seen.length == 1) console.log('ready');
+}));
+console.log(JSON.stringify({ first: first.members.map((m) => m.user).sort(),
+                             last: seen.at(-1), session: client.sessionId }));
+client.close();
+"""
+
+
+@pytest.mark.slow  # a Node process
+@pytest.mark.parametrize("transport", ["websocket"])
+async def test_the_js_client_and_its_presence_module_against_the_server(
+        make_client: Callable[..., rtlink.Client]) -> None:
+    """The JS client (sources, under Node, long polling over fetch) with
+    rtlink-client/presence: it reads the list, gets a join, and is present itself."""
+    node = find_binary("node")
+    if node is None:
+        missing_component("node (Node.js) is not installed")
+    script = (f"import {{ Client }} from {json.dumps((JS_SOURCES / 'client.js').as_uri())};"
+              "import { presence, trackPresence } from "
+              f"{json.dumps((JS_SOURCES / 'presence.js').as_uri())};" + _JS_MEMBER)
+    async with presence_server() as server:
+        async with make_client(server.url, token="alice") as alice:
+            async with alice.subscribe(ROOM, presence=True) as watching:
+                events = Events(watching)
+                process = await asyncio.create_subprocess_exec(
+                    node, "--input-type=module", "-e", script, server.url,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                assert process.stdout is not None
+                try:
+                    async with asyncio.timeout(seconds(15)):
+                        assert (await process.stdout.readline()).strip() == b"ready"
+                        await eventually(lambda: "dora" in events.joined(), message="dora")
+                        async with make_client(server.url, token="erin") as erin:
+                            async with erin.subscribe(ROOM):
+                                out, err = await process.communicate()
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+                assert process.returncode == 0, err.decode()
+                result = json.loads(out.splitlines()[-1])
+                assert result["first"] == ["alice", "dora"]
+                assert result["last"] == ["alice", "dora", "erin"]
+                members = (await server.hub.presence(ROOM)).members
+                assert any(m.client == result["session"] for m in members if m.user == "dora")

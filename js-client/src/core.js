@@ -73,8 +73,9 @@ export class ClientCore {
    * refused for now waits out of it until its retry. */
   _cursor() {
     const cursor = {};
-    for (const [channel, subscription] of this._subscriptions) {
-      if (!subscription._held) cursor[channel] = subscription.position;
+    for (const [channel, { _held, position, presence }] of this._subscriptions) {
+      // Asking for presence events: an object (protocol.md 4.2).
+      if (!_held) cursor[channel] = presence ? { ...position, presence } : position;
     }
     return cursor;
   }
@@ -99,7 +100,7 @@ export class ClientCore {
       if (this._welcome) {
         this._requests.delete(subscription._requestId);
         if (this._carries) this._subscriptionsChanged();
-        else this._sendFrame({ type: 'unsubscribe', id: this._request(null), channel });
+        else this.send({ type: 'unsubscribe', id: this._request(null), channel });
       }
     }
     subscription._end();
@@ -138,15 +139,18 @@ export class ClientCore {
   _receive(frame) {
     const { type, id, channel, position } = frame;
     const requests = this._requests;
+    const subscription = this._subscriptions.get(channel);
     let target = requests.get(id);
     requests.delete(id);
+    // Every frame, for opt-in modules (rtlink-client/presence: presence answers and
+    // presence_diff events; client.send() sends their frames).
+    this.onframe?.(frame);
     if (type == 'publication') {
-      const subscription = this._subscriptions.get(channel);
       const last = subscription?.position;
       // Not subscribed, not confirmed on this connection yet, or delivered already.
       if (!subscription?._active || !isAfter(position, last)) return;
       if (last && last.epoch != position.epoch && position.offset != 1) {
-        console.warn(`rtlink: ${channel}: new epoch`); // publications may be missed
+        console.warn('rtlink: new epoch', frame); // publications may be missed
       }
       subscription.position = position;
       subscription._deliver({ channel, data: frame.data, position });
@@ -160,7 +164,7 @@ export class ClientCore {
       if (id == null) {
         // The transport's request carried the subscription (SSE, long polling); a
         // confirmation of what is known already tells nothing new.
-        target = this._subscriptions.get(channel);
+        target = subscription;
         if (target?._active && recovered) return;
       }
       if (target && !target._settle) {
@@ -176,8 +180,8 @@ export class ClientCore {
       }
     } else if (type == 'error') {
       // On transports that carry subscriptions, their errors have no request id.
-      if (id == null && channel != null) target = this._subscriptions.get(channel);
-      if (!target) return console.warn(`rtlink: error ${frame.code} ${frame.message}`);
+      if (id == null) target = subscription;
+      if (!target) return console.warn('rtlink: error', frame); // an error of no request known
       target._requestId = null;
       const temporary = isTemporary(frame.code);
       if (!target._settle) {
@@ -194,7 +198,7 @@ export class ClientCore {
       else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
     } else if (type == 'ping') {
       // Over SSE there is no way back on the stream and no need to answer (6.6).
-      if (!this._carries) this._sendFrame({ type: 'pong' });
+      if (!this._carries) this.send({ type: 'pong' });
     } else if (type == 'close') return [frame.code, frame.reason];
   }
 
@@ -236,16 +240,20 @@ export class ClientCore {
     return this._lastId;
   }
 
-  _sendFrame(frame) {
+  /** Send a frame on the current connection (public for opt-in modules: the
+   * `presence` read of rtlink-client/presence, whose answer comes to `onframe`). */
+  send(frame) {
     this._send(this._codec._encode(frame));
   }
 
   _sendSubscribe(subscription) {
-    const frame = { type: 'subscribe', id: this._request(subscription), channel: subscription.channel };
-    if (subscription.position) frame.since = subscription.position;
+    const { channel, position, presence } = subscription;
+    const frame = { type: 'subscribe', id: this._request(subscription), channel };
+    if (position) frame.since = position;
+    if (presence) frame.presence = presence;
     subscription._requestId = frame.id;
     subscription._active = false;
-    this._sendFrame(frame);
+    this.send(frame);
   }
 
   _sendPublish(entry) {

@@ -9,9 +9,12 @@ export class Subscription {
    * @param {string} channel the channel
    * @param {object|null} since the position to resume after, or none
    * @param {object} core the client (its core), which unsubscribes it
+   * @param {boolean} [presence] ask for the channel's presence events
    */
-  constructor(channel, since, core) {
+  constructor(channel, since, core, presence) {
     this.channel = channel;
+    /** Whether it asks for the channel's presence events (rtlink-client/presence). */
+    this.presence = presence;
     /** Position of the last message delivered (or of the channel when confirmed):
      * the client resumes after it. */
     this.position = since || null;
