@@ -61,8 +61,10 @@ async function scriptTagBuild(esm) {
  * budget, but their size is reported, measured as an application's bundler would
  * ship them (bundled with what they import, minified). */
 const OPT_IN = ['src/codes.js', 'src/presence.js'];
+/** Opt-in modules the Python package serves too (at {path}/presence.mjs), bundled. */
+const SERVED = { 'src/presence.js': '../rtlink/static/presence.mjs' };
 
-async function optInSize(path) {
+async function optInBuild(path) {
   const result = await build({ entryPoints: [here(path).pathname], bundle: true, minify: true,
                                format: 'esm', target: 'es2022', write: false });
   return (await terser(result.outputFiles[0].text, true)).code;
@@ -92,7 +94,14 @@ for (const [format, paths] of Object.entries(outputs)) {
   }
 }
 for (const path of OPT_IN) {
-  const code = await optInSize(path);
+  const code = await optInBuild(path);
   console.log(`${path} (opt-in): ${code.length} bytes minified, ${gzipSize(code)} bytes min+gzip`);
+  const served = SERVED[path];
+  if (!served) continue;
+  if (!check) writeFileSync(here(served), code);
+  else if (readFileSync(here(served), 'utf8') != code) {
+    console.error(`${served} is out of date: run 'npm run build' in js-client/`);
+    failed = true;
+  }
 }
 process.exitCode = failed ? 1 : 0;

@@ -126,7 +126,7 @@ class Crowd:
         member = self.members[0]
         assert member.ws is not None
         member.ws.send_text(json.dumps({"type": "presence", "id": 2, "channel": CHANNEL}))
-        answer = await asyncio.wait_for(member.answers.get(), 10)
+        answer = await asyncio.wait_for(member.answers.get(), 60)
         return int(answer["count"])  # type: ignore[call-overload]
 
 
