@@ -28,6 +28,7 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_DIFF",
     "DIFF_INTERVAL",
+    "MAX_DIFF_INTERVAL",
     "Member",
     "PresenceInfo",
     "is_session_id",
@@ -43,6 +44,8 @@ MAX_MEMBERS = 1000
 MAX_DIFF = 100
 #: Seconds a node gathers a channel's joins and leaves before it sends them.
 DIFF_INTERVAL = 0.25
+#: While a channel's diffs are truncated (a storm), its interval doubles up to this.
+MAX_DIFF_INTERVAL = 4.0
 
 #: Session ids a client may carry over to its next HTTP request (``session`` parameter).
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")

@@ -17,6 +17,10 @@ Backend calls go through one queue, per channel in order, batched: a storm of
 joins costs one script per channel per round, not one per client. Changes announced
 by the backend are gathered per channel for ``interval`` seconds and handed to
 ``send`` as one :class:`~rtlink.presence.Diff` (truncated past ``max_diff`` members).
+While a channel's diffs come out truncated (a storm), its interval doubles, up to
+:data:`~rtlink.presence.MAX_DIFF_INTERVAL`: each diff is a write to every event
+subscriber here, and a storm of 10,000 members who all watch would otherwise cost
+40,000 writes a second for nothing but a count.
 """
 
 from __future__ import annotations
@@ -31,7 +35,15 @@ from typing import Any
 from .auth import Identity, subject_of
 from .backends import Backend
 from .errors import BackendError, FrameError
-from .presence import DIFF_INTERVAL, MAX_DIFF, MAX_INFO_BYTES, Diff, DiffBuffer, Member
+from .presence import (
+    DIFF_INTERVAL,
+    MAX_DIFF,
+    MAX_DIFF_INTERVAL,
+    MAX_INFO_BYTES,
+    Diff,
+    DiffBuffer,
+    Member,
+)
 from .protocol import validate_data
 
 __all__ = ["Roster", "info_of", "member_of"]
@@ -115,6 +127,8 @@ class Roster:
         self._watchers: collections.Counter[str] = collections.Counter()
         self._buffers: dict[str, DiffBuffer] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Channels whose last diff was truncated: (their interval now, when it was sent).
+        self._slowed: dict[str, tuple[float, float]] = {}
         self._ops: dict[str, _Ops] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,6 +158,7 @@ class Roster:
         for timer in [*self._timers.values(), *self._parked_timers.values()]:
             timer.cancel()
         self._timers.clear()
+        self._slowed.clear()
         self._parked_timers.clear()
         self._parked.clear()
 
@@ -247,14 +262,26 @@ class Roster:
             buffer = self._buffers[channel] = DiffBuffer(channel)
         buffer.add(joins, leaves, count)
         if channel not in self._timers:
-            self._timers[channel] = asyncio.get_running_loop().call_later(
-                self.interval, self._flush_diff, channel)
+            loop = asyncio.get_running_loop()
+            delay, sent = self._slowed.get(channel, (self.interval, 0.0))
+            if loop.time() - sent > 2 * delay:  # quiet since: the storm is over
+                delay = self.interval
+                self._slowed.pop(channel, None)
+            self._timers[channel] = loop.call_later(delay, self._flush_diff, channel, delay)
 
-    def _flush_diff(self, channel: str) -> None:
+    def _flush_diff(self, channel: str, delay: float) -> None:
         self._timers.pop(channel, None)
         buffer = self._buffers.pop(channel, None)
-        if buffer and channel in self._watchers:
-            self._deliver(buffer.take(self.max_diff))
+        if not buffer or channel not in self._watchers:
+            self._slowed.pop(channel, None)
+            return
+        diff = buffer.take(self.max_diff)
+        if diff.truncated:
+            self._slowed[channel] = (min(2 * delay, MAX_DIFF_INTERVAL),
+                                     asyncio.get_running_loop().time())
+        else:
+            self._slowed.pop(channel, None)
+        self._deliver(diff)
 
     def _deliver(self, diff: Diff) -> None:
         self._send(diff)

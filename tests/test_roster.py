@@ -191,7 +191,9 @@ async def test_a_reconnect_storm_costs_each_watcher_a_few_frames() -> None:
         for peer, _ in crowd:
             peer.connection.close(1001, "storm")
         crowd = [await member(n) for n in range(10, 310)]
-        await asyncio.sleep(seconds(0.6))
+        await eventually(lambda: _diffs(watchers[-1][1])[-1]["count"] == 310
+                         and len(_diffs(watchers[-1][1])) > before[-1], message="settled")
+        await asyncio.sleep(seconds(0.3))
         for (_, sink), seen in zip(watchers, before, strict=True):
             storm = _diffs(sink)[seen:]
             assert 1 <= len(storm) <= 4, storm

@@ -84,6 +84,9 @@ class Member:
                         crowd.last_diff = time.monotonic()
                     elif b'"subscribed"' in line:
                         self.subscribed.set()
+                    elif line == b'{"type":"ping"}':
+                        # Unanswered, the node closes the connection as dead (4000).
+                        ws.send_text('{"type":"pong"}')
                     elif b'"type":"presence"' in line:
                         self.answers.put_nowait(json.loads(line))
 

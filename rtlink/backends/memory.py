@@ -9,6 +9,7 @@ to run several nodes.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import secrets
@@ -170,8 +171,11 @@ class MemoryBackend(Backend):
         self._subscribed: set[str] = set()
         self._listener: PublicationListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        # Presence: channel -> member key -> (member, expiry time).
+        # Presence: channel -> member key -> (member, expiry time), and per channel the
+        # expiries in a heap (entries of refreshed members go stale and are skipped):
+        # a sweep costs what expired, not a scan of every member.
         self._presence: dict[str, dict[str, tuple[Member, float]]] = {}
+        self._expiries: dict[str, list[tuple[float, str]]] = {}
         self._presence_listener: PresenceListener | None = None
 
     @property
@@ -209,6 +213,7 @@ class MemoryBackend(Backend):
         self._subscribed.clear()
         self._channels.clear()
         self._presence.clear()
+        self._expiries.clear()
 
     async def publish(
         self, channel: str, data: object, *, key: str | None, policy: HistoryPolicy
@@ -385,13 +390,15 @@ class MemoryBackend(Backend):
         (see :meth:`Backend.presence_update`)."""
         now = self._clock()
         entries = self._presence.setdefault(channel, {})
-        leaves = self._expire(entries, now)
+        heap = self._expiries.setdefault(channel, [])
+        leaves = self._expire(entries, heap, now)
         joins = []
         expires = now + ttl
         for member in members:
             if member.key not in entries:
                 joins.append(member)
             entries[member.key] = (member, expires)
+            heapq.heappush(heap, (expires, member.key))
         self._announce(channel, entries, joins, leaves)
 
     async def presence_remove(self, channel: str, members: Sequence[Member]) -> None:
@@ -407,17 +414,25 @@ class MemoryBackend(Backend):
         entries = self._presence.get(channel)
         if entries is None:
             return 0, []
-        self._announce(channel, entries, [], self._expire(entries, self._clock()))
+        leaves = self._expire(entries, self._expiries.setdefault(channel, []), self._clock())
+        self._announce(channel, entries, [], leaves)
         return len(entries), [member for member, _ in itertools.islice(entries.values(), limit)]
 
     @staticmethod
-    def _expire(entries: dict[str, tuple[Member, float]], now: float) -> list[Member]:
-        gone = [key for key, (_, expires) in entries.items() if expires <= now]
-        return [entries.pop(key)[0] for key in gone]
+    def _expire(entries: dict[str, tuple[Member, float]], heap: list[tuple[float, str]],
+                now: float) -> list[Member]:
+        gone = []
+        while heap and heap[0][0] <= now:
+            expires, key = heapq.heappop(heap)
+            entry = entries.get(key)
+            if entry is not None and entry[1] == expires:  # not refreshed since
+                gone.append(entries.pop(key)[0])
+        return gone
 
     def _announce(self, channel: str, entries: dict[str, tuple[Member, float]],
                   joins: list[Member], leaves: list[Member]) -> None:
         if not entries:
             self._presence.pop(channel, None)
+            self._expiries.pop(channel, None)
         if (joins or leaves) and self._presence_listener is not None:
             self._presence_listener(channel, joins, leaves, len(entries))
