@@ -514,6 +514,10 @@ def _parse_subscribe(raw: Mapping[str, Any]) -> Subscribe:
     rid = _request_id(raw)
     channel = validate_channel(raw.get("channel"), rid)
     since = raw.get("since")
+    if isinstance(since, Mapping) and "epoch" not in since and "offset" not in since:
+        # As in cursors (protocol.md 4.2): a map without a position is none. (The JS
+        # client's tab sharing passes a tab's cursor entry {"presence": true} on.)
+        since = None
     return Subscribe(rid, channel, None if since is None else Position.from_wire(since, rid),  # type: ignore[arg-type]
                      _flag(raw, "presence", rid))
 

@@ -649,7 +649,7 @@ def test_publish_key_limits() -> None:
 
 @pytest.mark.parametrize(
     "since",
-    [5, "e:1", [], {}, {"epoch": "e"}, {"offset": 1}, {"epoch": "", "offset": 1},
+    [5, "e:1", [], {"epoch": "e"}, {"offset": 1}, {"epoch": "", "offset": 1},
      {"epoch": "e" * 65, "offset": 1}, {"epoch": 1, "offset": 1}, {"epoch": "e", "offset": -1},
      {"epoch": "e", "offset": 2**53}, {"epoch": "e", "offset": True},
      {"epoch": "e", "offset": 1.0}, {"epoch": "\ud800", "offset": 1}],
@@ -659,6 +659,13 @@ def test_invalid_since_is_400_with_request_id(since: Any) -> None:
     exc = frame_error(parse_client_frame, {"type": "subscribe", "id": 9, "channel": "c",
                                            "since": since})
     assert (exc.error_code, exc.request_id) == (400, 9)
+
+
+@pytest.mark.parametrize("since", [{}, {"presence": True}])
+def test_a_since_map_without_a_position_is_none(since: Any) -> None:
+    """As a cursor entry (protocol.md 4.2): what the JS client's tab sharing passes on."""
+    frame = parse_client_frame({"type": "subscribe", "id": 9, "channel": "c", "since": since})
+    assert frame == Subscribe(9, "c")
 
 
 @pytest.mark.parametrize("raw", [None, 1, "ping", ["type", "ping"], b"\x00", 1.5, True])
