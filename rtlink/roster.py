@@ -134,10 +134,9 @@ class Roster:
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = False
         self._lock = asyncio.Lock()
-        # (session id, channel) -> the diffs kept for an HTTP client between requests
-        self._parked: dict[tuple[str, str], list[Diff]] = {}
+        # channel -> session id -> the diffs kept for an HTTP client between requests
+        self._parked: dict[str, dict[str, list[Diff]]] = {}
         self._parked_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._lock = asyncio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -222,26 +221,33 @@ class Roster:
         stream reopened): keep watching for it for the grace period, and keep the
         diffs of that time for its next request here (:meth:`unpark`)."""
         key = (session, channel)
-        if key in self._parked:
+        parked = self._parked.setdefault(channel, {})
+        if session in parked:
             self.unwatch(channel)  # parked already: one watch for it is enough
             return
-        self._parked[key] = []
+        parked[session] = []
         self._parked_timers[key] = asyncio.get_running_loop().call_later(
             self.grace, self._unpark_expired, key)
 
     def unpark(self, session: str, channel: str) -> list[Diff]:
         """The client came back (watching again already): the diffs kept for it."""
-        key = (session, channel)
-        diffs = self._parked.pop(key, None)
+        diffs = self._take_parked(session, channel)
         if diffs is None:
             return []
-        self._parked_timers.pop(key).cancel()
+        self._parked_timers.pop((session, channel)).cancel()
         self.unwatch(channel)
+        return diffs
+
+    def _take_parked(self, session: str, channel: str) -> list[Diff] | None:
+        parked = self._parked.get(channel)
+        diffs = parked.pop(session, None) if parked is not None else None
+        if parked is not None and not parked:
+            del self._parked[channel]
         return diffs
 
     def _unpark_expired(self, key: tuple[str, str]) -> None:
         self._parked_timers.pop(key, None)
-        if self._parked.pop(key, None) is not None:
+        if self._take_parked(*key) is not None:
             self.unwatch(key[1])
 
     async def read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
@@ -285,9 +291,8 @@ class Roster:
 
     def _deliver(self, diff: Diff) -> None:
         self._send(diff)
-        for (_, channel), diffs in self._parked.items():
-            if channel == diff.channel:
-                diffs.append(diff)
+        for diffs in self._parked.get(diff.channel, {}).values():
+            diffs.append(diff)
 
     # --- the backend queue -------------------------------------------------------------
 
@@ -314,20 +319,28 @@ class Roster:
                 return True
             slots = asyncio.Semaphore(_CONCURRENT_CHANNELS)
 
-            async def run(channel: str, ops: _Ops) -> bool:
+            failed: list[tuple[str, BackendError]] = []
+
+            async def run(channel: str, ops: _Ops) -> None:
                 async with slots:
                     try:
                         await self._apply(channel, ops)
-                        return True
                     except BackendError as exc:
-                        logger.warning("presence of %r not updated: %s", channel, exc)
-                        return False
+                        failed.append((channel, exc))
                     finally:
                         for waiter in ops.waiters:
                             if not waiter.done():
                                 waiter.set_result(None)
 
-            return all(await asyncio.gather(*(run(c, ops) for c, ops in rounds.items())))
+            await asyncio.gather(*(run(c, ops) for c, ops in rounds.items()))
+            if failed:
+                # One line per outage, not one per channel and round: the refreshes
+                # go on failing every few seconds while the backend is away.
+                channel, error = failed[0]
+                logger.log(logging.DEBUG if self._failing else logging.WARNING,
+                           "presence of %d channels (%r, ...) not updated: %s; the next "
+                           "refresh tries again", len(failed), channel, error)
+            return not failed
 
     async def _apply(self, channel: str, ops: _Ops) -> None:
         by_ttl: dict[float, list[Member]] = {}
@@ -348,6 +361,8 @@ class Roster:
                 self._failing = True
             elif self._failing:
                 self._failing = False
+                logger.warning("presence: the backend works again; %d channels' members "
+                               "registered again", len(self._members))
                 await self._resync()
 
     async def _resync(self) -> None:
