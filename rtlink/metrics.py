@@ -63,6 +63,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "rtlink_recoveries_total",
     "rtlink_failed_recoveries_total",
     "rtlink_replayed_publications_total",
+    "rtlink_presence_diffs_total",
     "rtlink_backend_latency_seconds",
 )
 
@@ -162,6 +163,10 @@ class HubCollector(Collector):
         yield CounterMetricFamily("rtlink_replayed_publications",
                                   "Publications sent from history to fill the gap of "
                                   "resumed subscriptions.", value=stats.replayed)
+        yield CounterMetricFamily("rtlink_presence_diffs",
+                                  "presence_diff frames handed to connections (one per "
+                                  "event subscriber per diff).",
+                                  value=stats.presence_diffs_sent)
 
     def _backend_latency(self) -> Metric:
         latency = HistogramMetricFamily(

@@ -200,6 +200,8 @@ async def test_a_reconnect_storm_costs_each_watcher_a_few_frames() -> None:
             assert all(diff.get("truncated") for diff in storm)
             assert storm[-1]["count"] == 310
         assert (await hub.presence(ROOM)).count == 310
+        # Counted (rtlink_presence_diffs_total): every frame the watchers got, no more.
+        assert hub.stats.presence_diffs_sent == sum(len(_diffs(s)) for _, s in watchers)
 
 
 def _diffs(sink: MemorySink) -> list[dict[str, Any]]:
