@@ -159,6 +159,8 @@ export class Subscription {
   readonly recovered: boolean;
   /** The `last` it was subscribed with ("all": 2**53-1), sent on every resubscribe. */
   readonly last: number | undefined;
+  /** Whether it asks for the channel's presence events (rtlink-client/presence). */
+  readonly presence: boolean | undefined;
   on(event: 'message', callback: (message: Message) => void): () => void;
   on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
   /** The server refused the subscription for good (the subscription has ended). */
@@ -203,9 +205,16 @@ export class Client {
   /** Subscribe; with `since`, resume after that position. With `last` (a count, or
    * `'all'`), the latest publications the channel keeps are delivered first (at most
    * that many); with `since` too, only when its gap cannot be filled (then
-   * `recovered` is false). Throws InvalidInput on an invalid channel name or a second
-   * subscription to the same channel. */
-  subscribe(channel: string, options?: { since?: Position | null; last?: number | 'all' }): Subscription;
+   * `recovered` is false). With `presence`, also get the channel's presence_diff
+   * events (read them with rtlink-client/presence). Throws InvalidInput on an invalid
+   * channel name or a second subscription to the same channel. */
+  subscribe(channel: string, options?: { since?: Position | null; last?: number | 'all'; presence?: boolean }): Subscription;
+  /** Low level, for opt-in modules (rtlink-client/presence): send a frame on the
+   * current connection (connected only). */
+  send(frame: { type: string; [field: string]: unknown }): void;
+  /** Low level, for opt-in modules: called with every frame received from the server,
+   * before the client handles it. */
+  onframe?: (frame: { type: string; [field: string]: unknown }) => void;
   /**
    * Publish; resolves with the position once the server acknowledged it. While
    * offline the publish waits in the outbox and is sent on reconnect, always with

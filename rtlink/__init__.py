@@ -38,15 +38,16 @@ from .errors import (
     BackendUnavailable,
     ChannelError,
     ClientClosed,
-    HistoryError,
     InvalidInput,
     OutboxFull,
     ProtocolError,
     PublishError,
+    ReadError,
     RtlinkError,
     SubscribeError,
 )
 from .hub import Hub
+from .presence import Diff, Member, PresenceInfo
 from .protocol import HistoryPage, Position, Publication
 from .publisher import Publisher
 from .server import attach
@@ -68,6 +69,9 @@ __all__ = [
     "Position",
     "Publication",
     "HistoryPage",
+    "Member",
+    "PresenceInfo",
+    "Diff",
     "CloseCode",
     "ErrorCode",
     "RtlinkError",
@@ -79,7 +83,7 @@ __all__ = [
     "BackendUnavailable",
     "PublishError",
     "SubscribeError",
-    "HistoryError",
+    "ReadError",
     "OutboxFull",
     "ClientClosed",
 ]

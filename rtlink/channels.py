@@ -48,6 +48,10 @@ class ChannelOptions:
             publish a retry with the same key is still recognised as a duplicate.
         subscribe: who may subscribe (and, with ``client_publish``, publish):
             ``"anyone"``, or ``"authenticated"`` (anonymous connections get 401).
+        presence: keep the channel's presence: who is subscribed (a ``presence``
+            read), with join/leave events for subscribers that ask for them
+            (docs/protocol.md 6.8). Off by default: it costs backend writes per
+            subscriber.
     """
 
     history_size: int = attrs.field(default=100, validator=attrs.validators.ge(0))
@@ -56,6 +60,7 @@ class ChannelOptions:
     key_ttl: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
     subscribe: Literal["anyone", "authenticated"] = attrs.field(
         default="anyone", validator=attrs.validators.in_(("anyone", "authenticated")))
+    presence: bool = False
 
     # Made once: the policy is handed to the backend on every publish.
     _policy: HistoryPolicy = attrs.field(init=False, repr=False, eq=False, hash=False)

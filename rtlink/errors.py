@@ -9,7 +9,7 @@ The tree::
      ├── RequestError            the server answered a request with an error frame
      │    ├── SubscribeError       ... for subscribe
      │    ├── PublishError         ... for publish
-     │    └── HistoryError         ... for history
+     │    └── ReadError            ... for a read (history, presence)
      ├── ChannelError            server side: a channel request is refused (ErrorCode)
      ├── AuthenticationError     server side: raised by an authenticate hook to refuse
      │                             (carries the CloseCode: 4500, or 4003 for fresh ones)
@@ -34,7 +34,7 @@ __all__ = [
     "RequestError",
     "SubscribeError",
     "PublishError",
-    "HistoryError",
+    "ReadError",
     "ChannelError",
     "AuthenticationError",
     "BackendError",
@@ -110,8 +110,8 @@ class PublishError(RequestError):
     """A publish request was refused."""
 
 
-class HistoryError(RequestError):
-    """A history request was refused."""
+class ReadError(RequestError):
+    """A read request (``history``, ``presence``) was refused."""
 
 
 class ChannelError(RtlinkError):

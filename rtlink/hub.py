@@ -28,14 +28,17 @@ from .errors import AuthenticationError, ChannelError, InvalidInput
 from .limits import AddressSlots, PublishLimits
 from .peer import Peer
 from .positions import Position
+from .presence import MAX_MEMBERS, Diff, Member, PresenceInfo
 from .protocol import (
     DEFAULT_HISTORY_LIMIT,
     MAX_HISTORY_LIMIT,
     HistoryPage,
     Ping,
+    PresenceDiff,
     Publication,
     encode_frame,
 )
+from .roster import Roster
 from .session import WEBSOCKET, ConnectionMode, Subscription
 from .stats import HubStats
 
@@ -121,6 +124,13 @@ class Hub:
             uncompressed connection costs ~14 KiB), and its frames are compressed
             per connection instead of framed once per flush; rtlink's frames are
             small JSON or msgpack, where deflate saves little.
+        presence_ttl: seconds a member of a presence channel stays in the backend
+            without a refresh (the node refreshes its members every third of it). A
+            node that dies without saying so has its members announced as leaves
+            within ``presence_ttl * 4/3`` (docs/operations.md, "Presence").
+        presence_grace: seconds a client of SSE or long polling stays present after
+            its request ended, so that the next request (on any node) finds it still
+            there; None: ``pong_timeout``.
 
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
@@ -144,6 +154,8 @@ class Hub:
         publish_burst: int = 100,
         max_connections_per_ip: int | None = None,
         websocket_compression: bool = False,
+        presence_ttl: float = 30.0,
+        presence_grace: float | None = None,
     ) -> None:
         if publish_rate is not None and not 0 < publish_rate < float("inf"):
             raise ValueError(f"publish_rate must be > 0 (None for no limit), not {publish_rate}")
@@ -188,6 +200,9 @@ class Hub:
         #: What the hub counts about itself (:mod:`rtlink.stats`; shown by
         #: :mod:`rtlink.metrics`).
         self.stats = HubStats()
+        #: This node's presence (:mod:`rtlink.roster`).
+        self.roster = Roster(self.backend, self._send_diff, ttl=presence_ttl,
+                             grace=pong_timeout if presence_grace is None else presence_grace)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -198,6 +213,7 @@ class Hub:
         self._started = True
         if self._authenticator is not None:  # e.g. TokenAuth claims tickets in the backend
             self._authenticator.bind(self.backend)
+        self.roster.start()
         await self.backend.start(self._on_publication, self._on_lost)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
@@ -213,6 +229,7 @@ class Hub:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await self.roster.close()  # after the connections: their leaves are sent
         await self.backend.close()
 
     async def close_connections(self, code: int = CloseCode.GOING_AWAY,
@@ -257,6 +274,29 @@ class Hub:
             return self._publish_in_process(channel, data, key, options, "server")
         return await self._publish(channel, data, key, options)
 
+    async def presence(self, channel: str, *, limit: int = MAX_MEMBERS) -> PresenceInfo:
+        """Who is subscribed to ``channel`` on every node (a channel whose options say
+        ``presence=True``).
+
+        Args:
+            channel: the channel.
+            limit: members listed at most (``count`` is the whole number).
+
+        Raises:
+            ChannelError: unknown channel (404), or one that keeps no presence (400).
+            BackendError: the backend failed.
+        """
+        self._presence_options(channel)
+        count, members = await self.roster.read(channel, limit)
+        return PresenceInfo(channel, count, tuple(members))
+
+    def _presence_options(self, channel: str) -> ChannelOptions:
+        options = self.rules.options(channel)
+        if not options.presence:
+            raise ChannelError(ErrorCode.BAD_REQUEST,
+                               f"channel {channel!r} keeps no presence")
+        return options
+
     @property
     def authenticate_hook(self) -> Authenticator | Authenticate | None:
         """The ``authenticate`` hook the hub was made with (e.g. a
@@ -294,11 +334,13 @@ class Hub:
 
     def accept(self, codec: Codec, identity: Any, sink: Sink, transport: str,
                mode: ConnectionMode = WEBSOCKET, *, address: str | None = None,
-               fallback: str | None = None) -> Peer:
+               fallback: str | None = None, session_id: str | None = None) -> Peer:
         """Register a new connection and send it ``welcome``. Called by transports, with
-        the client's ``address`` if they know it, and the ``fallback`` query parameter
-        of its request (why the client fell back to this transport; only counted)."""
-        peer = Peer(self, codec, identity, sink, transport, mode, address)
+        the client's ``address`` if they know it, the ``fallback`` query parameter
+        of its request (why the client fell back to this transport; only counted),
+        and the session id its client carries over from its previous request (HTTP
+        transports: the ``session`` query parameter, protocol.md 6.8)."""
+        peer = Peer(self, codec, identity, sink, transport, mode, address, session_id)
         self._peers.add(peer)
         self.stats.connection_accepted(transport, fallback)
         peer.start()
@@ -445,8 +487,20 @@ class Hub:
         if live.ready is ready:
             live.ready = None
 
-    def leave_channel(self, connection: Connection, channel: str) -> None:
-        """Remove a connection from a channel; the last one unsubscribes the node."""
+    def leave_channel(self, connection: Connection, channel: str,
+                      subscription: Subscription | None = None) -> None:
+        """Remove a connection from a channel; the last one unsubscribes the node. A
+        ``subscription`` that joined the channel's presence leaves it: at once on a
+        WebSocket, after the grace period on the HTTP transports."""
+        member = subscription.member if subscription is not None else None
+        if subscription is not None and member is not None:
+            subscription.member = None
+            grace = not connection.mode.subscribe_frames
+            if subscription.presence and grace:
+                self.roster.park(member.client, channel)
+            elif subscription.presence:
+                self.roster.unwatch(channel)
+            self.roster.leave(channel, member, grace=grace)
         live = self._live.get(channel)
         if live is None or live.subscribers.pop(connection, None) is None:
             return
@@ -463,9 +517,59 @@ class Hub:
         if timer is not None:
             timer.cancel()
         subscriptions = peer.session.subscriptions
-        for channel in list(subscriptions):
-            self.leave_channel(peer.connection, channel)
+        for channel, subscription in list(subscriptions.items()):
+            self.leave_channel(peer.connection, channel, subscription)
         subscriptions.clear()
+
+    def join_presence(self, connection: Connection, channel: str,
+                      subscription: Subscription, member: Member) -> Awaitable[None]:
+        """``subscription`` joins ``channel``'s presence as ``member``, and gets its
+        events if it asked for them; done once the backend has it."""
+        subscription.member = member
+        if subscription.presence:
+            self.roster.watch(channel)
+        return self.roster.join(channel, member)
+
+    def presence_live(self, connection: Connection, channel: str,
+                      subscription: Subscription) -> None:
+        """``subscription`` went live: send it the diffs kept since its client's
+        previous request here ended (HTTP transports, see :meth:`Roster.park`)."""
+        member = subscription.member
+        if member is None or not subscription.presence:
+            return
+        for diff in self.roster.unpark(member.client, channel):
+            connection.send(PresenceDiff(diff.channel, diff.count, diff.joins, diff.leaves,
+                                         diff.truncated))
+
+    async def read_presence(self, identity: Any, channel: str) -> tuple[int, list[Member]]:
+        """Who is in ``channel``, for a client with ``identity``: authorized like a
+        subscribe (404, 401, 403), then 400 unless the channel keeps presence."""
+        await self.check_subscribe(identity, channel)
+        self._presence_options(channel)
+        return await self.roster.read(channel, MAX_MEMBERS)
+
+    def _send_diff(self, diff: Diff) -> None:
+        """Roster listener: one channel's diff to its event subscribers here, encoded
+        once per codec."""
+        live = self._live.get(diff.channel)
+        if live is None:
+            return
+        frame = PresenceDiff(diff.channel, diff.count, diff.joins, diff.leaves,
+                             diff.truncated)
+        encoded: dict[Codec, bytes] = {}
+        sent = 0
+        for connection, subscription in live.subscribers.items():
+            # Not before the subscription is live: its client reads presence after it.
+            if not subscription.presence or subscription.pending is not None:
+                continue
+            codec = connection.codec
+            data = encoded.get(codec)
+            if data is None:
+                data = encoded[codec] = encode_frame(codec, frame)
+            connection.news = True
+            connection.deliver(data)
+            sent += 1
+        self.stats.presence_diffs_sent += sent
 
     def _backend_op(self, channel: str,
                     op: Callable[[str], Awaitable[None]]) -> asyncio.Future[None]:

@@ -63,6 +63,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "rtlink_recoveries_total",
     "rtlink_failed_recoveries_total",
     "rtlink_replayed_publications_total",
+    "rtlink_presence_diffs_total",
     "rtlink_backend_latency_seconds",
 )
 
@@ -163,6 +164,10 @@ class HubCollector(Collector):
                                   "Publications sent from history to resumed "
                                   "subscriptions: their gap, or what the channel keeps "
                                   "when it cannot be filled.", value=stats.replayed)
+        yield CounterMetricFamily("rtlink_presence_diffs",
+                                  "presence_diff frames handed to connections (one per "
+                                  "event subscriber per diff).",
+                                  value=stats.presence_diffs_sent)
 
     def _backend_latency(self) -> Metric:
         latency = HistogramMetricFamily(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from .auth import subject_of
@@ -27,11 +27,14 @@ from .connection import Connection, Sink
 from .errors import BackendError, ChannelError, ProtocolError
 from .limits import PublishLimits
 from .positions import Position
+from .presence import Member
 from .protocol import Error, Frame, HistoryPage
+from .roster import member_of
 from .session import (
     ConnectionMode,
     HistoryRequest,
     Output,
+    PresenceRequest,
     PublishRequest,
     Session,
     SubscribeRequest,
@@ -85,8 +88,29 @@ class PeerHost(Protocol):
         """Add ``connection`` to ``channel``'s live stream (``subscription`` collects
         what arrives); returns once the backend delivers the channel to this node."""
 
-    def leave_channel(self, connection: Connection, channel: str) -> None:
-        """Take ``connection`` out of ``channel``'s live stream."""
+    def leave_channel(self, connection: Connection, channel: str,
+                      subscription: Subscription | None = None) -> None:
+        """Take ``connection`` out of ``channel``'s live stream, and ``subscription``
+        out of the channel's presence (if it joined it)."""
+
+    def join_presence(self, connection: Connection, channel: str,
+                      subscription: Subscription, member: Member) -> Awaitable[None]:
+        """``subscription`` joins ``channel``'s presence as ``member`` (and, if it asked,
+        gets its events); done once the backend has it."""
+
+    def presence_live(self, connection: Connection, channel: str,
+                      subscription: Subscription) -> None:
+        """``subscription`` went live (its ``subscribed`` is queued): send the presence
+        events kept for its client since its previous request ended."""
+
+    async def read_presence(self, identity: Any, channel: str) -> tuple[int, list[Member]]:
+        """Who is in ``channel``, for a client with ``identity``.
+
+        Raises:
+            ChannelError: the client may not subscribe ``channel`` (404, 401, 403), or
+                the channel keeps no presence (400).
+            BackendError: the backend failed.
+        """
 
     def schedule_flush(self, connection: Connection) -> None:
         """Have ``connection``'s queue written at the next flush."""
@@ -109,7 +133,8 @@ class Peer:
     __slots__ = ("_host", "identity", "transport", "address", "session", "connection")
 
     def __init__(self, host: PeerHost, codec: Codec, identity: Any, sink: Sink,
-                 transport: str, mode: ConnectionMode, address: str | None = None) -> None:
+                 transport: str, mode: ConnectionMode, address: str | None = None,
+                 session_id: str | None = None) -> None:
         self._host = host
         self.identity = identity
         self.transport = transport
@@ -121,6 +146,7 @@ class Peer:
             address=address,
             subject=subject_of(identity) if mode.shared_limits else None,
             clock=time.monotonic,
+            session_id=session_id,
         )
         self.connection = Connection(codec, sink, mode, self,
                                      outbound_limit=host.outbound_limit)
@@ -182,15 +208,18 @@ class Peer:
                                       getattr(frame, "id", None)))
 
     async def subscribe(self, channel: str, since: Position | None,
-                        request_id: int | None = None, last: int | None = None) -> bool:
+                        request_id: int | None = None, last: int | None = None,
+                        presence: bool = False) -> bool:
         """Subscribe to ``channel``, replaying what follows ``since`` or the ``last``
-        publications kept (the transport's request carried the subscription).
+        publications kept (the transport's request carried the subscription), with its
+        presence events if ``presence``.
 
         Sends ``subscribed`` (or ``error``), then the replay, then goes live. Returns
         whether the client learns something it did not know (an error, a fresh or
         unrecovered subscription, or publications): a long poll answers at once then.
         """
-        return await self._run(self.session.subscribe(channel, since, request_id, last))
+        return await self._run(self.session.subscribe(channel, since, request_id, last,
+                                                      presence))
 
     async def _run(self, outputs: Sequence[Output]) -> bool:
         """Send the frames and run the requests of the session, in order; whether the
@@ -202,9 +231,13 @@ class Peer:
             elif isinstance(output, PublishRequest):
                 await self._publish(output)
             elif isinstance(output, UnsubscribeRequest):
-                self._host.leave_channel(self.connection, output.channel)
+                self._host.leave_channel(self.connection, output.channel,
+                                         output.subscription)
             elif isinstance(output, HistoryRequest):
                 await self._history(output)
+                news = True
+            elif isinstance(output, PresenceRequest):
+                await self._read_presence(output)
                 news = True
             else:
                 self._send(output)
@@ -229,10 +262,16 @@ class Peer:
             # the read lands in the subscription's ``pending`` and is de-duplicated at
             # the seam, never lost.
             await host.join_channel(connection, channel, subscription)
+            # Present from now on; the backend write goes along with the history read.
+            joined = (host.join_presence(connection, channel, subscription,
+                                         member_of(session.id, self.identity))
+                      if options.presence else None)
             result = await host.read_history(channel, request.since, options, request.last)
+            if joined is not None:
+                await joined
         except Exception as exc:
             if session.subscriptions.get(channel) is subscription:
-                host.leave_channel(connection, channel)
+                host.leave_channel(connection, channel, subscription)
             if not (isinstance(exc, BackendError) and exc.temporary):
                 logger.error("%r: subscribe to %r failed", self, channel, exc_info=exc)
             self._send(session.subscribe_failed(request, subscription, exc))
@@ -250,6 +289,7 @@ class Peer:
         connection.replay(ready.replay)
         for publication in ready.live:
             self._send(publication)
+        host.presence_live(connection, channel, subscription)
         connection.news = connection.news or ready.news
         return ready.news
 
@@ -278,3 +318,12 @@ class Peer:
             self._send(self.session.publish_failed(request, exc))
             return
         self._send(self.session.published(request, position))
+
+    async def _read_presence(self, request: PresenceRequest) -> None:
+        try:
+            count, members = await self._host.read_presence(self.identity,
+                                                            request.frame.channel)
+        except (ChannelError, BackendError) as exc:
+            self._send(self.session.presence_failed(request, exc))
+            return
+        self._send(self.session.presence_result(request, count, members))

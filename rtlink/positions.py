@@ -29,7 +29,7 @@ in ``js-client/src/positions.js`` (``isAfter``, ``formatCursor``, ``parseCursor`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypeAlias, TypeGuard
 
 import attrs
@@ -162,44 +162,55 @@ def validate_last(value: Any, request_id: int | None = None) -> int | None:
     return int(value)
 
 
-def format_cursor(cursor: Cursor, last: Mapping[str, int] | None = None) -> str:
+def format_cursor(cursor: Cursor, last: Mapping[str, int] | None = None,
+                  presence: Collection[str] = ()) -> str:
     """The text form of a cursor (compact JSON, ASCII only), as :func:`parse_subs`
     reads it: what clients put in ``subs`` and servers in SSE event ids.
 
-    A channel with an entry in ``last`` is written in the object form
-    ``{"last": N}`` (with ``epoch`` and ``offset`` when it has a position).
+    A channel with an entry in ``last``, or in ``presence`` (its presence events are
+    asked for), is written in the object form: ``{"last": N}``, ``{"presence": true}``
+    or both, with the position's ``epoch`` and ``offset`` when it has one.
     """
     def entry(channel: str, position: Position | None) -> Any:
         wire = None if position is None else position.to_wire()
         count = None if last is None else last.get(channel)
-        if count is None:
+        wants = channel in presence
+        if count is None and not wants:
             return wire
-        return {**(wire or {}), "last": count}
+        wire = {**(wire or {})}
+        if count is not None:
+            wire["last"] = count
+        if wants:
+            wire["presence"] = True
+        return wire
 
     return json.dumps({channel: entry(channel, position) for channel, position in cursor.items()},
                       separators=(",", ":"))
 
 
-def parse_cursor(text: str | None, limit: int) -> dict[str, Position | None]:
+def parse_cursor(text: str | None, limit: int,
+                 presence: set[str] | None = None) -> dict[str, Position | None]:
     """The positions of a cursor's text (:func:`parse_subs` without the ``last`` counts).
 
     Raises:
         InvalidInput: as :func:`parse_subs`.
     """
-    return parse_subs(text, limit)[0]
+    return parse_subs(text, limit, presence)[0]
 
 
-def parse_subs(text: str | None, limit: int
+def parse_subs(text: str | None, limit: int, presence: set[str] | None = None
                ) -> tuple[dict[str, Position | None], dict[str, int]]:
     """Parse the text of a cursor: a JSON object mapping channel names to a position
-    map, null, or an object with ``last`` (``subs``, ``Last-Event-ID``). Absent or
-    empty text is no channel.
+    map, null, or an object with ``last`` and/or ``presence`` (``subs``,
+    ``Last-Event-ID``). Absent or empty text is no channel.
 
     ``{"news": {"epoch": "a1b2c3d4", "offset": 41}, "chat:lobby": null}`` subscribes
     to ``news`` resuming after offset 41 and to ``chat:lobby`` from now on;
     ``{"chat:lobby": {"last": 20}}`` to ``chat:lobby`` with its last 20 publications
     replayed first (protocol.md 4.2). A repeated channel counts once, with its last
-    value.
+    value. An object without ``epoch`` and ``offset`` has no position;
+    ``"presence": true`` in an object asks for the channel's presence events
+    (``{"chat:lobby": {"presence": true}}``).
 
     Returns:
         The position of each channel (None: none), and the ``last`` of the channels
@@ -208,6 +219,7 @@ def parse_subs(text: str | None, limit: int
     Args:
         text: the cursor text.
         limit: the most channels allowed.
+        presence: if given, the channels asking for presence events are added to it.
 
     Raises:
         InvalidInput: the text is not such an object, names an invalid channel or
@@ -232,10 +244,19 @@ def parse_subs(text: str | None, limit: int
         for channel, value in raw.items():
             validate_channel(channel)
             lasts.pop(channel, None)
-            count = validate_last(value.get("last")) if isinstance(value, dict) else None
-            if count is not None:
-                lasts[channel] = count
-                # {"last": N} alone: no position; with epoch or offset: both are needed.
+            if presence is not None:
+                presence.discard(channel)
+            if isinstance(value, dict):
+                count = validate_last(value.get("last"))
+                if count is not None:
+                    lasts[channel] = count
+                wants = value.get("presence", False)
+                if not isinstance(wants, bool):
+                    raise InvalidInput(f"{channel}: presence must be a boolean")
+                if wants and presence is not None:
+                    presence.add(channel)
+                # An object without epoch and offset: no position; with either, both
+                # are needed (Position.from_wire says which is missing).
                 if "epoch" not in value and "offset" not in value:
                     value = None
             cursor[channel] = None if value is None else Position.from_wire(value)

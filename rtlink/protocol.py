@@ -14,7 +14,7 @@ type            direction  fields
 ==============  =========  ==================================================
 ``welcome``     S→C        version, session, ping_interval, pong_timeout,
                            max_message_size
-``subscribe``   C→S        id, channel, since?, last?
+``subscribe``   C→S        id, channel, since?, last?, presence?
 ``subscribed``  S→C        id, channel, recovered, position, since?
 ``history``     C→S        id, channel, since?, limit?, reverse?
 ``history``     S→C        id, channel, publications, position, recovered
@@ -26,6 +26,9 @@ type            direction  fields
 ``ping``        both       (none)
 ``pong``        both       (none)
 ``close``       S→C        code, reason
+``presence``    C→S        id, channel
+``presence``    S→C        id, channel, count, members
+``presence_diff`` S→C      channel, count, joins, leaves, truncated?
 ==============  =========  ==================================================
 """
 
@@ -48,6 +51,7 @@ from .names import (
     validate_key,
 )
 from .positions import MAX_EPOCH_LENGTH, MAX_SAFE_INTEGER, Position, validate_last
+from .presence import Member
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -74,6 +78,9 @@ __all__ = [
     "Ping",
     "Pong",
     "Close",
+    "Presence",
+    "PresenceResult",
+    "PresenceDiff",
     "CLIENT_FRAMES",
     "SERVER_FRAMES",
     "validate_channel",
@@ -142,13 +149,15 @@ class Welcome(Frame):
 class Subscribe(Frame):
     """Ask for a channel's publications, resuming after ``since`` when given; ``last``
     replays at most that many of the latest kept publications first (when there is
-    no ``since``, or its gap cannot be filled)."""
+    no ``since``, or its gap cannot be filled); with ``presence``, also for its
+    ``presence_diff`` events (a presence channel)."""
 
     type: ClassVar[str] = "subscribe"
     id: int
     channel: str
     since: Position | None = None
     last: int | None = None
+    presence: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": self.type, "id": self.id, "channel": self.channel}
@@ -156,6 +165,8 @@ class Subscribe(Frame):
             wire["since"] = self.since.to_wire()
         if self.last is not None:
             wire["last"] = self.last
+        if self.presence:
+            wire["presence"] = True
         return wire
 
 
@@ -369,6 +380,55 @@ class Close(Frame):
         return {"type": self.type, "code": self.code, "reason": self.reason}
 
 
+@attrs.frozen
+class Presence(Frame):
+    """Ask who is in a presence channel; answered by :class:`PresenceResult`."""
+
+    type: ClassVar[str] = "presence"
+    id: int
+    channel: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "channel": self.channel}
+
+
+@attrs.frozen
+class PresenceResult(Frame):
+    """Who is in a channel: ``count`` members, at most :data:`~rtlink.presence.MAX_MEMBERS`
+    of them listed in ``members``."""
+
+    type: ClassVar[str] = "presence"
+    id: int
+    channel: str
+    count: int
+    members: tuple[Member, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "channel": self.channel,
+                "count": self.count, "members": [m.to_wire() for m in self.members]}
+
+
+@attrs.frozen
+class PresenceDiff(Frame):
+    """Members that joined and left a channel (see :class:`rtlink.presence.Diff`)."""
+
+    type: ClassVar[str] = "presence_diff"
+    channel: str
+    count: int
+    joins: tuple[Member, ...] = ()
+    leaves: tuple[Member, ...] = ()
+    truncated: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"type": self.type, "channel": self.channel,
+                                "count": self.count,
+                                "joins": [m.to_wire() for m in self.joins],
+                                "leaves": [m.to_wire() for m in self.leaves]}
+        if self.truncated:
+            wire["truncated"] = True
+        return wire
+
+
 # --- validation -----------------------------------------------------------------------
 
 
@@ -513,11 +573,60 @@ def _position(raw: Mapping[str, Any], field: str, rid: int | None) -> Position |
     return None if value is None else Position.from_wire(value, rid)
 
 
+def _flag(raw: Mapping[str, Any], field: str, request_id: int | None) -> bool:
+    value = raw.get(field)
+    if value is None:  # absent and null are the same (protocol.md 5)
+        return False
+    if not isinstance(value, bool):
+        raise FrameError(f"{field} must be a boolean", request_id=request_id)
+    return value
+
+
+def _count(raw: Mapping[str, Any], request_id: int | None) -> int:
+    value = raw.get("count")
+    if not _is_int(value) or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise FrameError("count must be an integer >= 0", request_id=request_id)
+    return value
+
+
+def _members(raw: Mapping[str, Any], field: str, request_id: int | None) -> tuple[Member, ...]:
+    value = raw.get(field)
+    if not isinstance(value, list):
+        raise FrameError(f"{field} must be a list of members", request_id=request_id)
+    try:
+        return tuple(Member.from_wire(item) for item in value)
+    except FrameError as exc:
+        raise FrameError(str(exc), request_id=request_id) from None
+
+
 def _parse_subscribe(raw: Mapping[str, Any]) -> Subscribe:
     rid = _request_id(raw)
     channel = validate_channel(raw.get("channel"), rid)
-    return Subscribe(rid, channel, _position(raw, "since", rid),  # type: ignore[arg-type]
-                     validate_last(raw.get("last"), rid))
+    since = raw.get("since")
+    if isinstance(since, Mapping) and "epoch" not in since and "offset" not in since:
+        # As in cursors (protocol.md 4.2): a map without a position is none. (The JS
+        # client's tab sharing passes a tab's cursor entry {"presence": true} on.)
+        since = None
+    return Subscribe(rid, channel,  # type: ignore[arg-type]
+                     None if since is None else Position.from_wire(since, rid),
+                     validate_last(raw.get("last"), rid), _flag(raw, "presence", rid))
+
+
+def _parse_presence(raw: Mapping[str, Any]) -> Presence:
+    rid = _request_id(raw)
+    return Presence(rid, validate_channel(raw.get("channel"), rid))  # type: ignore[arg-type]
+
+
+def _parse_presence_result(raw: Mapping[str, Any]) -> PresenceResult:
+    rid = _request_id(raw)
+    return PresenceResult(rid, validate_channel(raw.get("channel"), rid), _count(raw, rid),  # type: ignore[arg-type]
+                          _members(raw, "members", rid))
+
+
+def _parse_presence_diff(raw: Mapping[str, Any]) -> PresenceDiff:
+    return PresenceDiff(validate_channel(raw.get("channel")), _count(raw, None),
+                        _members(raw, "joins", None), _members(raw, "leaves", None),
+                        _flag(raw, "truncated", None))
 
 
 def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
@@ -543,13 +652,8 @@ def _parse_history(raw: Mapping[str, Any]) -> History:
     if not _is_int(limit) or not 0 < limit <= MAX_HISTORY_LIMIT:
         raise FrameError(f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}",
                          request_id=rid)
-    reverse = raw.get("reverse", False)
-    if reverse is None:
-        reverse = False
-    if not isinstance(reverse, bool):
-        raise FrameError("reverse must be a boolean", request_id=rid)
     return History(rid, channel, _position(raw, "since", rid), limit,  # type: ignore[arg-type]
-                   reverse)
+                   _flag(raw, "reverse", rid))
 
 
 def _parse_history_page(raw: Mapping[str, Any]) -> HistoryPage:
@@ -634,6 +738,7 @@ CLIENT_FRAMES: dict[str, _Parser] = {
     "history": _parse_history,
     "unsubscribe": _parse_unsubscribe,
     "publish": _parse_publish,
+    "presence": _parse_presence,
     "ping": lambda raw: Ping(),
     "pong": lambda raw: Pong(),
 }
@@ -646,6 +751,8 @@ SERVER_FRAMES: dict[str, _Parser] = {
     "ack": _parse_ack,
     "publication": _parse_publication,
     "error": _parse_error,
+    "presence": _parse_presence_result,
+    "presence_diff": _parse_presence_diff,
     "ping": lambda raw: Ping(),
     "pong": lambda raw: Pong(),
     "close": _parse_close,

@@ -28,6 +28,7 @@ from .codes import ErrorCode
 from .errors import BackendError, ChannelError, FrameError
 from .limits import PublishLimits, TokenBucket
 from .positions import Position, is_after
+from .presence import Member
 from .protocol import (
     Ack,
     Error,
@@ -36,6 +37,8 @@ from .protocol import (
     HistoryPage,
     Ping,
     Pong,
+    Presence,
+    PresenceResult,
     Publication,
     Publish,
     Subscribe,
@@ -56,6 +59,7 @@ __all__ = [
     "PublishRequest",
     "UnsubscribeRequest",
     "HistoryRequest",
+    "PresenceRequest",
     "Request",
     "Output",
     "Ready",
@@ -108,14 +112,18 @@ class Subscription:
     read): live publications wait there, so that they come after the replay.
     ``position`` is that of the last publication queued for the client (its cursor
     in the channel). The hub's fan-out reads and writes both directly: it runs once
-    per delivery.
+    per delivery. ``presence`` says whether the client asked for the channel's
+    ``presence_diff`` events; ``member`` is what the client is in the channel's
+    presence once it joined it (None for a channel without presence).
     """
 
-    __slots__ = ("pending", "position")
+    __slots__ = ("pending", "position", "presence", "member")
 
-    def __init__(self, position: Position | None) -> None:
+    def __init__(self, position: Position | None, presence: bool = False) -> None:
         self.pending: list[Publication] | None = []
         self.position = position
+        self.presence = presence
+        self.member: Member | None = None
 
 
 @attrs.frozen
@@ -130,6 +138,15 @@ class SubscribeRequest:
     since: Position | None
     request_id: int | None
     last: int | None = None
+    presence: bool = False
+
+
+@attrs.frozen
+class PresenceRequest:
+    """Check that the client may subscribe ``frame.channel`` and that the channel keeps
+    presence, read it, and send :meth:`Session.presence_result` (or the refusal)."""
+
+    frame: Presence
 
 
 @attrs.frozen
@@ -142,9 +159,11 @@ class PublishRequest:
 
 @attrs.frozen
 class UnsubscribeRequest:
-    """The client left ``channel``: take it out of the channel's live stream."""
+    """The client left ``channel``: take it out of the channel's live stream (and its
+    presence, if ``subscription`` joined it)."""
 
     channel: str
+    subscription: Subscription | None = None
 
 
 @attrs.frozen
@@ -157,7 +176,8 @@ class HistoryRequest:
 
 
 #: What a session asks of its owner.
-Request: TypeAlias = SubscribeRequest | PublishRequest | UnsubscribeRequest | HistoryRequest
+Request: TypeAlias = (SubscribeRequest | PublishRequest | UnsubscribeRequest | HistoryRequest
+                    | PresenceRequest)
 #: What a session gives its owner for one client frame: frames to send, in order,
 #: and requests to run, in order, after them.
 Output: TypeAlias = Frame | Request
@@ -197,6 +217,8 @@ class Session:
         subject: its identity's subject, for the per-client publish buckets of
             request transports (``mode.shared_limits``).
         clock: monotonic seconds (injectable for tests).
+        session_id: the id to use instead of a new random one: an HTTP transport's
+            client carries it over from its previous request (protocol.md 6.8).
 
     Attributes:
         id: a random id, sent in ``welcome``; useful in logs.
@@ -219,8 +241,9 @@ class Session:
         address: str | None = None,
         subject: str | None = None,
         clock: Callable[[], float],
+        session_id: str | None = None,
     ) -> None:
-        self.id = secrets.token_urlsafe(9)
+        self.id = session_id or secrets.token_urlsafe(9)
         self.codec = codec
         self.mode = mode
         self.transport = transport
@@ -267,14 +290,18 @@ class Session:
         if isinstance(frame, Publish):
             return self._on_publish(frame)
         if isinstance(frame, Subscribe):
-            return self.subscribe(frame.channel, frame.since, frame.id, frame.last)
+            return self.subscribe(frame.channel, frame.since, frame.id, frame.last,
+                                  frame.presence)
         if isinstance(frame, History):
             return [HistoryRequest(frame)]
+        if isinstance(frame, Presence):
+            return [PresenceRequest(frame)]
         if isinstance(frame, Unsubscribe):
             # Leaving a channel one is not in is not an error: the client's view and
             # the server's may legitimately cross in flight.
-            left: list[Output] = ([UnsubscribeRequest(frame.channel)]
-                                  if self.subscriptions.pop(frame.channel, None) else [])
+            gone = self.subscriptions.pop(frame.channel, None)
+            left: list[Output] = ([UnsubscribeRequest(frame.channel, gone)]
+                                  if gone is not None else [])
             return [*left, Ack(frame.id)]
         if isinstance(frame, Ping):
             return [Pong()]
@@ -283,10 +310,11 @@ class Session:
     # --- subscribing -----------------------------------------------------------------
 
     def subscribe(self, channel: str, since: Position | None,
-                  request_id: int | None = None, last: int | None = None) -> list[Output]:
+                  request_id: int | None = None, last: int | None = None,
+                  presence: bool = False) -> list[Output]:
         """The client asks for ``channel`` from ``since``, or with its ``last``
         publications (a ``subscribe`` frame, or the transport's request: then
-        ``request_id`` is None)."""
+        ``request_id`` is None), and for its presence events if ``presence``."""
         if channel in self.subscriptions:
             return [Error(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", request_id,
                           channel)]
@@ -294,12 +322,13 @@ class Session:
             return [Error(ErrorCode.LIMIT_EXCEEDED,
                           f"at most {self.max_subscriptions} subscriptions", request_id,
                           channel)]
-        return [SubscribeRequest(channel, since, request_id, last)]
+        return [SubscribeRequest(channel, since, request_id, last, presence)]
 
     def subscribe_started(self, request: SubscribeRequest) -> Subscription:
         """The client may subscribe: its subscription exists from now on, and the
         channel's live publications wait in it while history is read."""
-        subscription = self.subscriptions[request.channel] = Subscription(request.since)
+        subscription = self.subscriptions[request.channel] = Subscription(request.since,
+                                                                          request.presence)
         return subscription
 
     def subscribe_ready(self, request: SubscribeRequest, subscription: Subscription, *,
@@ -393,6 +422,25 @@ class Session:
                     else ErrorCode.INTERNAL_ERROR)
             return Error(code, f"backend: {error}", frame.id, frame.channel)
         return Error(ErrorCode.INTERNAL_ERROR, "internal error", frame.id)
+
+    # --- presence --------------------------------------------------------------------
+
+    def presence_result(self, request: PresenceRequest, count: int,
+                        members: Sequence[Member]) -> PresenceResult:
+        """The answer to a ``presence`` read."""
+        frame = request.frame
+        return PresenceResult(frame.id, frame.channel, count, tuple(members))
+
+    def presence_failed(self, request: PresenceRequest, error: Exception) -> Error:
+        """A ``presence`` read was refused (the channel's rules, or no presence kept:
+        400) or failed (503 for a temporary backend failure, else 500)."""
+        frame = request.frame
+        if isinstance(error, ChannelError):
+            return Error(error.code, str(error), frame.id, frame.channel)
+        if isinstance(error, BackendError) and error.temporary:
+            return Error(ErrorCode.BACKEND_UNAVAILABLE, f"backend: {error}", frame.id,
+                         frame.channel)
+        return Error(ErrorCode.INTERNAL_ERROR, "internal error", frame.id, frame.channel)
 
     def cursor(self) -> dict[str, Position | None]:
         """Each subscribed channel with the position of the last publication queued."""

@@ -133,11 +133,12 @@ class HubStats:
         replayed: publications sent from history to fill resumed subscriptions.
         backend_latency: a histogram of backend call durations, by operation
             (``"publish"``, ``"history"``), failed calls included.
+        presence_diffs_sent: ``presence_diff`` frames handed to connections.
     """
 
     __slots__ = ("deliveries", "accepted", "closed", "fallbacks", "publishes", "duplicates",
                  "publish_errors", "recoveries", "failed_recoveries", "replayed",
-                 "backend_latency", "_publish_latency")
+                 "backend_latency", "_publish_latency", "presence_diffs_sent")
 
     def __init__(self, latency_buckets: Sequence[float] = BACKEND_LATENCY_BUCKETS) -> None:
         self.deliveries = 0
@@ -150,6 +151,7 @@ class HubStats:
         self.recoveries: dict[str, int] = {}
         self.failed_recoveries: dict[str, int] = {}
         self.replayed = 0
+        self.presence_diffs_sent = 0
         self.backend_latency: dict[str, LatencyHistogram] = {
             operation: LatencyHistogram(latency_buckets) for operation in ("publish", "history")
         }

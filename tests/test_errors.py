@@ -11,7 +11,7 @@ from tests.support import JS_SOURCES
 
 #: The errors an application of a client can meet: the JS client names each alike.
 CLIENT_ERRORS = {"RtlinkError", "InvalidInput", "SubscribeError", "PublishError",
-                 "HistoryError", "OutboxFull", "ClientClosed"}
+                 "ReadError", "OutboxFull", "ClientClosed"}
 
 
 def test_every_error_is_exported_and_an_rtlink_error() -> None:

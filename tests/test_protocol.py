@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rtlink.codecs import CODECS, Codec
 from rtlink.codes import ErrorCode
 from rtlink.errors import FrameError, ProtocolError
+from rtlink.presence import Member
 from rtlink.protocol import (
     CLIENT_FRAMES,
     MAX_CHANNEL_LENGTH,
@@ -29,6 +30,9 @@ from rtlink.protocol import (
     Ping,
     Pong,
     Position,
+    Presence,
+    PresenceDiff,
+    PresenceResult,
     Publication,
     Publish,
     Subscribe,
@@ -54,9 +58,9 @@ codec_ids = pytest.mark.parametrize("wire_codec", ALL_CODECS, ids=lambda c: c.na
 MAX_SAFE = 2**53 - 1
 CHANNEL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=+,#"
 
-CLIENT_TYPES: set[type[Frame]] = {Subscribe, History, Unsubscribe, Publish, Ping, Pong}
+CLIENT_TYPES: set[type[Frame]] = {Subscribe, History, Unsubscribe, Publish, Presence, Ping, Pong}
 SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, HistoryPage, Ack, Publication, Error,
-                                  Ping, Pong, Close}
+                                  Ping, Pong, Close, PresenceResult, PresenceDiff}
 
 # --- strategies ------------------------------------------------------------------------
 
@@ -97,7 +101,7 @@ welcome_frames = st.builds(
     version=wire_ints,
 )
 subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none() | positions,
-                             last=st.none() | ids)
+                             last=st.none() | ids, presence=st.booleans())
 subscribed_frames = st.builds(
     Subscribed, id=st.none() | ids, channel=channels, recovered=st.booleans(),
     position=positions, since=st.none() | positions
@@ -129,14 +133,25 @@ error_frames = st.builds(
 ping_frames = st.just(Ping())
 pong_frames = st.just(Pong())
 close_frames = st.builds(Close, code=wire_ints, reason=st.text(max_size=40))
+members = st.builds(Member, client=st.text(max_size=20), user=st.none() | st.text(max_size=20),
+                    info=json_values)
+member_tuples = st.lists(members, max_size=4).map(tuple)
+presence_frames = st.builds(Presence, id=ids, channel=channels)
+presence_result_frames = st.builds(
+    PresenceResult, id=ids, channel=channels, count=st.integers(min_value=0, max_value=MAX_SAFE),
+    members=member_tuples)
+presence_diff_frames = st.builds(
+    PresenceDiff, channel=channels, count=st.integers(min_value=0, max_value=MAX_SAFE),
+    joins=member_tuples, leaves=member_tuples, truncated=st.booleans())
 
 client_frames = st.one_of(
-    subscribe_frames, history_frames, unsubscribe_frames, publish_frames, ping_frames,
-    pong_frames
+    subscribe_frames, history_frames, unsubscribe_frames, publish_frames, presence_frames,
+    ping_frames, pong_frames
 )
 server_frames = st.one_of(
     welcome_frames, subscribed_frames, history_page_frames(), ack_frames, publication_frames,
-    error_frames, ping_frames, pong_frames, close_frames,
+    error_frames, ping_frames, pong_frames, close_frames, presence_result_frames,
+    presence_diff_frames,
 )
 any_frames = st.one_of(client_frames, server_frames)
 
@@ -169,6 +184,39 @@ def frame_error(parse: Any, raw: Any) -> FrameError:
 def test_frame_tables_match_frame_classes() -> None:
     assert {cls.type for cls in CLIENT_TYPES} == set(CLIENT_FRAMES)
     assert {cls.type for cls in SERVER_TYPES} == set(SERVER_FRAMES)
+
+
+def test_presence_frames_on_the_wire() -> None:
+    member = Member("s1", "alice", {"name": "Alice"})
+    assert Subscribe(1, "room", presence=True).to_wire() == {
+        "type": "subscribe", "id": 1, "channel": "room", "presence": True}
+    assert "presence" not in Subscribe(1, "room").to_wire()
+    assert PresenceDiff("room", 3, (member,), ()).to_wire() == {
+        "type": "presence_diff", "channel": "room", "count": 3,
+        "joins": [{"client": "s1", "user": "alice", "info": {"name": "Alice"}}], "leaves": []}
+    assert PresenceDiff("room", 9000, truncated=True).to_wire()["truncated"] is True
+    wire = PresenceResult(7, "room", 1, (member,)).to_wire()
+    assert parse_server_frame(wire) == PresenceResult(7, "room", 1, (member,))
+    assert parse_client_frame({"type": "presence", "id": 7, "channel": "room"}) == Presence(
+        7, "room")
+
+
+@pytest.mark.parametrize("raw", [
+    {"type": "subscribe", "id": 3, "channel": "room", "presence": "yes"},
+    {"type": "presence", "id": 3, "channel": "bad channel"},
+])
+def test_invalid_presence_requests_are_refused_with_their_id(raw: dict[str, Any]) -> None:
+    assert frame_error(parse_client_frame, raw).request_id == 3
+
+
+@pytest.mark.parametrize("raw", [
+    {"type": "presence_diff", "channel": "room", "count": -1, "joins": [], "leaves": []},
+    {"type": "presence_diff", "channel": "room", "count": 1, "joins": [{"user": "a"}],
+     "leaves": []},
+    {"type": "presence", "id": 1, "channel": "room", "count": 1, "members": "all"},
+])
+def test_invalid_presence_answers(raw: dict[str, Any]) -> None:
+    frame_error(parse_server_frame, raw)
 
 
 # --- round trips -----------------------------------------------------------------------
@@ -617,7 +665,7 @@ def test_publish_key_limits() -> None:
 
 @pytest.mark.parametrize(
     "since",
-    [5, "e:1", [], {}, {"epoch": "e"}, {"offset": 1}, {"epoch": "", "offset": 1},
+    [5, "e:1", [], {"epoch": "e"}, {"offset": 1}, {"epoch": "", "offset": 1},
      {"epoch": "e" * 65, "offset": 1}, {"epoch": 1, "offset": 1}, {"epoch": "e", "offset": -1},
      {"epoch": "e", "offset": 2**53}, {"epoch": "e", "offset": True},
      {"epoch": "e", "offset": 1.0}, {"epoch": "\ud800", "offset": 1}],
@@ -627,6 +675,13 @@ def test_invalid_since_is_400_with_request_id(since: Any) -> None:
     exc = frame_error(parse_client_frame, {"type": "subscribe", "id": 9, "channel": "c",
                                            "since": since})
     assert (exc.error_code, exc.request_id) == (400, 9)
+
+
+@pytest.mark.parametrize("since", [{}, {"presence": True}])
+def test_a_since_map_without_a_position_is_none(since: Any) -> None:
+    """As a cursor entry (protocol.md 4.2): what the JS client's tab sharing passes on."""
+    frame = parse_client_frame({"type": "subscribe", "id": 9, "channel": "c", "since": since})
+    assert frame == Subscribe(9, "c")
 
 
 @pytest.mark.parametrize("raw", [None, 1, "ping", ["type", "ping"], b"\x00", 1.5, True])

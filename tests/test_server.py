@@ -19,7 +19,7 @@ from rtlink.cli import build_app
 from rtlink.config import ServeConfig
 from tests.support import run_server
 
-CLIENT_FILES = ["client.js", "client.mjs"]
+CLIENT_FILES = ["client.js", "client.mjs", "presence.mjs"]
 
 
 def package_file(name: str) -> bytes:
@@ -194,6 +194,7 @@ async def test_a_missing_file_is_skipped_with_a_warning(
 ) -> None:
     (tmp_path / "static").mkdir()
     (tmp_path / "static" / "client.js").write_bytes(b"var rtlink = {};\n")
+    (tmp_path / "static" / "presence.mjs").write_bytes(b"export {};\n")
     app = web.Application()
     with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "rtlink.server"):
         patch.setattr(importlib.resources, "files", lambda package: tmp_path)

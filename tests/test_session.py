@@ -10,6 +10,7 @@ from rtlink.codecs import get_codec
 from rtlink.codes import ErrorCode
 from rtlink.errors import BackendError, BackendUnavailable, ChannelError, ProtocolError
 from rtlink.limits import PublishLimits
+from rtlink.presence import Member
 from rtlink.protocol import (
     Ack,
     Error,
@@ -17,6 +18,7 @@ from rtlink.protocol import (
     HistoryPage,
     Pong,
     Position,
+    PresenceResult,
     Publication,
     Publish,
     Subscribed,
@@ -29,6 +31,7 @@ from rtlink.session import (
     WEBSOCKET,
     ConnectionMode,
     HistoryRequest,
+    PresenceRequest,
     PublishRequest,
     Session,
     SubscribeRequest,
@@ -223,7 +226,8 @@ def test_a_channel_left_while_its_history_was_read_is_not_sent() -> None:
     [request] = handle(s, {"type": "subscribe", "id": 1, "channel": "c"})
     subscription = s.subscribe_started(request)
     outputs = handle(s, {"type": "unsubscribe", "id": 2, "channel": "c"})
-    assert outputs == [UnsubscribeRequest("c"), Ack(2)]
+    # The request carries the subscription: the owner takes it out of the presence too.
+    assert outputs == [UnsubscribeRequest("c", subscription), Ack(2)]
     assert s.subscribe_ready(request, subscription, recovered=True,
                              position=Position("e1", 0), publications=[]) is None
 
@@ -279,3 +283,17 @@ def test_the_cursor_holds_each_channel_at_its_last_queued_position() -> None:
     s.subscribe_ready(request, subscription, recovered=True, position=Position("e1", 6),
                       publications=[pub(5), pub(6)])
     assert s.cursor() == {"c": Position("e1", 6)}
+
+
+def test_presence_requests_and_flags() -> None:
+    s = session()
+    [request] = handle(s, {"type": "subscribe", "id": 1, "channel": "room", "presence": True})
+    assert isinstance(request, SubscribeRequest) and request.presence
+    assert s.subscribe_started(request).presence
+    [read] = handle(s, {"type": "presence", "id": 2, "channel": "room"})
+    assert isinstance(read, PresenceRequest)
+    member = Member("s1", "alice")
+    assert s.presence_result(read, 1, [member]) == PresenceResult(2, "room", 1, (member,))
+    refused = s.presence_failed(read, ChannelError(400, "no presence"))
+    assert (refused.code, refused.id, refused.channel) == (400, 2, "room")
+    assert s.presence_failed(read, BackendUnavailable("down")).code == 503

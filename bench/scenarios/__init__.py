@@ -17,4 +17,5 @@ ORDER = (
     "redis",
     "jssize",
     "storm",  # Redis storms and per-user channels on Redis
+    "presence",  # joins and leaves of 1,000 and 10,000 members, and their reconnect storm
 )

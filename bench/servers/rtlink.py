@@ -3,7 +3,8 @@
 The backend is ``--backend`` (the memory backend by default; a ``redis://`` URL gives
 the Redis backend with its default options). Two channel patterns with default options
 (history of 100, no client publishing; ``--history`` changes the history size): "bench",
-and "user:*" for the per-user channels. Every transport is mounted under ``/rt``
+and "user:*" for the per-user channels; and "room", which keeps presence
+(bench/scenarios/presence.py). Every transport is mounted under ``/rt``
 (``/rt/ws``, ``/rt/sse``, ``/rt/poll``); a client names its channel in its ``subscribe``
 frame or ``subs`` cursor. A publication is one ``await hub.publish(channel, data)``.
 """
@@ -25,7 +26,9 @@ def main() -> None:
     options = rtlink.ChannelOptions(client_publish=False)
     if args.history is not None:
         options = rtlink.ChannelOptions(client_publish=False, history_size=args.history)
-    hub = rtlink.Hub(args.backend, channels={CHANNEL: options, f"{USER_PREFIX}*": options})
+    hub = rtlink.Hub(args.backend, channels={
+        CHANNEL: options, f"{USER_PREFIX}*": options,
+        "room": rtlink.ChannelOptions(presence=True)})
     app = web.Application()
     rtlink.attach(app, hub, path="/rt")
     control_routes(app, hub.publish, lambda: len(hub.connections))

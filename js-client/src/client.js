@@ -100,9 +100,10 @@ export class Client extends ClientCore {
   }
 
   /** Subscribe to `channel`; with `since`, resume after that position; with `last`
-   * (a number, or "all"), replay the latest publications the channel keeps first. */
-  subscribe(channel, { since, last } = {}) {
-    const subscription = new Subscription(channel, since, this, last == 'all' ? 2 ** 53 - 1 : last);
+   * (a number, or "all"), replay the latest publications the channel keeps first; with
+   * `presence`, also get its presence events. */
+  subscribe(channel, { since, last, presence } = {}) {
+    const subscription = new Subscription(channel, since, this, last == 'all' ? 2 ** 53 - 1 : last, presence);
     this._subscribe(subscription);
     return subscription;
   }
@@ -171,7 +172,7 @@ export class Client extends ClientCore {
         try {
           frames = decodeFrames(this._codec, message);
         } catch (error) {
-          return end(1006, `invalid message: ${error.message}`);
+          return end(1006, String(error));
         }
         if (!this._welcome) {
           // The health check: a transport works only once the server's first frame
@@ -182,7 +183,9 @@ export class Client extends ClientCore {
           if (refused) return end(...refused);
           this._negotiation._connected();
           this.transport = name;
-          this.sessionId = this._welcome.session;
+          // Carried to the next stream or poll (also after a reconnect): one member
+          // of its presence channels across requests (protocol.md 6.8).
+          this._session = this.sessionId = this._welcome.session;
           this._setState('connected', null, '', name);
           if (connection._dead) return; // a state callback closed or reconnected
           if (index) connection._prober = setInterval(() => this._probe(connection, index), probeInterval * 1e3);
@@ -222,6 +225,7 @@ export class Client extends ClientCore {
           const cursor = this._cursor();
           holder._requestedChannels = Object.keys(cursor).join();
           query.set('subs', formatCursor(cursor));
+          if (this._session) query.set('session', this._session);
         }
         for (const key in extra) query.set(key, extra[key]);
         return url.href;
@@ -329,7 +333,7 @@ export class Client extends ClientCore {
         this._flush(connection);
       },
       // Nothing is lost: a publish without an answer is sent again on reconnect.
-      (error) => connection._ended(1006, `send failed: ${error.message}`),
+      (error) => connection._ended(1006, String(error)),
     );
   }
 }

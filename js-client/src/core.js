@@ -74,8 +74,9 @@ export class ClientCore {
    * refused for now waits out of it until its retry. */
   _cursor() {
     const cursor = {};
-    for (const [channel, { position, last, _held }] of this._subscriptions) {
-      if (!_held) cursor[channel] = last ? { ...position, last } : position;
+    for (const [channel, { position, last, presence, _held }] of this._subscriptions) {
+      // With last or presence: an object (protocol.md 4.2).
+      if (!_held) cursor[channel] = last || presence ? { ...position, last, presence } : position;
     }
     return cursor;
   }
@@ -100,7 +101,7 @@ export class ClientCore {
       if (this._welcome) {
         this._requests.delete(subscription._requestId);
         if (this._carries) this._subscriptionsChanged();
-        else this._sendFrame({ type: 'unsubscribe', id: this._request(null), channel });
+        else this.send({ type: 'unsubscribe', id: this._request(null), channel });
       }
     }
     subscription._end();
@@ -139,10 +140,13 @@ export class ClientCore {
   _receive(frame) {
     const { type, id, channel, position } = frame;
     const requests = this._requests;
+    const subscription = this._subscriptions.get(channel);
     let target = requests.get(id);
     requests.delete(id);
+    // Every frame, for opt-in modules (rtlink-client/presence: presence answers and
+    // presence_diff events; client.send() sends their frames).
+    this.onframe?.(frame);
     if (type == 'publication') {
-      const subscription = this._subscriptions.get(channel);
       // Not subscribed, not confirmed on this connection yet, or delivered already. (A
       // new epoch is adopted: the server's replay already said recovered=false.)
       if (!subscription?._active || !isAfter(position, subscription.position)) return;
@@ -158,7 +162,7 @@ export class ClientCore {
       if (id == null) {
         // The transport's request carried the subscription (SSE, long polling); a
         // confirmation of what is known already tells nothing new.
-        target = this._subscriptions.get(channel);
+        target = subscription;
         if (target?._active && recovered) return;
       }
       if (target && !target._settle) {
@@ -175,7 +179,7 @@ export class ClientCore {
       }
     } else if (type == 'error') {
       // On transports that carry subscriptions, their errors have no request id.
-      if (id == null && channel != null) target = this._subscriptions.get(channel);
+      if (id == null) target = subscription;
       if (!target) return console.warn('rtlink:', frame);
       target._requestId = null;
       const temporary = isTemporary(frame.code);
@@ -193,7 +197,7 @@ export class ClientCore {
       else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
     } else if (type == 'ping') {
       // Over SSE there is no way back on the stream and no need to answer (6.6).
-      if (!this._carries) this._sendFrame({ type: 'pong' });
+      if (!this._carries) this.send({ type: 'pong' });
     } else if (type == 'close') return [frame.code, frame.reason];
   }
 
@@ -235,18 +239,21 @@ export class ClientCore {
     return this._lastId;
   }
 
-  _sendFrame(frame) {
+  /** Send a frame on the current connection (public for opt-in modules: the
+   * `presence` read of rtlink-client/presence, whose answer comes to `onframe`). */
+  send(frame) {
     this._send(this._codec._encode(frame));
   }
 
   _sendSubscribe(subscription) {
-    const { channel, position, last } = subscription;
+    const { channel, position, last, presence } = subscription;
     const frame = { type: 'subscribe', id: this._request(subscription), channel };
     if (position) frame.since = position;
     if (last) frame.last = last;
+    if (presence) frame.presence = presence;
     subscription._requestId = frame.id;
     subscription._active = false;
-    this._sendFrame(frame);
+    this.send(frame);
   }
 
   _sendPublish(entry) {

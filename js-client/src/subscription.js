@@ -11,9 +11,12 @@ export class Subscription {
    * @param {object} core the client (its core), which unsubscribes it
    * @param {number} [last] replay at most this many of the latest kept publications
    *   first (when there is no `since`, or its gap cannot be filled)
+   * @param {boolean} [presence] ask for the channel's presence events
    */
-  constructor(channel, since, core, last) {
+  constructor(channel, since, core, last, presence) {
     this.channel = channel;
+    /** Whether it asks for the channel's presence events (rtlink-client/presence). */
+    this.presence = presence;
     /** Position of the last message delivered (or of the channel when confirmed):
      * the client resumes after it. */
     this.position = since || null;

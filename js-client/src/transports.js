@@ -113,7 +113,7 @@ export const transports = {
         link._received(body);
         if (!mine.signal.aborted) poll();
       } catch (error) {
-        if (mine == poller && !mine.signal.aborted) link._ended(1006, `poll failed: ${error.message}`);
+        if (mine == poller && !mine.signal.aborted) link._ended(1006, String(error));
       }
     };
     poll();

@@ -101,6 +101,24 @@ console.log(import.meta.resolve('rtlink-client'), typeof client.Client);
   assert.equal(type, 'function');
 });
 
+test("the opt-in 'rtlink-client/presence' works with the built client (public names only)", (t) => {
+  const dir = consumer(t);
+  writeFileSync(join(dir, 'main.mjs'), `
+import { Client } from 'rtlink-client';
+import { presence } from 'rtlink-client/presence';
+const sent = [];
+const client = new Client('http://test/rt', { shareConnection: false, storage: null });
+client.state = 'connected';
+client.send = (frame) => sent.push(frame);
+const read = presence(client, 'room');
+client.onframe({ type: 'presence', id: sent[0].id, channel: 'room', count: 1, members: [] });
+read.then((answer) => console.log(sent[0].type, answer.count));
+`);
+  const run = spawnSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(run.stdout.trim(), 'presence 1');
+});
+
 test("a bundler (esbuild, for the browser) resolves both import and require('rtlink-client') to the client", async (t) => {
   const dir = consumer(t);
   for (const contents of [
@@ -143,13 +161,13 @@ test('npm pack: LICENSE, README, the builds, the sources and the types, nothing 
   assert.equal(run.status, 0, run.stderr);
   const files = JSON.parse(run.stdout)[0].files.map(({ path }) => path);
   const wanted = [
-    'LICENSE', 'README.md', 'package.json', 'index.d.ts', 'codes.d.ts',
-    'dist/rtlink.mjs', 'dist/rtlink.js', 'dist/history.mjs', 'history.d.ts', 'src/index.js',
-    'src/codes.js', 'src/history.js',
+    'LICENSE', 'README.md', 'package.json', 'index.d.ts', 'codes.d.ts', 'history.d.ts',
+    'presence.d.ts', 'dist/rtlink.mjs', 'dist/rtlink.js', 'dist/history.mjs', 'dist/presence.mjs',
+    'src/index.js', 'src/codes.js', 'src/history.js', 'src/presence.js',
   ];
   for (const file of wanted) assert.ok(files.includes(file), `${file} is in the package`);
   // Whatever else is there must be more of the sources: no tests, no build script.
-  const shipped = /^(LICENSE|README\.md|package\.json|[a-z]+\.d\.ts|dist\/(rtlink|history)\.m?js|src\/[a-z]+\.js)$/;
+  const shipped = /^(LICENSE|README\.md|package\.json|[a-z]+\.d\.ts|dist\/(rtlink|history|presence)\.m?js|src\/[a-z]+\.js)$/;
   assert.deepEqual(files.filter((file) => !shipped.test(file)), []);
   const license = (dir) => readFileSync(join(dir, 'LICENSE'), 'utf8');
   assert.equal(license(packageDir), license(join(packageDir, '..')), 'js-client/LICENSE is the repository LICENSE');

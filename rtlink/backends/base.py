@@ -12,6 +12,12 @@ A backend owns three things and nothing else (no HTTP, no connections):
 * **claims** — :meth:`Backend.claim` marks a key as used for a while (single-use
   authentication tickets); the base class keeps claims in this process, a shared
   engine overrides it so that every node sees them;
+* **presence** (optional) — :meth:`Backend.presence_update`,
+  :meth:`Backend.presence_remove` and :meth:`Backend.presence_read` keep the members
+  of presence channels for every node, each entry expiring unless refreshed; every
+  join and leave (an expiry included) is announced once, to every node, through the
+  listener given to :meth:`Backend.set_presence_listener`. A backend without it
+  raises :class:`~rtlink.errors.BackendError` there (the default);
 * **node fan-in** — between :meth:`Backend.subscribe` and :meth:`Backend.unsubscribe`
   of a channel, every publication of that channel, from any node, is handed to the
   listener given to :meth:`Backend.start`, in offset order, exactly once. A backend
@@ -29,11 +35,12 @@ from __future__ import annotations
 import abc
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
-from ..errors import BackendUnavailable
+from ..errors import BackendError, BackendUnavailable
+from ..presence import Member
 from ..protocol import MAX_SAFE_INTEGER, Position, Publication
 
 __all__ = [
@@ -44,6 +51,7 @@ __all__ = [
     "page_bounds",
     "PublicationListener",
     "LostListener",
+    "PresenceListener",
     "LocalClaims",
 ]
 
@@ -52,6 +60,10 @@ PublicationListener = Callable[[Publication], None]
 #: Called by the backend with a subscribed channel whose publications it could not all
 #: deliver (they are gone from history); its subscribers must resubscribe.
 LostListener = Callable[[str], None]
+#: Called by the backend for presence changes of a channel: ``(channel, joins,
+#: leaves, count)``, ``count`` being the channel's member count after them. Each
+#: change is announced to every node's listener exactly once, in the order made.
+PresenceListener = Callable[[str, Sequence[Member], Sequence[Member], int], None]
 
 
 @attrs.frozen
@@ -321,3 +333,41 @@ class Backend(abc.ABC):
         if claims is None:
             claims = self._local_claims = LocalClaims()
         return claims.claim(key, ttl)
+
+    # --- presence (optional) ---------------------------------------------------------
+
+    def set_presence_listener(self, listener: PresenceListener) -> None:  # noqa: B027
+        """From now on, hand every announced presence change to ``listener`` (called by
+        the hub before :meth:`start`). A backend without presence ignores it."""
+
+    async def presence_update(self, channel: str, members: Sequence[Member],
+                              ttl: float) -> None:
+        """Add or refresh ``members`` of ``channel``, each to expire ``ttl`` seconds
+        from now unless updated again; announce those that were not members as joins.
+        Also remove the members whose time is up and announce them as leaves (so
+        every node that updates a channel sweeps it; ``members`` may be empty).
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached (try again later).
+            BackendError: this backend keeps no presence.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no presence")
+
+    async def presence_remove(self, channel: str, members: Sequence[Member]) -> None:
+        """Remove ``members`` from ``channel`` (those present announced as leaves).
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached (they expire anyway).
+            BackendError: this backend keeps no presence.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no presence")
+
+    async def presence_read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
+        """The members of ``channel`` (expired ones removed and announced first): how
+        many there are, and at most ``limit`` of them.
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached.
+            BackendError: this backend keeps no presence.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no presence")

@@ -9,14 +9,16 @@ to run several nodes.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..positions import Position
+from ..presence import Member
 from ..protocol import Publication
 from .base import (
     Backend,
@@ -24,6 +26,7 @@ from .base import (
     HistoryResult,
     LocalClaims,
     LostListener,
+    PresenceListener,
     PublicationListener,
     PublishResult,
     page_bounds,
@@ -175,6 +178,12 @@ class MemoryBackend(Backend):
         # every publication, so the hub then awaits it.
         self.publish_now = (self._publish_now if type(self).publish is MemoryBackend.publish
                             else None)
+        # Presence: channel -> member key -> (member, expiry time), and per channel the
+        # expiries in a heap (entries of refreshed members go stale and are skipped):
+        # a sweep costs what expired, not a scan of every member.
+        self._presence: dict[str, dict[str, tuple[Member, float]]] = {}
+        self._expiries: dict[str, list[tuple[float, str]]] = {}
+        self._presence_listener: PresenceListener | None = None
 
     @property
     def clock(self) -> Clock:
@@ -210,6 +219,8 @@ class MemoryBackend(Backend):
         self._listener = None
         self._subscribed.clear()
         self._channels.clear()
+        self._presence.clear()
+        self._expiries.clear()
 
     async def publish(
         self, channel: str, data: object, *, key: str | None, policy: HistoryPolicy
@@ -398,3 +409,62 @@ class MemoryBackend(Backend):
                     logger.debug("idle sweep deleted %d channel(s)", deleted)
             except Exception:
                 logger.exception("idle sweep failed; retrying in %s s", interval)
+
+    # --- presence ----------------------------------------------------------------------
+
+    def set_presence_listener(self, listener: PresenceListener) -> None:
+        """Hand presence changes to ``listener`` (synchronously, as they are made)."""
+        self._presence_listener = listener
+
+    async def presence_update(self, channel: str, members: Sequence[Member],
+                              ttl: float) -> None:
+        """Add or refresh ``members`` until ``ttl`` seconds from now; sweep the expired
+        (see :meth:`Backend.presence_update`)."""
+        now = self._clock()
+        entries = self._presence.setdefault(channel, {})
+        heap = self._expiries.setdefault(channel, [])
+        leaves = self._expire(entries, heap, now)
+        joins = []
+        expires = now + ttl
+        for member in members:
+            if member.key not in entries:
+                joins.append(member)
+            entries[member.key] = (member, expires)
+            heapq.heappush(heap, (expires, member.key))
+        self._announce(channel, entries, joins, leaves)
+
+    async def presence_remove(self, channel: str, members: Sequence[Member]) -> None:
+        """Remove ``members``; announce those that were present."""
+        entries = self._presence.get(channel)
+        if entries is None:
+            return
+        leaves = [entries.pop(member.key)[0] for member in members if member.key in entries]
+        self._announce(channel, entries, [], leaves)
+
+    async def presence_read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
+        """The members of ``channel``, the expired ones removed (and announced) first."""
+        entries = self._presence.get(channel)
+        if entries is None:
+            return 0, []
+        leaves = self._expire(entries, self._expiries.setdefault(channel, []), self._clock())
+        self._announce(channel, entries, [], leaves)
+        return len(entries), [member for member, _ in itertools.islice(entries.values(), limit)]
+
+    @staticmethod
+    def _expire(entries: dict[str, tuple[Member, float]], heap: list[tuple[float, str]],
+                now: float) -> list[Member]:
+        gone = []
+        while heap and heap[0][0] <= now:
+            expires, key = heapq.heappop(heap)
+            entry = entries.get(key)
+            if entry is not None and entry[1] == expires:  # not refreshed since
+                gone.append(entries.pop(key)[0])
+        return gone
+
+    def _announce(self, channel: str, entries: dict[str, tuple[Member, float]],
+                  joins: list[Member], leaves: list[Member]) -> None:
+        if not entries:
+            self._presence.pop(channel, None)
+            self._expiries.pop(channel, None)
+        if (joins or leaves) and self._presence_listener is not None:
+            self._presence_listener(channel, joins, leaves, len(entries))

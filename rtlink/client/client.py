@@ -21,7 +21,7 @@ import enum
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import attrs
@@ -31,6 +31,7 @@ from ..codecs import get_codec
 from ..codes import CloseCode
 from ..errors import ClientClosed, FrameError, InvalidInput, ProtocolError
 from ..positions import Position, validate_last
+from ..presence import PresenceInfo
 from ..protocol import (
     DEFAULT_HISTORY_LIMIT,
     LAST_ALL,
@@ -38,13 +39,16 @@ from ..protocol import (
     Welcome,
     decode_server_message,
 )
-from .core import ClientCore, HistoryRead
+from .core import ClientCore, HistoryRead, PresenceRead, Read
 from .events import Events
 from .negotiation import Negotiation
 from .subscription import Subscription
 from .transports import TRANSPORTS, ClientTransport, TransportClosed
 
 __all__ = ["Client", "ConnectionState", "StateChange", "describe_failure"]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R", bound=Read)
 
 logger = logging.getLogger("rtlink.client")
 
@@ -175,6 +179,7 @@ class Client:
         # Per connection: the transport, what waits to be written, the task writing
         # it, the probe of better transports, and the timers of retry rounds.
         self._transport: ClientTransport | None = None
+        self._last_session: str | None = None  # the latest welcome's session id
         self._outgoing: list[bytes] = []
         self._outgoing_ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -286,8 +291,11 @@ class Client:
     # --- subscribe / publish -----------------------------------------------------------
 
     def subscribe(self, channel: str, *, since: Position | None = None,
-                  last: int | Literal["all"] | None = None) -> Subscription:
-        """Subscribe to ``channel``; with ``since`` resume after that position.
+                  last: int | Literal["all"] | None = None,
+                  presence: bool = False) -> Subscription:
+        """Subscribe to ``channel``; with ``since`` resume after that position; with
+        ``presence``, also get the channel's join/leave events (``"presence"`` events
+        of the subscription; a channel whose options keep presence).
 
         ``last=N`` replays at most the ``N`` latest publications the channel keeps
         before going live (``"all"``: every one it keeps); with ``since`` it bounds
@@ -308,8 +316,8 @@ class Client:
         except FrameError:
             raise InvalidInput(f'last must be an integer from 1 to 2**53-1 or "all", '
                                f"not {last!r}") from None
-        subscription = Subscription(channel, since, self._core.unsubscribe,
-                                    count)
+        subscription = Subscription(channel, since, self._core.unsubscribe, count,
+                                    presence=presence)
         self._core.subscribe(subscription)
         return subscription
 
@@ -324,16 +332,36 @@ class Client:
         ``page.position.offset``. ``reverse``: at most ``limit`` before ``since`` (or
         from the latest), newest first. ``page.recovered`` is False when ``since`` was
         not honoured (another epoch, or trimmed: the page starts from what is kept).
-        While disconnected the read waits for the connection.
+        While disconnected the read waits for the connection; a temporary refusal
+        (503) is retried after a delay.
 
         Raises:
-            HistoryError: the server refused it (404, 401, 403) or failed (503).
+            ReadError: the server refused it (404, 401, 403).
             ClientClosed: the client stopped first.
             InvalidInput: invalid channel name, or ``limit`` not from 1 to 1000.
         """
         future: asyncio.Future[HistoryPage] = asyncio.get_running_loop().create_future()
-        read = HistoryRead(channel, since, limit, reverse, future)
-        self._core.history(read)
+        return await self._read(HistoryRead(channel, since, limit, reverse, future), future,
+                                self._core.history)
+
+    async def presence(self, channel: str) -> PresenceInfo:
+        """Who is subscribed to ``channel`` (a channel whose options keep presence): its
+        member count and up to 1,000 members. Waits for a connection if there is none;
+        sent again on a new one if the connection ends first, and after a delay if
+        refused for now (503).
+
+        Raises:
+            ReadError: the server refused (unknown channel 404, not allowed 401/403,
+                no presence kept 400).
+            ClientClosed: the client stopped first.
+            InvalidInput: invalid channel name.
+        """
+        future: asyncio.Future[PresenceInfo] = asyncio.get_running_loop().create_future()
+        return await self._read(PresenceRead(channel, future), future, self._core.presence)
+
+    async def _read(self, read: _R, future: asyncio.Future[_T],
+                    start: Callable[[_R], None]) -> _T:
+        start(read)
         try:
             return await future
         finally:
@@ -431,6 +459,9 @@ class Client:
             raise TransportClosed(*refused)
         welcome = self._core.welcome
         assert welcome is not None
+        # Carried over to the next stream or poll request: the client stays one member
+        # of its presence channels across requests (protocol.md 6.8).
+        self._last_session = welcome.session
         self._negotiation.connected()
         # The core sent the subscriptions and the outbox before CONNECTED is announced:
         # a state callback that subscribes must not have its subscription sent twice
@@ -472,7 +503,8 @@ class Client:
         async with asyncio.timeout(self.connect_timeout):
             return await TRANSPORTS[name].open(
                 self._http, self.url, self.codec, headers, self.connect_timeout,
-                self._core.request_cursor, fallback,
+                self._core.request_cursor, fallback, presence=self._core.presence_channels,
+                session=lambda: self._last_session,
             )
 
     async def _probe_better(self, current: str) -> None:

@@ -37,13 +37,14 @@ from ..codes import CloseCode, ErrorCode, is_temporary
 from ..errors import (
     ClientClosed,
     FrameError,
-    HistoryError,
     InvalidInput,
     PublishError,
+    ReadError,
     RtlinkError,
     SubscribeError,
 )
 from ..positions import Position, is_after
+from ..presence import Diff, PresenceInfo
 from ..protocol import (
     MAX_HISTORY_LIMIT,
     PROTOCOL_VERSION,
@@ -55,6 +56,9 @@ from ..protocol import (
     HistoryPage,
     Ping,
     Pong,
+    Presence,
+    PresenceDiff,
+    PresenceResult,
     Publication,
     Publish,
     Subscribe,
@@ -68,8 +72,8 @@ from ..protocol import (
 )
 from .outbox import Outbox, OutboxEntry, Result
 
-__all__ = ["ClientCore", "SubscriptionState", "HistoryRead", "PageResult", "Message",
-           "SubscribedEvent", "RETRY_KINDS"]
+__all__ = ["ClientCore", "SubscriptionState", "Read", "HistoryRead", "PresenceRead",
+           "ReadResult", "Message", "SubscribedEvent", "RETRY_KINDS"]
 
 logger = logging.getLogger("rtlink.client")
 
@@ -125,6 +129,7 @@ class SubscriptionState(Protocol):
         request_id: the id of the subscribe request in flight, if any.
         active: confirmed on the current connection.
         held: refused for now; out of the cursor until the retry.
+        presence: whether it asks for the channel's presence events.
     """
 
     channel: str
@@ -134,6 +139,7 @@ class SubscriptionState(Protocol):
     request_id: int | None
     active: bool
     held: bool
+    presence: bool
 
     def _confirm(self, event: SubscribedEvent) -> None:
         """The server confirmed it (its state is updated already)."""
@@ -144,47 +150,78 @@ class SubscriptionState(Protocol):
     def _fail(self, error: RtlinkError) -> None:
         """It ended with an error: refused for good, or the client stopped."""
 
+    def _presence(self, diff: Diff) -> None:
+        """A ``presence_diff`` of its channel (it asked for them)."""
+
     def _end(self) -> None:
         """It ended normally: unsubscribed."""
 
 
-class PageResult(Protocol):
-    """Where the outcome of a history read goes: a future's setters."""
+class ReadResult(Protocol):
+    """Where the outcome of a read goes: a future's setters."""
 
     def done(self) -> bool:
         """Whether the outcome is set already."""
 
-    def set_result(self, result: HistoryPage, /) -> None:
-        """The page arrived."""
+    def set_result(self, result: Any, /) -> None:
+        """The answer arrived."""
 
     def set_exception(self, exception: BaseException, /) -> None:
         """The read failed."""
 
 
-class HistoryRead:
-    """A history read waiting for its page: sent on every new connection until it is
-    answered (reading twice does no harm).
+class Read:
+    """A read waiting for its answer (a page of history, a presence list): sent on
+    every new connection, and again after a temporary refusal, until it is answered
+    or refused for good (reading twice does no harm).
 
     Attributes:
-        channel, since, limit, reverse: what the ``history`` frame asks for.
-        result: gets the page, or the error.
+        channel: the channel read.
+        result: gets the answer, or the error (:class:`~rtlink.errors.ReadError`,
+            :class:`~rtlink.errors.ClientClosed`).
         request_id: the id of the request in flight, if any.
     """
 
-    __slots__ = ("channel", "since", "limit", "reverse", "result", "request_id")
+    __slots__ = ("channel", "result", "request_id")
 
-    def __init__(self, channel: str, since: Position | None, limit: int, reverse: bool,
-                 result: PageResult) -> None:
+    def __init__(self, channel: str, result: ReadResult) -> None:
         self.channel = channel
-        self.since = since
-        self.limit = limit
-        self.reverse = reverse
         self.result = result
         self.request_id: int | None = None
 
+    def frame(self, request_id: int) -> Frame:
+        """The request frame, with ``request_id``."""
+        raise NotImplementedError
+
+
+class HistoryRead(Read):
+    """A ``history`` read: ``since``, ``limit`` and ``reverse`` as the frame has them;
+    its answer is a :class:`~rtlink.protocol.HistoryPage`."""
+
+    __slots__ = ("since", "limit", "reverse")
+
+    def __init__(self, channel: str, since: Position | None, limit: int, reverse: bool,
+                 result: ReadResult) -> None:
+        super().__init__(channel, result)
+        self.since = since
+        self.limit = limit
+        self.reverse = reverse
+
+    def frame(self, request_id: int) -> Frame:
+        return History(request_id, self.channel, self.since, self.limit, self.reverse)
+
+
+class PresenceRead(Read):
+    """A ``presence`` read; its answer is a :class:`~rtlink.presence.PresenceInfo`."""
+
+    __slots__ = ()
+
+    def frame(self, request_id: int) -> Frame:
+        return Presence(request_id, self.channel)
+
 
 #: What a request id stands for on the current connection (None: an unsubscribe).
-_Target = SubscriptionState | OutboxEntry | HistoryRead | None
+_Target = SubscriptionState | OutboxEntry | Read | None
 
 
 def _check(validate: Callable[[Any], object], value: Any) -> None:
@@ -215,7 +252,7 @@ class ClientCore:
         requests: the requests in flight on the current connection, by id: the
             subscription, outbox entry or history read they are for (None for an
             unsubscribe).
-        reads: the history reads waiting for their page.
+        reads: the reads (history pages, presence lists) waiting for their answer.
         welcome: the ``welcome`` of the current connection; None when not connected.
         carries_subscriptions: whether the current transport carries the
             subscriptions in its requests instead of ``subscribe`` frames.
@@ -239,7 +276,7 @@ class ClientCore:
         self.subscriptions: dict[str, SubscriptionState] = {}
         self.outbox = Outbox(outbox_limit)
         self.requests: dict[int, _Target] = {}
-        self.reads: list[HistoryRead] = []
+        self.reads: list[Read] = []
         self.welcome: Welcome | None = None
         self.carries_subscriptions = False
         self.closed: ClientClosed | None = None
@@ -257,6 +294,12 @@ class ClientCore:
     def connected(self) -> bool:
         """Whether a connection is up (its ``welcome`` arrived)."""
         return self.welcome is not None
+
+    def presence_channels(self) -> frozenset[str]:
+        """The channels whose presence events the subscriptions ask for (transports
+        that carry the subscriptions write them as ``{"presence": true, ...}``)."""
+        return frozenset(channel for channel, sub in self.subscriptions.items()
+                         if sub.presence)
 
     def cursor(self) -> dict[str, Position | None]:
         """The subscriptions and their positions, for transports that carry them.
@@ -355,16 +398,28 @@ class ClientCore:
             ClientClosed: the client stopped.
             InvalidInput: invalid channel name or limit.
         """
+        if not 0 < read.limit <= MAX_HISTORY_LIMIT:
+            raise InvalidInput(f"limit must be from 1 to {MAX_HISTORY_LIMIT}")
+        self._read(read)
+
+    def presence(self, read: PresenceRead) -> None:
+        """Ask who is in ``read.channel`` (now if connected, else on connecting).
+
+        Raises:
+            ClientClosed: the client stopped.
+            InvalidInput: invalid channel name.
+        """
+        self._read(read)
+
+    def _read(self, read: Read) -> None:
         if self.closed is not None:
             raise self.closed
         _check(validate_channel, read.channel)
-        if not 0 < read.limit <= MAX_HISTORY_LIMIT:
-            raise InvalidInput(f"limit must be from 1 to {MAX_HISTORY_LIMIT}")
         self.reads.append(read)
         if self.connected:
-            self._send_history(read)
+            self._send_read(read)
 
-    def forget_read(self, read: HistoryRead) -> None:
+    def forget_read(self, read: Read) -> None:
         """Take ``read`` out (its call ended: answered or cancelled)."""
         if read in self.reads:
             self.reads.remove(read)
@@ -418,7 +473,7 @@ class ClientCore:
         for entry in self.outbox.unsent():
             self._send_publish(entry)
         for read in self.reads:
-            self._send_history(read)
+            self._send_read(read)
         return None
 
     def receive(self, frame: Frame | FrameError) -> tuple[int, str] | None:
@@ -438,13 +493,20 @@ class ClientCore:
         elif isinstance(frame, Subscribed):
             self._on_subscribed(frame)
         elif isinstance(frame, HistoryPage):
-            self._on_history(frame)
+            self._answer(frame.id, frame)
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Ping):
             # Over SSE there is no way back on the stream and no need to answer (6.6).
             if not self.carries_subscriptions:
                 self._send_frame(Pong())
+        elif isinstance(frame, PresenceDiff):
+            subscription = self.subscriptions.get(frame.channel)
+            if subscription is not None and subscription.active and subscription.presence:
+                subscription._presence(Diff(frame.channel, frame.joins, frame.leaves,
+                                            frame.count, frame.truncated))
+        elif isinstance(frame, PresenceResult):
+            self._answer(frame.id, PresenceInfo(frame.channel, frame.count, frame.members))
         elif isinstance(frame, Close):
             return frame.code, frame.reason
         elif isinstance(frame, FrameError):
@@ -495,6 +557,10 @@ class ClientCore:
                 subscription.held = False
         if not self.connected:
             return
+        if kind == "resubscribe":
+            for read in self.reads:
+                if read.request_id is None:
+                    self._send_read(read)
         if kind == "resend":
             for entry in self.outbox.unsent():
                 self._send_publish(entry)
@@ -519,12 +585,12 @@ class ClientCore:
         subscription.request_id = self._request(subscription)
         subscription.active = False
         self._send_frame(Subscribe(subscription.request_id, subscription.channel,
-                                   subscription.position, subscription.last))
+                                   subscription.position, subscription.last,
+                                   subscription.presence))
 
-    def _send_history(self, read: HistoryRead) -> None:
+    def _send_read(self, read: Read) -> None:
         read.request_id = self._request(read)
-        self._send_frame(History(read.request_id, read.channel, read.since, read.limit,
-                                 read.reverse))
+        self._send_frame(read.frame(read.request_id))
 
     def _send_publish(self, entry: OutboxEntry) -> None:
         assert self.welcome is not None
@@ -572,6 +638,17 @@ class ClientCore:
         subscription.position = position
         subscription._deliver(Message(frame.channel, frame.data, position))
 
+    def _on_read_error(self, read: Read, frame: Error) -> None:
+        """A read refused: for good (it fails), or for now (sent again after a delay,
+        like refused subscriptions)."""
+        if is_temporary(frame.code):
+            read.request_id = None
+            self._schedule_retry("resubscribe")
+            return
+        self.forget_read(read)
+        if not read.result.done():
+            read.result.set_exception(ReadError(frame.code, frame.message))
+
     def _on_ack(self, frame: Ack) -> None:
         target = self.requests.pop(frame.id, None)
         if isinstance(target, OutboxEntry):
@@ -579,12 +656,13 @@ class ClientCore:
             if frame.position is not None:
                 self._settle(target, None, frame.position)
 
-    def _on_history(self, frame: HistoryPage) -> None:
-        target = self.requests.pop(frame.id, None) if frame.id is not None else None
-        if isinstance(target, HistoryRead):
+    def _answer(self, request_id: int | None, answer: object) -> None:
+        """The answer to a read (a history page, a presence list)."""
+        target = self.requests.pop(request_id, None) if request_id is not None else None
+        if isinstance(target, Read):
             self.forget_read(target)
             if not target.result.done():
-                target.result.set_result(frame)
+                target.result.set_result(answer)
 
     def _on_subscribed(self, frame: Subscribed) -> None:
         target: _Target
@@ -595,7 +673,7 @@ class ClientCore:
                 return  # a request confirming again what is known: nothing to report
         else:
             target = self.requests.pop(frame.id, None)
-        if target is None or isinstance(target, OutboxEntry | HistoryRead):
+        if target is None or isinstance(target, OutboxEntry | Read):
             return
         self._retry_attempts["resubscribe"] = 0
         resumed = target.position is not None
@@ -621,14 +699,12 @@ class ClientCore:
         if target is None:
             logger.warning("server error %s: %s", frame.code, frame.message)
             return
+        if isinstance(target, Read):
+            self._on_read_error(target, frame)
+            return
         target.request_id = None
         temporary = is_temporary(frame.code)
-        if isinstance(target, HistoryRead):
-            # Not retried here: the caller decides (``HistoryError.temporary``).
-            self.forget_read(target)
-            if not target.result.done():
-                target.result.set_exception(HistoryError(frame.code, frame.message))
-        elif isinstance(target, OutboxEntry):
+        if isinstance(target, OutboxEntry):
             if temporary:
                 self._schedule_retry("resend")
             else:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ClientClosed, RtlinkError, SubscribeError
 from ..positions import Position
+from ..presence import Diff
 from .core import Message, SubscribedEvent
 from .events import Events
 
@@ -39,6 +40,7 @@ class Subscription:
             first (when there is no ``since``, or its gap cannot be filled), or None.
         unsubscribe: called with the subscription by :meth:`unsubscribe` (the client
             core's :meth:`~rtlink.client.core.ClientCore.unsubscribe`).
+        presence: ask for the channel's presence events.
 
     Attributes:
         channel: the channel.
@@ -51,17 +53,20 @@ class Subscription:
         active: whether it is confirmed on the current connection (the core's).
         held: whether it was refused for now and waits, out of the cursor, for its
             retry (the core's).
+        presence: whether it asks for the channel's presence events.
     """
 
     def __init__(self, channel: str, since: Position | None,
-                 unsubscribe: Callable[[Subscription], None], last: int | None = None) -> None:
+                 unsubscribe: Callable[[Subscription], None], last: int | None = None, *,
+                 presence: bool = False) -> None:
         self.channel = channel
+        self.presence = presence
         self.position: Position | None = since
         self.last = last
         self.recovered = True
         self._unsubscribe = unsubscribe
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._events = Events("subscription", ("message", "subscribed", "error"))
+        self._events = Events("subscription", ("message", "subscribed", "error", "presence"))
         # Set by the first confirmation, or by an end before it (then with _error).
         self._settled = asyncio.Event()
         self._error: RtlinkError | None = None
@@ -77,8 +82,11 @@ class Subscription:
 
     def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` on ``"message"`` (a :class:`Message`), ``"subscribed"``
-        (a :class:`SubscribedEvent`) or ``"error"`` (an exception). Returns a function
-        that removes the callback."""
+        (a :class:`SubscribedEvent`), ``"error"`` (an exception) or ``"presence"`` (a
+        :class:`~rtlink.presence.Diff`: members that joined and left, the count, and
+        ``truncated`` when too many changed to list: call
+        :meth:`~rtlink.client.Client.presence` if the list matters). Returns a
+        function that removes the callback."""
         return self._events.on(event, callback)
 
     async def wait_subscribed(self) -> None:
@@ -128,6 +136,10 @@ class Subscription:
         """A new publication (the core checked that it is one and moved the position)."""
         self._queue.put_nowait(message)
         self._events.emit("message", message)
+
+    def _presence(self, diff: Diff) -> None:
+        """A ``presence_diff`` of the channel (the core checked that it asked)."""
+        self._events.emit("presence", diff)
 
     def _settle(self, error: RtlinkError) -> None:
         """Fail a wait for the first confirmation that has not come (nothing if it has)."""

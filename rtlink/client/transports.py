@@ -15,7 +15,7 @@ import abc
 import asyncio
 import base64
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -34,6 +34,8 @@ __all__ = [
     "TRANSPORTS",
     "TransportClosed",
     "CursorSource",
+    "PresenceSource",
+    "SessionSource",
 ]
 
 logger = logging.getLogger("rtlink.client")
@@ -51,6 +53,10 @@ class TransportClosed(Exception):
 #: Returns the client's cursor: its subscriptions with the position each one reached,
 #: and the ``last`` of those that have one (protocol.md 4.2).
 CursorSource = Callable[[], tuple[Cursor, Mapping[str, int]]]
+#: Returns the channels whose presence events the client's subscriptions ask for.
+PresenceSource = Callable[[], Collection[str]]
+#: Returns the session id to carry over to the next stream or poll request, if any.
+SessionSource = Callable[[], "str | None"]
 
 
 class ClientTransport(abc.ABC):
@@ -79,6 +85,9 @@ class ClientTransport(abc.ABC):
         timeout: float,
         cursor: CursorSource,
         fallback: str | None = None,
+        *,
+        presence: PresenceSource = frozenset,
+        session: SessionSource = lambda: None,
     ) -> ClientTransport:
         """Open a connection to the server mounted at ``base_url``.
 
@@ -93,6 +102,11 @@ class ClientTransport(abc.ABC):
             fallback: when the client fell back to this transport, why (protocol.md
                 8.7): it goes in the ``fallback`` query parameter of the connection's
                 first request only.
+            presence: gives the channels whose presence events the subscriptions ask
+                for, for transports that carry them.
+            session: gives the session id to carry over to a stream or poll request
+                (the last ``welcome``'s), for transports that carry subscriptions:
+                the server keeps the client's presence under it (protocol.md 6.8).
         """
 
     def subscriptions_changed(self) -> None:  # noqa: B027 - deliberately a no-op here
@@ -141,6 +155,9 @@ class WebSocketTransport(ClientTransport):
         timeout: float,
         cursor: CursorSource,
         fallback: str | None = None,
+        *,
+        presence: PresenceSource = frozenset,
+        session: SessionSource = lambda: None,
     ) -> WebSocketTransport:
         scheme = {"http": "ws", "https": "wss"}.get(base_url.scheme, base_url.scheme)
         url = base_url.with_scheme(scheme).with_path(base_url.path.rstrip("/") + "/ws")
@@ -203,8 +220,11 @@ class _HttpTransport(ClientTransport):
 
     def __init__(self, http: aiohttp.ClientSession, base_url: URL, codec: Codec,
                  headers: Mapping[str, str], cursor: CursorSource,
-                 fallback: str | None = None) -> None:
+                 fallback: str | None = None, *, presence: PresenceSource = frozenset,
+                 session: SessionSource = lambda: None) -> None:
         self._http = http
+        self._presence = presence
+        self._session = session
         self._base = base_url.with_path(base_url.path.rstrip("/"))
         self._codec = codec
         self._headers = dict(headers)
@@ -224,8 +244,12 @@ class _HttpTransport(ClientTransport):
         timeout: float,
         cursor: CursorSource,
         fallback: str | None = None,
+        *,
+        presence: PresenceSource = frozenset,
+        session: SessionSource = lambda: None,
     ) -> _HttpTransport:
-        transport = cls(http, base_url, codec, headers, cursor, fallback)
+        transport = cls(http, base_url, codec, headers, cursor, fallback,
+                        presence=presence, session=session)
         await transport._start()
         return transport
 
@@ -241,7 +265,10 @@ class _HttpTransport(ClientTransport):
         if with_cursor:
             cursor, last = self._cursor()
             self.requested_channels = tuple(cursor)
-            query["subs"] = format_cursor(cursor, last)
+            query["subs"] = format_cursor(cursor, last, self._presence())
+            session = self._session()
+            if session is not None:
+                query["session"] = session
         return self._base.with_path(self._base.path + endpoint).with_query(query)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -369,8 +396,10 @@ class LongPollTransport(_HttpTransport):
 
     def __init__(self, http: aiohttp.ClientSession, base_url: URL, codec: Codec,
                  headers: Mapping[str, str], cursor: CursorSource,
-                 fallback: str | None = None) -> None:
-        super().__init__(http, base_url, codec, headers, cursor, fallback)
+                 fallback: str | None = None, *, presence: PresenceSource = frozenset,
+                 session: SessionSource = lambda: None) -> None:
+        super().__init__(http, base_url, codec, headers, cursor, fallback,
+                         presence=presence, session=session)
         # Set while the client waits for a message with nothing queued: it has
         # handled everything, so the cursor is up to date for the next poll.
         self._idle = asyncio.Event()

@@ -161,4 +161,5 @@ CHANNEL_FIELDS: dict[str, tuple[Kind, str | None]] = {
     "client_publish": (Boolean(), "client_publish"),
     "key_ttl": (Number(), None),
     "subscribe": (Choice(("anyone", "authenticated")), None),
+    "presence": (Boolean(), None),
 }

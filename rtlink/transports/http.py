@@ -30,6 +30,7 @@ from ..codes import CloseCode, should_reconnect
 from ..errors import AuthenticationError, InvalidInput
 from ..hub import Hub
 from ..positions import Position, parse_subs
+from ..presence import is_session_id
 from ..protocol import Close, encode_frame
 from ..session import REQUEST
 
@@ -42,6 +43,7 @@ __all__ = [
     "refusal_codec",
     "request_cursor",
     "identify",
+    "request_session",
     "refusal_status",
     "refusal_headers",
     "authenticate_or_refuse",
@@ -94,7 +96,8 @@ def refusal_codec(request: web.Request) -> Codec:
     return CODECS.get(request.query.get("codec", "json")) or CODECS["json"]
 
 
-def request_cursor(request: web.Request, limit: int, header: str | None = None
+def request_cursor(request: web.Request, limit: int, header: str | None = None,
+                   presence: set[str] | None = None
                    ) -> tuple[dict[str, Position | None], dict[str, int]]:
     """The cursor of a stream or poll request: its ``subs`` query parameter, or with
     ``header`` that request header (``Last-Event-ID``); the positions, and the ``last``
@@ -105,10 +108,12 @@ def request_cursor(request: web.Request, limit: int, header: str | None = None
         request: the request.
         limit: the most channels allowed (the hub's ``max_subscriptions``).
         header: the header to read instead of ``subs``.
+        presence: if given, the channels whose presence events are asked for are
+            added to it.
     """
     text = request.query.get("subs") if header is None else request.headers.get(header)
     try:
-        return parse_subs(text, limit)
+        return parse_subs(text, limit, presence)
     except InvalidInput as exc:
         raise _bad_request(str(exc) if header is None else f"{header}: {exc}") from None
 
@@ -136,6 +141,14 @@ async def identify(hub: Hub, request: web.Request) -> tuple[Any, Refusal | None]
     if expires_at is not None and expires_at <= time.time():
         return None, (CloseCode.TOKEN_EXPIRED, EXPIRED_REASON)
     return identity, None
+
+
+def request_session(request: web.Request) -> str | None:
+    """The session id a client carries over from its previous stream or poll (the
+    ``session`` query parameter, protocol.md 6.8), if it is a valid one; otherwise
+    the connection gets a new id."""
+    session = request.query.get("session")
+    return session if is_session_id(session) else None
 
 
 def refusal_status(code: int, request: web.Request) -> int:

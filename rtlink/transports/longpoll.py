@@ -29,6 +29,7 @@ from .http import (
     limit_unacknowledged_writes,
     request_codec,
     request_cursor,
+    request_session,
 )
 
 __all__ = ["poll_handler"]
@@ -39,7 +40,8 @@ def poll_handler(hub: Hub) -> Any:
 
     async def handle(request: web.Request) -> web.Response:
         codec = request_codec(request)
-        cursor, last = request_cursor(request, hub.max_subscriptions)
+        presence: set[str] = set()
+        cursor, last = request_cursor(request, hub.max_subscriptions, presence=presence)
         identity, refusal = await authenticate_or_refuse(hub, request, codec)
         if refusal is not None:
             return refusal
@@ -47,7 +49,8 @@ def poll_handler(hub: Hub) -> Any:
         # the unacknowledged answer) until aiohttp's keep-alive timeout.
         limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
         peer = hub.accept(codec, identity, ResponseSink(request), "longpoll", POLL,
-                          address=request.remote, fallback=request.query.get("fallback"))
+                          address=request.remote, fallback=request.query.get("fallback"),
+                          session_id=request_session(request))
         connection = peer.connection
         try:
             # The first poll of a client's connection (connect=1) is its health check of
@@ -56,7 +59,8 @@ def poll_handler(hub: Hub) -> Any:
             for channel, since in cursor.items():
                 # A refusal of the channel (an ``error`` frame) is news too: a poll
                 # whose channels are all refused would otherwise be held for nothing.
-                if await peer.subscribe(channel, since, last=last.get(channel)):
+                if await peer.subscribe(channel, since, last=last.get(channel),
+                                        presence=channel in presence):
                     connection.news = True
             # ``news`` is also set by publications that reached a channel set up
             # earlier while a later one was being set up.

@@ -91,8 +91,9 @@ PUBLISH_PATH = "/publish"
 #: (:mod:`rtlink.transports.history_api`).
 HISTORY_API_PATH = "/api/history"
 #: The browser client builds (files in the package's ``static/``), served as
-#: ``{path}/client.js`` (script tag) and ``{path}/client.mjs`` (module).
-CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs")
+#: ``{path}/client.js`` (script tag) and ``{path}/client.mjs`` (module), and its opt-in
+#: modules: ``{path}/presence.mjs`` (rtlink-client/presence, bundled).
+CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs", "presence.mjs")
 
 
 def root_routes(endpoints: Mapping[str, tuple[str, Any]] = ENDPOINTS,

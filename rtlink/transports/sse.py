@@ -35,6 +35,7 @@ from .http import (
     refusal_status,
     request_codec,
     request_cursor,
+    request_session,
 )
 
 __all__ = ["sse_handler", "refuse_stream", "event"]
@@ -102,7 +103,8 @@ def sse_handler(hub: Hub) -> Any:
         codec = request_codec(request)
         # After an automatic reconnect the browser repeats the first URL; the event id
         # it sends back says how far each channel got since.
-        subs, last = request_cursor(request, hub.max_subscriptions)
+        presence: set[str] = set()
+        subs, last = request_cursor(request, hub.max_subscriptions, presence=presence)
         cursor = merge_last_event_id(
             subs, request_cursor(request, hub.max_subscriptions, header="Last-Event-ID")[0])
         identity, refusal = await identify(hub, request)
@@ -116,10 +118,12 @@ def sse_handler(hub: Hub) -> Any:
         sink = _EventStreamSink(request, response, codec)
         peer = sink.peer = hub.accept(codec, identity, sink, "sse", STREAM,
                                       address=request.remote,
-                                      fallback=request.query.get("fallback"))
+                                      fallback=request.query.get("fallback"),
+                                      session_id=request_session(request))
         try:
             for channel, since in cursor.items():
-                await peer.subscribe(channel, since, last=last.get(channel))
+                await peer.subscribe(channel, since, last=last.get(channel),
+                                     presence=channel in presence)
             await peer.connection.wait_closed()
         finally:
             await peer.connection.transport_closed()

@@ -28,13 +28,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
 import pytest
 
 from rtlink.backends.base import Backend, HistoryPolicy, PublishResult
+from rtlink.errors import BackendError
+from rtlink.presence import Member
 from rtlink.protocol import MAX_EPOCH_LENGTH, Position, Publication
 
 __all__ = ["BackendContract", "Harness"]
@@ -107,11 +109,26 @@ class Harness:
         return [p for p in self.received if p.channel != self.marker]
 
 
+class PresenceEvents:
+    """What a backend's presence listener received: ``(joins, leaves, count)``."""
+
+    def __init__(self) -> None:
+        self.channel = ""
+        self.events: list[tuple[list[Member], list[Member], int]] = []
+
+    def listener(self, channel: str, joins: Sequence[Member], leaves: Sequence[Member],
+                 count: int) -> None:
+        if channel == self.channel:
+            self.events.append((list(joins), list(leaves), count))
+
+
 class BackendContract(abc.ABC):
     """The contract suite. Subclass it as ``Test...`` and implement :meth:`make_backend`."""
 
     #: A short publication/key TTL used by the expiry tests (seconds).
     ttl: float = 0.1
+    #: Whether the backend keeps presence (the optional part of the contract).
+    has_presence: bool = True
 
     @abc.abstractmethod
     async def make_backend(self) -> Backend:
@@ -580,3 +597,45 @@ class BackendContract(abc.ABC):
         await self.expire(h.backend)
         assert await h.backend.claim(short, 300) is True
         assert await h.backend.claim(long, 300) is False
+
+    # --- presence ---------------------------------------------------------------------
+
+    @pytest.fixture
+    async def presence(self, h: Harness) -> AsyncIterator[PresenceEvents]:
+        if not self.has_presence:
+            with pytest.raises(BackendError):
+                await h.backend.presence_update("room", [Member("s1")], 60)
+            pytest.skip("this backend keeps no presence (and says so)")
+        events = PresenceEvents()
+        h.backend.set_presence_listener(events.listener)
+        channel = h.channel("presence")
+        await h.backend.subscribe(channel)  # announcements ride the channel's fan-in
+        events.channel = channel
+        yield events
+
+    async def test_presence_joins_and_leaves_are_announced_once(
+            self, h: Harness, presence: PresenceEvents) -> None:
+        backend, channel = h.backend, presence.channel
+        alice, bob = Member("s1", "alice", {"n": 1}), Member("s2", "bob")
+        await backend.presence_update(channel, [alice, bob], 60)
+        await backend.presence_update(channel, [alice], 60)  # a refresh: nothing new
+        assert await backend.presence_read(channel, 10) in (
+            (2, [alice, bob]), (2, [bob, alice]))
+        await backend.presence_remove(channel, [bob, Member("s3")])
+        await h.wait_until(lambda: len(presence.events) == 2)
+        assert presence.events == [([alice, bob], [], 2), ([], [bob], 1)]
+        assert await backend.presence_read(channel, 0) == (1, [])
+
+    async def test_presence_entries_expire_and_leave_once(
+            self, h: Harness, presence: PresenceEvents) -> None:
+        backend, channel = h.backend, presence.channel
+        short, long = Member("short"), Member("long")
+        await backend.presence_update(channel, [short], self.ttl)
+        await backend.presence_update(channel, [long], 60)
+        await self.expire(backend)
+        # Two sweeps at once (two nodes, say): one of them removes and announces.
+        await asyncio.gather(backend.presence_update(channel, [], 60),
+                             backend.presence_read(channel, 10))
+        await h.wait_until(lambda: len(presence.events) == 3)
+        assert presence.events[2] == ([], [short], 1)
+        assert await backend.presence_read(channel, 10) == (1, [long])

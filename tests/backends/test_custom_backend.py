@@ -114,6 +114,8 @@ class ListBackend(Backend):
 class TestListBackendContract(BackendContract):
     """The contract on a backend with no injectable clock: TTLs pass by real sleeps."""
 
+    has_presence = False
+
     async def make_backend(self) -> Backend:
         return ListBackend()
 

@@ -18,10 +18,10 @@ from rtlink.codes import CloseCode, ErrorCode
 from rtlink.errors import (
     ClientClosed,
     FrameError,
-    HistoryError,
     InvalidInput,
     OutboxFull,
     PublishError,
+    ReadError,
     RtlinkError,
     SubscribeError,
 )
@@ -503,7 +503,7 @@ def test_a_refused_history_read_fails_and_limits_are_checked(runner: Runner) -> 
     runner.core.history(HistoryRead("chat", None, 5, False, refused))
     [frame] = runner.take()
     runner.core.receive(Error(ErrorCode.FORBIDDEN, "no", frame["id"], "chat"))
-    with pytest.raises(HistoryError) as info:
+    with pytest.raises(ReadError) as info:
         refused.result()
     assert info.value.code == ErrorCode.FORBIDDEN and not info.value.temporary
     with pytest.raises(InvalidInput):

@@ -54,7 +54,7 @@ subscribe = "authenticated"
     assert '# api_keys = ["<redacted>", "<redacted>"]' in text
     assert values["channels"] == {"user:{user}:*": {
         "history_size": 100, "history_ttl": 300.0, "client_publish": True, "key_ttl": 600.0,
-        "subscribe": "authenticated"}}
+        "subscribe": "authenticated", "presence": False}}
     assert "# allowed_origins: not set (only pages of this server's own origin)" in text
 
 
@@ -63,7 +63,7 @@ def test_print_config_of_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
     assert values["port"] == 8080 and values["max_connections_per_ip"] == "off"
     assert values["channels"] == {"*": {
         "history_size": 100, "history_ttl": 300.0, "client_publish": True, "key_ttl": 600.0,
-        "subscribe": "anyone"}}
+        "subscribe": "anyone", "presence": False}}
     assert "# default: every channel (no [channels] tables)" in text
     assert "# token_secret: not set (no authentication" in text
     assert "# api_keys: not set (no publish API)" in text

@@ -141,7 +141,7 @@ async def test_history_pages_forward_and_reverse(
 async def test_history_is_authorized_like_subscribe(
         server: Server, make_client: MakeClient, ch: Names) -> None:
     async with make_client(server.url) as client:
-        with pytest.raises(rtlink.HistoryError) as anonymous:
+        with pytest.raises(rtlink.ReadError) as anonymous:
             await client.history(ch("private:x"))
         assert anonymous.value.code == rtlink.ErrorCode.UNAUTHORIZED
         with pytest.raises(rtlink.InvalidInput):

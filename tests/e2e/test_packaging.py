@@ -30,7 +30,8 @@ _NOT_SOURCES = {
 }
 _NOT_SOURCES_AT_TOP = {".venv", ".venv-min", ".venv-lock", "build", "dist"}
 
-_STATIC = ["rtlink/static/client.js", "rtlink/static/client.mjs", "rtlink/static/index.html"]
+_STATIC = ["rtlink/static/client.js", "rtlink/static/client.mjs", "rtlink/static/presence.mjs",
+           "rtlink/static/index.html"]
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:

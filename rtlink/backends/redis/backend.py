@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -26,12 +27,14 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import NoScriptError
 
 from ...errors import BackendUnavailable
+from ...presence import Member
 from ...protocol import Position, Publication
 from ..base import (
     Backend,
     HistoryPolicy,
     HistoryResult,
     LostListener,
+    PresenceListener,
     PublicationListener,
     PublishResult,
 )
@@ -39,7 +42,16 @@ from .cluster import ClusterFeeds
 from .errors import translated
 from .feed import ChannelFeeds, unpack
 from .reads import FORWARD, GAP_OR_LATEST, REVERSE, HistoryReads, Read
-from .scripts import HISTORY, PUBLISH, SHARDED_PUBLISH, TOPS
+from .scripts import (
+    HISTORY,
+    PRESENCE_READ,
+    PRESENCE_REMOVE,
+    PRESENCE_UPDATE,
+    PUBLISH,
+    SHARDED_PUBLISH,
+    TOPS,
+    sharded,
+)
 from .topology import (
     Client,
     SentinelWatch,
@@ -50,6 +62,8 @@ from .topology import (
 )
 
 __all__ = ["RedisBackend"]
+
+logger = logging.getLogger("rtlink.backends.redis")
 
 #: Options of Redis URLs that belong to rtlink, not to redis-py.
 _OWN_OPTIONS = {"prefix": str, "meta_ttl": float, "ping_interval": float,
@@ -152,6 +166,11 @@ class RedisBackend(Backend):
             SHARDED_PUBLISH if self._cluster else PUBLISH)
         self._history_script = client.register_script(HISTORY)
         self._tops_script = client.register_script(TOPS)
+        self._presence_scripts = {
+            name: client.register_script(sharded(script) if self._cluster else script)
+            for name, script in (("update", PRESENCE_UPDATE), ("remove", PRESENCE_REMOVE),
+                                 ("read", PRESENCE_READ))}
+        self._presence_listener: PresenceListener | None = None
         batches = max(1, max_connections // 2)
         self._reads = HistoryReads(
             self._read_batch, group=self._slot if self._cluster else None,
@@ -166,6 +185,7 @@ class RedisBackend(Backend):
             "sync_limit": sync_limit,
             "timeout": socket_timeout,
             "linger": linger,
+            "on_presence": self._on_presence,
         }
         self._feeds: ChannelFeeds | ClusterFeeds
         self._watch: SentinelWatch | None = None
@@ -394,6 +414,66 @@ class RedisBackend(Backend):
         with self._translated("claim", name):
             claimed = await self._redis.set(name, b"1", nx=True, px=max(_ms(ttl), 1))
         return bool(claimed)
+
+    # --- presence ------------------------------------------------------------------------
+
+    def set_presence_listener(self, listener: PresenceListener) -> None:
+        """Hand the presence changes announced on subscribed channels to ``listener``."""
+        self._presence_listener = listener
+
+    async def presence_update(self, channel: str, members: Sequence[Member],
+                              ttl: float) -> None:
+        """Add or refresh ``members`` for ``ttl`` seconds, sweeping the expired ones
+        (the ``PRESENCE_UPDATE`` script; see :meth:`Backend.presence_update`).
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving.
+        """
+        args: list[str | int] = [_ms(ttl), self._pub_channel(channel),
+                                 _ms(max(ttl, self.meta_ttl))]
+        for member in members:
+            args += (member.key, member.encode())
+        await self._presence_script("update", channel, args)
+
+    async def presence_remove(self, channel: str, members: Sequence[Member]) -> None:
+        """Remove ``members`` (the ``PRESENCE_REMOVE`` script).
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving.
+        """
+        await self._presence_script("remove", channel, [self._pub_channel(channel),
+                                                        *(m.key for m in members)])
+
+    async def presence_read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
+        """The members of ``channel`` (the ``PRESENCE_READ`` script: at most ``limit``,
+        any ``limit`` of them when there are more).
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving.
+        """
+        reply = await self._presence_script("read", channel,
+                                            [self._pub_channel(channel), limit])
+        return int(reply[0]), [Member.decode(raw) for raw in reply[1:]]
+
+    async def _presence_script(self, name: str, channel: str, args: list[Any]) -> Any:
+        keys = [self._key(channel, "presence"), self._key(channel, "presence:expiry")]
+        with self._translated("presence", keys[0]):
+            return await self._presence_scripts[name](keys=keys, args=args)
+
+    def _on_presence(self, channel: str, payload: bytes) -> None:
+        """A presence event from the channel's pub/sub channel (see the scripts)."""
+        listener = self._presence_listener
+        if listener is None:
+            return
+        try:
+            head, *lines = payload.split(b"\n")
+            count = int(head[1:])
+            joins = [Member.decode(line[1:]) for line in lines if line[:1] == b"+"]
+            leaves = [Member.decode(line[1:]) for line in lines if line[:1] == b"-"]
+        except Exception:
+            logger.exception("undecodable presence event on %r", channel)
+            return
+        listener(channel, joins, leaves, count)
 
     # --- reading -------------------------------------------------------------------------
 

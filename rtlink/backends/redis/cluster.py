@@ -60,8 +60,9 @@ class ClusterFeeds:
     Args:
         cluster: the node's redis-py cluster client (its slot map and connection
             options are used; commands go through it).
-        pub_channel, read, tops, ping_interval, sync_limit, timeout, linger: as for
-            :class:`~.feed.ChannelFeeds` (``tops`` groups its channels by slot).
+        pub_channel, read, tops, ping_interval, sync_limit, timeout, linger,
+            on_presence: as for :class:`~.feed.ChannelFeeds` (``tops`` groups its
+            channels by slot).
     """
 
     def __init__(
@@ -75,12 +76,13 @@ class ClusterFeeds:
         sync_limit: int,
         timeout: float,
         linger: float = 0.0,
+        on_presence: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._cluster = cluster
         self._link_options: dict[str, Any] = {
             "pub_channel": pub_channel, "read": read, "tops": tops,
             "ping_interval": ping_interval, "sync_limit": sync_limit, "timeout": timeout,
-            "linger": linger,
+            "linger": linger, "on_presence": on_presence,
         }
         self._links: dict[str, ChannelFeeds] = {}
         self._idle_checks: set[asyncio.Task[None]] = set()

@@ -163,6 +163,9 @@ class ChannelFeeds:
         on_link_lost: called each time the connection failed (sharded only: the node
             may have failed over, and the cluster's map should be read again).
         on_forget: called with a channel once the link dropped it (after its linger).
+        on_presence: called with a channel and the payload of each presence event
+            published on its pub/sub channel (a payload that begins with ``!``,
+            which no publication does: theirs begin with the epoch).
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class ChannelFeeds:
         on_moved: Callable[[list[str]], None] | None = None,
         on_link_lost: Callable[[], None] | None = None,
         on_forget: Callable[[str], None] | None = None,
+        on_presence: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.ping_interval = ping_interval
         self.sync_limit = sync_limit
@@ -195,6 +199,7 @@ class ChannelFeeds:
         self._on_moved = on_moved
         self._on_link_lost = on_link_lost
         self._on_forget = on_forget
+        self._on_presence = on_presence
         self._listener: PublicationListener | None = None
         self._on_lost: LostListener | None = None
         self._feeds: dict[str, _Feed] = {}
@@ -555,6 +560,13 @@ class ChannelFeeds:
         feed = self._by_name.get(name)
         if feed is None:
             return  # unsubscribed meanwhile
+        if payload[:1] == b"!":
+            # Presence rides on the channel's pub/sub channel: every node with a
+            # subscriber gets it, in order, with no subscription of its own. It has no
+            # position: a catch-up neither holds nor reorders it.
+            if self._on_presence is not None:
+                self._on_presence(feed.channel, payload)
+            return
         try:
             epoch, offset, raw = payload.split(b" ", 2)
             if epoch != feed.epoch_bytes:

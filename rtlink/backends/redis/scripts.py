@@ -17,7 +17,8 @@ memory, in a list about 200 (see docs/operations.md, "Sizing Redis").
 
 from __future__ import annotations
 
-__all__ = ["EPOCH", "PUBLISH", "SHARDED_PUBLISH", "HISTORY", "TOPS"]
+__all__ = ["EPOCH", "PUBLISH", "SHARDED_PUBLISH", "HISTORY", "TOPS", "PRESENCE_UPDATE",
+           "PRESENCE_REMOVE", "PRESENCE_READ", "sharded"]
 
 # Every script begins here: epoch_of(meta, log, new_epoch, write) is a channel's epoch
 # and top offset, and a new epoch whenever positions may have been lost. A channel's
@@ -268,3 +269,93 @@ for i = 1, #KEYS, 2 do
 end
 return result
 """
+
+# Presence of a channel: a hash (member key -> member JSON) and a sorted set (member
+# key -> expiry, Redis's clock in ms), both hash-tagged with the channel. Each script
+# first removes the members whose expiry has passed: the script that removes an
+# entry is the one that announces its leave, so each is announced exactly once, by
+# whichever node runs it first. Changes are published on the channel's pub/sub
+# channel as "!<count>" then a line per change, "+<member>" (join) or "-<member>"
+# (leave); no publication begins with "!" (they begin with the epoch).
+PRESENCE_SWEEP = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local hash, zset = KEYS[1], KEYS[2]
+local changes = {}
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', now_ms)) do
+  local member = redis.call('HGET', hash, key)
+  redis.call('ZREM', zset, key)
+  redis.call('HDEL', hash, key)
+  if member then changes[#changes + 1] = '-' .. member end
+end
+local function announce(pub_channel)
+  if #changes > 0 then
+    redis.call('PUBLISH', pub_channel,
+               '!' .. redis.call('HLEN', hash) .. '\\n' .. table.concat(changes, '\\n'))
+  end
+end
+"""
+
+# KEYS: members hash, expiry sorted set
+# ARGV: ttl ms, pub/sub channel, keys' ttl ms, then key 1, member 1, key 2, member 2...
+# Adds or refreshes the members (expiring ttl ms from now); announces the new ones.
+PRESENCE_UPDATE = PRESENCE_SWEEP + """
+local expires = now_ms + tonumber(ARGV[1])
+for i = 4, #ARGV, 2 do
+  if redis.call('ZADD', zset, expires, ARGV[i]) == 1 then
+    changes[#changes + 1] = '+' .. ARGV[i + 1]
+  end
+  redis.call('HSET', hash, ARGV[i], ARGV[i + 1])
+end
+announce(ARGV[2])
+if redis.call('HLEN', hash) > 0 then
+  redis.call('PEXPIRE', hash, ARGV[3])
+  redis.call('PEXPIRE', zset, ARGV[3])
+end
+return #changes
+"""
+
+# KEYS: members hash, expiry sorted set
+# ARGV: pub/sub channel, then the keys of the members to remove
+PRESENCE_REMOVE = PRESENCE_SWEEP + """
+for i = 2, #ARGV do
+  local member = redis.call('HGET', hash, ARGV[i])
+  if member then
+    redis.call('ZREM', zset, ARGV[i])
+    redis.call('HDEL', hash, ARGV[i])
+    changes[#changes + 1] = '-' .. member
+  end
+end
+announce(ARGV[1])
+return #changes
+"""
+
+# KEYS: members hash, expiry sorted set
+# ARGV: pub/sub channel, limit
+# Returns {count, member...}: at most limit members (all when there are no more).
+PRESENCE_READ = PRESENCE_SWEEP + """
+announce(ARGV[1])
+local count = redis.call('HLEN', hash)
+local limit = tonumber(ARGV[2])
+local result = {count}
+local members
+if count <= limit then
+  members = redis.call('HVALS', hash)
+else
+  members = redis.call('HRANDFIELD', hash, limit, 'WITHVALUES')
+  local values = {}
+  for i = 2, #members, 2 do values[#values + 1] = members[i] end
+  members = values
+end
+for _, member in ipairs(members) do result[#result + 1] = member end
+return result
+"""
+
+
+def sharded(script: str) -> str:
+    """``script`` for Redis Cluster: ``SPUBLISH`` reaches only the shard that owns the
+    channel's slot (see :data:`SHARDED_PUBLISH`)."""
+    changed = script.replace("redis.call('PUBLISH', ", "redis.call('SPUBLISH', ")
+    if changed == script:
+        raise ValueError("the script publishes nothing")
+    return changed

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from ...presence import Member
 from ...protocol import Position
 from ..base import (
     Backend,
     HistoryPolicy,
     HistoryResult,
     LostListener,
+    PresenceListener,
     PublicationListener,
     PublishResult,
 )
@@ -132,3 +135,21 @@ class ShardedRedisBackend(Backend):
     async def claim(self, key: str, ttl: float) -> bool:
         """Claim ``key`` on the shard that owns it."""
         return await self.shard_for(key).claim(key, ttl)
+
+    def set_presence_listener(self, listener: PresenceListener) -> None:
+        """Every shard announces to ``listener``."""
+        for shard in self.shards:
+            shard.set_presence_listener(listener)
+
+    async def presence_update(self, channel: str, members: Sequence[Member],
+                              ttl: float) -> None:
+        """Update presence on the channel's shard."""
+        await self.shard_for(channel).presence_update(channel, members, ttl)
+
+    async def presence_remove(self, channel: str, members: Sequence[Member]) -> None:
+        """Remove members on the channel's shard."""
+        await self.shard_for(channel).presence_remove(channel, members)
+
+    async def presence_read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
+        """Read presence on the channel's shard."""
+        return await self.shard_for(channel).presence_read(channel, limit)

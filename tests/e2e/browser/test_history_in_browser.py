@@ -98,5 +98,5 @@ async def test_the_history_module_reads_pages(chromium: Chromium) -> None:
             assert [p["data"] for p in page_["latest"]["publications"]] == [7, 6]
             assert page_["latest"]["position"] == positions[-1].to_wire()
             assert [p["data"] for p in page_["older"]["publications"]] == [5, 4, 3]
-            assert page_["refused"]["name"] == "HistoryError"
+            assert page_["refused"]["name"] == "ReadError"
             assert page_["refused"]["code"] == rtlink.ErrorCode.UNAUTHORIZED

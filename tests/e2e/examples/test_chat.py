@@ -145,3 +145,20 @@ async def test_messages_sent_offline_reach_a_window_that_reconnects_after_them()
     finally:
         await relay.close()
         await first.stop()
+
+
+async def test_the_page_shows_who_is_online(chat: Example, chromium: Chromium) -> None:
+    async with chromium.page(chat.url) as page:
+        await expect(page.page.locator("#state")).to_have_text("connected")
+        await page.page.fill("#nick", "pia")
+        await page.page.press("#nick", "Tab")  # change: the page reconnects as pia
+        who = page.page.locator("#who")
+        await expect(who).to_have_text("pia")
+        async with rtlink.Client(chat.url + "rt", token="quinn") as quinn:
+            async with quinn.subscribe(ROOM, presence=True):
+                await expect(who).to_have_text("pia, quinn")
+                info = await quinn.presence(ROOM)
+                assert {m.user for m in info.members} >= {"pia", "quinn"}
+                assert {m.info["name"] for m in info.members if m.user == "quinn"} == {"quinn"}
+        # Gone at once on a WebSocket.
+        await expect(who).to_have_text("pia")
