@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 from .auth import Authenticator, as_authenticator, expires_at_of
@@ -24,11 +24,13 @@ from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .connection import Connection, Sink
-from .errors import AuthenticationError, ChannelError
+from .control import ControlPlane
+from .errors import AuthenticationError, ChannelError, FrameError
 from .limits import AddressSlots, PublishLimits
 from .peer import Peer
 from .positions import Position
-from .protocol import Ping, Publication, encode_frame
+from .protocol import Ping, Publication, encode_frame, validate_channel
+from .server_api import ServerApi
 from .session import WEBSOCKET, ConnectionMode, Subscription
 from .stats import HubStats
 
@@ -113,6 +115,10 @@ class Hub:
             uncompressed connection costs ~14 KiB), and its frames are compressed
             per connection instead of framed once per flush; rtlink's frames are
             small JSON or msgpack, where deflate saves little.
+        control_timeout: seconds the server API (:meth:`disconnect`,
+            :meth:`unsubscribe`, :meth:`subscribe`, :meth:`channels`) waits for the
+            answers of the other nodes at most; a node that does not answer in time
+            is left out of the result.
 
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
@@ -136,6 +142,7 @@ class Hub:
         publish_burst: int = 100,
         max_connections_per_ip: int | None = None,
         websocket_compression: bool = False,
+        control_timeout: float = 2.0,
     ) -> None:
         if publish_rate is not None and not 0 < publish_rate < float("inf"):
             raise ValueError(f"publish_rate must be > 0 (None for no limit), not {publish_rate}")
@@ -155,6 +162,10 @@ class Hub:
         self.publish_limits = PublishLimits(publish_rate, publish_burst)
         self.connection_slots = AddressSlots(max_connections_per_ip)
         self.websocket_compression = websocket_compression
+        if not control_timeout > 0:
+            raise ValueError(f"control_timeout must be > 0, not {control_timeout}")
+        self.control_timeout = control_timeout
+        self._api = ServerApi(self)
         self._authenticate = authenticate
         self._authenticator = None if authenticate is None else as_authenticator(authenticate)
         self._authorize_subscribe = authorize_subscribe
@@ -189,6 +200,9 @@ class Hub:
         if self._authenticator is not None:  # e.g. TokenAuth claims tickets in the backend
             self._authenticator.bind(self.backend)
         await self.backend.start(self._on_publication, self._on_lost)
+        control = self._api.control = ControlPlane(self.backend, self._api.handlers(),
+                                                   timeout=self.control_timeout)
+        await control.start()
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
         )
@@ -200,6 +214,9 @@ class Hub:
             return
         self._started = False
         await self.close_connections(code, reason)
+        if self._api.control is not None:
+            await self._api.control.close()
+            self._api.control = None
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -244,6 +261,98 @@ class Hub:
         """
         options = self.rules.check_publication(channel, data, key)
         return await self._publish(channel, data, key, options)
+
+    async def publish_many(self, channels: Iterable[str], data: Any, *,
+                           key: str | None = None) -> list[Position]:
+        """Publish the same ``data`` to each of ``channels``; their positions, in order.
+
+        Every channel is checked before anything is published: one invalid or
+        unknown channel publishes nothing. The publications are then made at once;
+        they are independent (one per channel, each with its own position), and
+        ``key`` de-duplicates each on its own channel, so a call that failed midway
+        is safely made again with the same key.
+
+        Raises:
+            ChannelError: an invalid or unknown channel, or data or a key as for
+                :meth:`publish`.
+            BackendError: the backend failed for a channel (others may have been
+                published: repeat with a ``key``).
+        """
+        names = list(channels)
+        checked = [(channel, self.rules.check_publication(channel, data, key))
+                   for channel in names]
+        return list(await asyncio.gather(*(self._publish(channel, data, key, options)
+                                           for channel, options in checked)))
+
+    async def channels(self) -> dict[str, int]:
+        """The channels with subscribers on any node, each with its number of
+        subscribed connections (summed over the nodes that answered within
+        ``control_timeout``).
+
+        Raises:
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.channels()
+
+    async def disconnect(self, user: str, *, reconnect: bool = False,
+                         reason: str = "disconnected by the server") -> int:
+        """Close every connection of ``user`` (the subject of their identity), on every
+        node; how many were closed.
+
+        With ``reconnect=False`` the close code is 4503 DISCONNECTED: clients stop.
+        With ``reconnect=True`` it is 4002 RECONNECT: clients reconnect at once,
+        authenticating again (e.g. after their permissions changed). A long-polling
+        client is reached only while one of its polls is held: between two polls it
+        has no connection (see docs/http-api.md). An unknown user is no error: 0.
+
+        Raises:
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.disconnect(user, reconnect=reconnect, reason=reason)
+
+    async def unsubscribe(self, user: str, channel: str, *,
+                          code: int = ErrorCode.FORBIDDEN,
+                          reason: str = "unsubscribed by the server") -> int:
+        """End ``channel``'s subscription of every connection of ``user``, on every
+        node; how many connections had it.
+
+        The clients are told with an ``unsubscribed`` frame (``code`` and ``reason``
+        are theirs to show) and drop the subscription. It is not a ban: to keep a
+        user out of a channel, refuse it in ``authorize_subscribe`` as well.
+
+        Raises:
+            ChannelError: an invalid or unknown channel.
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.unsubscribe(user, channel, code=code, reason=reason)
+
+    async def subscribe(self, user: str, channel: str) -> int:
+        """Subscribe every connection of ``user`` to ``channel`` (a server-side
+        subscription), on every node; how many connections hold it afterwards.
+
+        The channel's rules (404) apply, not the client's (``authorize_subscribe``,
+        ``{user}`` owners): the application decided. Each client is told with a
+        ``subscribed`` frame marked ``server`` and keeps the subscription as its
+        own: it resumes it after a reconnect.
+
+        Raises:
+            ChannelError: an invalid or unknown channel.
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.subscribe(user, channel)
+
+    def check_channel(self, channel: str) -> None:
+        """Raise :class:`~rtlink.errors.ChannelError` unless ``channel`` is a valid
+        name that a channel rule allows (422 or 404)."""
+        try:
+            validate_channel(channel)
+        except FrameError as exc:
+            raise ChannelError(exc.error_code, str(exc)) from None
+        self.rules.options(channel)
+
+    def local_channels(self) -> dict[str, int]:
+        """The channels with subscribers on this node, each with how many."""
+        return {channel: len(live.subscribers) for channel, live in self._live.items()}
 
     @property
     def authenticate_hook(self) -> Authenticator | Authenticate | None:

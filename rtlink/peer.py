@@ -185,6 +185,23 @@ class Peer:
         """
         return await self._run(self.session.subscribe(channel, since, request_id))
 
+    async def server_subscribe(self, channel: str) -> bool:
+        """The application subscribes this client to ``channel``
+        (:meth:`rtlink.Hub.subscribe`); whether the subscription was set up."""
+        await self._run(self.session.server_subscribe(channel))
+        return channel in self.session.subscriptions
+
+    def server_unsubscribe(self, channel: str, code: int, reason: str) -> bool:
+        """The application takes ``channel`` away from this client
+        (:meth:`rtlink.Hub.unsubscribe`); whether it was subscribed."""
+        outputs = self.session.server_unsubscribe(channel, code, reason)
+        for output in outputs:
+            if isinstance(output, UnsubscribeRequest):
+                self._host.leave_channel(self.connection, output.channel)
+            elif isinstance(output, Frame):
+                self._send(output)
+        return bool(outputs)
+
     async def _run(self, outputs: Sequence[Output]) -> bool:
         """Send the frames and run the requests of the session, in order; whether the
         client learns something (see :meth:`subscribe`)."""
@@ -209,8 +226,13 @@ class Peer:
         channel = request.channel
         try:
             options = host.rules.options(channel)
-            await host.check_subscribe(self.identity, channel)
+            if not request.server:  # the application decided: no hook to ask
+                await host.check_subscribe(self.identity, channel)
         except ChannelError as exc:
+            if request.server:
+                logger.warning("%r: server-side subscribe to %r refused: %s", self,
+                               channel, exc)
+                return False
             self._send(session.subscribe_failed(request, None, exc))
             return True
         subscription = session.subscribe_started(request)
@@ -225,7 +247,12 @@ class Peer:
                 host.leave_channel(connection, channel)
             if not (isinstance(exc, BackendError) and exc.temporary):
                 logger.error("%r: subscribe to %r failed", self, channel, exc_info=exc)
-            self._send(session.subscribe_failed(request, subscription, exc))
+            failed = session.subscribe_failed(request, subscription, exc)
+            if request.server:  # the client never asked: nothing to answer
+                logger.warning("%r: server-side subscribe to %r failed: %s", self,
+                               channel, exc)
+                return False
+            self._send(failed)
             return True
         if connection.closing:
             return False

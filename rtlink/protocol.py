@@ -15,8 +15,9 @@ type            direction  fields
 ``welcome``     S→C        version, session, ping_interval, pong_timeout,
                            max_message_size
 ``subscribe``   C→S        id, channel, since?
-``subscribed``  S→C        id, channel, recovered, position
+``subscribed``  S→C        id?, channel, recovered, position, server?
 ``unsubscribe`` C→S        id, channel
+``unsubscribed`` S→C       channel, code, reason
 ``publish``     C→S        id, channel, data, key?
 ``ack``         S→C        id, position?
 ``publication`` S→C        channel, data, position
@@ -60,6 +61,7 @@ __all__ = [
     "Subscribe",
     "Subscribed",
     "Unsubscribe",
+    "Unsubscribed",
     "Publish",
     "Ack",
     "Publication",
@@ -148,7 +150,9 @@ class Subscribed(Frame):
     after ``since`` was filled (the replayed publications follow this frame).
 
     ``id`` is None when the subscription was carried by the request itself (the SSE
-    and long-polling transports), not by a ``subscribe`` frame.
+    and long-polling transports), not by a ``subscribe`` frame, and when the server
+    subscribed the client on its own (``server`` is True then: a server-side
+    subscription, :meth:`rtlink.Hub.subscribe`; the client adds it to its own).
     """
 
     type: ClassVar[str] = "subscribed"
@@ -156,6 +160,7 @@ class Subscribed(Frame):
     channel: str
     recovered: bool
     position: Position
+    server: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": self.type}
@@ -164,6 +169,8 @@ class Subscribed(Frame):
         wire["channel"] = self.channel
         wire["recovered"] = self.recovered
         wire["position"] = self.position.to_wire()
+        if self.server:
+            wire["server"] = True
         return wire
 
 
@@ -177,6 +184,23 @@ class Unsubscribe(Frame):
 
     def to_wire(self) -> dict[str, Any]:
         return {"type": self.type, "id": self.id, "channel": self.channel}
+
+
+@attrs.frozen
+class Unsubscribed(Frame):
+    """The server ended a subscription on its own (:meth:`rtlink.Hub.unsubscribe`):
+    the client drops it and tells the application. ``code`` is an
+    :class:`~rtlink.codes.ErrorCode`-style number saying why (403: the application
+    took the channel away)."""
+
+    type: ClassVar[str] = "unsubscribed"
+    channel: str
+    code: int
+    reason: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "channel": self.channel, "code": self.code,
+                "reason": self.reason}
 
 
 @attrs.frozen
@@ -436,12 +460,32 @@ def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
     recovered = raw.get("recovered")
     if not isinstance(recovered, bool):
         raise FrameError("recovered must be a boolean", request_id=rid)
+    server = raw.get("server", False)
+    if not isinstance(server, bool):
+        raise FrameError("server must be a boolean", request_id=rid)
     return Subscribed(
         rid,
         validate_channel(raw.get("channel"), rid),
         recovered,
         Position.from_wire(raw.get("position"), rid),
+        server,
     )
+
+
+def _code_and_reason(raw: Mapping[str, Any]) -> tuple[int, str]:
+    """The ``code`` and ``reason`` of a ``close`` or ``unsubscribed`` frame."""
+    code = raw.get("code")
+    if not _is_int(code):
+        raise FrameError("code must be an integer")
+    reason = raw.get("reason", "")
+    if not isinstance(reason, str):
+        raise FrameError("reason must be a string")
+    return code, reason
+
+
+def _parse_unsubscribed(raw: Mapping[str, Any]) -> Unsubscribed:
+    code, reason = _code_and_reason(raw)
+    return Unsubscribed(validate_channel(raw.get("channel")), code, reason)
 
 
 def _parse_unsubscribe(raw: Mapping[str, Any]) -> Unsubscribe:
@@ -489,13 +533,7 @@ def _parse_error(raw: Mapping[str, Any]) -> Error:
 
 
 def _parse_close(raw: Mapping[str, Any]) -> Close:
-    code = raw.get("code")
-    if not _is_int(code):
-        raise FrameError("code must be an integer")
-    reason = raw.get("reason", "")
-    if not isinstance(reason, str):
-        raise FrameError("reason must be a string")
-    return Close(code, reason)
+    return Close(*_code_and_reason(raw))
 
 
 _Parser: TypeAlias = Callable[[Mapping[str, Any]], Frame]
@@ -513,6 +551,7 @@ CLIENT_FRAMES: dict[str, _Parser] = {
 SERVER_FRAMES: dict[str, _Parser] = {
     "welcome": _parse_welcome,
     "subscribed": _parse_subscribed,
+    "unsubscribed": _parse_unsubscribed,
     "ack": _parse_ack,
     "publication": _parse_publication,
     "error": _parse_error,

@@ -39,6 +39,7 @@ from .protocol import (
     Subscribe,
     Subscribed,
     Unsubscribe,
+    Unsubscribed,
     Welcome,
     decode_client_message,
 )
@@ -119,11 +120,16 @@ class Subscription:
 class SubscribeRequest:
     """Check that the client may subscribe ``channel``; if so, report
     :meth:`Session.subscribe_started`, join the channel's live stream, read its
-    history after ``since`` and report :meth:`Session.subscribe_ready`."""
+    history after ``since`` and report :meth:`Session.subscribe_ready`.
+
+    ``server`` marks a server-side subscription (:meth:`Session.server_subscribe`):
+    the application decided, so the client's hooks are not asked, and a failure is
+    the server's to log, not the client's to hear of."""
 
     channel: str
     since: Position | None
     request_id: int | None
+    server: bool = False
 
 
 @attrs.frozen
@@ -277,6 +283,21 @@ class Session:
                           channel)]
         return [SubscribeRequest(channel, since, request_id)]
 
+    def server_subscribe(self, channel: str) -> list[Output]:
+        """The application subscribes the client to ``channel`` (protocol.md 4.8):
+        nothing if it is subscribed already or at its subscription limit, else the
+        request to set it up, from the channel's current position."""
+        if channel in self.subscriptions or len(self.subscriptions) >= self.max_subscriptions:
+            return []
+        return [SubscribeRequest(channel, None, None, server=True)]
+
+    def server_unsubscribe(self, channel: str, code: int, reason: str) -> list[Output]:
+        """The application takes ``channel`` away from the client (protocol.md 4.8):
+        leave it and tell the client with ``unsubscribed``; nothing if not subscribed."""
+        if self.subscriptions.pop(channel, None) is None:
+            return []
+        return [UnsubscribeRequest(channel), Unsubscribed(channel, code, reason)]
+
     def subscribe_started(self, request: SubscribeRequest) -> Subscription:
         """The client may subscribe: its subscription exists from now on, and the
         channel's live publications wait in it while history is read."""
@@ -307,7 +328,8 @@ class Session:
                 news = True
         subscription.pending = None
         subscription.position = last
-        return Ready(Subscribed(request.request_id, request.channel, recovered, position),
+        return Ready(Subscribed(request.request_id, request.channel, recovered, position,
+                                request.server),
                      replay, live, news)
 
     def subscribe_failed(self, request: SubscribeRequest, subscription: Subscription | None,

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from ...protocol import Position
 from ..base import (
     Backend,
+    ControlListener,
     HistoryPolicy,
     HistoryResult,
     LostListener,
@@ -117,3 +118,11 @@ class ShardedRedisBackend(Backend):
     async def claim(self, key: str, ttl: float) -> bool:
         """Claim ``key`` on the shard that owns it."""
         return await self.shard_for(key).claim(key, ttl)
+
+    async def start_control(self, node: str, listener: ControlListener) -> None:
+        """Control messages go through the first shard: every node shares it."""
+        await self.shards[0].start_control(node, listener)
+
+    async def send_control(self, message: bytes, node: str | None = None) -> int | None:
+        """Send a control message through the first shard (see :meth:`start_control`)."""
+        return await self.shards[0].send_control(message, node)
