@@ -330,10 +330,14 @@ class Hub:
         """Subscribe every connection of ``user`` to ``channel`` (a server-side
         subscription), on every node; how many connections hold it afterwards.
 
-        The channel's rules (404) apply, not the client's (``authorize_subscribe``,
-        ``{user}`` owners): the application decided. Each client is told with a
-        ``subscribed`` frame marked ``server`` and keeps the subscription as its
-        own: it resumes it after a reconnect.
+        Each client is told with a ``subscribed`` frame marked ``server`` (then the
+        channel's live publications) and keeps the subscription as its own: it
+        resumes it after a reconnect, with its own ``subscribe``. So the checks of a
+        client's subscribe apply here too (the channel's rules, ``{user}`` owners,
+        ``authorize_subscribe``): a connection they refuse is left out of the count,
+        and is not told. A connection subscribed already counts, unchanged; one at its
+        ``max_subscriptions`` is left out. A long-polling client is reached only while
+        one of its polls is held.
 
         Raises:
             ChannelError: an invalid or unknown channel.

@@ -226,12 +226,13 @@ class Peer:
         channel = request.channel
         try:
             options = host.rules.options(channel)
-            if not request.server:  # the application decided: no hook to ask
-                await host.check_subscribe(self.identity, channel)
+            # Server-side too: the client resumes the subscription as its own later,
+            # through these checks, so one they refuse would not last anyway.
+            await host.check_subscribe(self.identity, channel)
         except ChannelError as exc:
             if request.server:
-                logger.warning("%r: server-side subscribe to %r refused: %s", self,
-                               channel, exc)
+                logger.info("%r: server-side subscribe to %r refused: %s", self, channel,
+                            exc)
                 return False
             self._send(session.subscribe_failed(request, None, exc))
             return True

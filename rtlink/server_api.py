@@ -16,6 +16,7 @@ from .auth import subject_of
 from .codes import CloseCode, ErrorCode
 from .control import ControlPlane
 from .peer import Peer
+from .session import REQUEST
 
 __all__ = ["ServerApi", "ApiHost"]
 
@@ -86,9 +87,12 @@ class ServerApi:
     # --- on this node ----------------------------------------------------------------
 
     def _peers_of(self, user: Any) -> list[Peer]:
+        """The open connections of ``user``, but those of one ``POST {path}/send``
+        (they hold no subscription and end with their request)."""
         # A scan: these calls are rare next to deliveries, which an index would slow.
         return [peer for peer in self._host.connections
-                if subject_of(peer.identity) == user and not peer.connection.closing]
+                if subject_of(peer.identity) == user and not peer.connection.closing
+                and peer.session.mode is not REQUEST]
 
     async def _disconnect(self, args: Mapping[str, Any]) -> int:
         code = CloseCode.RECONNECT if args["reconnect"] else CloseCode.DISCONNECTED

@@ -123,8 +123,8 @@ class SubscribeRequest:
     history after ``since`` and report :meth:`Session.subscribe_ready`.
 
     ``server`` marks a server-side subscription (:meth:`Session.server_subscribe`):
-    the application decided, so the client's hooks are not asked, and a failure is
-    the server's to log, not the client's to hear of."""
+    the client did not ask, so a refusal or failure is the server's to log, not the
+    client's to hear of."""
 
     channel: str
     since: Position | None

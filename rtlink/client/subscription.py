@@ -16,10 +16,10 @@ from typing import Any
 
 from ..errors import ClientClosed, RtlinkError, SubscribeError
 from ..positions import Position
-from .core import Message, SubscribedEvent
+from .core import Message, SubscribedEvent, UnsubscribedEvent
 from .events import Events
 
-__all__ = ["Subscription", "Message", "SubscribedEvent"]
+__all__ = ["Subscription", "Message", "SubscribedEvent", "UnsubscribedEvent"]
 
 
 _END = object()
@@ -56,7 +56,8 @@ class Subscription:
         self.recovered = True
         self._unsubscribe = unsubscribe
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._events = Events("subscription", ("message", "subscribed", "error"))
+        self._events = Events("subscription", ("message", "subscribed", "unsubscribed",
+                                               "error"))
         # Set by the first confirmation, or by an end before it (then with _error).
         self._settled = asyncio.Event()
         self._error: RtlinkError | None = None
@@ -72,8 +73,9 @@ class Subscription:
 
     def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` on ``"message"`` (a :class:`Message`), ``"subscribed"``
-        (a :class:`SubscribedEvent`) or ``"error"`` (an exception). Returns a function
-        that removes the callback."""
+        (a :class:`SubscribedEvent`), ``"unsubscribed"`` (an :class:`UnsubscribedEvent`:
+        the server ended the subscription; iteration then ends) or ``"error"`` (an
+        exception). Returns a function that removes the callback."""
         return self._events.on(event, callback)
 
     async def wait_subscribed(self) -> None:
@@ -142,6 +144,11 @@ class Subscription:
             self._queue.put_nowait(error)
         elif isinstance(error, ClientClosed):
             self._queue.put_nowait(_END)
+
+    def _unsubscribed(self, event: UnsubscribedEvent) -> None:
+        """The server ended the subscription (the core dropped it already)."""
+        self._events.emit("unsubscribed", event)
+        self._end()
 
     def _end(self) -> None:
         """End the subscription normally (unsubscribed)."""
