@@ -20,6 +20,7 @@ from ..hub import Hub
 from .guard import Handler, Refuse
 from .http import refuse_request
 from .longpoll import poll_handler
+from .server_api import API_OPERATIONS, API_PATH
 from .sse import refuse_stream, sse_handler
 from .websocket import refuse_websocket, websocket_handler
 
@@ -97,4 +98,5 @@ def root_routes(endpoints: Mapping[str, tuple[str, Any]] = ENDPOINTS,
     ``client_files`` and of the fixed routes. By default, every one rtlink has."""
     return frozenset({*(sub_path for sub_path, _ in endpoints.values()),
                       *(f"/{name}" for name in client_files),
-                      SEND_PATH, TICKET_PATH, INFO_PATH, PUBLISH_PATH})
+                      SEND_PATH, TICKET_PATH, INFO_PATH, PUBLISH_PATH,
+                      *(f"{API_PATH}/{name}" for name in API_OPERATIONS)})
