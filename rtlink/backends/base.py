@@ -31,7 +31,6 @@ position from a lost history can never be mistaken for a position in the new one
 from __future__ import annotations
 
 import abc
-import asyncio
 import heapq
 import time
 from collections.abc import Callable
@@ -254,8 +253,8 @@ class Backend(abc.ABC):
 
     async def send_control(self, message: bytes, node: str | None = None) -> int | None:
         """Send ``message`` to every node's control listener (``node`` None), this one
-        included, or to the node named ``node`` only; at most once each, never to the
-        sender before this returns (it may wait for answers first).
+        included, or to the node named ``node`` only; at most once each. This node's
+        listener may be called before this returns (the default calls it at once).
 
         Returns:
             How many nodes it reached (0: none listens), or None when the backend
@@ -267,6 +266,5 @@ class Backend(abc.ABC):
         control = self._control
         if control is None or (node is not None and node != control[0]):
             return 0
-        # Soon, not now: the sender registers what it waits for before any answer.
-        asyncio.get_running_loop().call_soon(control[1], message)
+        control[1](message)
         return 1
