@@ -51,6 +51,16 @@ export interface SubscribedEvent {
   position: Position;
 }
 
+/** The server ended a subscription on its own (protocol.md 8.6): the `unsubscribed`
+ * frame, as Python's UnsubscribedEvent. The subscription has ended; the client does
+ * not subscribe it again. */
+export interface UnsubscribedEvent {
+  readonly channel: string;
+  /** Why, as an error code (protocol.md 7.1; 403 unless the server said otherwise). */
+  readonly code: number;
+  readonly reason: string;
+}
+
 /**
  * Every error the client reports. `name` tells the kind, and is the name of the Python
  * client's exception class for the same error (rtlink.errors):
@@ -154,6 +164,8 @@ export class Subscription {
   readonly recovered: boolean;
   on(event: 'message', callback: (message: Message) => void): () => void;
   on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
+  /** The server ended the subscription (protocol.md 8.6; it has ended). */
+  on(event: 'unsubscribed', callback: (event: UnsubscribedEvent) => void): () => void;
   /** The server refused the subscription for good (the subscription has ended). */
   on(event: 'error', callback: (error: RtlinkError) => void): () => void;
   /** Resolves once the server confirmed the subscription; rejects if refused. */
@@ -183,6 +195,11 @@ export class Client {
   /** Publishes waiting for acknowledgement. */
   readonly outboxSize: number;
   on(event: 'state', callback: (change: StateChange) => void): () => void;
+  /** The server subscribed this client to a channel (protocol.md 8.6): its new
+   * Subscription, resumed across reconnects like the client's own. Register the
+   * subscription's callbacks in this callback. (Not while tabs share a connection:
+   * the shared connection does not pass server-side subscriptions on.) */
+  on(event: 'subscription', callback: (subscription: Subscription) => void): () => void;
   /** Start (if needed) and resolve once connected; rejects with ClientClosed if the
    * client stopped first (e.g. unauthorized). */
   connect(): Promise<void>;

@@ -246,12 +246,12 @@ export function share(client) {
         subscription = hidden.subscribe(channel, { since });
         // Its events ('message', 'subscribed', 'error') go to the tabs as the frames
         // that made them. (An error's code is enumerable, its message is not.)
-        subscription._events.emit = (event, value) =>
+        subscription._emit = (event, value) =>
           out({ type: event == 'message' ? 'publication' : event, channel, message: value.message, ...value });
       } else if (subscription._active) {
         // Confirmed already: confirm again, at the connection's position (the tabs
         // that have the channel confirmed already ignore it).
-        subscription._events.emit('subscribed', { recovered: true, position: subscription.position });
+        subscription._emit('subscribed', { recovered: true, position: subscription.position });
       }
     }
     // Connect once the leader's own cursor is in (it comes first), so that the first
