@@ -51,7 +51,7 @@ export interface SubscribedEvent {
   position: Position;
 }
 
-/** The server ended a subscription on its own (protocol.md 8.6): the `unsubscribed`
+/** The server ended a subscription on its own (protocol.md 8.8): the `unsubscribed`
  * frame, as Python's UnsubscribedEvent. The subscription has ended; the client does
  * not subscribe it again. */
 export interface UnsubscribedEvent {
@@ -164,7 +164,7 @@ export class Subscription {
   readonly recovered: boolean;
   on(event: 'message', callback: (message: Message) => void): () => void;
   on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
-  /** The server ended the subscription (protocol.md 8.6; it has ended). */
+  /** The server ended the subscription (protocol.md 8.8; it has ended). */
   on(event: 'unsubscribed', callback: (event: UnsubscribedEvent) => void): () => void;
   /** The server refused the subscription for good (the subscription has ended). */
   on(event: 'error', callback: (error: RtlinkError) => void): () => void;
@@ -195,7 +195,7 @@ export class Client {
   /** Publishes waiting for acknowledgement. */
   readonly outboxSize: number;
   on(event: 'state', callback: (change: StateChange) => void): () => void;
-  /** The server subscribed this client to a channel (protocol.md 8.6): its new
+  /** The server subscribed this client to a channel (protocol.md 8.8): its new
    * Subscription, resumed across reconnects like the client's own. Register the
    * subscription's callbacks in this callback. (Not while tabs share a connection:
    * the shared connection does not pass server-side subscriptions on.) */

@@ -56,7 +56,7 @@ export class ClientCore extends Events {
    */
   constructor(codec, options) {
     // The client's events: 'state' (client.js), 'subscription' (a subscription the
-    // server made: 8.6).
+    // server made: 8.8).
     super(['state', 'subscription']);
     this._codec = codec;
     this._options = options;
@@ -163,7 +163,7 @@ export class ClientCore extends Events {
       if (id == null) {
         // The transport's request carried the subscription (SSE, long polling); a
         // confirmation of what is known already tells nothing new. With `server`,
-        // the server subscribed the client on its own (8.6): the client adds it.
+        // the server subscribed the client on its own (8.8): the client adds it.
         target = this._subscriptions.get(channel);
         if (target?._active && recovered) return;
         if (!target && frame.server) this._subscriptions.set(channel, (target = new Subscription(channel, 0, this))), this._emit('subscription', target);
@@ -181,7 +181,7 @@ export class ClientCore extends Events {
         target._emit('subscribed', { recovered, resumed, position });
       }
     } else if (type == 'unsubscribed') {
-      // The server ended the subscription (8.6): drop it for good.
+      // The server ended the subscription (8.8): drop it for good.
       target = this._subscriptions.get(channel);
       this._subscriptions.delete(channel);
       target?._end(0, frame);

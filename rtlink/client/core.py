@@ -110,7 +110,7 @@ class SubscribedEvent:
 @attrs.frozen
 class UnsubscribedEvent:
     """Emitted as ``"unsubscribed"`` when the server ended the subscription on its own
-    (protocol.md 4.8); the subscription is over, the client does not resubscribe it.
+    (protocol.md 8.8); the subscription is over, the client does not resubscribe it.
 
     Attributes:
         channel: the channel.
@@ -178,7 +178,7 @@ class ClientCore:
         retry_later: ``retry_later(kind, delay)`` asks for :meth:`retry` ``(kind)`` after
             ``delay`` seconds, unless the connection ends first.
         adopt: makes the subscription of a channel the server subscribed the client
-            to (a ``subscribed`` frame with ``server``, protocol.md 8.6) and tells the
+            to (a ``subscribed`` frame with ``server``, protocol.md 8.8) and tells the
             application; without it such frames are ignored.
         outbox_limit: most publishes waiting for acknowledgement.
         backoff_base: first retry delay bound in seconds (doubles per round).
@@ -514,7 +514,7 @@ class ClientCore:
         target: SubscriptionState | OutboxEntry | None
         if frame.id is None:
             # The transport's request carried the subscription (SSE, long polling), or
-            # the server subscribed the client on its own (8.6).
+            # the server subscribed the client on its own (8.8).
             target = self.subscriptions.get(frame.channel)
             if target is not None and target.active and frame.recovered:
                 return  # a request confirming again what is known: nothing to report
@@ -537,7 +537,7 @@ class ClientCore:
         target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position))
 
     def _on_unsubscribed(self, frame: Unsubscribed) -> None:
-        """The server ended a subscription (8.6): drop it, for good."""
+        """The server ended a subscription (8.8): drop it, for good."""
         target = self.subscriptions.pop(frame.channel, None)
         if target is None:
             return
