@@ -197,8 +197,8 @@ export class Client {
   on(event: 'state', callback: (change: StateChange) => void): () => void;
   /** The server subscribed this client to a channel (protocol.md 8.8): its new
    * Subscription, resumed across reconnects like the client's own. Register the
-   * subscription's callbacks in this callback. (Not while tabs share a connection:
-   * the shared connection does not pass server-side subscriptions on.) */
+   * subscription's callbacks in this callback. While tabs share a connection, every
+   * tab's client gets it. */
   on(event: 'subscription', callback: (subscription: Subscription) => void): () => void;
   /** Start (if needed) and resolve once connected; rejects with ClientClosed if the
    * client stopped first (e.g. unauthorized). */

@@ -14,7 +14,7 @@
 //                               after delay() ms, unless the connection ends first
 // (The Python client holds its core instead of extending it; in JS the subclass
 // saves the bytes of an indirection. Tests drive the core through a small subclass.)
-import { fullJitter } from './backoff.js';
+import { backoff } from './backoff.js';
 import { isTemporary } from './codes.js';
 import { invalidInput, RtlinkError } from './errors.js';
 import { Events } from './events.js';
@@ -149,7 +149,7 @@ export class ClientCore extends Events {
       // Not subscribed, not confirmed on this connection yet, or delivered already.
       if (!subscription?._active || !isAfter(position, last)) return;
       if (last && last.epoch != position.epoch && position.offset != 1) {
-        console.warn(`rtlink: ${channel}: new epoch`); // publications may be missed
+        console.warn('rtlink: new epoch', frame); // publications may be missed
       }
       subscription.position = position;
       subscription._emit('message', { channel, data: frame.data, position });
@@ -188,7 +188,7 @@ export class ClientCore extends Events {
     } else if (type == 'error') {
       // On transports that carry subscriptions, their errors have no request id.
       if (id == null && channel != null) target = this._subscriptions.get(channel);
-      if (!target) return console.warn(`rtlink: error ${frame.code} ${frame.message}`);
+      if (!target) return console.warn('rtlink: error', frame); // of nothing the client has
       target._requestId = null;
       const temporary = isTemporary(frame.code);
       if (!target._settle) {
@@ -293,7 +293,6 @@ export class ClientCore extends Events {
    * flushed outbox over the publish rate) makes one round, and the attempt grows
    * once per round. */
   _scheduleRetry(kind) {
-    const { backoffBase, backoffCap } = this._options;
-    this._retryLater(kind, () => fullJitter(this._retryAttempts[kind]++, backoffBase, backoffCap) * 1e3);
+    this._retryLater(kind, () => backoff(this._retryAttempts[kind]++, this._options));
   }
 }

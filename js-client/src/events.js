@@ -23,7 +23,7 @@ export class Events {
       try {
         callback(value);
       } catch (error) {
-        console.error(`rtlink: ${event} callback`, error);
+        console.error('rtlink: callback', event, error);
       }
     }
   }
