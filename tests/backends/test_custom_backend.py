@@ -10,7 +10,6 @@ import time
 import attrs
 
 import rtlink
-
 from rtlink.backends import create_backend
 from rtlink.backends.base import (
     Backend,
