@@ -108,6 +108,10 @@ async def test_a_redis_outage_is_a_clear_error() -> None:
                          server.hub.subscribe("u", "c"), server.hub.unsubscribe("u", "c")):
                 with pytest.raises(BackendUnavailable, match="Redis at"):
                     await call
+            redis.start()  # back: the control channel is subscribed again by itself
+            await eventually(lambda: redis.call("PUBSUB", "NUMSUB", "outage:{control}")[1] == 1,
+                             timeout=15)
+            assert await server.hub.channels() == {}
 
 
 @pytest.mark.parametrize("transport", ["websocket"])

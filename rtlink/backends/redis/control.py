@@ -63,11 +63,13 @@ class ControlBus:
         return self._all if node is None else f"{self._all}:{node}"
 
     async def start(self, node: str, listener: ControlListener) -> None:
-        """Subscribe this node's control channels, waiting ``timeout`` seconds at most
-        (without Redis the connection keeps being tried in the background)."""
+        """Subscribe this node's control channels: returns once Redis confirmed them,
+        or once the first attempt failed, or after ``timeout`` seconds (without Redis
+        the node starts all the same, and the connection is tried again in the
+        background)."""
         if self._task is not None:
             return
-        ready = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._task = asyncio.get_running_loop().create_task(
             self._read_forever([self._name(None), self._name(node)], listener, ready),
             name="rtlink-redis-control")
@@ -75,9 +77,11 @@ class ControlBus:
             async with asyncio.timeout(self._timeout):
                 await asyncio.shield(ready)
         except TimeoutError:
-            logger.warning("Redis at %s: control channels not subscribed in %g s; still "
+            pass
+        if not ready.done() or ready.result() is False:
+            logger.warning("Redis at %s: control channels not subscribed yet; still "
                            "trying (until then this node is not reached by the server "
-                           "API of other nodes)", self._address(), self._timeout)
+                           "API of other nodes)", self._address())
 
     async def send(self, message: bytes, node: str | None) -> int:
         """Publish ``message`` to every node or to ``node``; how many nodes got it.
@@ -101,7 +105,9 @@ class ControlBus:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _read_forever(self, names: list[str], listener: ControlListener,
-                            ready: asyncio.Future[None]) -> None:
+                            ready: asyncio.Future[bool]) -> None:
+        """Keep the control channels subscribed; ``ready`` says how the first attempt
+        went (True: subscribed)."""
         attempt = 0
         while True:
             pubsub: Any = self._client.pubsub()
@@ -114,6 +120,8 @@ class ControlBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if not ready.done():
+                    ready.set_result(False)
                 delay = full_jitter(attempt, base=0.1, cap=5.0)
                 attempt += 1
                 logger.warning("Redis at %s: control connection failed (%s); again in "
@@ -126,7 +134,7 @@ class ControlBus:
                     await pubsub.aclose()
 
     async def _read(self, pubsub: Any, confirmations: int, listener: ControlListener,
-                    ready: asyncio.Future[None]) -> None:
+                    ready: asyncio.Future[bool]) -> None:
         """Hand every message to ``listener`` until the connection fails or falls
         silent (a ``PING`` unanswered for ``ping_interval``)."""
         get = pubsub.get_sharded_message if self._cluster else pubsub.get_message
@@ -144,7 +152,7 @@ class ControlBus:
             if kind in ("subscribe", "ssubscribe"):
                 confirmations -= 1
                 if confirmations <= 0 and not ready.done():
-                    ready.set_result(None)
+                    ready.set_result(True)
             elif kind in ("message", "smessage"):
                 try:
                     listener(message["data"])
