@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from .auth import subject_of
 from .codes import CloseCode, ErrorCode
-from .control import ControlPlane
+from .control import ControlHandler, ControlPlane
 from .peer import Peer
 from .session import REQUEST
 
@@ -50,7 +50,7 @@ class ServerApi:
         self._host = host
         self.control: ControlPlane | None = None
 
-    def handlers(self) -> dict[str, Any]:
+    def handlers(self) -> dict[str, ControlHandler]:
         """The control operations this node runs, by name."""
         return {"disconnect": self._disconnect, "unsubscribe": self._unsubscribe,
                 "subscribe": self._subscribe, "channels": self._channels}
