@@ -470,4 +470,9 @@ test('a server-side subscription reaches every tab, is kept by the leader, and e
   await waitFor(() => adopted.every(([{ ended }]) => ended.length == 1), { message: 'ended in every tab' });
   assert.deepEqual(adopted.map(([{ got, ended }]) => [got, ended]), [[['fire'], ['gone']], [['fire'], ['gone']]]);
   assert.ok(!('alerts' in a.client._cursor()) && !('alerts' in b.client._cursor()));
+  // The tabs told the leader: a later cursor does not subscribe it again.
+  for (const tab of tabs) subscribe(tab, 'third');
+  await Promise.all(tabs.map((tab) => subscribed(tab, 'third')));
+  await sleep(20);
+  assert.ok(!connection.channels.has('alerts'));
 });
