@@ -18,7 +18,7 @@ export interface HistoryPage {
  * Read a page of `channel`'s kept history with one `POST {path}/send` (the client's
  * URL, token and fetch): forward, at most `limit` (1-1000, default 100) after `since`
  * (or from the oldest kept); `reverse`, at most `limit` before `since` (or from the
- * latest), newest first. Rejects with RtlinkError 'HistoryError' (refused: 401, 403,
+ * latest), newest first. Rejects with RtlinkError 'ReadError' (refused: 401, 403,
  * 404, 422, 503, ... or a close code) or 'InvalidInput' (limit).
  */
 export function history(client: Client, channel: string,

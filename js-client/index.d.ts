@@ -54,6 +54,16 @@ export interface SubscribedEvent {
   since: Position | undefined;
 }
 
+/** The server ended a subscription on its own (protocol.md 8.8): the `unsubscribed`
+ * frame, as Python's UnsubscribedEvent. The subscription has ended; the client does
+ * not subscribe it again. */
+export interface UnsubscribedEvent {
+  readonly channel: string;
+  /** Why, as an error code (protocol.md 7.1; 403 unless the server said otherwise). */
+  readonly code: number;
+  readonly reason: string;
+}
+
 /**
  * Every error the client reports. `name` tells the kind, and is the name of the Python
  * client's exception class for the same error (rtlink.errors):
@@ -65,15 +75,16 @@ export interface SubscribedEvent {
  *   `close()`, 4500 when the server refused the credentials);
  * - `'PublishError'` / `'SubscribeError'`: the server refused the request (`code` is
  *   the error code: 403, 404, 413, 422, ...; Python: both are RequestErrors);
- * - `'HistoryError'`: `history()` of 'rtlink-client/history' was refused (the error
- *   code, or the close code of refused credentials);
+ * - `'ReadError'`: a read was refused: `history()` of 'rtlink-client/history' or
+ *   `presence()` of 'rtlink-client/presence' (the error code, or the close code of
+ *   refused credentials);
  * - `'OutboxFull'`: `outboxLimit` publishes are waiting already (nothing was queued);
  * - `'RtlinkError'`: `waitSubscribed()` of a subscription unsubscribed before the
  *   server confirmed it.
  * `code` is null for the kinds without one.
  */
 export class RtlinkError extends Error {
-  name: 'InvalidInput' | 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'HistoryError' | 'OutboxFull' | 'RtlinkError';
+  name: 'InvalidInput' | 'ClientClosed' | 'PublishError' | 'SubscribeError' | 'ReadError' | 'OutboxFull' | 'RtlinkError';
   code: number | null;
 }
 
@@ -163,6 +174,8 @@ export class Subscription {
   readonly presence: boolean | undefined;
   on(event: 'message', callback: (message: Message) => void): () => void;
   on(event: 'subscribed', callback: (event: SubscribedEvent) => void): () => void;
+  /** The server ended the subscription (protocol.md 8.8; it has ended). */
+  on(event: 'unsubscribed', callback: (event: UnsubscribedEvent) => void): () => void;
   /** The server refused the subscription for good (the subscription has ended). */
   on(event: 'error', callback: (error: RtlinkError) => void): () => void;
   /** Resolves once the server confirmed the subscription; rejects if refused. */
@@ -192,6 +205,11 @@ export class Client {
   /** Publishes waiting for acknowledgement. */
   readonly outboxSize: number;
   on(event: 'state', callback: (change: StateChange) => void): () => void;
+  /** The server subscribed this client to a channel (protocol.md 8.8): its new
+   * Subscription, resumed across reconnects like the client's own. Register the
+   * subscription's callbacks in this callback. While tabs share a connection, every
+   * tab's client gets it. */
+  on(event: 'subscription', callback: (subscription: Subscription) => void): () => void;
   /** Start (if needed) and resolve once connected; rejects with ClientClosed if the
    * client stopped first (e.g. unauthorized). */
   connect(): Promise<void>;

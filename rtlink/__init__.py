@@ -29,6 +29,7 @@ from .client import (
     StateChange,
     SubscribedEvent,
     Subscription,
+    UnsubscribedEvent,
     forget_transports,
 )
 from .codes import CloseCode, ErrorCode
@@ -64,6 +65,7 @@ __all__ = [
     "StateChange",
     "Subscription",
     "SubscribedEvent",
+    "UnsubscribedEvent",
     "Message",
     "forget_transports",
     "Position",

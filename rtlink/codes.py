@@ -60,6 +60,8 @@ class CloseCode(enum.IntEnum):
     """The client is not allowed to connect (e.g. origin not allowed). Stop."""
     UNSUPPORTED_PROTOCOL = 4502
     """The requested protocol version or codec is not supported. Stop."""
+    DISCONNECTED = 4503
+    """The server disconnected this user on purpose (:meth:`rtlink.Hub.disconnect`). Stop."""
 
 
 #: Standard WebSocket codes after which a client reconnects.

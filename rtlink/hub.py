@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 from .auth import Authenticator, as_authenticator, expires_at_of
@@ -24,7 +24,8 @@ from .channels import ChannelOptions, ChannelRules
 from .codecs import Codec
 from .codes import CloseCode, ErrorCode
 from .connection import Connection, Sink
-from .errors import AuthenticationError, ChannelError, InvalidInput
+from .control import ControlPlane
+from .errors import AuthenticationError, ChannelError, FrameError, InvalidInput
 from .limits import AddressSlots, PublishLimits
 from .peer import Peer
 from .positions import Position
@@ -37,8 +38,10 @@ from .protocol import (
     PresenceDiff,
     Publication,
     encode_frame,
+    validate_channel,
 )
 from .roster import Roster
+from .server_api import ServerApi
 from .session import WEBSOCKET, ConnectionMode, Subscription
 from .stats import HubStats
 
@@ -131,6 +134,10 @@ class Hub:
         presence_grace: seconds a client of SSE or long polling stays present after
             its request ended, so that the next request (on any node) finds it still
             there; None: ``pong_timeout``.
+        control_timeout: seconds the server API (:meth:`disconnect`,
+            :meth:`unsubscribe`, :meth:`subscribe`, :meth:`channels`) waits for the
+            answers of the other nodes at most; a node that does not answer in time
+            is left out of the result.
 
     Use it as ``async with Hub() as hub:`` or through :func:`rtlink.attach`, which
     starts and closes it with the aiohttp application.
@@ -156,6 +163,7 @@ class Hub:
         websocket_compression: bool = False,
         presence_ttl: float = 30.0,
         presence_grace: float | None = None,
+        control_timeout: float = 2.0,
     ) -> None:
         if publish_rate is not None and not 0 < publish_rate < float("inf"):
             raise ValueError(f"publish_rate must be > 0 (None for no limit), not {publish_rate}")
@@ -177,6 +185,10 @@ class Hub:
         self.publish_limits = PublishLimits(publish_rate, publish_burst)
         self.connection_slots = AddressSlots(max_connections_per_ip)
         self.websocket_compression = websocket_compression
+        if not control_timeout > 0:
+            raise ValueError(f"control_timeout must be > 0, not {control_timeout}")
+        self.control_timeout = control_timeout
+        self._api = ServerApi(self)
         self._authenticate = authenticate
         self._authenticator = None if authenticate is None else as_authenticator(authenticate)
         self._authorize_subscribe = authorize_subscribe
@@ -215,6 +227,9 @@ class Hub:
             self._authenticator.bind(self.backend)
         self.roster.start()
         await self.backend.start(self._on_publication, self._on_lost)
+        control = self._api.control = ControlPlane(self.backend, self._api.handlers(),
+                                                   timeout=self.control_timeout)
+        await control.start()
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat_loop(), name="rtlink-heartbeat"
         )
@@ -226,6 +241,9 @@ class Hub:
             return
         self._started = False
         await self.close_connections(code, reason)
+        if self._api.control is not None:
+            await self._api.control.close()
+            self._api.control = None
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -296,6 +314,105 @@ class Hub:
             raise ChannelError(ErrorCode.BAD_REQUEST,
                                f"channel {channel!r} keeps no presence")
         return options
+
+    async def publish_many(self, channels: Iterable[str], data: Any, *,
+                           key: str | None = None) -> list[Position]:
+        """Publish the same ``data`` to each of ``channels``; their positions, in order.
+
+        Every channel is checked before anything is published: one invalid or
+        unknown channel publishes nothing. The publications are then made at once;
+        they are independent (one per channel, each with its own position), and
+        ``key`` de-duplicates each on its own channel, so a call that failed midway
+        is safely made again with the same key.
+
+        Raises:
+            ChannelError: an invalid or unknown channel, or data or a key as for
+                :meth:`publish`.
+            BackendError: the backend failed for a channel (others may have been
+                published: repeat with a ``key``).
+        """
+        names = list(channels)
+        checked = [(channel, self.rules.check_publication(channel, data, key))
+                   for channel in names]
+        if self._publish_now is not None:
+            return [self._publish_in_process(channel, data, key, options, "server")
+                    for channel, options in checked]
+        return list(await asyncio.gather(*(self._publish(channel, data, key, options)
+                                           for channel, options in checked)))
+
+    async def channels(self) -> dict[str, int]:
+        """The channels with subscribers on any node, each with its number of
+        subscribed connections (summed over the nodes that answered within
+        ``control_timeout``).
+
+        Raises:
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.channels()
+
+    async def disconnect(self, user: str, *, reconnect: bool = False,
+                         reason: str = "disconnected by the server") -> int:
+        """Close every connection of ``user`` (the subject of their identity), on every
+        node; how many were closed.
+
+        With ``reconnect=False`` the close code is 4503 DISCONNECTED: clients stop.
+        With ``reconnect=True`` it is 4002 RECONNECT: clients reconnect at once,
+        authenticating again (e.g. after their permissions changed). A long-polling
+        client is reached only while one of its polls is held: between two polls it
+        has no connection (see docs/http-api.md). An unknown user is no error: 0.
+
+        Raises:
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.disconnect(user, reconnect=reconnect, reason=reason)
+
+    async def unsubscribe(self, user: str, channel: str, *,
+                          code: int = ErrorCode.FORBIDDEN,
+                          reason: str = "unsubscribed by the server") -> int:
+        """End ``channel``'s subscription of every connection of ``user``, on every
+        node; how many connections had it.
+
+        The clients are told with an ``unsubscribed`` frame (``code`` and ``reason``
+        are theirs to show) and drop the subscription. It is not a ban: to keep a
+        user out of a channel, refuse it in ``authorize_subscribe`` as well.
+
+        Raises:
+            ChannelError: an invalid or unknown channel.
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.unsubscribe(user, channel, code=code, reason=reason)
+
+    async def subscribe(self, user: str, channel: str) -> int:
+        """Subscribe every connection of ``user`` to ``channel`` (a server-side
+        subscription), on every node; how many connections hold it afterwards.
+
+        Each client is told with a ``subscribed`` frame marked ``server`` (then the
+        channel's live publications) and keeps the subscription as its own: it
+        resumes it after a reconnect, with its own ``subscribe``. So the checks of a
+        client's subscribe apply here too (the channel's rules, ``{user}`` owners,
+        ``authorize_subscribe``): a connection they refuse is left out of the count,
+        and is not told. A connection subscribed already counts, unchanged; one at its
+        ``max_subscriptions`` is left out. A long-polling client is reached only while
+        one of its polls is held.
+
+        Raises:
+            ChannelError: an invalid or unknown channel.
+            BackendUnavailable: the backend cannot carry the request to the nodes.
+        """
+        return await self._api.subscribe(user, channel)
+
+    def check_channel(self, channel: str) -> None:
+        """Raise :class:`~rtlink.errors.ChannelError` unless ``channel`` is a valid
+        name that a channel rule allows (422 or 404)."""
+        try:
+            validate_channel(channel)
+        except FrameError as exc:
+            raise ChannelError(exc.error_code, str(exc)) from None
+        self.rules.options(channel)
+
+    def local_channels(self) -> dict[str, int]:
+        """The channels with subscribers on this node, each with how many."""
+        return {channel: len(live.subscribers) for channel, live in self._live.items()}
 
     @property
     def authenticate_hook(self) -> Authenticator | Authenticate | None:

@@ -221,6 +221,23 @@ class Peer:
         return await self._run(self.session.subscribe(channel, since, request_id, last,
                                                       presence))
 
+    async def server_subscribe(self, channel: str) -> bool:
+        """The application subscribes this client to ``channel``
+        (:meth:`rtlink.Hub.subscribe`); whether the subscription was set up."""
+        await self._run(self.session.server_subscribe(channel))
+        return channel in self.session.subscriptions
+
+    def server_unsubscribe(self, channel: str, code: int, reason: str) -> bool:
+        """The application takes ``channel`` away from this client
+        (:meth:`rtlink.Hub.unsubscribe`); whether it was subscribed."""
+        outputs = self.session.server_unsubscribe(channel, code, reason)
+        for output in outputs:
+            if isinstance(output, UnsubscribeRequest):
+                self._host.leave_channel(self.connection, output.channel)
+            elif isinstance(output, Frame):
+                self._send(output)
+        return bool(outputs)
+
     async def _run(self, outputs: Sequence[Output]) -> bool:
         """Send the frames and run the requests of the session, in order; whether the
         client learns something (see :meth:`subscribe`)."""
@@ -252,8 +269,14 @@ class Peer:
         channel = request.channel
         try:
             options = host.rules.options(channel)
+            # Server-side too: the client resumes the subscription as its own later,
+            # through these checks, so one they refuse would not last anyway.
             await host.check_subscribe(self.identity, channel)
         except ChannelError as exc:
+            if request.server:
+                logger.info("%r: server-side subscribe to %r refused: %s", self, channel,
+                            exc)
+                return False
             self._send(session.subscribe_failed(request, None, exc))
             return True
         subscription = session.subscribe_started(request)
@@ -274,7 +297,12 @@ class Peer:
                 host.leave_channel(connection, channel, subscription)
             if not (isinstance(exc, BackendError) and exc.temporary):
                 logger.error("%r: subscribe to %r failed", self, channel, exc_info=exc)
-            self._send(session.subscribe_failed(request, subscription, exc))
+            failed = session.subscribe_failed(request, subscription, exc)
+            if request.server:  # the client never asked: nothing to answer
+                logger.warning("%r: server-side subscribe to %r failed: %s", self,
+                               channel, exc)
+                return False
+            self._send(failed)
             return True
         if connection.closing:
             return False

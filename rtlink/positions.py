@@ -177,12 +177,11 @@ def format_cursor(cursor: Cursor, last: Mapping[str, int] | None = None,
         wants = channel in presence
         if count is None and not wants:
             return wire
-        wire = {**(wire or {})}
+        entry: dict[str, Any] = {"presence": True} if wants else {}
+        entry.update(wire or {})
         if count is not None:
-            wire["last"] = count
-        if wants:
-            wire["presence"] = True
-        return wire
+            entry["last"] = count
+        return entry
 
     return json.dumps({channel: entry(channel, position) for channel, position in cursor.items()},
                       separators=(",", ":"))

@@ -15,10 +15,11 @@ type            direction  fields
 ``welcome``     S→C        version, session, ping_interval, pong_timeout,
                            max_message_size
 ``subscribe``   C→S        id, channel, since?, last?, presence?
-``subscribed``  S→C        id, channel, recovered, position, since?
+``subscribed``  S→C        id?, channel, recovered, position, since?, server?
 ``history``     C→S        id, channel, since?, limit?, reverse?
 ``history``     S→C        id, channel, publications, position, recovered
 ``unsubscribe`` C→S        id, channel
+``unsubscribed`` S→C       channel, code, reason
 ``publish``     C→S        id, channel, data, key?
 ``ack``         S→C        id, position?
 ``publication`` S→C        channel, data, position
@@ -71,6 +72,7 @@ __all__ = [
     "History",
     "HistoryPage",
     "Unsubscribe",
+    "Unsubscribed",
     "Publish",
     "Ack",
     "Publication",
@@ -176,8 +178,11 @@ class Subscribed(Frame):
     after ``since`` was filled (the replayed publications follow this frame).
 
     ``id`` is None when the subscription was carried by the request itself (the SSE
-    and long-polling transports), not by a ``subscribe`` frame. ``since`` is set when
-    replayed publications follow: they are every kept publication after it.
+    and long-polling transports), not by a ``subscribe`` frame, and when the server
+    subscribed the client on its own (``server`` is True then: a server-side
+    subscription, :meth:`rtlink.Hub.subscribe`; the client adds it to its own).
+    ``since`` is set when replayed publications follow: they are every kept
+    publication after it.
     """
 
     type: ClassVar[str] = "subscribed"
@@ -186,6 +191,7 @@ class Subscribed(Frame):
     recovered: bool
     position: Position
     since: Position | None = None
+    server: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": self.type}
@@ -196,6 +202,8 @@ class Subscribed(Frame):
         wire["position"] = self.position.to_wire()
         if self.since is not None:
             wire["since"] = self.since.to_wire()
+        if self.server:
+            wire["server"] = True
         return wire
 
 
@@ -272,6 +280,23 @@ class Unsubscribe(Frame):
 
     def to_wire(self) -> dict[str, Any]:
         return {"type": self.type, "id": self.id, "channel": self.channel}
+
+
+@attrs.frozen
+class Unsubscribed(Frame):
+    """The server ended a subscription on its own (:meth:`rtlink.Hub.unsubscribe`):
+    the client drops it and tells the application. ``code`` is an
+    :class:`~rtlink.codes.ErrorCode`-style number saying why (403: the application
+    took the channel away)."""
+
+    type: ClassVar[str] = "unsubscribed"
+    channel: str
+    code: int
+    reason: str = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "channel": self.channel, "code": self.code,
+                "reason": self.reason}
 
 
 @attrs.frozen
@@ -640,6 +665,7 @@ def _parse_subscribed(raw: Mapping[str, Any]) -> Subscribed:
         recovered,
         Position.from_wire(raw.get("position"), rid),
         _position(raw, "since", rid),
+        _flag(raw, "server", rid),
     )
 
 
@@ -674,6 +700,22 @@ def _parse_history_page(raw: Mapping[str, Any]) -> HistoryPage:
         raise FrameError("recovered must be a boolean", request_id=rid)
     return HistoryPage(channel, tuple(publications),
                        Position.from_wire(raw.get("position"), rid), recovered, rid)
+
+
+def _code_and_reason(raw: Mapping[str, Any]) -> tuple[int, str]:
+    """The ``code`` and ``reason`` of a ``close`` or ``unsubscribed`` frame."""
+    code = raw.get("code")
+    if not _is_int(code):
+        raise FrameError("code must be an integer")
+    reason = raw.get("reason", "")
+    if not isinstance(reason, str):
+        raise FrameError("reason must be a string")
+    return code, reason
+
+
+def _parse_unsubscribed(raw: Mapping[str, Any]) -> Unsubscribed:
+    code, reason = _code_and_reason(raw)
+    return Unsubscribed(validate_channel(raw.get("channel")), code, reason)
 
 
 def _parse_unsubscribe(raw: Mapping[str, Any]) -> Unsubscribe:
@@ -721,13 +763,7 @@ def _parse_error(raw: Mapping[str, Any]) -> Error:
 
 
 def _parse_close(raw: Mapping[str, Any]) -> Close:
-    code = raw.get("code")
-    if not _is_int(code):
-        raise FrameError("code must be an integer")
-    reason = raw.get("reason", "")
-    if not isinstance(reason, str):
-        raise FrameError("reason must be a string")
-    return Close(code, reason)
+    return Close(*_code_and_reason(raw))
 
 
 _Parser: TypeAlias = Callable[[Mapping[str, Any]], Frame]
@@ -748,6 +784,7 @@ SERVER_FRAMES: dict[str, _Parser] = {
     "welcome": _parse_welcome,
     "subscribed": _parse_subscribed,
     "history": _parse_history_page,
+    "unsubscribed": _parse_unsubscribed,
     "ack": _parse_ack,
     "publication": _parse_publication,
     "error": _parse_error,

@@ -18,13 +18,11 @@ from .metrics import metrics_handler
 from .origins import OriginPolicy
 from .protocol import PROTOCOL_VERSION
 from .transports.guard import Guard
-from .transports.history_api import history_handler
 from .transports.http import NO_CACHE, refuse_request, send_handler
 from .transports.publish_api import ApiKeys, publish_handler, refuse_publish
 from .transports.registry import (
     CLIENT_FILES,
     ENDPOINTS,
-    HISTORY_API_PATH,
     INFO_PATH,
     PUBLISH_PATH,
     SEND_PATH,
@@ -32,6 +30,7 @@ from .transports.registry import (
     TRANSPORT_NAMES,
     TRANSPORTS,
 )
+from .transports.server_api import API_OPERATIONS, API_PATH, api_operation_handler
 from .transports.tickets import ticket_handler
 
 # TRANSPORT_NAMES, ENDPOINTS and CLIENT_FILES live in the transport registry
@@ -53,7 +52,9 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
     client frames for the HTTP transports) when either HTTP transport is enabled;
     ``{path}/ticket`` (POST) when the hub's authenticator issues tickets (a
     :class:`~rtlink.auth.TokenAuth` does): trades a token for a single-use ticket;
-    ``{path}/publish`` (POST) with ``api_keys``: the HTTP publish API for services;
+    ``{path}/publish`` (POST) with ``api_keys``: the HTTP publish API for services,
+    and ``{path}/api/<operation>`` (POST): the server API (publish_many, channels,
+    disconnect, unsubscribe, subscribe; :mod:`rtlink.transports.server_api`);
     ``{path}/info``, a small JSON discovery document listing what is enabled; and, with
     ``serve_client``, the browser client: ``{path}/client.js`` (script-tag build, defines
     the global ``rtlink``) and ``{path}/client.mjs`` (ES module); and, with
@@ -92,8 +93,10 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         api_keys: keys accepted by ``POST {path}/publish``
             (:mod:`rtlink.transports.publish_api`; docs/http-api.md §5), which
             publishes like :meth:`Hub.publish` for a request with ``Authorization:
-            Bearer <key>``. Each key is a full-power credential (any channel the
-            server knows, no client rules). None or empty (default): not mounted.
+            Bearer <key>``, and by ``POST {path}/api/<operation>`` (the server API,
+            :mod:`rtlink.transports.server_api`; §7). Each key is a full-power
+            credential (any channel the server knows, no client rules; any user
+            disconnected). None or empty (default): not mounted.
         metrics_path: where to serve the hub's metrics in the Prometheus text format
             (``GET``; an absolute path, not under ``path``), e.g. ``"/metrics"``
             (:mod:`rtlink.metrics`). None (default): not mounted. Metrics are for the
@@ -147,8 +150,10 @@ def attach(app: web.Application, hub: Hub, path: str = "/rt",
         # For servers, not pages: no CORS answers (origins are still checked).
         guard.add_route("POST", base + PUBLISH_PATH, publish_handler(hub, keys),
                         refuse=refuse_publish, cors=False)
-        guard.add_route("POST", base + HISTORY_API_PATH, history_handler(hub, keys),
-                        refuse=refuse_publish, cors=False)
+        for name in API_OPERATIONS:
+            guard.add_route("POST", f"{base}{API_PATH}/{name}",
+                            api_operation_handler(hub, keys, name),
+                            refuse=refuse_publish, cors=False)
     if metrics_path is not None:
         # For Prometheus, not pages: no CORS answers (origins are still checked).
         guard.add_route("GET", metrics_path, metrics_handler(hub), cors=False)

@@ -44,6 +44,7 @@ from .protocol import (
     Subscribe,
     Subscribed,
     Unsubscribe,
+    Unsubscribed,
     Welcome,
     decode_client_message,
 )
@@ -132,13 +133,18 @@ class SubscribeRequest:
     :meth:`Session.subscribe_started`, join the channel's live stream, read what to
     replay and report :meth:`Session.subscribe_ready`: the gap after ``since`` when it
     can be filled; otherwise, when ``since`` or ``last`` was given, what the channel's
-    current epoch keeps, at most ``last`` of the latest (protocol.md 6.2)."""
+    current epoch keeps, at most ``last`` of the latest (protocol.md 6.2).
+
+    ``server`` marks a server-side subscription (:meth:`Session.server_subscribe`):
+    the client did not ask, so a refusal or failure is the server's to log, not the
+    client's to hear of."""
 
     channel: str
     since: Position | None
     request_id: int | None
     last: int | None = None
     presence: bool = False
+    server: bool = False
 
 
 @attrs.frozen
@@ -324,6 +330,21 @@ class Session:
                           channel)]
         return [SubscribeRequest(channel, since, request_id, last, presence)]
 
+    def server_subscribe(self, channel: str) -> list[Output]:
+        """The application subscribes the client to ``channel`` (protocol.md 6.8):
+        nothing if it is subscribed already or at its subscription limit, else the
+        request to set it up, from the channel's current position."""
+        if channel in self.subscriptions or len(self.subscriptions) >= self.max_subscriptions:
+            return []
+        return [SubscribeRequest(channel, None, None, server=True)]
+
+    def server_unsubscribe(self, channel: str, code: int, reason: str) -> list[Output]:
+        """The application takes ``channel`` away from the client (protocol.md 6.8):
+        leave it and tell the client with ``unsubscribed``; nothing if not subscribed."""
+        if self.subscriptions.pop(channel, None) is None:
+            return []
+        return [UnsubscribeRequest(channel), Unsubscribed(channel, code, reason)]
+
     def subscribe_started(self, request: SubscribeRequest) -> Subscription:
         """The client may subscribe: its subscription exists from now on, and the
         channel's live publications wait in it while history is read."""
@@ -363,7 +384,7 @@ class Session:
         subscription.pending = None
         subscription.position = last
         return Ready(Subscribed(request.request_id, request.channel, recovered, position,
-                                since), replay, live, news)
+                                since=since, server=request.server), replay, live, news)
 
     def subscribe_failed(self, request: SubscribeRequest, subscription: Subscription | None,
                          error: Exception) -> Error:

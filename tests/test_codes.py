@@ -31,6 +31,7 @@ RECONNECT = {
     CloseCode.UNAUTHORIZED: False,
     CloseCode.FORBIDDEN: False,
     CloseCode.UNSUPPORTED_PROTOCOL: False,
+    CloseCode.DISCONNECTED: False,
 }
 
 TEMPORARY = {
@@ -69,7 +70,7 @@ def test_unknown_codes_4000_4499_reconnect(code: int) -> None:
     assert should_reconnect(code) is True
 
 
-@pytest.mark.parametrize("code", [4503, 4600, 4998, 4999])
+@pytest.mark.parametrize("code", [4504, 4600, 4998, 4999])
 def test_unknown_codes_4500_4999_stop(code: int) -> None:
     assert code not in set(CloseCode)
     assert should_reconnect(code) is False

@@ -38,6 +38,7 @@ from rtlink.protocol import (
     Subscribe,
     Subscribed,
     Unsubscribe,
+    Unsubscribed,
     Welcome,
     decode_client_message,
     decode_server_message,
@@ -59,8 +60,9 @@ MAX_SAFE = 2**53 - 1
 CHANNEL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=+,#"
 
 CLIENT_TYPES: set[type[Frame]] = {Subscribe, History, Unsubscribe, Publish, Presence, Ping, Pong}
-SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, HistoryPage, Ack, Publication, Error,
-                                  Ping, Pong, Close, PresenceResult, PresenceDiff}
+SERVER_TYPES: set[type[Frame]] = {Welcome, Subscribed, Unsubscribed, HistoryPage, Ack,
+                                  Publication, Error, Ping, Pong, Close, PresenceResult,
+                                  PresenceDiff}
 
 # --- strategies ------------------------------------------------------------------------
 
@@ -104,7 +106,7 @@ subscribe_frames = st.builds(Subscribe, id=ids, channel=channels, since=st.none(
                              last=st.none() | ids, presence=st.booleans())
 subscribed_frames = st.builds(
     Subscribed, id=st.none() | ids, channel=channels, recovered=st.booleans(),
-    position=positions, since=st.none() | positions
+    position=positions, since=st.none() | positions, server=st.booleans()
 )
 history_frames = st.builds(History, id=ids, channel=channels, since=st.none() | positions,
                            limit=st.integers(min_value=1, max_value=1000),
@@ -119,6 +121,8 @@ def history_page_frames(draw: Any) -> HistoryPage:
                                       for data, position in items),
                        draw(positions), draw(st.booleans()), draw(st.none() | ids))
 
+unsubscribed_frames = st.builds(Unsubscribed, channel=channels, code=wire_ints,
+                                reason=st.text(max_size=40))
 unsubscribe_frames = st.builds(Unsubscribe, id=ids, channel=channels)
 publish_frames = st.builds(Publish, id=ids, channel=channels, data=json_values, key=keys)
 ack_frames = st.builds(Ack, id=ids, position=st.none() | positions)
@@ -149,9 +153,9 @@ client_frames = st.one_of(
     ping_frames, pong_frames
 )
 server_frames = st.one_of(
-    welcome_frames, subscribed_frames, history_page_frames(), ack_frames, publication_frames,
-    error_frames, ping_frames, pong_frames, close_frames, presence_result_frames,
-    presence_diff_frames,
+    welcome_frames, subscribed_frames, unsubscribed_frames, history_page_frames(), ack_frames,
+    publication_frames, error_frames, ping_frames, pong_frames, close_frames,
+    presence_result_frames, presence_diff_frames,
 )
 any_frames = st.one_of(client_frames, server_frames)
 
@@ -179,6 +183,24 @@ def frame_error(parse: Any, raw: Any) -> FrameError:
     with pytest.raises(FrameError) as info:
         parse(raw)
     return info.value
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"type": "unsubscribed", "channel": "c", "code": "403"}, "code must be an integer"),
+    ({"type": "unsubscribed", "channel": "c", "code": 403, "reason": 1},
+     "reason must be a string"),
+    ({"type": "unsubscribed", "code": 403}, "channel must be a string"),
+    ({"type": "subscribed", "channel": "c", "recovered": True,
+      "position": {"epoch": "e", "offset": 0}, "server": 1}, "server must be a boolean"),
+])
+def test_invalid_unsubscribed_and_server_fields_are_frame_errors(raw: Any,
+                                                                  message: str) -> None:
+    assert message in str(frame_error(parse_server_frame, raw))
+
+
+def test_unsubscribed_without_reason_has_an_empty_one() -> None:
+    frame = parse_server_frame({"type": "unsubscribed", "channel": "c", "code": 403})
+    assert frame == Unsubscribed("c", 403, "")
 
 
 def test_frame_tables_match_frame_classes() -> None:

@@ -22,6 +22,7 @@ from rtlink.protocol import (
     Publication,
     Publish,
     Subscribed,
+    Unsubscribed,
     Welcome,
 )
 from rtlink.session import (
@@ -297,3 +298,28 @@ def test_presence_requests_and_flags() -> None:
     refused = s.presence_failed(read, ChannelError(400, "no presence"))
     assert (refused.code, refused.id, refused.channel) == (400, 2, "room")
     assert s.presence_failed(read, BackendUnavailable("down")).code == 503
+
+
+def test_a_server_side_subscription_is_marked_and_skips_what_is_held_already() -> None:
+    s = session(max_subscriptions=2)
+    [request] = s.server_subscribe("news")
+    assert request == SubscribeRequest("news", None, None, server=True)
+    subscription = s.subscribe_started(request)
+    ready = s.subscribe_ready(request, subscription, recovered=True,
+                              position=Position("e1", 3), publications=[])
+    assert ready is not None
+    assert ready.subscribed == Subscribed(None, "news", True, Position("e1", 3), server=True)
+    assert ready.subscribed.to_wire()["server"] is True
+    assert "server" not in Subscribed(1, "c", True, Position("e1", 3)).to_wire()
+    assert s.server_subscribe("news") == []  # subscribed already: nothing to say
+    s.subscribe_started(SubscribeRequest("other", None, 1))
+    assert s.server_subscribe("third") == []  # at the limit: left out, not refused
+
+
+def test_a_server_side_unsubscribe_leaves_the_channel_and_tells_the_client() -> None:
+    s = session()
+    s.subscribe_started(SubscribeRequest("c", None, 1))
+    assert s.server_unsubscribe("c", 403, "gone") == [UnsubscribeRequest("c"),
+                                                      Unsubscribed("c", 403, "gone")]
+    assert s.subscriptions == {}
+    assert s.server_unsubscribe("c", 403, "gone") == []

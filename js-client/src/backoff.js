@@ -6,3 +6,7 @@
  * [0, min(cap, base * 2**attempt)). */
 export const fullJitter = (attempt, base = 0.5, cap = 30, random = Math.random) =>
   random() * Math.min(cap, base * 2 ** Math.min(attempt, 64));
+
+/** The delay in milliseconds before attempt `attempt` with a client's options
+ * (backoffBase, backoffCap). */
+export const backoff = (attempt, options) => fullJitter(attempt, options.backoffBase, options.backoffCap) * 1e3;

@@ -10,7 +10,6 @@
 import { codecs, decodeFrames } from './codec.js';
 import { ClientCore } from './core.js';
 import { invalidInput, RtlinkError } from './errors.js';
-import { Events } from './events.js';
 import { defaultStorage, Negotiation } from './negotiation.js';
 import { formatCursor } from './positions.js';
 import { Subscription } from './subscription.js';
@@ -26,7 +25,7 @@ export class Client extends ClientCore {
   constructor(url, options = {}) {
     const scope = globalThis;
     options = {
-      transports: ['websocket', 'sse', 'longpoll'],
+      transports: Object.keys(transports),
       codec: 'json',
       outboxLimit: 1000,
       backoffBase: 0.5,
@@ -52,7 +51,6 @@ export class Client extends ClientCore {
     /** The transport in use while connected, else null. */
     /** The server's session id of the current connection (for logs), else null. */
     this.transport = this.sessionId = null;
-    this._events = new Events(['state']);
     this._negotiation = new Negotiation(options.transports, base.origin, options);
     // Reconnect at once when the browser is back online, or a hidden tab is shown.
     this._wakeUp = () => scope.document?.visibilityState != 'hidden' && this._wake?.();
@@ -63,10 +61,9 @@ export class Client extends ClientCore {
     return this._outbox._entries.size;
   }
 
-  /** Call `callback` with {newState, oldState, code, reason, transport} on 'state'. */
-  on(event, callback) {
-    return this._events.on(event, callback);
-  }
+  // on(event, callback) (events.js): 'state' with {newState, oldState, code, reason,
+  // transport}, or 'subscription' with a new Subscription (the server subscribed this
+  // client); returns a remover.
 
   /** Start (if needed); resolves once connected, rejects if the client stops first. */
   connect() {
@@ -121,7 +118,7 @@ export class Client extends ClientCore {
     const oldState = this.state;
     if (newState != oldState) {
       this.state = newState;
-      this._events.emit('state', { newState, oldState, code, reason, transport });
+      this._emit('state', { newState, oldState, code, reason, transport });
     }
   }
 

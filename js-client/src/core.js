@@ -14,11 +14,13 @@
 //                               after delay() ms, unless the connection ends first
 // (The Python client holds its core instead of extending it; in JS the subclass
 // saves the bytes of an indirection. Tests drive the core through a small subclass.)
-import { fullJitter } from './backoff.js';
+import { backoff } from './backoff.js';
 import { isTemporary } from './codes.js';
 import { invalidInput, RtlinkError } from './errors.js';
+import { Events } from './events.js';
 import { checkChannel, checkKey } from './names.js';
 import { Outbox } from './outbox.js';
+import { Subscription } from './subscription.js';
 import { isAfter } from './positions.js';
 
 const MAX_DEPTH = 64;
@@ -34,13 +36,11 @@ function checkData(value, depth = 0) {
   else if (value && type == 'object') {
     if (depth == MAX_DEPTH) fail('too deep');
     const prototype = Object.getPrototypeOf(value);
-    if (Array.isArray(value)) value.forEach((item) => checkData(item, depth + 1));
-    else if (prototype && prototype != Object.prototype) fail('not plain');
-    else {
-      for (const key in value) {
-        checkData(key); // a string: well-formed
-        checkData(value[key], depth + 1);
-      }
+    if (!Array.isArray(value) && prototype && prototype != Object.prototype) fail('not plain');
+    // An array's keys are its indices: the same loop checks its items.
+    for (const key in value) {
+      checkData(key); // a string: well-formed
+      checkData(value[key], depth + 1);
     }
   } else if (value !== null && type != 'boolean') fail(type);
 }
@@ -49,12 +49,15 @@ function randomKey() {
   return [...crypto.getRandomValues(new Uint8Array(16))].map((byte) => (256 + byte).toString(16).slice(1)).join('');
 }
 
-export class ClientCore {
+export class ClientCore extends Events {
   /**
    * @param {object} codec the codec frames are encoded with (codec.js)
    * @param {object} options the client's: outboxLimit, storage, persist, backoffBase, backoffCap
    */
   constructor(codec, options) {
+    // The client's events: 'state' (client.js), 'subscription' (a subscription the
+    // server made: 8.8).
+    super(['state', 'subscription']);
     this._codec = codec;
     this._options = options;
     this._subscriptions = new Map(); // channel -> Subscription
@@ -151,7 +154,7 @@ export class ClientCore {
       // new epoch is adopted: the server's replay already said recovered=false.)
       if (!subscription?._active || !isAfter(position, subscription.position)) return;
       subscription.position = position;
-      subscription._deliver({ channel, data: frame.data, position });
+      subscription._emit('message', { channel, data: frame.data, position });
     } else if (type == 'ack') {
       if (target?._settle) {
         this._retryAttempts.resend = 0;
@@ -161,9 +164,11 @@ export class ClientCore {
       const { recovered, since } = frame;
       if (id == null) {
         // The transport's request carried the subscription (SSE, long polling); a
-        // confirmation of what is known already tells nothing new.
+        // confirmation of what is known already tells nothing new. With `server`,
+        // the server subscribed the client on its own (8.8): the client adds it.
         target = subscription;
         if (target?._active && recovered) return;
+        if (!target && frame.server) this._subscriptions.set(channel, (target = new Subscription(channel, 0, this))), this._emit('subscription', target);
       }
       if (target && !target._settle) {
         const resumed = !!target.position;
@@ -175,8 +180,13 @@ export class ClientCore {
         // is lost for good: go on from what is replayed (after `since`), or from the
         // channel's current position (8.3).
         if (!resumed || !recovered) target.position = since || position;
-        target._confirm({ recovered, resumed, position, since });
+        target._resolve();
+        target._emit('subscribed', { recovered, resumed, position, since });
       }
+    } else if (type == 'unsubscribed') {
+      // The server ended the subscription (8.8): drop it for good.
+      this._subscriptions.delete(channel);
+      subscription?._end(0, frame);
     } else if (type == 'error') {
       // On transports that carry subscriptions, their errors have no request id.
       if (id == null) target = subscription;
@@ -290,7 +300,6 @@ export class ClientCore {
    * flushed outbox over the publish rate) makes one round, and the attempt grows
    * once per round. */
   _scheduleRetry(kind) {
-    const { backoffBase, backoffCap } = this._options;
-    this._retryLater(kind, () => fullJitter(this._retryAttempts[kind]++, backoffBase, backoffCap) * 1e3);
+    this._retryLater(kind, () => backoff(this._retryAttempts[kind]++, this._options));
   }
 }

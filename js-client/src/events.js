@@ -2,6 +2,8 @@
 // callback is reported on the console and does not disturb the client.
 import { invalidInput } from './errors.js';
 
+// The base class of the client (through its core) and of subscriptions: their public
+// on(), and _emit() for them.
 export class Events {
   /** @param {string[]} names the events this emitter knows */
   constructor(names) {
@@ -16,7 +18,7 @@ export class Events {
     return () => list.includes(callback) && list.splice(list.indexOf(callback), 1);
   }
 
-  emit(event, value) {
+  _emit(event, value) {
     for (const callback of [...this._callbacks.get(event)]) {
       try {
         callback(value);

@@ -12,7 +12,7 @@ import { RtlinkError } from './index.js';
  * while its offset is below `page.position.offset`. `reverse`: at most `limit` before
  * `since` (or from the latest), newest first. `page.recovered` is false when `since`
  * was not honoured (another epoch, or trimmed: the page starts from what is kept).
- * Rejects with an RtlinkError: 'HistoryError' (the server's error code: 404, 401,
+ * Rejects with an RtlinkError: 'ReadError' (the server's error code: 404, 401,
  * 403, 422, 503 ...; or a close code when it refused the credentials), or
  * 'InvalidInput' (a limit that is not 1 to 1000).
  * @param {object} client a Client (its URL, token and fetch are used)
@@ -37,7 +37,7 @@ export async function history(client, channel, { since, limit = 100, reverse = f
   const answers = (await response.text()).split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
   for (const { type, id, code, message, reason, ...page } of answers) {
     if (type == 'history' && id == 1) return page;
-    if (type == 'error' || type == 'close') throw new RtlinkError('HistoryError', code, message ?? reason);
+    if (type == 'error' || type == 'close') throw new RtlinkError('ReadError', code, message ?? reason);
   }
-  throw new RtlinkError('HistoryError', null, `no answer: HTTP ${response.status}`);
+  throw new RtlinkError('ReadError', null, `no answer: HTTP ${response.status}`);
 }

@@ -5,7 +5,7 @@
 // silent, backs off when the whole list failed, and moves back up when a background
 // probe finds a better one working again. What worked is remembered per origin for a
 // while, in memory and in storage (localStorage), so the next page starts there.
-import { fullJitter } from './backoff.js';
+import { backoff } from './backoff.js';
 import { shouldReconnect } from './codes.js';
 
 // The transport that worked for an origin is tried first for this long (8.7).
@@ -95,6 +95,6 @@ export class Negotiation {
       if (++this._index < this._transports.length) return 0;
       this._restart();
     }
-    return fullJitter(this._attempt++, this._options.backoffBase, this._options.backoffCap) * 1e3;
+    return backoff(this._attempt++, this._options);
   }
 }

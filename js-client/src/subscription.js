@@ -4,7 +4,7 @@
 import { RtlinkError } from './errors.js';
 import { Events } from './events.js';
 
-export class Subscription {
+export class Subscription extends Events {
   /**
    * @param {string} channel the channel
    * @param {object|null} since the position to resume after, or none
@@ -14,18 +14,18 @@ export class Subscription {
    * @param {boolean} [presence] ask for the channel's presence events
    */
   constructor(channel, since, core, last, presence) {
+    super(['message', 'subscribed', 'unsubscribed', 'error']);
     this.channel = channel;
     /** Whether it asks for the channel's presence events (rtlink-client/presence). */
     this.presence = presence;
+    /** The `last` it was subscribed with (sent on every resubscribe). */
+    this.last = last;
     /** Position of the last message delivered (or of the channel when confirmed):
      * the client resumes after it. */
     this.position = since || null;
-    /** The `last` it was subscribed with (sent on every resubscribe). */
-    this.last = last;
     /** The `recovered` flag of the latest confirmation. */
     this.recovered = true;
     this._core = core;
-    this._events = new Events(['message', 'subscribed', 'error']);
     // Kept by the core: _active (confirmed on the current connection), _requestId (of
     // the subscribe in flight), _held (out of the cursor until a retry).
     this._confirmed = new Promise((resolve, reject) => {
@@ -35,10 +35,8 @@ export class Subscription {
     this._confirmed.catch(() => {}); // not "unhandled" when nobody waits for it
   }
 
-  /** Call `callback` on 'message', 'subscribed' or 'error'; returns a remover. */
-  on(event, callback) {
-    return this._events.on(event, callback);
-  }
+  // on(event, callback) (events.js): 'message', 'subscribed', 'unsubscribed' (the
+  // server ended it: {channel, code, reason}) or 'error'; returns a remover.
 
   /** Resolves once the server confirmed the subscription; rejects if refused. */
   waitSubscribed() {
@@ -50,23 +48,14 @@ export class Subscription {
     this._core._unsubscribe(this);
   }
 
-  /** The server confirmed it (the core updated its state): {recovered, resumed, position}. */
-  _confirm(event) {
-    this._resolve();
-    this._events.emit('subscribed', event);
-  }
-
-  /** A new publication (the core checked it is one): {channel, data, position}. */
-  _deliver(message) {
-    this._events.emit('message', message);
-  }
-
-  /** End the subscription: unsubscribed (no error), refused, or the client stopped. */
-  _end(error) {
+  /** End the subscription: unsubscribed (no error; by the server: its `unsubscribed`
+   * frame), refused, or the client stopped. */
+  _end(error, unsubscribed) {
     if (this._ended) return;
     this._ended = true;
     this._active = false;
     this._reject(error || new RtlinkError('RtlinkError', null, 'unsubscribed'));
-    if (error?.name == 'SubscribeError') this._events.emit('error', error);
+    if (error?.name == 'SubscribeError') this._emit('error', error);
+    if (unsubscribed) this._emit('unsubscribed', unsubscribed);
   }
 }

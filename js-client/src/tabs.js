@@ -41,7 +41,9 @@
 //   SEND, [frames]             a tab's publish frames
 //   RECONNECT, wake            a tab's reconnect(), or (wake) its wake-up
 //   FRAME, frame               from the leader: a frame of the server (publication,
-//                              subscribed, error, ack), or a state change of the
+//                              subscribed, unsubscribed, error, ack; a server-side
+//                              subscription's first subscribed has `server`: every
+//                              tab adds it and sends its cursor), or a state change of the
 //                              connection: a frame without a type ({newState, ...,
 //                              welcome}), which also announces the leader
 // The channel's name has a version: change it with this format.
@@ -165,7 +167,9 @@ export function share(client) {
         }
         if (from != leader) continue;
         heard = 1;
-        if (!newState) client._receive(body);
+        // A server-side subscription (protocol.md 8.8): the tab adds it, and tells the
+        // leader, which keeps what some tab's cursor has.
+        if (!newState) client._receive(body), body.server && sendCursor();
         else {
           // Linked once the leader is connected, until the leader changes: the
           // leader keeps the subscriptions across its own reconnects. It takes
@@ -213,6 +217,7 @@ export function share(client) {
     cursors = {};
     const relay = (change) => connection == hidden && out((state = { ...change, welcome: connection._welcome }));
     connection.on('state', relay);
+    connection.on('subscription', (subscription) => forward(subscription, 1));
     relay({ newState: 'disconnected', code: 1001, reason: 'new leader' });
   };
 
@@ -243,22 +248,29 @@ export function share(client) {
       let subscription = subscriptions.get(channel);
       if (!subscription || (since && (!subscription.position || isAfter(subscription.position, since)))) {
         subscription?.unsubscribe();
-        // (An entry may carry a `last`, alone or with a position: 4.2.)
-        subscription = hidden.subscribe(channel, { ...since, since: since?.epoch && since });
-        // Its events ('message', 'subscribed', 'error') go to the tabs as the frames
-        // that made them. (An error's code is enumerable, its message is not.)
-        subscription._events.emit = (event, value) =>
-          out({ type: event == 'message' ? 'publication' : event, channel, message: value.message, ...value });
+        // (An entry may carry `last` and `presence`, alone or with a position: 4.2.)
+        forward((subscription = hidden.subscribe(channel, { ...since, since: since?.epoch && since })));
       } else if (subscription._active) {
         // Confirmed already: confirm again, at the connection's position (the tabs
         // that have the channel confirmed already ignore it).
-        subscription._events.emit('subscribed', { recovered: true, position: subscription.position });
+        subscription._emit('subscribed', { recovered: true, position: subscription.position });
       }
     }
     // Connect once the leader's own cursor is in (it comes first), so that the first
     // request of SSE or long polling carries it.
     hidden._running || hidden.connect().catch(() => {});
   };
+
+  /** The events of a subscription of the connection ('message', 'subscribed',
+   * 'unsubscribed', 'error') go to the tabs as the frames that made them; the first
+   * of a server-side subscription (its confirmation) marked `server`, so that every
+   * tab adds it and tells the leader (once). (An error's code is enumerable, its
+   * message is not.) */
+  const forward = (subscription, server) =>
+    (subscription._emit = (event, value) => {
+      out({ type: event == 'message' ? 'publication' : event, channel: subscription.channel, server, message: value.message, ...value });
+      server = 0;
+    });
 
   /** Publish a tab's frame on the connection, and answer the tab. Only while
    * connected, so that what the leader holds is on its way: a tab that leaves takes

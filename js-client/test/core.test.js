@@ -130,3 +130,53 @@ test('_stop fails what waits; later calls are refused', async () => {
   await assert.rejects(chat.waitSubscribed(), (error) => error == closed);
   assert.throws(() => core.publish('c', 1), (error) => error == closed);
 });
+
+for (const carries of [false, true]) {
+  test(`server-side subscribed adds a subscription, resumed as the client's own (carries: ${carries})`, () => {
+    const core = new Recorder();
+    const adopted = [];
+    core.on('subscription', (subscription) => {
+      subscription.messages = [];
+      subscription.events = [];
+      subscription.on('message', (message) => subscription.messages.push(message));
+      subscription.on('subscribed', (event) => subscription.events.push(event));
+      adopted.push(subscription);
+    });
+    core._start(welcome(), carries, '');
+    core.take();
+    core._receive({ type: 'subscribed', channel: 'other', recovered: true, position: pos('e', 5) });
+    assert.equal(adopted.length, 0); // not marked server: not the client's, ignored
+    core._receive({ type: 'subscribed', channel: 'news', recovered: true, position: pos('e', 5), server: true });
+    const [news] = adopted;
+    assert.equal(news.channel, 'news');
+    assert.equal(core._subscriptions.get('news'), news);
+    assert.deepEqual(news.events, [{ recovered: true, resumed: false, position: pos('e', 5), since: undefined }]);
+    core._receive(publication('news', 'e', 6));
+    assert.deepEqual(news.messages.map(({ position }) => position), [pos('e', 6)]);
+    assert.deepEqual(news.position, pos('e', 6));
+    assert.deepEqual([core.take(), core.changed], [[], 0]); // the server has it already
+    core._end();
+    core._start(welcome(), carries, carries ? 'news' : '');
+    if (carries) assert.deepEqual(core._cursor(), { news: pos('e', 6) });
+    else assert.deepEqual(core.take(), [{ type: 'subscribe', id: 1, channel: 'news', since: pos('e', 6) }]);
+  });
+}
+
+test('unsubscribed drops the subscription for good, with the event', () => {
+  const core = new Recorder();
+  const chat = core.subscribe('chat');
+  core._start(welcome(), false);
+  const [subscribe] = core.take();
+  core._receive({ type: 'subscribed', id: subscribe.id, channel: 'chat', recovered: true, position: pos('e', 5) });
+  const ended = [];
+  chat.on('unsubscribed', (event) => ended.push(event));
+  const frame = { type: 'unsubscribed', channel: 'chat', code: 403, reason: 'kicked' };
+  core._receive(frame);
+  assert.deepEqual(ended, [frame]);
+  assert.deepEqual(core._cursor(), {});
+  core._receive({ ...frame, reason: 'again' }); // unknown now: ignored
+  assert.equal(ended.length, 1);
+  core._end();
+  core._start(welcome(), false);
+  assert.deepEqual(core.take(), []);
+});

@@ -84,15 +84,15 @@ test('history() posts one history frame to {path}/send with the credentials and 
   assert.deepEqual(request.frames, [{ type: 'history', id: 1, channel: 'news', limit: 1, reverse: false, since: pos('e', 3) }]);
 });
 
-test('history() rejects with HistoryError on an error or close frame, and InvalidInput on a bad limit', async (t) => {
+test('history() rejects with ReadError on an error or close frame, and InvalidInput on a bad limit', async (t) => {
   const { client, fakes } = setup(t);
   fakes.handler = () => [200, { type: 'error', id: 1, code: 403, message: 'no', channel: 'x' }];
   const refused = await history(client, 'x').catch((error) => error);
   assert.ok(refused instanceof RtlinkError);
-  assert.deepEqual([refused.name, refused.code, refused.message], ['HistoryError', 403, 'no']);
+  assert.deepEqual([refused.name, refused.code, refused.message], ['ReadError', 403, 'no']);
   fakes.handler = () => [401, { type: 'close', code: 4500, reason: 'who are you' }];
   const closed = await history(client, 'x').catch((error) => error);
-  assert.deepEqual([closed.name, closed.code], ['HistoryError', 4500]);
+  assert.deepEqual([closed.name, closed.code], ['ReadError', 4500]);
   for (const limit of [0, 1001, 2.5, '10']) {
     assert.ok(isInvalidInput(await history(client, 'x', { limit }).catch((error) => error)));
   }

@@ -65,6 +65,20 @@ class Server {
     return position;
   }
 
+  /** Server-side subscribe (protocol.md 6.8) of the first open connection. */
+  serverSubscribe(channel) {
+    const { ws, channels } = this.open[0];
+    channels.add(channel);
+    ws.serverSends({ type: 'subscribed', channel, recovered: true, position: this.top(channel), server: true });
+  }
+
+  /** Server-side unsubscribe of the first open connection. */
+  serverUnsubscribe(channel) {
+    const { ws, channels } = this.open[0];
+    channels.delete(channel);
+    ws.serverSends({ type: 'unsubscribed', channel, code: 403, reason: 'gone' });
+  }
+
   _read(connection) {
     const { ws, channels } = connection;
     while (connection.read < ws.sent.length && !ws.closed) {
@@ -448,4 +462,42 @@ test("a follower's wake-up (back online, or shown) ends the leader's wait to rec
   tabs[1].client._wakeUp(); // what 'online' and 'visibilitychange' call
   await connected(tabs);
   assert.equal(server.connections.length, 2); // the first never answered
+});
+
+test('a server-side subscription reaches every tab, is kept by the leader, and ends in every tab', async (t) => {
+  const { server, tabs } = setupTabs(t, 2);
+  const [a, b] = tabs;
+  subscribe(a, 'chat');
+  const connection = await server.connection(1);
+  await connected(tabs);
+  await subscribed(a, 'chat');
+  const adopted = tabs.map(() => []);
+  tabs.forEach((tab, index) =>
+    tab.client.on('subscription', (subscription) => {
+      const got = [];
+      const ended = [];
+      subscription.on('message', ({ data }) => got.push(data));
+      subscription.on('unsubscribed', (event) => ended.push(event.reason));
+      adopted[index].push({ subscription, got, ended });
+    }),
+  );
+  server.serverSubscribe('alerts');
+  await waitFor(() => adopted.every((list) => list.length == 1), { message: 'adopted in every tab' });
+  server.publish('alerts', 'fire');
+  await waitFor(() => adopted.every(([{ got }]) => got.length == 1));
+  // The tabs told the leader: a later cursor does not drop it from the connection.
+  subscribe(b, 'other');
+  await subscribed(b, 'other');
+  await sleep(20);
+  assert.ok(connection.channels.has('alerts'));
+  assert.deepEqual(Object.keys(a.client._cursor()).sort(), ['alerts', 'chat']);
+  server.serverUnsubscribe('alerts');
+  await waitFor(() => adopted.every(([{ ended }]) => ended.length == 1), { message: 'ended in every tab' });
+  assert.deepEqual(adopted.map(([{ got, ended }]) => [got, ended]), [[['fire'], ['gone']], [['fire'], ['gone']]]);
+  assert.ok(!('alerts' in a.client._cursor()) && !('alerts' in b.client._cursor()));
+  // The tabs told the leader: a later cursor does not subscribe it again.
+  for (const tab of tabs) subscribe(tab, 'third');
+  await Promise.all(tabs.map((tab) => subscribed(tab, 'third')));
+  await sleep(20);
+  assert.ok(!connection.channels.has('alerts'));
 });

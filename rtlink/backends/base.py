@@ -23,7 +23,13 @@ A backend owns three things and nothing else (no HTTP, no connections):
   listener given to :meth:`Backend.start`, in offset order, exactly once. A backend
   that cannot keep that promise for a while (a network engine whose connection
   dropped, whose history was lost meanwhile) says so by calling the ``on_lost``
-  listener with the channel before it hands over anything that follows the gap.
+  listener with the channel before it hands over anything that follows the gap;
+* **control messages** — :meth:`Backend.send_control` carries an opaque message to
+  every node's hub (or to one node), and :meth:`Backend.start_control` receives
+  them: how the server API (:meth:`rtlink.Hub.disconnect`, ...) reaches clients
+  connected to other nodes. The base class delivers them within this process, which
+  is right for a **single node only**; a backend shared by several nodes overrides
+  both (see :mod:`rtlink.control` for what the messages say).
 
 Epochs are per channel: a channel's stream gets a fresh random epoch whenever its
 history is created anew (first publish, backend restart, expired stream), so a client
@@ -52,6 +58,7 @@ __all__ = [
     "PublicationListener",
     "LostListener",
     "PresenceListener",
+    "ControlListener",
     "LocalClaims",
 ]
 
@@ -64,6 +71,9 @@ LostListener = Callable[[str], None]
 #: leaves, count)``, ``count`` being the channel's member count after them. Each
 #: change is announced to every node's listener exactly once, in the order made.
 PresenceListener = Callable[[str, Sequence[Member], Sequence[Member], int], None]
+#: Called by the backend with each control message sent to this node (see
+#: :meth:`Backend.send_control`); the message is the sender's bytes, unchanged.
+ControlListener = Callable[[bytes], None]
 
 
 @attrs.frozen
@@ -208,6 +218,8 @@ class Backend(abc.ABC):
     #: The claims of :meth:`claim`'s default implementation, created on first use (a
     #: subclass may set its own, e.g. one with the backend's clock).
     _local_claims: LocalClaims | None = None
+    #: This node's name and listener, for the default control messages (in-process).
+    _control: tuple[str, ControlListener] | None = None
 
     @abc.abstractmethod
     async def start(self, listener: PublicationListener, on_lost: LostListener) -> None:
@@ -371,3 +383,33 @@ class Backend(abc.ABC):
             BackendError: this backend keeps no presence.
         """
         raise BackendError(f"{type(self).__name__} keeps no presence")
+
+    async def start_control(self, node: str, listener: ControlListener) -> None:
+        """From now on, hand ``listener`` every control message sent to all nodes or to
+        ``node`` (this node's name, unique among the nodes sharing the backend), until
+        :meth:`close`.
+
+        The default is for a single node: messages stay in this process. A backend
+        shared by several nodes overrides it, and :meth:`send_control`, together.
+        Returns once messages are received (or, for a network engine that cannot be
+        reached now, once it keeps trying in the background).
+        """
+        self._control = (node, listener)
+
+    async def send_control(self, message: bytes, node: str | None = None) -> int | None:
+        """Send ``message`` to every node's control listener (``node`` None), this one
+        included, or to the node named ``node`` only; at most once each. This node's
+        listener may be called before this returns (the default calls it at once).
+
+        Returns:
+            How many nodes it reached (0: none listens), or None when the backend
+            cannot tell.
+
+        Raises:
+            BackendUnavailable: the engine cannot be reached; nobody got it.
+        """
+        control = self._control
+        if control is None or (node is not None and node != control[0]):
+            return 0
+        control[1](message)
+        return 1

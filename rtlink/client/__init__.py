@@ -19,7 +19,7 @@ from .client import Client, ConnectionState, StateChange
 from .core import ClientCore
 from .negotiation import Negotiation, forget_transports
 from .outbox import Outbox
-from .subscription import Message, SubscribedEvent, Subscription
+from .subscription import Message, SubscribedEvent, Subscription, UnsubscribedEvent
 from .transports import TRANSPORTS, ClientTransport, WebSocketTransport
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Subscription",
     "Message",
     "SubscribedEvent",
+    "UnsubscribedEvent",
     "forget_transports",
     "Outbox",
     "ClientCore",

@@ -164,13 +164,13 @@ class Client:
                                         backoff_base=backoff_base, backoff_cap=backoff_cap)
         self._core = ClientCore(
             self.codec, send=self._send, subscriptions_changed=self._subscriptions_changed,
-            retry_later=self._retry_later, outbox_limit=outbox_limit,
+            retry_later=self._retry_later, adopt=self._adopt, outbox_limit=outbox_limit,
             backoff_base=backoff_base, backoff_cap=backoff_cap,
         )
         self._token = token
         self._http = session
         self._own_http = session is None
-        self._events = Events("client", ("state",))
+        self._events = Events("client", ("state", "subscription"))
         self._state = ConnectionState.DISCONNECTED
         self._state_changed = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
@@ -206,10 +206,14 @@ class Client:
         return welcome.session if welcome else None
 
     def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
-        """Call ``callback`` with a :class:`StateChange` on ``"state"``. Returns a remover.
+        """Call ``callback`` with a :class:`StateChange` on ``"state"``, or with a new
+        :class:`Subscription` on ``"subscription"``: the server subscribed this client
+        to a channel (:meth:`rtlink.Hub.subscribe`). Register the subscription's own
+        callbacks (or start iterating it) in the callback; the client resumes it across
+        reconnects like its own. Returns a remover.
 
         Raises:
-            InvalidInput: ``event`` is not ``"state"``.
+            InvalidInput: ``event`` is not ``"state"`` or ``"subscription"``.
         """
         return self._events.on(event, callback)
 
@@ -366,6 +370,13 @@ class Client:
             return await future
         finally:
             self._core.forget_read(read)
+
+    def _adopt(self, channel: str) -> Subscription:
+        """The server subscribed this client to ``channel``: its subscription, made
+        known to the application (the core keeps it)."""
+        subscription = Subscription(channel, None, self._core.unsubscribe)
+        self._events.emit("subscription", subscription)
+        return subscription
 
     async def publish(self, channel: str, data: Any, *, key: str | None = None) -> Position:
         """Publish ``data`` to ``channel``; return its position once the server acks.

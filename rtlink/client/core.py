@@ -64,6 +64,7 @@ from ..protocol import (
     Subscribe,
     Subscribed,
     Unsubscribe,
+    Unsubscribed,
     Welcome,
     encode_frame,
     validate_channel,
@@ -73,7 +74,7 @@ from ..protocol import (
 from .outbox import Outbox, OutboxEntry, Result
 
 __all__ = ["ClientCore", "SubscriptionState", "Read", "HistoryRead", "PresenceRead",
-           "ReadResult", "Message", "SubscribedEvent", "RETRY_KINDS"]
+           "ReadResult", "Message", "SubscribedEvent", "UnsubscribedEvent", "RETRY_KINDS"]
 
 logger = logging.getLogger("rtlink.client")
 
@@ -117,6 +118,22 @@ class SubscribedEvent:
     since: Position | None = None
 
 
+@attrs.frozen
+class UnsubscribedEvent:
+    """Emitted as ``"unsubscribed"`` when the server ended the subscription on its own
+    (protocol.md 8.8); the subscription is over, the client does not resubscribe it.
+
+    Attributes:
+        channel: the channel.
+        code: why, as the server said (an error code, e.g. 403).
+        reason: why, in words.
+    """
+
+    channel: str
+    code: int
+    reason: str
+
+
 class SubscriptionState(Protocol):
     """What the core keeps of a subscription, and how it tells the application
     (:class:`~rtlink.client.subscription.Subscription` is one).
@@ -155,6 +172,9 @@ class SubscriptionState(Protocol):
 
     def _end(self) -> None:
         """It ended normally: unsubscribed."""
+
+    def _unsubscribed(self, event: UnsubscribedEvent) -> None:
+        """The server ended it (it is out of the core already)."""
 
 
 class ReadResult(Protocol):
@@ -242,6 +262,9 @@ class ClientCore:
             requests (SSE, long polling) for a new request with :meth:`cursor`.
         retry_later: ``retry_later(kind, delay)`` asks for :meth:`retry` ``(kind)`` after
             ``delay`` seconds, unless the connection ends first.
+        adopt: makes the subscription of a channel the server subscribed the client
+            to (a ``subscribed`` frame with ``server``, protocol.md 8.8) and tells the
+            application; without it such frames are ignored.
         outbox_limit: most publishes waiting for acknowledgement.
         backoff_base: first retry delay bound in seconds (doubles per round).
         backoff_cap: largest retry delay bound in seconds.
@@ -266,6 +289,7 @@ class ClientCore:
         send: Callable[[bytes], None],
         subscriptions_changed: Callable[[], None],
         retry_later: Callable[[str, float], None],
+        adopt: Callable[[str], SubscriptionState] | None = None,
         outbox_limit: int = 1000,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
@@ -283,6 +307,7 @@ class ClientCore:
         self._send = send
         self._subscriptions_changed = subscriptions_changed
         self._retry_later = retry_later
+        self._adopt = adopt
         self._last_id = 0  # request ids are never reused in a client's lifetime
         # Retry rounds after temporary refusals, per kind: whether one is pending (at
         # most one per kind, dropped with the connection) and the backoff attempt
@@ -494,6 +519,8 @@ class ClientCore:
             self._on_subscribed(frame)
         elif isinstance(frame, HistoryPage):
             self._answer(frame.id, frame)
+        elif isinstance(frame, Unsubscribed):
+            self._on_unsubscribed(frame)
         elif isinstance(frame, Error):
             self._on_error(frame)
         elif isinstance(frame, Ping):
@@ -667,10 +694,14 @@ class ClientCore:
     def _on_subscribed(self, frame: Subscribed) -> None:
         target: _Target
         if frame.id is None:
-            # The transport's request carried the subscription (SSE, long polling).
+            # The transport's request carried the subscription (SSE, long polling), or
+            # the server subscribed the client on its own (8.8).
             target = self.subscriptions.get(frame.channel)
             if target is not None and target.active and frame.recovered:
                 return  # a request confirming again what is known: nothing to report
+            if target is None and frame.server and self._adopt is not None:
+                target = self._adopt(frame.channel)
+                self.subscriptions[frame.channel] = target
         else:
             target = self.requests.pop(frame.id, None)
         if target is None or isinstance(target, OutboxEntry | Read):
@@ -687,6 +718,15 @@ class ClientCore:
             target.position = frame.since or frame.position
         target._confirm(SubscribedEvent(frame.recovered, resumed, frame.position,
                                         frame.since))
+
+    def _on_unsubscribed(self, frame: Unsubscribed) -> None:
+        """The server ended a subscription (8.8): drop it, for good."""
+        target = self.subscriptions.pop(frame.channel, None)
+        if target is None:
+            return
+        if target.request_id is not None:
+            self.requests.pop(target.request_id, None)
+        target._unsubscribed(UnsubscribedEvent(frame.channel, frame.code, frame.reason))
 
     def _on_error(self, frame: Error) -> None:
         target: _Target = None

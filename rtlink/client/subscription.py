@@ -17,10 +17,10 @@ from typing import Any
 from ..errors import ClientClosed, RtlinkError, SubscribeError
 from ..positions import Position
 from ..presence import Diff
-from .core import Message, SubscribedEvent
+from .core import Message, SubscribedEvent, UnsubscribedEvent
 from .events import Events
 
-__all__ = ["Subscription", "Message", "SubscribedEvent"]
+__all__ = ["Subscription", "Message", "SubscribedEvent", "UnsubscribedEvent"]
 
 
 _END = object()
@@ -66,7 +66,8 @@ class Subscription:
         self.recovered = True
         self._unsubscribe = unsubscribe
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._events = Events("subscription", ("message", "subscribed", "error", "presence"))
+        self._events = Events("subscription", ("message", "subscribed", "unsubscribed",
+                                               "error", "presence"))
         # Set by the first confirmation, or by an end before it (then with _error).
         self._settled = asyncio.Event()
         self._error: RtlinkError | None = None
@@ -82,10 +83,11 @@ class Subscription:
 
     def on(self, event: str, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` on ``"message"`` (a :class:`Message`), ``"subscribed"``
-        (a :class:`SubscribedEvent`), ``"error"`` (an exception) or ``"presence"`` (a
-        :class:`~rtlink.presence.Diff`: members that joined and left, the count, and
-        ``truncated`` when too many changed to list: call
-        :meth:`~rtlink.client.Client.presence` if the list matters). Returns a
+        (a :class:`SubscribedEvent`), ``"unsubscribed"`` (an :class:`UnsubscribedEvent`:
+        the server ended the subscription; iteration then ends), ``"error"`` (an
+        exception) or ``"presence"`` (a :class:`~rtlink.presence.Diff`: members that
+        joined and left, the count, and ``truncated`` when too many changed to list:
+        call :meth:`~rtlink.client.Client.presence` if the list matters). Returns a
         function that removes the callback."""
         return self._events.on(event, callback)
 
@@ -159,6 +161,11 @@ class Subscription:
             self._queue.put_nowait(error)
         elif isinstance(error, ClientClosed):
             self._queue.put_nowait(_END)
+
+    def _unsubscribed(self, event: UnsubscribedEvent) -> None:
+        """The server ended the subscription (the core dropped it already)."""
+        self._events.emit("unsubscribed", event)
+        self._end()
 
     def _end(self) -> None:
         """End the subscription normally (unsubscribed)."""

@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -45,9 +45,15 @@ from .http import NO_CACHE, BodyTooLarge, read_body
 
 __all__ = [
     "ApiKeys",
+    "ApiRefusal",
     "MIN_API_KEY_LENGTH",
     "BODY_CODECS",
+    "api_handler",
+    "backend_refusal",
+    "channel_refusal",
+    "idempotency_key",
     "publish_handler",
+    "read_api_request",
     "refuse_publish",
 ]
 
@@ -134,8 +140,9 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-class _Refusal(Exception):
-    """Raised inside the handler to answer with an error; never leaves this module."""
+class ApiRefusal(Exception):
+    """Raised inside a handler of the HTTP API to answer with an error (caught by
+    :func:`api_handler`)."""
 
     def __init__(self, status: int, code: int, message: str,
                  headers: Mapping[str, str] | None = None) -> None:
@@ -171,20 +178,21 @@ def _check_api_key(keys: ApiKeys, request: web.Request) -> None:
     if len(headers) != 1:
         why = ("authentication required: send 'Authorization: Bearer <API key>'"
                if not headers else "send one Authorization header, not several")
-        logger.info("refused publish from %s: %s", request.remote,
+        logger.info("refused %s from %s: %s", request.path, request.remote,
                     "no Authorization header" if not headers else "several Authorization headers")
-        raise _Refusal(401, ErrorCode.UNAUTHORIZED, why, challenge)
+        raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, why, challenge)
     try:
         key = bearer_token(headers[0])
     except AuthenticationError:
-        logger.info("refused publish from %s: Authorization is not 'Bearer <key>'",
-                    request.remote)
-        raise _Refusal(401, ErrorCode.UNAUTHORIZED,
-                       "the Authorization header must be 'Bearer <API key>'",
-                       challenge) from None
+        logger.info("refused %s from %s: Authorization is not 'Bearer <key>'",
+                    request.path, request.remote)
+        raise ApiRefusal(401, ErrorCode.UNAUTHORIZED,
+                         "the Authorization header must be 'Bearer <API key>'",
+                         challenge) from None
     if not keys.accepts(key):
-        logger.info("refused publish from %s: API key not accepted", request.remote)
-        raise _Refusal(401, ErrorCode.UNAUTHORIZED, "API key not accepted", challenge)
+        logger.info("refused %s from %s: API key not accepted", request.path,
+                    request.remote)
+        raise ApiRefusal(401, ErrorCode.UNAUTHORIZED, "API key not accepted", challenge)
 
 
 def _body_codec(request: web.Request) -> Codec:
@@ -194,20 +202,20 @@ def _body_codec(request: web.Request) -> Codec:
         return codec
     given = (repr(request.content_type) if "Content-Type" in request.headers
              else "missing")
-    raise _Refusal(415, ErrorCode.BAD_REQUEST,
+    raise ApiRefusal(415, ErrorCode.BAD_REQUEST,
                    f"Content-Type must be application/json or application/msgpack "
                    f"(or application/x-msgpack); it is {given}")
 
 
-def _idempotency_key(request: web.Request) -> str | None:
+def idempotency_key(request: web.Request) -> str | None:
     """The ``Idempotency-Key`` header (None without), or a 400 refusal if invalid."""
     values = request.headers.getall("Idempotency-Key", [])
     if not values:
         return None
     if len(values) > 1:
-        raise _Refusal(400, ErrorCode.BAD_REQUEST, "send one Idempotency-Key header, not several")
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST, "send one Idempotency-Key header, not several")
     if not _IDEMPOTENCY_KEY_RE.fullmatch(values[0]):
-        raise _Refusal(400, ErrorCode.BAD_REQUEST,
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST,
                        f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
     return values[0]
 
@@ -222,16 +230,16 @@ def _decode_json(body: bytes) -> Any:
     try:
         return json.loads(body.decode(), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # bad UTF-8 is a ValueError too
-        raise _Refusal(400, ErrorCode.BAD_REQUEST, f"invalid JSON body: {exc}") from None
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST, f"invalid JSON body: {exc}") from None
 
 
 def _decode_msgpack(body: bytes) -> Any:
     try:
         values = CODECS["msgpack"].decode(body)
     except ProtocolError as exc:
-        raise _Refusal(400, ErrorCode.BAD_REQUEST, f"invalid msgpack body: {exc}") from None
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST, f"invalid msgpack body: {exc}") from None
     if len(values) != 1:
-        raise _Refusal(400, ErrorCode.BAD_REQUEST,
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST,
                        f"the body must be one msgpack value, not {len(values)}")
     return values[0]
 
@@ -243,55 +251,90 @@ _DECODERS: Mapping[str, Callable[[bytes], Any]] = {
 }
 
 
-def _publication(codec: Codec, body: bytes) -> tuple[str, Any]:
+def _publication(document: Any) -> tuple[str, Any]:
     """The channel and data of a request body ``{"channel": str, "data": any}``.
 
     Other fields are ignored, as unknown fields are everywhere in the protocol.
     The data is validated by the hub (400), the channel name too (422).
     """
-    document = _DECODERS[codec.name](body)
     if not isinstance(document, dict):
-        raise _Refusal(400, ErrorCode.BAD_REQUEST,
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST,
                        'the body must be an object {"channel": ..., "data": ...}')
     for field in ("channel", "data"):
         if field not in document:
-            raise _Refusal(400, ErrorCode.BAD_REQUEST, f"the body has no {field!r} field")
+            raise ApiRefusal(400, ErrorCode.BAD_REQUEST, f"the body has no {field!r} field")
     channel = document["channel"]
     if not isinstance(channel, str):
-        raise _Refusal(400, ErrorCode.BAD_REQUEST, "'channel' must be a string")
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST, "'channel' must be a string")
     return channel, document["data"]
+
+
+async def read_api_request(request: web.Request, keys: ApiKeys, limit: int) -> tuple[Codec, Any]:
+    """Check and read one request of the HTTP API: the API key (401), the
+    ``Content-Type`` (415), the ``Idempotency-Key`` if any (400), the body size (413,
+    without reading more than ``limit``) and the body (400); its codec and the body's
+    decoded value. Refusals are raised (:class:`ApiRefusal`)."""
+    _check_api_key(keys, request)
+    codec = _body_codec(request)
+    idempotency_key(request)
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge as exc:
+        raise ApiRefusal(413, ErrorCode.TOO_LARGE,
+                         f"the body is larger than {exc.limit} bytes") from None
+    if body is None:  # the client left mid-body: nothing done, nobody to answer
+        raise ApiRefusal(400, ErrorCode.BAD_REQUEST, "the body ended early")
+    return codec, _DECODERS[codec.name](body)
+
+
+def channel_refusal(error: ChannelError) -> ApiRefusal:
+    """The refusal of a request whose channel or data the hub refused: bad data is
+    the body's fault (400); a bad or unknown channel name is a well-formed request
+    naming something that cannot be used (422; not 404, which would read as "no such
+    endpoint")."""
+    status = 400 if error.code == ErrorCode.BAD_REQUEST else 422
+    return ApiRefusal(status, error.code, str(error))
+
+
+def backend_refusal(error: BackendError, what: str) -> ApiRefusal:
+    """The refusal of a request the backend failed: 503 when temporary (send it
+    again), else 500; logged with ``what`` was being done."""
+    if not error.temporary:
+        logger.error("%s failed in the backend: %s", what, error)
+        return ApiRefusal(500, ErrorCode.INTERNAL_ERROR, f"backend: {error}")
+    logger.warning("%s refused: backend unavailable: %s", what, error)
+    return ApiRefusal(503, ErrorCode.BACKEND_UNAVAILABLE, f"backend: {error}")
 
 
 async def _publish(hub: Hub, request: web.Request, keys: ApiKeys) -> web.Response:
     """Check, read, publish and answer one request; refusals are raised."""
-    _check_api_key(keys, request)
-    codec = _body_codec(request)
-    key = _idempotency_key(request)
-    limit = hub.max_message_size
+    codec, document = await read_api_request(request, keys, hub.max_message_size)
+    channel, data = _publication(document)
     try:
-        body = await read_body(request, limit)
-    except BodyTooLarge as exc:
-        raise _Refusal(413, ErrorCode.TOO_LARGE,
-                       f"the body is larger than {exc.limit} bytes") from None
-    if body is None:  # the client left mid-body: nothing published, nobody to answer
-        return web.Response(status=400, headers=NO_CACHE)
-    channel, data = _publication(codec, body)
-    try:
-        position = await hub.publish(channel, data, key=key)
+        position = await hub.publish(channel, data, key=idempotency_key(request))
     except ChannelError as exc:
-        # Bad data is the body's fault (400); a bad or unknown channel name is a
-        # well-formed request naming something that cannot be published to (422;
-        # not 404, which would read as "no such endpoint").
-        status = 400 if exc.code == ErrorCode.BAD_REQUEST else 422
-        raise _Refusal(status, exc.code, str(exc)) from None
+        raise channel_refusal(exc) from None
     except BackendError as exc:
-        if not exc.temporary:
-            logger.error("publish to %r failed in the backend: %s", channel, exc)
-            raise _Refusal(500, ErrorCode.INTERNAL_ERROR, f"backend: {exc}") from None
-        logger.warning("publish to %r refused: backend unavailable: %s", channel, exc)
-        raise _Refusal(503, ErrorCode.BACKEND_UNAVAILABLE, f"backend: {exc}") from None
+        raise backend_refusal(exc, f"publish to {channel!r}") from None
     answer = codec.encode({"channel": channel, "position": position.to_wire()})
     return web.Response(body=answer, content_type=codec.content_type, headers=NO_CACHE)
+
+
+def api_handler(run: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                what: str) -> Handler:
+    """A handler of the HTTP API around ``run``: a raised :class:`ApiRefusal` is
+    answered with its error, anything unexpected with 500 (logged as ``what``)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await run(request)
+        except ApiRefusal as refusal:
+            return refusal.response()
+        except Exception:
+            logger.exception("%s request failed", what)
+            return _error_response(500, ErrorCode.INTERNAL_ERROR, "internal error")
+
+    return handle
 
 
 def publish_handler(hub: Hub, keys: ApiKeys) -> Handler:
@@ -304,13 +347,7 @@ def publish_handler(hub: Hub, keys: ApiKeys) -> Handler:
     send it again with the same ``Idempotency-Key``) or 500.
     """
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await _publish(hub, request, keys)
-        except _Refusal as refusal:
-            return refusal.response()
-        except Exception:
-            logger.exception("publish request failed")
-            return _error_response(500, ErrorCode.INTERNAL_ERROR, "internal error")
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await _publish(hub, request, keys)
 
-    return handle
+    return api_handler(run, "publish")

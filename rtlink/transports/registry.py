@@ -3,10 +3,10 @@
 :func:`rtlink.attach` mounts what this registry lists and nothing else: each transport
 of :data:`TRANSPORTS` (its sub-path, handler, refusal and CORS), ``POST /send`` when one
 of the enabled transports sends client frames there, and the fixed routes
-(:data:`SEND_PATH`, :data:`TICKET_PATH`, :data:`INFO_PATH`, :data:`PUBLISH_PATH`,
-:data:`HISTORY_API_PATH`, the browser client's :data:`CLIENT_FILES`). :func:`root_routes`
-lists them all, for whoever must keep clear of them (the config's ``metrics_path`` at
-the root).
+(:data:`SEND_PATH`, :data:`TICKET_PATH`, :data:`INFO_PATH`, :data:`PUBLISH_PATH`, the
+server API's operations under :data:`~rtlink.transports.server_api.API_PATH`, the
+browser client's :data:`CLIENT_FILES`). :func:`root_routes` lists them all, for whoever
+must keep clear of them (the config's ``metrics_path`` at the root).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..hub import Hub
 from .guard import Handler, Refuse
 from .http import refuse_request
 from .longpoll import poll_handler
+from .server_api import API_OPERATIONS, API_PATH
 from .sse import refuse_stream, sse_handler
 from .websocket import refuse_websocket, websocket_handler
 
@@ -33,7 +34,6 @@ __all__ = [
     "TICKET_PATH",
     "INFO_PATH",
     "PUBLISH_PATH",
-    "HISTORY_API_PATH",
     "CLIENT_FILES",
     "root_routes",
 ]
@@ -87,9 +87,6 @@ TICKET_PATH = "/ticket"
 INFO_PATH = "/info"
 #: ``POST``: the HTTP publish API, with API keys (:mod:`rtlink.transports.publish_api`).
 PUBLISH_PATH = "/publish"
-#: ``POST``: pages of history for services, with API keys
-#: (:mod:`rtlink.transports.history_api`).
-HISTORY_API_PATH = "/api/history"
 #: The browser client builds (files in the package's ``static/``), served as
 #: ``{path}/client.js`` (script tag) and ``{path}/client.mjs`` (module), and its opt-in
 #: modules: ``{path}/presence.mjs`` (rtlink-client/presence, bundled).
@@ -103,4 +100,5 @@ def root_routes(endpoints: Mapping[str, tuple[str, Any]] = ENDPOINTS,
     ``client_files`` and of the fixed routes. By default, every one rtlink has."""
     return frozenset({*(sub_path for sub_path, _ in endpoints.values()),
                       *(f"/{name}" for name in client_files),
-                      SEND_PATH, TICKET_PATH, INFO_PATH, PUBLISH_PATH, HISTORY_API_PATH})
+                      SEND_PATH, TICKET_PATH, INFO_PATH, PUBLISH_PATH,
+                      *(f"{API_PATH}/{name}" for name in API_OPERATIONS)})

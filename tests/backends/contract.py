@@ -639,3 +639,20 @@ class BackendContract(abc.ABC):
         await h.wait_until(lambda: len(presence.events) == 3)
         assert presence.events[2] == ([], [short], 1)
         assert await backend.presence_read(channel, 10) == (1, [long])
+
+    # --- control messages (the server API, rtlink.control) ----------------------------
+
+    async def test_control_messages_reach_every_node_or_the_one_named(
+            self, h: Harness) -> None:
+        got: list[bytes] = []
+        node = h.channel("node")  # unique: other nodes of a shared engine have others
+        await h.backend.start_control(node, got.append)
+        reached = await h.backend.send_control(b"to all")
+        assert reached is None or reached >= 1  # this node at least
+        await h.wait_until(lambda: b"to all" in got)
+        assert await h.backend.send_control(b"to nobody", h.channel("gone")) in (None, 0)
+        assert await h.backend.send_control(b"to me", node) in (None, 1)
+        await h.wait_until(lambda: b"to me" in got)
+        # Sent before "to me" to another node: it would have arrived by now.
+        assert b"to nobody" not in got
+        assert got.count(b"to all") == 1 and got.count(b"to me") == 1

@@ -3,14 +3,17 @@ with its own (deliberately plain) logic, passes the same contract suite."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
 import attrs
 
+import rtlink
 from rtlink.backends import create_backend
 from rtlink.backends.base import (
     Backend,
+    ControlListener,
     HistoryPolicy,
     HistoryResult,
     LostListener,
@@ -18,6 +21,7 @@ from rtlink.backends.base import (
     PublishResult,
 )
 from rtlink.protocol import Position, Publication
+from tests.support import FAST_RECONNECT, run_server, seconds
 
 from .contract import BackendContract
 
@@ -123,3 +127,48 @@ class TestListBackendContract(BackendContract):
 def test_a_custom_backend_instance_is_accepted_where_a_url_is() -> None:
     backend = ListBackend()
     assert create_backend(backend) is backend
+
+
+class Bus:
+    """What several BusBackends (the nodes of one fake cluster) share: their control
+    listeners, by node."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, ControlListener] = {}
+
+
+class BusBackend(ListBackend):
+    """A ListBackend whose control messages reach every backend of its bus: the server
+    API on several nodes, written against the base class only."""
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__()
+        self.bus = bus
+
+    async def start_control(self, node: str, listener: ControlListener) -> None:
+        self.bus.nodes[node] = listener
+
+    async def send_control(self, message: bytes, node: str | None = None) -> int | None:
+        targets = [listener for name, listener in self.bus.nodes.items()
+                   if node is None or name == node]
+        for listener in targets:
+            listener(message)
+        return len(targets)
+
+
+class TestBusBackendContract(BackendContract):
+    has_presence = False
+
+    async def make_backend(self) -> Backend:
+        return BusBackend(Bus())
+
+
+async def test_a_custom_backend_carries_the_server_api_to_other_nodes() -> None:
+    bus = Bus()
+    async with (run_server(backend=BusBackend(bus), authenticate=lambda r: "zoe") as a,
+                run_server(backend=BusBackend(bus), authenticate=lambda r: "zoe") as b):
+        client = rtlink.Client(b.url, **FAST_RECONNECT)
+        async with client:
+            await asyncio.wait_for(client.subscribe("room").wait_subscribed(), seconds(5))
+            assert await a.hub.channels() == {"room": 1}
+            assert await a.hub.disconnect("zoe", reconnect=True) == 1

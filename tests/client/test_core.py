@@ -12,7 +12,12 @@ import pytest
 
 import rtlink.client.core as core_module
 from rtlink.client.core import ClientCore, HistoryRead
-from rtlink.client.subscription import Message, SubscribedEvent, Subscription
+from rtlink.client.subscription import (
+    Message,
+    SubscribedEvent,
+    Subscription,
+    UnsubscribedEvent,
+)
 from rtlink.codecs import CODECS
 from rtlink.codes import CloseCode, ErrorCode
 from rtlink.errors import (
@@ -34,6 +39,7 @@ from rtlink.protocol import (
     Ping,
     Publication,
     Subscribed,
+    Unsubscribed,
     Welcome,
 )
 
@@ -513,3 +519,64 @@ def test_a_refused_history_read_fails_and_limits_are_checked(runner: Runner) -> 
     runner.core.stop(ClientClosed(1000, "bye"))
     with pytest.raises(ClientClosed):
         closed.result()
+
+
+# --- server-side subscriptions (8.6) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("carries", [False, True])
+def test_a_server_side_subscribed_adds_a_subscription_resumed_as_the_clients_own(
+        carries: bool) -> None:
+    adopted: list[Recorder] = []
+
+    def adopt(channel: str) -> Subscription:
+        subscription = Subscription(channel, None, runner.core.unsubscribe)
+        adopted.append(Recorder(subscription))
+        return subscription
+
+    runner = Runner(adopt=adopt)
+    runner.connect(carries)
+    runner.take()
+    runner.core.receive(Subscribed(None, "news", True, E5, server=True))
+    [news] = adopted
+    assert runner.core.subscriptions["news"] is news.sub
+    assert news.events == [SubscribedEvent(True, False, E5)]
+    runner.core.receive(Publication("news", "x", Position("e", 6)))
+    assert [m.data for m in news.messages] == ["x"]
+    assert runner.take() == [] and runner.changed == 0  # the server has it already
+    runner.core.end()
+    runner.connect(carries)
+    if carries:
+        assert runner.core.cursor() == {"news": Position("e", 6)}
+    else:
+        assert runner.take("subscribe") == [
+            {"type": "subscribe", "id": 1, "channel": "news",
+             "since": {"epoch": "e", "offset": 6}}]
+    # Without `server`, an unknown channel's subscribed is ignored, as before.
+    runner.core.receive(Subscribed(None, "other", True, E5))
+    assert len(adopted) == 1 and "other" not in runner.core.subscriptions
+
+
+def test_without_adopt_a_server_side_subscribed_is_ignored() -> None:
+    runner = Runner()
+    runner.connect()
+    runner.core.receive(Subscribed(None, "news", True, E5, server=True))
+    assert runner.core.subscriptions == {}
+
+
+def test_unsubscribed_drops_the_subscription_for_good() -> None:
+    runner = Runner()
+    runner.connect()
+    chat = runner.subscribe("chat")
+    runner.core.receive(Subscribed(1, "chat", True, E5))
+    ended: list[UnsubscribedEvent] = []
+    chat.sub.on("unsubscribed", ended.append)
+    runner.core.receive(Unsubscribed("chat", 403, "kicked"))
+    assert ended == [UnsubscribedEvent("chat", 403, "kicked")]
+    assert runner.core.subscriptions == {} and runner.core.cursor() == {}
+    runner.core.receive(Unsubscribed("chat", 403, "again"))  # unknown now: ignored
+    assert len(ended) == 1
+    runner.core.end()
+    runner.take()
+    runner.connect()
+    assert runner.take("subscribe") == []

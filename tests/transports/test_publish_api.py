@@ -260,7 +260,7 @@ async def test_a_missing_or_wrong_api_key_is_refused_with_401(
         assert error_of(response, body) == {"code": 401, "message": message}
         assert (await publish_json(http, server, "a", 2)).offset == 1  # nothing published
     # The refusal is logged (at INFO, with the address), the keys never are.
-    assert "refused publish from 127.0.0.1" in caplog.text
+    assert "refused /rt/publish from 127.0.0.1" in caplog.text
     assert KEY not in caplog.text and KEY[:-1] not in caplog.text
 
 

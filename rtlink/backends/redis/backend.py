@@ -31,6 +31,7 @@ from ...presence import Member
 from ...protocol import Position, Publication
 from ..base import (
     Backend,
+    ControlListener,
     HistoryPolicy,
     HistoryResult,
     LostListener,
@@ -39,6 +40,7 @@ from ..base import (
     PublishResult,
 )
 from .cluster import ClusterFeeds
+from .control import ControlBus
 from .errors import translated
 from .feed import ChannelFeeds, unpack
 from .reads import FORWARD, GAP_OR_LATEST, REVERSE, HistoryReads, Read
@@ -187,6 +189,8 @@ class RedisBackend(Backend):
             "linger": linger,
             "on_presence": self._on_presence,
         }
+        self._control_bus = ControlBus(client, prefix, address=self.address,
+                                       timeout=socket_timeout, ping_interval=ping_interval)
         self._feeds: ChannelFeeds | ClusterFeeds
         self._watch: SentinelWatch | None = None
         if isinstance(client, RedisCluster):
@@ -257,6 +261,7 @@ class RedisBackend(Backend):
         """Stop reading, close the pub/sub connection and (if owned) the pool."""
         if self._watch is not None:
             await self._watch.close()
+        await self._control_bus.close()
         await self._feeds.close()
         await self._reads.close()
         if self._owns_client:
@@ -402,6 +407,19 @@ class RedisBackend(Backend):
         """Unsubscribe the node from ``channel`` (errors are logged, not raised: a node
         that is reconnecting subscribes only what is still wanted anyway)."""
         await self._feeds.unsubscribe(channel)
+
+    async def start_control(self, node: str, listener: ControlListener) -> None:
+        """Subscribe this node's control channels (see :mod:`.control`), on a pub/sub
+        connection of their own; waits ``socket_timeout`` at most for Redis."""
+        await self._control_bus.start(node, listener)
+
+    async def send_control(self, message: bytes, node: str | None = None) -> int | None:
+        """Publish a control message to every node, or to ``node``; how many got it.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached or is not serving.
+        """
+        return await self._control_bus.send(message, node)
 
     async def claim(self, key: str, ttl: float) -> bool:
         """Claim ``key`` for every node at once: ``SET {prefix}:claim:<key> 1 NX PX <ttl>``.

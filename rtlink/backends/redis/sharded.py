@@ -25,6 +25,7 @@ from ...presence import Member
 from ...protocol import Position
 from ..base import (
     Backend,
+    ControlListener,
     HistoryPolicy,
     HistoryResult,
     LostListener,
@@ -153,3 +154,11 @@ class ShardedRedisBackend(Backend):
     async def presence_read(self, channel: str, limit: int) -> tuple[int, list[Member]]:
         """Read presence on the channel's shard."""
         return await self.shard_for(channel).presence_read(channel, limit)
+
+    async def start_control(self, node: str, listener: ControlListener) -> None:
+        """Control messages go through the first shard: every node shares it."""
+        await self.shards[0].start_control(node, listener)
+
+    async def send_control(self, message: bytes, node: str | None = None) -> int | None:
+        """Send a control message through the first shard (see :meth:`start_control`)."""
+        return await self.shards[0].send_control(message, node)
