@@ -1,6 +1,6 @@
 """Every use of a private aiohttp name in rtlink, in one place.
 
-aiohttp has no public API for three things rtlink needs; each function or class below
+aiohttp has no public API for four things rtlink needs; each function or class below
 reaches into aiohttp for one of them, says why, and says what breaks without it. Nothing else
 in rtlink may touch a private aiohttp name (one starting with ``_``): import it from
 here. ``tests/test_aiohttp_internals.py`` checks every name on the installed aiohttp,
@@ -10,13 +10,19 @@ hanging or a client failing to reconnect.
 
 The private names, and their users:
 
-* ``BaseProtocol._drain_helper()`` (:func:`wait_writable`): the server's WebSocket
-  transport (:mod:`rtlink.transports.websocket`).
+* ``BaseProtocol._drain_helper()`` (:func:`wait_writable`): nothing in rtlink now (kept
+  for applications that import it; the WebSocket transport waits for
+  ``resume_writing()`` on its own protocol).
 * ``ClientWebSocketResponse._response`` (:func:`client_websocket_transport`): the Python
   client's WebSocket transport (:mod:`rtlink.client.transports`).
 * ``WebSocketResponse._post_start()``, ``RequestHandler._message_tail`` and
   ``RequestHandler._payload_parser`` (:class:`MaskedWebSocketResponse`): the server's
   WebSocket transport.
+* ``WebSocketResponse._post_start()`` and ``RequestHandler._message_tail`` again, and the
+  order of what the public ``RequestHandler.connection_lost()`` does
+  (:class:`TakeoverWebSocketResponse`, :func:`take_over_websocket`): the server's
+  WebSocket transport, which takes an uncompressed connection away from aiohttp after
+  the handshake (:mod:`rtlink.transports.wsprotocol`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import aiohttp
 from aiohttp import web
 
 __all__ = ["wait_writable", "client_websocket_transport", "MaskCheck",
-           "MaskedWebSocketResponse"]
+           "MaskedWebSocketResponse", "TakeoverWebSocketResponse", "take_over_websocket"]
 
 
 async def wait_writable(protocol: web.RequestHandler) -> None:
@@ -187,3 +193,87 @@ class MaskedWebSocketResponse(web.WebSocketResponse):
             eof, _ = checked.feed_data(tail)
             if eof:
                 handler.close()
+
+
+class TakeoverWebSocketResponse(MaskedWebSocketResponse):
+    """A :class:`MaskedWebSocketResponse` whose uncompressed connections are taken away
+    from aiohttp after the handshake (:func:`take_over_websocket`).
+
+    Why: an idle WebSocket held by aiohttp keeps, for as long as its handler runs, the
+    parsed request (its headers twice, the URL), the HTTP parser, the request
+    handler's task and queues, the WebSocket reader and its queue, the writer and
+    this response: ~11 KB of the ~16 KB an idle rtlink connection cost. rtlink takes
+    the socket after the handshake and serves it with a small protocol of its own, so
+    all of that is freed when the handler returns.
+
+    For that the response must not install aiohttp's reader: ``_post_start()`` (which
+    aiohttp calls in ``prepare()`` once the 101 is sent) does for a compressed
+    connection what aiohttp does (those stay with aiohttp: their frames need its
+    compressor), and for an uncompressed one only records the subprotocol and turns
+    HTTP keep-alive off, as aiohttp does. The bytes the client sends meanwhile stay
+    in ``RequestHandler._message_tail`` (aiohttp keeps what follows an upgrade there
+    until a reader is set), which :func:`take_over_websocket` hands over.
+    ``write_eof()``, which aiohttp calls when the handler returns and which would
+    write a close frame, writes nothing for a connection it no longer has. Without
+    it: ``prepare()`` installs aiohttp's reader, which would take the bytes meant for
+    rtlink's protocol (caught by ``tests/test_aiohttp_internals.py``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._subprotocol: str | None = None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol chosen in the handshake (``ws_protocol``, which aiohttp sets
+        in the ``_post_start()`` skipped for an uncompressed connection)."""
+        return self.ws_protocol if self.compress else self._subprotocol
+
+    def _post_start(self, request: web.BaseRequest, protocol: Any, writer: Any) -> None:
+        if self.compress:
+            super()._post_start(request, protocol, writer)
+            return
+        self._subprotocol = protocol
+        request.protocol.keep_alive(False)
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        if self.compress:
+            await super().write_eof()
+        # Else the connection was taken over (or lost): nothing of it is aiohttp's.
+
+
+def take_over_websocket(request: web.BaseRequest, protocol: asyncio.Protocol
+                        ) -> tuple[asyncio.Transport, bytes] | None:
+    """Take the socket of ``request`` away from aiohttp and give it to ``protocol``.
+
+    ``request`` is an uncompressed WebSocket whose handshake a
+    :class:`TakeoverWebSocketResponse` completed. Returns the transport and the bytes
+    the client sent after the handshake (not yet read by anyone), or None if the
+    connection was lost meanwhile. After it aiohttp's request handler has forgotten
+    the connection (its server no longer counts it, nor closes it on shutdown) and
+    the handler must return without awaiting anything: aiohttp then logs the access
+    line (status 101) and frees the request.
+
+    Why: see :class:`TakeoverWebSocketResponse`. The socket goes to ``protocol`` with
+    asyncio's public ``Transport.set_protocol()``; aiohttp has no public way to let
+    go of a connection without closing it, so this takes ``_message_tail``, then calls
+    the public ``RequestHandler.connection_lost(None)`` with the handler's transport
+    cleared first: what it does then (``force_close()`` closes ``self.transport`` if
+    set; the server forgets the handler; the parser, the handler's task and keep-alive
+    are dropped; the request's payload is cancelled) frees everything and closes
+    nothing. Without it: the socket would be read by both, or closed by aiohttp when
+    the handler returns.
+    """
+    handler: Any = request.protocol
+    transport = handler.transport
+    if transport is None or transport.is_closing():
+        return None
+    tail, handler._message_tail = handler._message_tail, b""
+    transport.set_protocol(protocol)
+    handler.transport = None  # so that connection_lost() does not close the socket
+    handler.connection_lost(None)
+    if not transport.is_reading():
+        # aiohttp pauses reading while ``_message_tail`` is long (3.12+); the new
+        # protocol applies its own limit to what it queues.
+        transport.resume_reading()
+    return transport, tail
