@@ -1,6 +1,6 @@
 """Every use of a private aiohttp name in rtlink, in one place.
 
-aiohttp has no public API for four things rtlink needs; each function or class below
+aiohttp has no public API for three things rtlink needs; each function or class below
 reaches into aiohttp for one of them, says why, and says what breaks without it. Nothing else
 in rtlink may touch a private aiohttp name (one starting with ``_``): import it from
 here. ``tests/test_aiohttp_internals.py`` checks every name on the installed aiohttp,
@@ -10,9 +10,6 @@ hanging or a client failing to reconnect.
 
 The private names, and their users:
 
-* ``BaseProtocol._drain_helper()`` (:func:`wait_writable`): nothing in rtlink now (kept
-  for applications that import it; the WebSocket transport waits for
-  ``resume_writing()`` on its own protocol).
 * ``ClientWebSocketResponse._response`` (:func:`client_websocket_transport`): the Python
   client's WebSocket transport (:mod:`rtlink.client.transports`).
 * ``WebSocketResponse._post_start()``, ``RequestHandler._message_tail`` and
@@ -33,27 +30,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-__all__ = ["wait_writable", "client_websocket_transport", "MaskCheck",
+__all__ = ["client_websocket_transport", "MaskCheck",
            "MaskedWebSocketResponse", "TakeoverWebSocketResponse", "take_over_websocket"]
-
-
-async def wait_writable(protocol: web.RequestHandler) -> None:
-    """Wait until the transport of a server request takes writes again.
-
-    Returns at once when writing is not paused; else waits for the protocol's
-    ``resume_writing()``, or raises :class:`ConnectionError` when the connection is
-    lost meanwhile (or was already).
-
-    Why: the hub writes WebSocket frames straight to the transport
-    (``_DirectWebSocketSink``); when the peer reads slower than it is sent to, asyncio
-    pauses the protocol, and the connection's writer must wait for the resume before it
-    writes again. aiohttp's own writers wait with ``BaseProtocol._drain_helper()``, which
-    is private; the protocol has no public way to wait (``writing_paused`` only tells).
-    Without it: a paused connection could not wait, so it would either busy-loop or
-    queue writes in the transport's buffer without bound, and backpressure (a slow
-    consumer closed at ``outbound_limit``, nothing lost) would be gone.
-    """
-    await protocol._drain_helper()
 
 
 def client_websocket_transport(

@@ -140,6 +140,11 @@ class WebSocketProtocol(asyncio.Protocol):
         if tail:
             self.data_received(tail)
 
+    @property
+    def reading(self) -> bool:
+        """Whether the socket is read (false while too many messages wait)."""
+        return self._transport is not None and self._transport.is_reading()
+
     # --- asyncio.Protocol ----------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
