@@ -305,10 +305,8 @@ class WebSocketProtocol(asyncio.Protocol):
         if transport.can_write_eof():
             # Half-closed: the client reads the close frame then the end of the stream
             # (even one whose application does not read), and answers with its FIN.
+            # TLS cannot half-close: there the client's close frame ends it.
             transport.write_eof()
-        else:  # TLS: no half-close; close as aiohttp did, without waiting
-            transport.close()
-            return
         self._close_timer = asyncio.get_running_loop().call_later(
             _CLOSE_TIMEOUT, transport.abort)
 

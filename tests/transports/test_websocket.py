@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 import rtlink
 from rtlink.codecs import get_codec
 from rtlink.transports.wsprotocol import WebSocketProtocol
-from tests.support import eventually, run_server, seconds
+from tests.support import eventually, find_binary, missing_component, run_server, seconds
 
 
 class RawClient:
@@ -541,3 +544,46 @@ async def test_shutdown_ends_every_taken_over_socket() -> None:
         async with asyncio.timeout(seconds(5)):
             await stopping
         assert not server.hub.connections
+
+
+async def test_over_tls_the_taken_over_connection_works_and_closes(tmp_path: Any) -> None:
+    # A TLS transport cannot half-close: the server's close ends the connection at once.
+    openssl = find_binary("openssl")
+    if openssl is None:
+        missing_component("openssl (Debian package openssl) is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    hub = rtlink.Hub()
+    app = web.Application()
+    rtlink.attach(app, hub)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context).start()
+    url = f"wss://127.0.0.1:{runner.addresses[0][1]}/rt/ws"
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(cert)))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            client = RawClient(await http.ws_connect(url, protocols=("rtlink.v1.json",)),
+                               "json")
+            assert (await client.frame())["type"] == "welcome"
+            await client.send({"type": "ping"})
+            assert (await client.frame())["type"] == "pong"
+            other = RawClient(await http.ws_connect(url, protocols=("rtlink.v1.json",)),
+                              "json")
+            assert (await other.frame())["type"] == "welcome"
+            await other.ws.close()  # the client's close, answered
+            await eventually(lambda: len(hub.connections) == 1)
+            stopping = asyncio.create_task(runner.cleanup())
+            assert (await client.frame())["code"] == rtlink.CloseCode.GOING_AWAY
+            assert await client.close_code() == rtlink.CloseCode.GOING_AWAY
+            async with asyncio.timeout(seconds(5)):
+                await stopping
+            assert not hub.connections
+        finally:
+            await runner.cleanup()
