@@ -123,16 +123,21 @@ def websocket_handler(hub: Hub) -> Any:
         transport, tail = taken
         # The connection counts against max_connections_per_ip until its socket is gone.
         protocol.on_lost = take_connection_slot(request)
-        if refusal is not None:
-            code, reason = refusal
-            # No rtlink close frame for a subprotocol the client cannot decode.
-            frame = (None if code == CloseCode.UNSUPPORTED_PROTOCOL
-                     else encode_frame(codec, Close(code, reason)))
-            protocol.refuse(transport, tail, frame, code, reason)
-            return ws
-        peer = hub.accept(codec, identity, protocol, "websocket", address=address,
-                          fallback=fallback)
-        protocol.start(transport, tail, peer)
+        if refusal is None:
+            try:
+                peer = hub.accept(codec, identity, protocol, "websocket", address=address,
+                                  fallback=fallback)
+            except Exception:  # the socket is ours now: it must not be left open
+                logger.exception("accepting a WebSocket failed")
+                refusal = (CloseCode.INTERNAL_ERROR, "internal error")
+            else:
+                protocol.start(transport, tail, peer)
+                return ws
+        code, reason = refusal
+        # No rtlink close frame for a subprotocol the client cannot decode.
+        frame = (None if code == CloseCode.UNSUPPORTED_PROTOCOL
+                 else encode_frame(codec, Close(code, reason)))
+        protocol.refuse(transport, tail, frame, code, reason)
         return ws
 
     return handle

@@ -587,3 +587,21 @@ async def test_over_tls_the_taken_over_connection_works_and_closes(tmp_path: Any
             assert not hub.connections
         finally:
             await runner.cleanup()
+
+
+class _HubFailingToAccept(rtlink.Hub):
+    def accept(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("accept failed")
+
+
+async def test_a_connection_the_hub_fails_to_accept_is_closed_with_1011(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Taken over already: rtlink closes it (aiohttp no longer would).
+    async with run_server(hub=_HubFailingToAccept()) as server:
+        reader, writer = await raw_socket(server)
+        async with asyncio.timeout(seconds(5)):
+            frames = frames_of(await reader.read())
+        assert frames[0][0] == 0x1 and b'"code":1011' in frames[0][1]
+        assert frames[-1][0] == 0x8 and int.from_bytes(frames[-1][1][:2], "big") == 1011
+        writer.close()
+    assert "accepting a WebSocket failed" in caplog.text
