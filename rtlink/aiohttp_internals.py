@@ -239,8 +239,10 @@ def take_over_websocket(request: web.BaseRequest, protocol: asyncio.Protocol
     cleared first: what it does then (``force_close()`` closes ``self.transport`` if
     set; the server forgets the handler; the parser, the handler's task and keep-alive
     are dropped; the request's payload is cancelled) frees everything and closes
-    nothing. Without it: the socket would be read by both, or closed by aiohttp when
-    the handler returns.
+    nothing. With aiohttp's ``handler_cancellation`` it also cancels the task running
+    the handler: a handler that awaits nothing more still returns, and its access
+    line is still written (tested both ways). Without it: the socket would be read by
+    both, or closed by aiohttp when the handler returns.
     """
     handler: Any = request.protocol
     transport = handler.transport
