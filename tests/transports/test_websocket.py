@@ -494,6 +494,22 @@ async def test_a_message_cut_into_frames_counts_whole_against_the_size_limit() -
         await eventually(lambda: not server.hub.connections)
 
 
+async def test_a_text_frame_that_is_not_utf8_fails_the_connection_with_1007() -> None:
+    # Cut inside a character across two frames first (valid), then invalid bytes.
+    async with run_server() as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        ping = '{"type":"ping","pad":"é"}'.encode()
+        cut = ping.index("é".encode()) + 1
+        writer.write(ws_frame(ping[:cut], fin=False) + ws_frame(ping[cut:], opcode=0x0))
+        assert await read_ws_frame(reader) == (0x1, b'{"type":"pong"}')
+        writer.write(ws_frame(b'{"type":"ping","pad":"\xc1\xff"}'))
+        opcode, payload = await read_ws_frame(reader)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1007)
+        writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
 async def test_reading_stops_while_messages_wait_and_resumes_in_order() -> None:
     # The peer handles one message at a time; while over 64 KiB of them wait, the socket
     # is not read (the client's writes back up), and nothing is lost or reordered.
