@@ -477,6 +477,18 @@ async def test_a_websocket_ping_is_answered_and_a_client_close_ends_the_connecti
         await eventually(lambda: not server.hub.connections)
 
 
+async def test_a_client_close_without_a_code_is_answered_without_one() -> None:
+    async with run_server() as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        writer.write(ws_frame(b"", opcode=0x8))
+        assert await read_ws_frame(reader) == (0x8, b"")
+        async with asyncio.timeout(seconds(5)):
+            assert await reader.read() == b""
+        writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
 async def test_a_message_cut_into_frames_counts_whole_against_the_size_limit() -> None:
     async with run_server(max_message_size=100) as server:
         reader, writer = await raw_socket(server)
