@@ -11,15 +11,16 @@ hanging or a client failing to reconnect.
 
 The private names, and their users:
 
-* ``BaseProtocol._drain_helper()`` (:func:`wait_writable`): the server's WebSocket
-  transport (:mod:`rtlink.transports.websocket`).
 * ``ClientWebSocketResponse._response`` (:func:`client_websocket_transport`): the Python
   client's WebSocket transport (:mod:`rtlink.client.transports`).
 * ``WebSocketResponse._post_start()``, ``RequestHandler._message_tail`` and
   ``RequestHandler._payload_parser`` (:class:`MaskedWebSocketResponse`): the server's
   WebSocket transport.
-* ``BaseProtocol._paused`` and ``WebSocketResponse._closed`` (:class:`FrameWriter`):
-  the server's WebSocket transport.
+* ``WebSocketResponse._post_start()`` and ``RequestHandler._message_tail`` again, and the
+  order of what the public ``RequestHandler.connection_lost()`` does
+  (:class:`TakeoverWebSocketResponse`, :func:`take_over_websocket`): the server's
+  WebSocket transport, which takes an uncompressed connection away from aiohttp after
+  the handshake (:mod:`rtlink.transports.wsprotocol`).
 """
 
 from __future__ import annotations
@@ -30,65 +31,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-__all__ = ["wait_writable", "FrameWriter", "client_websocket_transport", "MaskCheck",
-           "MaskedWebSocketResponse"]
-
-
-async def wait_writable(protocol: web.RequestHandler) -> None:
-    """Wait until the transport of a server request takes writes again.
-
-    Returns at once when writing is not paused; else waits for the protocol's
-    ``resume_writing()``, or raises :class:`ConnectionError` when the connection is
-    lost meanwhile (or was already).
-
-    Why: the hub writes WebSocket frames straight to the transport
-    (``_DirectWebSocketSink``); when the peer reads slower than it is sent to, asyncio
-    pauses the protocol, and the connection's writer must wait for the resume before it
-    writes again. aiohttp's own writers wait with ``BaseProtocol._drain_helper()``, which
-    is private; the protocol has no public way to wait (``writing_paused`` only tells).
-    Without it: a paused connection could not wait, so it would either busy-loop or
-    queue writes in the transport's buffer without bound, and backpressure (a slow
-    consumer closed at ``outbound_limit``, nothing lost) would be gone.
-    """
-    await protocol._drain_helper()
-
-
-class FrameWriter:
-    """The write of one frame straight to a server WebSocket's transport: a base of
-    sinks with ``_transport`` (``request.transport``), ``_protocol``
-    (``request.protocol``), ``_ws`` and ``_framed(message)`` (the WebSocket frame of a
-    message).
-
-    Why: the hub's in-line fan-out calls :meth:`write_one` once per delivery, and
-    ``request.protocol.writing_paused`` and ``ws.closed`` (properties) cost more than the
-    rest of it: about 1,200 of 8,200 instructions per subscriber of a channel with 1,000
-    (callgrind). :meth:`write_one` reads the attributes behind them instead. Without it:
-    the public properties, about 0.3 µs more per delivery.
-    """
-
-    __slots__ = ()
-    _transport: asyncio.Transport | None
-    _protocol: web.RequestHandler
-    _ws: web.WebSocketResponse
-
-    def _framed(self, message: bytes) -> bytes:
-        raise NotImplementedError
-
-    def write_one(self, frame: bytes, framed: dict[Any, bytes]) -> bool:
-        """Write the encoded ``frame`` as one message (its wire bytes cached in
-        ``framed`` by frame) and return True; False, with nothing written, when the
-        transport is closing or gone, writing is paused, or the WebSocket is closed (a
-        close frame may have gone out): what ``transport.is_closing()``,
-        ``protocol.writing_paused`` and ``ws.closed`` tell."""
-        transport = self._transport
-        if (transport is None or transport.is_closing() or self._protocol._paused
-                or self._ws._closed):
-            return False
-        data = framed.get(frame)
-        if data is None:
-            data = framed[frame] = self._framed(frame)
-        transport.write(data)
-        return True
+__all__ = ["client_websocket_transport", "MaskCheck",
+           "MaskedWebSocketResponse", "TakeoverWebSocketResponse", "take_over_websocket"]
 
 
 def client_websocket_transport(
@@ -228,3 +172,89 @@ class MaskedWebSocketResponse(web.WebSocketResponse):
             eof, _ = checked.feed_data(tail)
             if eof:
                 handler.close()
+
+
+class TakeoverWebSocketResponse(MaskedWebSocketResponse):
+    """A :class:`MaskedWebSocketResponse` whose uncompressed connections are taken away
+    from aiohttp after the handshake (:func:`take_over_websocket`).
+
+    Why: an idle WebSocket held by aiohttp keeps, for as long as its handler runs, the
+    parsed request (its headers twice, the URL), the HTTP parser, the request
+    handler's task and queues, the WebSocket reader and its queue, the writer and
+    this response: ~11 KB of the ~16 KB an idle rtlink connection cost. rtlink takes
+    the socket after the handshake and serves it with a small protocol of its own, so
+    all of that is freed when the handler returns.
+
+    For that the response must not install aiohttp's reader: ``_post_start()`` (which
+    aiohttp calls in ``prepare()`` once the 101 is sent) does for a compressed
+    connection what aiohttp does (those stay with aiohttp: their frames need its
+    compressor), and for an uncompressed one only records the subprotocol and turns
+    HTTP keep-alive off, as aiohttp does. The bytes the client sends meanwhile stay
+    in ``RequestHandler._message_tail`` (aiohttp keeps what follows an upgrade there
+    until a reader is set), which :func:`take_over_websocket` hands over.
+    ``write_eof()``, which aiohttp calls when the handler returns and which would
+    write a close frame, writes nothing for a connection it no longer has. Without
+    it: ``prepare()`` installs aiohttp's reader, which would take the bytes meant for
+    rtlink's protocol (caught by ``tests/test_aiohttp_internals.py``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._subprotocol: str | None = None
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol chosen in the handshake (``ws_protocol``, which aiohttp sets
+        in the ``_post_start()`` skipped for an uncompressed connection)."""
+        return self.ws_protocol if self.compress else self._subprotocol
+
+    def _post_start(self, request: web.BaseRequest, protocol: Any, writer: Any) -> None:
+        if self.compress:
+            super()._post_start(request, protocol, writer)
+            return
+        self._subprotocol = protocol
+        request.protocol.keep_alive(False)
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        if self.compress:
+            await super().write_eof()
+        # Else the connection was taken over (or lost): nothing of it is aiohttp's.
+
+
+def take_over_websocket(request: web.BaseRequest, protocol: asyncio.Protocol
+                        ) -> tuple[asyncio.Transport, bytes] | None:
+    """Take the socket of ``request`` away from aiohttp and give it to ``protocol``.
+
+    ``request`` is an uncompressed WebSocket whose handshake a
+    :class:`TakeoverWebSocketResponse` completed. Returns the transport and the bytes
+    the client sent after the handshake (not yet read by anyone), or None if the
+    connection was lost meanwhile. After it aiohttp's request handler has forgotten
+    the connection (its server no longer counts it, nor closes it on shutdown) and
+    the handler must return without awaiting anything: aiohttp then logs the access
+    line (status 101) and frees the request.
+
+    Why: see :class:`TakeoverWebSocketResponse`. The socket goes to ``protocol`` with
+    asyncio's public ``Transport.set_protocol()``; aiohttp has no public way to let
+    go of a connection without closing it, so this takes ``_message_tail``, then calls
+    the public ``RequestHandler.connection_lost(None)`` with the handler's transport
+    cleared first: what it does then (``force_close()`` closes ``self.transport`` if
+    set; the server forgets the handler; the parser, the handler's task and keep-alive
+    are dropped; the request's payload is cancelled) frees everything and closes
+    nothing. With aiohttp's ``handler_cancellation`` it also cancels the task running
+    the handler: a handler that awaits nothing more still returns, and its access
+    line is still written (tested both ways). Without it: the socket would be read by
+    both, or closed by aiohttp when the handler returns.
+    """
+    handler: Any = request.protocol
+    transport = handler.transport
+    if transport is None or transport.is_closing():
+        return None
+    tail, handler._message_tail = handler._message_tail, b""
+    transport.set_protocol(protocol)
+    handler.transport = None  # so that connection_lost() does not close the socket
+    handler.connection_lost(None)
+    if not transport.is_reading():
+        # aiohttp pauses reading while ``_message_tail`` is long (3.12+); the new
+        # protocol applies its own limit to what it queues.
+        transport.resume_reading()
+    return transport, tail

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiohttp import web
-from aiohttp.base_protocol import BaseProtocol
 
 from rtlink.aiohttp_internals import (
-    FrameWriter,
     MaskCheck,
+    TakeoverWebSocketResponse,
     client_websocket_transport,
-    wait_writable,
+    take_over_websocket,
 )
 from tests.support import seconds
 
@@ -55,19 +53,6 @@ async def serve(path: str, handler: Callable[[web.Request], Awaitable[web.Stream
 # --- the names exist -------------------------------------------------------------------
 
 
-def test_the_server_protocol_has_a_private_drain_helper() -> None:
-    assert issubclass(web.RequestHandler, BaseProtocol), (
-        f"aiohttp {VERSION}: web.RequestHandler is no longer a BaseProtocol, whose "
-        "_drain_helper() rtlink.aiohttp_internals.wait_writable relies on")
-    helper = getattr(web.RequestHandler, "_drain_helper", None)
-    assert helper is not None, renamed("RequestHandler._drain_helper()", "wait_writable")
-    assert inspect.iscoroutinefunction(helper), (
-        f"aiohttp {VERSION}: RequestHandler._drain_helper is no longer a coroutine "
-        "function (rtlink.aiohttp_internals.wait_writable awaits it)")
-    assert isinstance(inspect.getattr_static(web.RequestHandler, "writing_paused"),
-                      property), renamed("RequestHandler.writing_paused", "wait_writable")
-
-
 def test_a_websocket_response_installs_its_reader_in_post_start() -> None:
     post_start = getattr(web.WebSocketResponse, "_post_start", None)
     assert post_start is not None, renamed("WebSocketResponse._post_start()",
@@ -79,17 +64,6 @@ def test_a_websocket_response_installs_its_reader_in_post_start() -> None:
     for name in ("_message_tail", "_payload_parser"):
         assert name in web.RequestHandler.__slots__, renamed(
             f"RequestHandler.{name}", "MaskedWebSocketResponse")
-
-
-def test_the_properties_frame_writer_reads_around_are_plain_attributes() -> None:
-    assert "_paused" in BaseProtocol.__slots__, renamed("BaseProtocol._paused",
-                                                        "FrameWriter")
-    assert inspect.getsource(BaseProtocol.writing_paused.fget).rstrip().endswith(
-        "return self._paused"), renamed("BaseProtocol.writing_paused as _paused",
-                                        "FrameWriter")
-    assert inspect.getsource(web.WebSocketResponse.closed.fget).rstrip().endswith(
-        "return self._closed"), renamed("WebSocketResponse.closed as _closed",
-                                        "FrameWriter")
 
 
 async def test_a_client_websocket_has_a_private_response_holding_its_connection() -> None:
@@ -117,87 +91,79 @@ async def test_a_client_websocket_has_a_private_response_holding_its_connection(
 # --- they behave as relied on ----------------------------------------------------------
 
 
-async def test_wait_writable_waits_while_writing_is_paused_and_not_otherwise() -> None:
-    """Writes pile up against a client that reads nothing until asyncio pauses the
-    protocol; wait_writable returns only once the client has read them, at once when
-    nothing is paused, and raises (rather than hanging) when the client is gone."""
-    steps: asyncio.Queue[str] = asyncio.Queue()
-    go_on = asyncio.Event()
-    chunk = b"x" * 65536
+HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: p\r\n\r\n")
 
-    async def pause(request: web.Request) -> None:
-        """Write until asyncio pauses the protocol and it stays paused (the kernel's
-        buffers on both sides are full too)."""
-        transport = request.transport
-        assert transport is not None
-        for _ in range(10_000):
-            if request.protocol.writing_paused:
-                await asyncio.sleep(0.02)
-                if request.protocol.writing_paused:
-                    return
-            transport.write(chunk)
-            await asyncio.sleep(0)
-        raise AssertionError("writing never paused against a client that reads nothing")
 
-    async def steps_of(request: web.Request) -> None:
-        async with asyncio.timeout(seconds(1)):
-            await wait_writable(request.protocol)  # not paused: returns at once
-        await pause(request)
-        waiting = asyncio.ensure_future(wait_writable(request.protocol))
-        await asyncio.sleep(seconds(0.1))
-        await steps.put("waiting" if not waiting.done() else "returned while paused")
-        await waiting
-        await steps.put("resumed")
-        await go_on.wait()
-        await pause(request)
-        await steps.put("paused again")
-        try:
-            async with asyncio.timeout(seconds(5)):
-                await wait_writable(request.protocol)
-        except ConnectionError:
-            await steps.put("raised")
-        except TimeoutError:
-            await steps.put("hung after the client left")
-        else:
-            await steps.put("returned")
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_take_over_websocket_hands_the_socket_and_what_followed_the_handshake(
+        handler_cancellation: bool) -> None:
+    """After a TakeoverWebSocketResponse's handshake, the bytes the client sent stay
+    unread (no aiohttp reader); take_over_websocket hands them and the socket to a
+    protocol; aiohttp's server forgets the connection, writes nothing more on it
+    (no close frame when the handler returns) and does not close it on cleanup."""
+    received = bytearray()
+    arrived, lost = asyncio.Event(), asyncio.Event()
+    taken: list[tuple[asyncio.Transport, bytes]] = []
+
+    class Recorder(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.extend(data)
+            arrived.set()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set()
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        try:
-            await steps_of(request)
-        except Exception as exc:  # said to the test, which would only time out
-            await steps.put(f"the server failed: {exc!r}")
-            raise
-        return response
+        ws = TakeoverWebSocketResponse(protocols=("p",))
+        await ws.prepare(request)
+        assert ws.subprotocol == "p" and not ws.compress
+        await asyncio.sleep(seconds(0.2))  # the client's first bytes arrive meanwhile
+        result = take_over_websocket(request, Recorder())
+        assert result is not None, renamed("a way to take over", "take_over_websocket")
+        taken.append(result)
+        return ws
 
-    async def read_all(client: socket.socket) -> None:
-        while await asyncio.get_running_loop().sock_recv(client, 1 << 16):
-            pass
-
-    async with serve("/stream", handler) as url:
-        # A plain socket: asyncio's streams would read ahead into their own buffer.
-        loop = asyncio.get_running_loop()
-        client = socket.socket()
-        client.setblocking(False)
-        try:
-            await loop.sock_connect(client, ("127.0.0.1", int(url.rsplit(":", 1)[1])))
-            await loop.sock_sendall(client, b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            async with asyncio.timeout(seconds(10)):
-                assert await steps.get() == "waiting"
-                reading = asyncio.ensure_future(read_all(client))
-                assert await steps.get() == "resumed"
-                reading.cancel()
-                await asyncio.gather(reading, return_exceptions=True)
-                go_on.set()
-                assert await steps.get() == "paused again"
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        finally:
-            client.close()  # with SO_LINGER 0: a reset, as a peer that vanished
-        async with asyncio.timeout(seconds(10)):
-            # A lost connection ends the wait: with ConnectionError, or at once if
-            # aiohttp woke the waiter without an error (both end rtlink's writer).
-            assert await steps.get() in ("raised", "returned")
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app, shutdown_timeout=1, handler_cancellation=handler_cancellation)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+    try:
+        writer.write(HANDSHAKE + b"early")
+        async with asyncio.timeout(seconds(5)):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+            while not taken:
+                await asyncio.sleep(0.01)
+        transport, tail = taken[0]
+        assert tail == b"early", (
+            f"aiohttp {VERSION}: the bytes sent after the handshake were not kept in "
+            "RequestHandler._message_tail (see TakeoverWebSocketResponse)")
+        writer.write(b"late")
+        async with asyncio.timeout(seconds(5)):
+            await arrived.wait()
+        assert bytes(received) == b"late"
+        await asyncio.sleep(seconds(0.1))  # the handler has returned: nothing written
+        transport.write(b"from-us")
+        async with asyncio.timeout(seconds(5)):
+            assert await reader.readexactly(7) == b"from-us", (
+                f"aiohttp {VERSION} wrote on a connection taken over (a close frame?)")
+        assert runner.server is not None and not runner.server.connections, (
+            f"aiohttp {VERSION}'s server still counts a connection taken over")
+        await runner.cleanup()
+        assert not lost.is_set() and not transport.is_closing(), (
+            f"aiohttp {VERSION} closed a connection taken over")
+        transport.close()
+        async with asyncio.timeout(seconds(5)):
+            await lost.wait()
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+        await runner.cleanup()
 
 
 async def test_client_websocket_transport_is_the_socket_and_abort_drops_it() -> None:
@@ -227,55 +193,6 @@ async def test_client_websocket_transport_is_the_socket_and_abort_drops_it() -> 
             # No close frame reached the server: it saw the connection drop (1006).
             assert await server_saw in (aiohttp.WSCloseCode.ABNORMAL_CLOSURE, None)
         await ws.close()
-
-
-class _Writer(FrameWriter):
-    """FrameWriter over one server WebSocket; frames are written as they are (a text
-    frame header is put in front)."""
-
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
-        self._transport = request.transport
-        self._protocol = request.protocol
-        self._ws = ws
-
-    def _framed(self, message: bytes) -> bytes:
-        return bytes([0x81, len(message)]) + message
-
-
-async def test_frame_writer_writes_exactly_when_the_public_properties_allow() -> None:
-    """write_one agrees with ``transport.is_closing() or protocol.writing_paused or
-    ws.closed`` while writing is paused and resumed and once the WebSocket closes, and
-    what it writes reaches the client as a message."""
-    answers: asyncio.Queue[tuple[bool, bool]] = asyncio.Queue()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        writer = _Writer(request, ws)
-        transport = request.transport
-        assert transport is not None
-
-        async def probe(frame: bytes) -> None:
-            blocked = (transport.is_closing() or request.protocol.writing_paused
-                       or ws.closed)
-            await answers.put((writer.write_one(frame, {}), not blocked))
-
-        await probe(b"one")
-        request.protocol.pause_writing()  # what asyncio calls at the high-water mark
-        await probe(b"paused")
-        request.protocol.resume_writing()
-        await probe(b"two")
-        await ws.close()
-        await probe(b"closed")
-        return ws
-
-    async with serve("/ws", handler) as url, aiohttp.ClientSession() as session:
-        async with session.ws_connect(url + "/ws") as ws:
-            received = [(await ws.receive(timeout=seconds(5))).data for _ in range(2)]
-            assert received == ["one", "two"]
-        async with asyncio.timeout(seconds(5)):
-            results = [await answers.get() for _ in range(4)]
-        assert results == [(True, True), (False, False), (True, True), (False, False)]
 
 
 # --- MaskCheck: finding unmasked client frames (pure) ---------------------------------

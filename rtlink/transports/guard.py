@@ -43,6 +43,7 @@ __all__ = [
     "Handler",
     "Refuse",
     "refuse_with_status",
+    "take_connection_slot",
     "CORS_ALLOW_METHODS",
     "CORS_ALLOW_HEADERS",
     "CORS_MAX_AGE",
@@ -66,8 +67,35 @@ CORS_MAX_AGE = 600
 #: ``web.RequestKey`` where aiohttp has it (3.14+: a plain string key warns there).
 _CORS_HEADERS: Any = getattr(web, "RequestKey", lambda name, kind: name)(
     "rtlink.cors_headers", dict)
+#: Request key: what gives a counted request's connection slot back (see
+#: :func:`take_connection_slot`).
+_SLOT_RELEASE: Any = getattr(web, "RequestKey", lambda name, kind: name)(
+    "rtlink.slot_release", object)
 #: HTTP statuses of :func:`refuse_with_status` by close code.
 _STATUSES: dict[int, int] = {CloseCode.FORBIDDEN: 403, CloseCode.TRY_AGAIN_LATER: 503}
+
+
+class _SlotRelease:
+    """Gives a connection's slot back (a partial, in the fewest bytes: it lives as long
+    as the connection)."""
+
+    __slots__ = ("_slots", "_address")
+
+    def __init__(self, slots: AddressSlots, address: str | None) -> None:
+        self._slots = slots
+        self._address = address
+
+    def __call__(self) -> None:
+        self._slots.release(self._address)
+
+
+def take_connection_slot(request: web.Request) -> Callable[[], None] | None:
+    """Take the connection slot of a counted ``request`` out of its handler's lifetime:
+    returns what gives it back (call it once, when the connection ends), or None if
+    the request holds none. For a transport that serves its connection after its
+    handler returned (the WebSocket, taken away from aiohttp)."""
+    release: Callable[[], None] | None = request.pop(_SLOT_RELEASE, None)
+    return release
 
 
 async def refuse_with_status(request: web.Request, code: int, reason: str) -> web.Response:
@@ -124,7 +152,9 @@ class Guard:
             cors: answer CORS: headers on answers to allowed origins, and ``OPTIONS``
                 preflights (not for WebSocket, which CORS does not cover).
             counted: each request is a connection counted against
-                ``max_connections_per_ip`` for as long as the handler runs.
+                ``max_connections_per_ip`` for as long as the handler runs, or, if
+                the handler takes the slot (:func:`take_connection_slot`), until it
+                gives it back.
         """
         policy, slots = self.policy, self._slots
 
@@ -145,10 +175,12 @@ class Guard:
                             request.method, request.path, slots.limit, address)
                 return await refuse(request, CloseCode.TRY_AGAIN_LATER,
                                     "too many connections from this address")
+            release = request[_SLOT_RELEASE] = _SlotRelease(slots, address)
             try:
                 return await handler(request)
             finally:
-                slots.release(address)
+                if request.get(_SLOT_RELEASE) is release:  # not taken by the handler
+                    slots.release(address)
 
         if method == "GET":
             self._router.add_get(path, guarded)

@@ -3,58 +3,45 @@
 The codec is chosen by WebSocket subprotocol (``rtlink.v1.json`` or
 ``rtlink.v1.msgpack``; none offered means JSON). JSON batches travel as text
 messages, msgpack batches as binary messages. Messages larger than the hub's
-``max_message_size`` (in bytes) are refused by aiohttp itself with close code 1009, and text
-that is not UTF-8 with 1007; a client frame without a mask fails the connection with
-1002 (:class:`~rtlink.aiohttp_internals.MaskedWebSocketResponse`).
+``max_message_size`` (in bytes) are refused with close code 1009, text that is not
+UTF-8 with 1007, and a client frame without a mask with 1002.
+
+aiohttp does the handshake (and rtlink the authentication); then an uncompressed
+connection is taken away from aiohttp and served by rtlink's own protocol
+(:mod:`rtlink.transports.wsprotocol`), which keeps an idle connection small. A
+compressed one (``permessage-deflate``, when the hub enables it) stays with aiohttp's
+WebSocket, whose compressor it needs
+(:class:`~rtlink.aiohttp_internals.MaskedWebSocketResponse` adds the mask check).
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..aiohttp_internals import FrameWriter, MaskedWebSocketResponse, wait_writable
+from ..aiohttp_internals import TakeoverWebSocketResponse, take_over_websocket
 from ..codecs import SUBPROTOCOLS, Codec, codec_for_subprotocol
 from ..codes import CloseCode
 from ..hub import Hub
 from ..protocol import Close, encode_frame
+from .guard import take_connection_slot
 from .http import identify, limit_unacknowledged_writes
+from .wsprotocol import WebSocketProtocol, reason_bytes
 
 __all__ = ["websocket_handler", "refuse_websocket"]
 
 logger = logging.getLogger("rtlink.transports.websocket")
-
-#: The WebSocket close reason is limited to 123 bytes.
-_MAX_REASON = 123
 
 
 def _inflated_size(data: str | bytes) -> int:
     return len(data) if isinstance(data, bytes) else len(data.encode())
 
 
-def _reason_bytes(reason: str) -> bytes:
-    return reason.encode()[:_MAX_REASON].decode(errors="ignore").encode()
-
-
-_PACK_LEN1 = struct.Struct("!BB").pack
-_PACK_LEN2 = struct.Struct("!BBH").pack
-_PACK_LEN3 = struct.Struct("!BBQ").pack
-
-
-def _frame_header(first_byte: int, length: int) -> bytes:
-    """An unmasked WebSocket frame header (RFC 6455 5.2): server frames carry no mask."""
-    if length < 126:
-        return _PACK_LEN1(first_byte, length)
-    if length < 65536:
-        return _PACK_LEN2(first_byte, 126, length)
-    return _PACK_LEN3(first_byte, 127, length)
-
-
 class _WebSocketSink:
-    """Moves transport messages over one aiohttp WebSocketResponse (with its writer)."""
+    """Moves transport messages over one aiohttp WebSocketResponse (with its writer):
+    the compressed connections, which stay with aiohttp."""
 
     __slots__ = ("_ws", "_request", "_opcode")
 
@@ -68,7 +55,7 @@ class _WebSocketSink:
         await self._ws.send_frame(message, self._opcode)
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=_reason_bytes(reason))
+        await self._ws.close(code=code, message=reason_bytes(reason))
 
     def abort(self) -> None:
         transport = self._request.transport
@@ -76,57 +63,12 @@ class _WebSocketSink:
             transport.abort()
 
 
-class _DirectWebSocketSink(_WebSocketSink, FrameWriter):
-    """A :class:`~rtlink.connection.DirectSink` over an uncompressed WebSocket.
-
-    The hub's flush frames messages itself and writes them straight to the transport,
-    as aiohttp's ``send_frame`` does for an uncompressed frame, minus the task switch
-    and the await. Compressed WebSockets keep :class:`_WebSocketSink`: their frames
-    need aiohttp's compressor (and its lock).
-    """
-
-    __slots__ = ("_first_byte", "_transport", "_protocol")
-
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, binary: bool) -> None:
-        super().__init__(ws, request, binary)
-        self._first_byte = 0x80 | self._opcode  # FIN, no RSV bits, the opcode
-        self._transport = request.transport
-        self._protocol = request.protocol
-
-    def write_now(self, frames: list[bytes], codec: Codec,
-                  framed: dict[bytes | tuple[bytes, ...], bytes]) -> bool:
-        if len(frames) == 1:
-            return self.write_one(frames[0], framed)
-        transport = self._transport
-        if (transport is None or transport.is_closing() or self._protocol.writing_paused
-                or self._ws.closed):
-            return False
-        # A codec has a single opcode (JSON: text, msgpack: binary) and the encodings
-        # of two codecs never coincide, so the frames alone are a valid cache key.
-        key = tuple(frames)
-        data = framed.get(key)
-        if data is None:
-            data = framed[key] = self._framed(codec.join(frames))
-        transport.write(data)
-        return True
-
-    # write_one: FrameWriter's.
-
-    def _framed(self, message: bytes) -> bytes:
-        return _frame_header(self._first_byte, len(message)) + message
-
-    async def drained(self) -> None:
-        protocol = self._protocol
-        if protocol.writing_paused:
-            await wait_writable(protocol)  # aiohttp's own wait for resume_writing()
-
-
 async def _refuse(ws: web.WebSocketResponse, codec: Codec, code: int,
                   reason: str) -> web.WebSocketResponse:
     """Close a connection that is not accepted: a close frame, then the WebSocket close."""
     await ws.send_frame(encode_frame(codec, Close(code, reason)),
                         WSMsgType.BINARY if codec.binary else WSMsgType.TEXT)
-    await ws.close(code=code, message=_reason_bytes(reason))
+    await ws.close(code=code, message=reason_bytes(reason))
     return ws
 
 
@@ -146,9 +88,7 @@ def websocket_handler(hub: Hub) -> Any:
     """Return the aiohttp handler serving rtlink over WebSocket for ``hub``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        # Masked: a client frame without a mask fails the connection (1002), as RFC
-        # 6455 5.1 requires and aiohttp does not check.
-        ws = MaskedWebSocketResponse(
+        ws = TakeoverWebSocketResponse(
             protocols=SUBPROTOCOLS,
             # aiohttp refuses messages of max_msg_size bytes or more; ours is inclusive.
             max_msg_size=hub.max_message_size + 1,
@@ -162,31 +102,69 @@ def websocket_handler(hub: Hub) -> Any:
         # by then when a write to it is blocked (else only after the close timeout).
         limit_unacknowledged_writes(request, hub.ping_interval + hub.pong_timeout)
         offered = request.headers.get("Sec-WebSocket-Protocol")
-        if offered and ws.ws_protocol is None:
-            await ws.close(
-                code=CloseCode.UNSUPPORTED_PROTOCOL,
-                message=_reason_bytes(f"supported subprotocols: {', '.join(SUBPROTOCOLS)}"),
-            )
+        codec = codec_for_subprotocol(ws.subprotocol)
+        refusal: tuple[int, str] | None = None
+        identity: Any = None
+        if offered and ws.subprotocol is None:
+            refusal = (CloseCode.UNSUPPORTED_PROTOCOL,
+                       f"supported subprotocols: {', '.join(SUBPROTOCOLS)}")
+        else:
+            identity, refusal = await identify(hub, request)
+        if ws.compress:
+            return await _serve_compressed(hub, request, ws, codec, identity, refusal)
+        # From here on nothing is awaited: the socket goes to rtlink's protocol, and
+        # aiohttp frees the request when this returns (and logs its access line).
+        address, fallback = request.remote, request.query.get("fallback")
+        protocol = WebSocketProtocol(codec.binary, hub.max_message_size,
+                                     request.protocol.writing_paused)
+        taken = take_over_websocket(request, protocol)
+        if taken is None:  # the client left during the handshake or authentication
             return ws
-        codec = codec_for_subprotocol(ws.ws_protocol)
-        identity, refusal = await identify(hub, request)
-        if refusal is not None:
-            return await _refuse(ws, codec, *refusal)
-        sink = (_WebSocketSink if ws.compress else _DirectWebSocketSink)(
-            ws, request, codec.binary)
-        peer = hub.accept(codec, identity, sink, "websocket", address=request.remote,
-                          fallback=request.query.get("fallback"))
-        try:
-            async for message in ws:
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    if ws.compress and _inflated_size(message.data) > hub.max_message_size:
-                        # aiohttp's limit on an inflated message is one byte looser than
-                        # on a plain one (max_msg_size above): refuse it the same way.
-                        await ws.close(code=CloseCode.MESSAGE_TOO_BIG)
-                        break
-                    await peer.receive(message.data)
-        finally:
-            await peer.connection.transport_closed(ws.close_code or CloseCode.ABNORMAL)
+        transport, tail = taken
+        # The connection counts against max_connections_per_ip until its socket is gone.
+        protocol.on_lost = take_connection_slot(request)
+        if refusal is None:
+            try:
+                peer = hub.accept(codec, identity, protocol, "websocket", address=address,
+                                  fallback=fallback)
+            except Exception:  # the socket is ours now: it must not be left open
+                logger.exception("accepting a WebSocket failed")
+                refusal = (CloseCode.INTERNAL_ERROR, "internal error")
+            else:
+                protocol.start(transport, tail, peer)
+                return ws
+        code, reason = refusal
+        # No rtlink close frame for a subprotocol the client cannot decode.
+        frame = (None if code == CloseCode.UNSUPPORTED_PROTOCOL
+                 else encode_frame(codec, Close(code, reason)))
+        protocol.refuse(transport, tail, frame, code, reason)
         return ws
 
     return handle
+
+
+async def _serve_compressed(hub: Hub, request: web.Request, ws: web.WebSocketResponse,
+                            codec: Codec, identity: Any, refusal: tuple[int, str] | None
+                            ) -> web.StreamResponse:
+    """Serve a compressed connection with aiohttp's WebSocket, until it ends."""
+    if refusal is not None:
+        code, reason = refusal
+        if code == CloseCode.UNSUPPORTED_PROTOCOL:
+            await ws.close(code=code, message=reason_bytes(reason))
+            return ws
+        return await _refuse(ws, codec, code, reason)
+    peer = hub.accept(codec, identity, _WebSocketSink(ws, request, codec.binary),
+                      "websocket", address=request.remote,
+                      fallback=request.query.get("fallback"))
+    try:
+        async for message in ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if _inflated_size(message.data) > hub.max_message_size:
+                    # aiohttp's limit on an inflated message is one byte looser than
+                    # on a plain one (max_msg_size above): refuse it the same way.
+                    await ws.close(code=CloseCode.MESSAGE_TOO_BIG)
+                    break
+                await peer.receive(message.data)
+    finally:
+        await peer.connection.transport_closed(ws.close_code or CloseCode.ABNORMAL)
+    return ws

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 import rtlink
 from rtlink.codecs import get_codec
-from tests.support import run_server, seconds
+from rtlink.transports.wsprotocol import WebSocketProtocol
+from tests.support import eventually, find_binary, missing_component, run_server, seconds
 
 
 class RawClient:
@@ -319,17 +324,19 @@ async def test_shutdown_closes_connections_with_1001(raw) -> None:
 # --- frames without a mask (RFC 6455 5.1), over a raw socket ------------------------------
 
 
-def ws_frame(payload: bytes, opcode: int = 0x1, mask: bytes | None = b"\x0f\xa5\x3c\x96") -> bytes:
-    """One final WebSocket frame, masked with ``mask`` (None: unmasked, as only a
-    server may send)."""
+def ws_frame(payload: bytes, opcode: int = 0x1, mask: bytes | None = b"\x0f\xa5\x3c\x96",
+             fin: bool = True) -> bytes:
+    """One WebSocket frame (final unless ``fin`` is false), masked with ``mask`` (None:
+    unmasked, as only a server may send)."""
     size = len(payload)
     bit = 0x80 if mask else 0
+    first = (0x80 if fin else 0) | opcode
     if size < 126:
-        header = bytes([0x80 | opcode, bit | size])
+        header = bytes([first, bit | size])
     elif size < 65536:
-        header = bytes([0x80 | opcode, bit | 126]) + size.to_bytes(2, "big")
+        header = bytes([first, bit | 126]) + size.to_bytes(2, "big")
     else:
-        header = bytes([0x80 | opcode, bit | 127]) + size.to_bytes(8, "big")
+        header = bytes([first, bit | 127]) + size.to_bytes(8, "big")
     if mask is None:
         return header + payload
     return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
@@ -414,3 +421,215 @@ async def test_masked_frames_pass_whatever_the_reads_cut_them_into() -> None:
             acks.extend(json.loads(line) for line in (await read_ws_frame(reader))[1].split(b"\n"))
         assert [(ack["type"], ack["id"]) for ack in acks] == [("ack", 1), ("ack", 2), ("ack", 3)]
         writer.close()
+
+
+# --- after the handshake: rtlink's own protocol (rtlink.transports.wsprotocol) -----------
+
+
+def frames_of(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of each whole server frame in ``data``."""
+    frames = []
+    while len(data) >= 2:
+        size, start = data[1] & 0x7F, 2
+        if size >= 126:
+            start = 4 if size == 126 else 10
+            size = int.from_bytes(data[2:start], "big")
+        frames.append((data[0] & 0x0F, data[start:start + size]))
+        data = data[start + size:]
+    return frames
+
+
+@pytest.mark.parametrize("handler_cancellation", [False, True])
+async def test_idle_connections_hold_no_task_and_aiohttp_lets_them_go(
+        handler_cancellation: bool, caplog: pytest.LogCaptureFixture) -> None:
+    # Taken away from aiohttp after the handshake: no handler task, no request, nothing
+    # aiohttp's server counts; each gets its access line (status 101) meanwhile.
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    async with run_server(handler_cancellation=handler_cancellation) as server:
+        tasks = len(asyncio.all_tasks())
+        sockets = [await raw_socket(server) for _ in range(5)]
+        for reader, _ in sockets:
+            assert b'"welcome"' in (await read_ws_frame(reader))[1]
+        assert len(server.hub.connections) == 5
+        assert len(asyncio.all_tasks()) == tasks
+        assert server.runner.server is not None and not server.runner.server.connections
+        lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+        assert sum("GET /rt/ws HTTP/1.1" in line and " 101 " in line for line in lines) == 5
+        for reader, writer in sockets:  # and they work
+            writer.write(ws_frame(PING))
+            assert await read_ws_frame(reader) == (0x1, b'{"type":"pong"}')
+            writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
+async def test_a_websocket_ping_is_answered_and_a_client_close_ends_the_connection() -> None:
+    async with run_server() as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        writer.write(ws_frame(b"hi", opcode=0x9))
+        assert await read_ws_frame(reader) == (0xA, b"hi")
+        writer.write(ws_frame((4321).to_bytes(2, "big") + b"bye", opcode=0x8))
+        opcode, payload = await read_ws_frame(reader)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 4321)
+        async with asyncio.timeout(seconds(5)):
+            assert await reader.read() == b""  # the server closes the TCP connection
+        writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
+async def test_a_client_close_without_a_code_is_answered_without_one() -> None:
+    async with run_server() as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        writer.write(ws_frame(b"", opcode=0x8))
+        assert await read_ws_frame(reader) == (0x8, b"")
+        async with asyncio.timeout(seconds(5)):
+            assert await reader.read() == b""
+        writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
+async def test_a_message_cut_into_frames_counts_whole_against_the_size_limit() -> None:
+    async with run_server(max_message_size=100) as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        message = b'{"type":"ping","pad":"' + b"x" * 76 + b'"}'
+        assert len(message) == 100  # exactly the limit, in three frames: accepted
+        writer.write(ws_frame(message[:40], fin=False) + ws_frame(message[40:70], 0x0, fin=False)
+                     + ws_frame(message[70:], opcode=0x0))
+        assert await read_ws_frame(reader) == (0x1, b'{"type":"pong"}')
+        # One byte more, in the last of two frames: refused.
+        writer.write(ws_frame(message, fin=False) + ws_frame(b"x", opcode=0x0))
+        opcode, payload = await read_ws_frame(reader)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1009)
+        writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
+async def test_a_text_frame_that_is_not_utf8_fails_the_connection_with_1007() -> None:
+    # Cut inside a character across two frames first (valid), then invalid bytes.
+    async with run_server() as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        ping = '{"type":"ping","pad":"é"}'.encode()
+        cut = ping.index("é".encode()) + 1
+        writer.write(ws_frame(ping[:cut], fin=False) + ws_frame(ping[cut:], opcode=0x0))
+        assert await read_ws_frame(reader) == (0x1, b'{"type":"pong"}')
+        writer.write(ws_frame(b'{"type":"ping","pad":"\xc1\xff"}'))
+        opcode, payload = await read_ws_frame(reader)
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1007)
+        writer.close()
+        await eventually(lambda: not server.hub.connections)
+
+
+async def test_reading_stops_while_messages_wait_and_resumes_in_order() -> None:
+    # The peer handles one message at a time; while over 64 KiB of them wait, the socket
+    # is not read (the client's writes back up), and nothing is lost or reordered.
+    gate = asyncio.Event()
+
+    async def authorize(identity: Any, channel: str) -> bool:
+        await gate.wait()
+        return True
+
+    async with run_server(authorize_subscribe=authorize, max_message_size=4096) as server:
+        reader, writer = await raw_socket(server)
+        await read_ws_frame(reader)  # welcome
+        writer.write(ws_frame(b'{"type":"subscribe","id":1,"channel":"c"}'))
+        pad = "x" * 1000
+        for n in range(2, 202):  # ~200 KB behind the subscribe that waits
+            writer.write(ws_frame(json.dumps({"type": "ping", "id": n, "pad": pad}).encode()))
+        (peer,) = server.hub.connections
+        # The connection's sink is the WebSocketProtocol (no public way to it).
+        protocol = peer.connection._sink
+        assert isinstance(protocol, WebSocketProtocol)
+        await eventually(lambda: not protocol.reading)
+        gate.set()
+        answers: list[dict[str, Any]] = []
+        async with asyncio.timeout(seconds(10)):
+            while len(answers) < 201:
+                opcode, payload = await read_ws_frame(reader)
+                answers.extend(json.loads(line) for line in payload.split(b"\n"))
+        assert answers[0]["type"] == "subscribed"
+        assert [answer["type"] for answer in answers[1:]] == ["pong"] * 200
+        assert protocol.reading
+        writer.close()
+
+
+async def test_shutdown_ends_every_taken_over_socket() -> None:
+    # aiohttp's runner no longer knows these sockets: the hub's close (1001) ends them.
+    async with run_server() as server:
+        sockets = [await raw_socket(server) for _ in range(3)]
+        for reader, _ in sockets:
+            await read_ws_frame(reader)  # welcome
+        stopping = asyncio.create_task(server.stop())
+        for reader, writer in sockets:  # clients that close their end on the server's
+            async with asyncio.timeout(seconds(5)):
+                received = await reader.read()
+            frames = frames_of(received)
+            assert frames[0][0] == 0x1 and b'"code":1001' in frames[0][1]
+            assert frames[-1][0] == 0x8 and int.from_bytes(frames[-1][1][:2], "big") == 1001
+            writer.close()
+        async with asyncio.timeout(seconds(5)):
+            await stopping
+        assert not server.hub.connections
+
+
+async def test_over_tls_the_taken_over_connection_works_and_closes(tmp_path: Any) -> None:
+    # A TLS transport cannot half-close: the server's close ends the connection at once.
+    openssl = find_binary("openssl")
+    if openssl is None:
+        missing_component("openssl (Debian package openssl) is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    hub = rtlink.Hub()
+    app = web.Application()
+    rtlink.attach(app, hub)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context).start()
+    url = f"wss://127.0.0.1:{runner.addresses[0][1]}/rt/ws"
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(cert)))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            client = RawClient(await http.ws_connect(url, protocols=("rtlink.v1.json",)),
+                               "json")
+            assert (await client.frame())["type"] == "welcome"
+            await client.send({"type": "ping"})
+            assert (await client.frame())["type"] == "pong"
+            other = RawClient(await http.ws_connect(url, protocols=("rtlink.v1.json",)),
+                              "json")
+            assert (await other.frame())["type"] == "welcome"
+            await other.ws.close()  # the client's close, answered
+            await eventually(lambda: len(hub.connections) == 1)
+            stopping = asyncio.create_task(runner.cleanup())
+            assert (await client.frame())["code"] == rtlink.CloseCode.GOING_AWAY
+            assert await client.close_code() == rtlink.CloseCode.GOING_AWAY
+            async with asyncio.timeout(seconds(5)):
+                await stopping
+            assert not hub.connections
+        finally:
+            await runner.cleanup()
+
+
+class _HubFailingToAccept(rtlink.Hub):
+    def accept(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("accept failed")
+
+
+async def test_a_connection_the_hub_fails_to_accept_is_closed_with_1011(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Taken over already: rtlink closes it (aiohttp no longer would).
+    async with run_server(hub=_HubFailingToAccept()) as server:
+        reader, writer = await raw_socket(server)
+        async with asyncio.timeout(seconds(5)):
+            frames = frames_of(await reader.read())
+        assert frames[0][0] == 0x1 and b'"code":1011' in frames[0][1]
+        assert frames[-1][0] == 0x8 and int.from_bytes(frames[-1][1][:2], "big") == 1011
+        writer.close()
+    assert "accepting a WebSocket failed" in caplog.text
