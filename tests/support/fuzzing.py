@@ -34,6 +34,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from rtlink.codecs import Codec
+from rtlink.presence import Member
 from rtlink.protocol import (
     MAX_CHANNEL_LENGTH,
     MAX_DATA_DEPTH,
@@ -49,11 +50,15 @@ from rtlink.protocol import (
     Ping,
     Pong,
     Position,
+    Presence,
+    PresenceDiff,
+    PresenceResult,
     Publication,
     Publish,
     Subscribe,
     Subscribed,
     Unsubscribe,
+    Unsubscribed,
     Welcome,
 )
 
@@ -187,11 +192,15 @@ data_values = st.one_of(
     st.builds(_nested, st.integers(1, MAX_DATA_DEPTH), st.sampled_from(["array", "map"])),
 )
 
+#: Presence members (protocol.md 5.14): any client and user text, any data as info.
+members = st.builds(Member, texts, st.none() | texts, st.none() | data_values)
+
 client_frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Subscribe, request_ids, channels, st.none() | positions,
-              st.none() | request_ids),
+              st.none() | request_ids, st.booleans()),
     st.builds(History, request_ids, channels, st.none() | positions, st.integers(1, 1000),
               st.booleans()),
+    st.builds(Presence, request_ids, channels),
     st.builds(Unsubscribe, request_ids, channels),
     st.builds(Publish, request_ids, channels, data_values, st.none() | keys),
     st.just(Ping()),
@@ -206,7 +215,13 @@ _numbers = st.one_of(
 server_frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Welcome, texts, _numbers, _numbers, st.integers(1, UINT64_MAX), codec_ints),
     st.builds(Subscribed, st.none() | request_ids, channels, st.booleans(), positions,
-              st.none() | positions),
+              st.none() | positions, st.booleans()),
+    st.builds(Unsubscribed, channels, codec_ints, texts),
+    st.builds(PresenceResult, request_ids, channels, st.integers(0, MAX_SAFE_INTEGER),
+              st.lists(members, max_size=3).map(tuple)),
+    st.builds(PresenceDiff, channels, st.integers(0, MAX_SAFE_INTEGER),
+              st.lists(members, max_size=2).map(tuple), st.lists(members, max_size=2).map(tuple),
+              st.booleans()),
     st.builds(lambda channel, items, position, recovered, rid: HistoryPage(
         channel, tuple(Publication(channel, data, at) for data, at in items), position,
         recovered, rid),
@@ -297,9 +312,10 @@ hostile_values = st.one_of(
 _FIELDS = ["type", "id", "channel", "since", "data", "key", "position", "epoch", "offset",
            "version", "session", "ping_interval", "pong_timeout", "max_message_size",
            "recovered", "code", "message", "reason", "last", "limit", "reverse",
-           "publications"]
+           "publications", "presence", "server", "count", "members", "joins", "leaves",
+           "truncated"]
 _TYPES = ["subscribe", "unsubscribe", "publish", "ping", "pong", "welcome", "subscribed",
-          "history",
+          "history", "presence", "presence_diff", "unsubscribed",
           "ack", "publication", "error", "close", "Publish", "", "publish\x00"]
 
 

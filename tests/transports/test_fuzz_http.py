@@ -41,9 +41,11 @@ from rtlink.codes import CloseCode, ErrorCode
 from rtlink.errors import AuthenticationError, FrameError, ProtocolError
 from rtlink.positions import parse_cursor
 from rtlink.protocol import (
+    History,
     Ping,
     Pong,
     Position,
+    Presence,
     Publish,
     Subscribe,
     Unsubscribe,
@@ -512,6 +514,15 @@ def expected_answers(hub: rtlink.Hub, items: list[Any],
             else:
                 subscriptions.add(item.channel)
                 answers.append(("subscribed", item.id, None))
+        elif isinstance(item, History | Presence):
+            # Reads: authorized like a subscribe (every channel here is open to
+            # anyone); no channel here keeps presence (400).
+            if hub.rules.match(item.channel) is None:
+                answers.append(("error", item.id, ErrorCode.UNKNOWN_CHANNEL))
+            elif isinstance(item, Presence):
+                answers.append(("error", item.id, ErrorCode.BAD_REQUEST))
+            else:
+                answers.append(("history", item.id, None))
         else:
             assert isinstance(item, Unsubscribe) and subscriptions is not None
             subscriptions.discard(item.channel)
