@@ -201,6 +201,11 @@ def test_invalid_unsubscribed_and_server_fields_are_frame_errors(raw: Any,
 def test_unsubscribed_without_reason_has_an_empty_one() -> None:
     frame = parse_server_frame({"type": "unsubscribed", "channel": "c", "code": 403})
     assert frame == Unsubscribed("c", 403, "")
+    # A null reason is an absent one (protocol.md 5), in close frames too.
+    frame = parse_server_frame({"type": "unsubscribed", "channel": "c", "code": 403,
+                                "reason": None})
+    assert frame == Unsubscribed("c", 403, "")
+    assert parse_server_frame({"type": "close", "code": 4000, "reason": None}) == Close(4000)
 
 
 def test_frame_tables_match_frame_classes() -> None:
