@@ -756,7 +756,7 @@ def test_map_without_string_type_is_a_plain_protocol_error(parse: Any, raw: Any)
         {"type": "error", "code": 400},
         {"type": "error", "code": 400, "message": "m", "channel": "a b"},
         {"type": "close", "code": "1000"},
-        {"type": "close", "code": 1000, "reason": None},
+        {"type": "close", "code": 1000, "reason": 1},
     ],
     ids=lambda raw: raw["type"],
 )

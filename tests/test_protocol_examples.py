@@ -17,7 +17,7 @@ import pytest
 
 from rtlink.positions import Position, format_cursor, parse_subs
 from rtlink.protocol import Frame, parse_client_frame, parse_server_frame
-from tests.support.docs import PROTOCOL
+from tests.support.docs import HTTP_API, PROTOCOL, the_block
 
 _Parse = Callable[[Any], Frame]
 
@@ -135,3 +135,16 @@ def test_the_presence_cursor_entries_of_4_2_parse() -> None:
         positions, _ = parse_subs(cursor, 256, presence)
         assert presence == {"room"}
         assert format_cursor(positions, presence=presence) == cursor
+
+
+def test_the_history_api_example_is_a_history_answer_without_type_and_id() -> None:
+    """http-api.md §5, History pages: the answer shown is the ``history`` frame's
+    fields without ``type`` and ``id``, a reversed page of the ``limit`` asked for."""
+    shown = the_block(HTTP_API, "", '"publications"').partition("\n\n")[2]
+    answer = json.loads(shown)
+    page = parse_server_frame({"type": "history", "id": 1, **answer})
+    assert page.to_wire() == {"type": "history", "id": 1, **answer}
+    request = json.loads(re.findall(r"-d '([^']*)'", the_block(HTTP_API, "sh",
+                                                               "/rt/api/history"))[0])
+    offsets = [item["position"]["offset"] for item in answer["publications"]]
+    assert len(offsets) == request["limit"] and offsets == sorted(offsets, reverse=True)
