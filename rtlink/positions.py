@@ -249,7 +249,9 @@ def parse_subs(text: str | None, limit: int, presence: set[str] | None = None
                 count = validate_last(value.get("last"))
                 if count is not None:
                     lasts[channel] = count
-                wants = value.get("presence", False)
+                wants = value.get("presence")
+                if wants is None:  # absent and null alike, as in frames and for last
+                    wants = False
                 if not isinstance(wants, bool):
                     raise InvalidInput(f"{channel}: presence must be a boolean")
                 if wants and presence is not None:

@@ -707,7 +707,9 @@ def _code_and_reason(raw: Mapping[str, Any]) -> tuple[int, str]:
     code = raw.get("code")
     if not _is_int(code):
         raise FrameError("code must be an integer")
-    reason = raw.get("reason", "")
+    reason = raw.get("reason")
+    if reason is None:  # absent and null alike (protocol.md 5)
+        reason = ""
     if not isinstance(reason, str):
         raise FrameError("reason must be a string")
     return code, reason

@@ -331,7 +331,7 @@ class Session:
         return [SubscribeRequest(channel, since, request_id, last, presence)]
 
     def server_subscribe(self, channel: str) -> list[Output]:
-        """The application subscribes the client to ``channel`` (protocol.md 6.8):
+        """The application subscribes the client to ``channel`` (protocol.md 6.9):
         nothing if it is subscribed already or at its subscription limit, else the
         request to set it up, from the channel's current position."""
         if channel in self.subscriptions or len(self.subscriptions) >= self.max_subscriptions:
@@ -339,7 +339,7 @@ class Session:
         return [SubscribeRequest(channel, None, None, server=True)]
 
     def server_unsubscribe(self, channel: str, code: int, reason: str) -> list[Output]:
-        """The application takes ``channel`` away from the client (protocol.md 6.8):
+        """The application takes ``channel`` away from the client (protocol.md 6.9):
         leave it and tell the client with ``unsubscribed``; nothing if not subscribed."""
         if self.subscriptions.pop(channel, None) is None:
             return []

@@ -290,6 +290,17 @@ def test_cursor_entries_with_last_round_trip() -> None:
     assert parse_subs('{"a":{}}', 10) == ({"a": None}, {})
 
 
+def test_cursor_presence_null_is_absent() -> None:
+    """``"presence": null`` is no request for presence events, as ``"last": null`` is
+    no ``last`` (protocol.md 4.2, and 5: absent and null are equivalent); another
+    non-boolean is refused."""
+    wants: set[str] = {"a"}
+    assert parse_subs('{"a":{"presence":null,"last":null}}', 10, wants) == ({"a": None}, {})
+    assert wants == set()
+    with pytest.raises(InvalidInput, match="presence must be a boolean"):
+        parse_subs('{"a":{"presence":1}}', 10, wants)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('{"a":{"last":0}}', "last must be an integer"),
     ('{"a":{"last":true}}', "last must be an integer"),

@@ -201,6 +201,11 @@ def test_invalid_unsubscribed_and_server_fields_are_frame_errors(raw: Any,
 def test_unsubscribed_without_reason_has_an_empty_one() -> None:
     frame = parse_server_frame({"type": "unsubscribed", "channel": "c", "code": 403})
     assert frame == Unsubscribed("c", 403, "")
+    # A null reason is an absent one (protocol.md 5), in close frames too.
+    frame = parse_server_frame({"type": "unsubscribed", "channel": "c", "code": 403,
+                                "reason": None})
+    assert frame == Unsubscribed("c", 403, "")
+    assert parse_server_frame({"type": "close", "code": 4000, "reason": None}) == Close(4000)
 
 
 def test_frame_tables_match_frame_classes() -> None:
@@ -751,7 +756,7 @@ def test_map_without_string_type_is_a_plain_protocol_error(parse: Any, raw: Any)
         {"type": "error", "code": 400},
         {"type": "error", "code": 400, "message": "m", "channel": "a b"},
         {"type": "close", "code": "1000"},
-        {"type": "close", "code": 1000, "reason": None},
+        {"type": "close", "code": 1000, "reason": 1},
     ],
     ids=lambda raw: raw["type"],
 )

@@ -146,6 +146,49 @@ async def test_server_side_subscribe_is_checked_like_the_clients_own(make_client
             assert len(adopted) == 1
 
 
+@pytest.mark.parametrize("first", ["client", "server"])
+async def test_a_server_side_subscribe_crossing_the_clients_own_sets_up_one(
+        first: str) -> None:
+    """The client's subscribe and a server-side one of the same channel wait together
+    on an async ``authorize_subscribe``: once both pass, the connection holds one
+    subscription of the channel (the one set up last), the client keeps its own
+    subscription, confirmed by whichever answer comes, and gets each publication once
+    (protocol.md 6.9, 8.3, 8.8)."""
+    gate = asyncio.Event()
+    waiting: list[str] = []
+
+    async def authorize(identity: Any, channel: str) -> bool:
+        waiting.append(channel)
+        await gate.wait()
+        return True
+
+    async with run_server(authenticate=by_token, authorize_subscribe=authorize) as server:
+        hub = server.hub
+        client = rtlink.Client(server.url, token="erin", transports=["websocket"])
+        adopted: list[rtlink.Subscription] = []
+        client.on("subscription", adopted.append)
+        async with client:
+            await eventually(lambda: len(hub.connections) == 1)
+            if first == "server":
+                server_side = asyncio.create_task(hub.subscribe("erin", "room"))
+                await eventually(lambda: len(waiting) == 1)
+            own = client.subscribe("room")
+            await eventually(lambda: len(waiting) == (2 if first == "server" else 1))
+            if first == "client":
+                server_side = asyncio.create_task(hub.subscribe("erin", "room"))
+                await eventually(lambda: len(waiting) == 2)
+            gate.set()
+            assert await asyncio.wait_for(server_side, seconds(5)) == 1
+            await asyncio.wait_for(own.wait_subscribed(), seconds(5))
+            [peer] = hub.connections
+            assert list(peer.session.subscriptions) == ["room"]
+            assert hub.local_channels() == {"room": 1} and adopted == []
+            await hub.publish("room", 1)
+            await hub.publish("room", 2)
+            assert [m.data for m in await collect(own, 2)] == [1, 2]
+            assert client._core.subscriptions == {"room": own}
+
+
 async def test_publish_many_publishes_to_each_channel_or_to_none() -> None:
     async with rtlink.Hub(channels={"a:*": rtlink.ChannelOptions()}) as hub:
         first = await hub.publish_many(["a:1", "a:2"], {"n": 1}, key="k")

@@ -709,6 +709,10 @@ class ClientCore:
         self._retry_attempts["resubscribe"] = 0
         resumed = target.position is not None
         target.active = True
+        if target.request_id is not None:
+            # Confirmed by another frame (a server-side subscription that crossed the
+            # client's subscribe): that request is settled, its 409 refuses nothing.
+            self.requests.pop(target.request_id, None)
         target.request_id = None
         target.recovered = frame.recovered
         # Recovered: the replay follows and moves the position on. Otherwise the gap

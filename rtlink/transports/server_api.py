@@ -65,9 +65,10 @@ _MISSING = object()
 
 def _field(body: Mapping[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
     """``body[name]`` if it is a ``kind`` (a boolean is no integer); ``default`` when
-    absent if there is one; else a 400 refusal."""
-    value = body.get(name, _MISSING)
-    if value is _MISSING:
+    absent or null (as in frames, and in the ``history`` operation's body) if there is
+    one; else a 400 refusal."""
+    value = body.get(name)
+    if value is None:
         if default is _MISSING:
             raise _bad(f"the body has no {name!r} field")
         return default

@@ -557,6 +557,23 @@ def test_a_server_side_subscribed_adds_a_subscription_resumed_as_the_clients_own
     assert len(adopted) == 1 and "other" not in runner.core.subscriptions
 
 
+def test_a_server_side_subscribed_crossing_the_clients_subscribe_keeps_it() -> None:
+    """The client subscribes to a channel while the application subscribes it
+    server-side: the server confirms with ``server: true`` and refuses the client's
+    own ``subscribe`` with 409 (protocol.md 6.9). The confirmation settles the request,
+    so the 409 that follows finds nothing to fail, and the subscription stays."""
+    runner = Runner()
+    runner.connect()
+    chat = runner.subscribe("chat")
+    [subscribe] = runner.take("subscribe")
+    runner.core.receive(Subscribed(None, "chat", True, E5, server=True))
+    assert chat.events == [SubscribedEvent(True, False, E5)]
+    runner.core.receive(Error(409, "already subscribed", subscribe["id"], "chat"))
+    assert chat.errors == [] and runner.core.subscriptions["chat"] is chat.sub
+    runner.core.receive(publication(6))
+    assert chat.offsets == ["e:6"]
+
+
 def test_without_adopt_a_server_side_subscribed_is_ignored() -> None:
     runner = Runner()
     runner.connect()

@@ -103,6 +103,7 @@ async def test_publish_many_honours_the_idempotency_key_and_msgpack(
 @pytest.mark.parametrize(("operation", "body", "status", "code", "message"), [
     ("disconnect", {}, 400, 400, "the body has no 'user' field"),
     ("disconnect", {"user": 7}, 400, 400, "'user' must be a string"),
+    ("disconnect", {"user": None}, 400, 400, "the body has no 'user' field"),
     ("disconnect", {"user": "u", "reconnect": 1}, 400, 400, "'reconnect' must be a boolean"),
     ("unsubscribe", {"user": "u", "channel": "c", "code": True}, 400, 400,
      "'code' must be an integer"),
@@ -123,6 +124,18 @@ async def test_malformed_requests_are_refused_like_publishes(
         assert got == status
         error = error_of(response, raw)
         assert error["code"] == code and message in error["message"]
+
+
+async def test_a_null_optional_field_takes_its_default(http: aiohttp.ClientSession) -> None:
+    """As in frames (protocol.md 5) and in the history operation's body: null is
+    absent (http-api.md §7)."""
+    async with api_server(channels={"c*": rtlink.ChannelOptions(presence=True)}) as server:
+        assert await ok(http, server, "disconnect",
+                        {"user": "u", "reconnect": None, "reason": None}) == {"count": 0}
+        assert await ok(http, server, "unsubscribe",
+                        {"user": "u", "channel": "c", "code": None}) == {"count": 0}
+        answer = await ok(http, server, "presence", {"channel": "c", "limit": None})
+        assert answer == {"channel": "c", "count": 0, "members": []}
 
 
 async def test_api_keys_are_checked_and_without_keys_nothing_is_mounted(
