@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { memberKey, onPresence, presence, trackPresence } from '../src/presence.js';
+import { RtlinkError } from '../src/index.js';
 import { pos, waitFor, welcome } from './fakes.js';
 import { connectSse, connectWebSocket, rejection, sentOf, setup, settled, track, waitState } from './helpers.js';
 
@@ -44,6 +45,7 @@ test('a refused read rejects with a ReadError; one refused for now is sent again
   await ws.serverSends({ type: 'error', id: sentOf(ws, 'presence')[0].id, code: 400, message: 'no presence' });
   const [how, error] = await settled(refused);
   assert.equal(how, 'rejected');
+  assert.ok(error instanceof RtlinkError, "the core's error class");
   assert.equal(error.name, 'ReadError');
   assert.equal(error.code, 400);
   const later = track(presence(client, 'room'));
