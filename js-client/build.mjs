@@ -26,8 +26,13 @@ const outputs = {
 
 /** Minified by esbuild, then by terser: terser renames the variables by how often
  * they are used and compresses again, which saves about 190 bytes after gzip (3%)
- * on top of esbuild alone. (A new object each time: terser changes the one given.) */
-const terser = (code, module) => minify(code, { ecma: 2022, module, compress: { passes: 2 }, mangle: true });
+ * on top of esbuild alone. Two of terser's "unsafe" rewrites hold for this code and
+ * save 17 bytes: unsafe_comps (a < b as b > a: the client compares only numbers and
+ * strings, no object whose valueOf has effects) and unsafe_arrows (a function
+ * expression that uses no `this` as an arrow: the client calls none with `new` and
+ * reads no `arguments`). (A new object each time: terser changes the one given.) */
+const terser = (code, module) =>
+  minify(code, { ecma: 2022, module, compress: { passes: 2, unsafe_comps: true, unsafe_arrows: true }, mangle: true });
 
 /** The short names esbuild gave the internal members in the main build, for the
  * opt-in modules that use some of them (history.js reads the client's URL). */

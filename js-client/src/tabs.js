@@ -217,10 +217,10 @@ export function share(client) {
     }));
     release = resolve;
     cursors = {};
-    // Answers to reads (their ids are random from 2**52: reads.js) and presence events
-    // go to every tab: the tab that asked knows its id, and the tabs hold the
-    // subscriptions that asked for presence.
-    connection.onframe = (frame) => (frame.id >= 2 ** 52 || frame.type == 'presence_diff') && out(frame);
+    // Answers to reads (their ids are random from 2**52 > 4e15: reads.js) and presence
+    // events (presence_diff: the frame with `joins`) go to every tab: the tab that
+    // asked knows its id, and the tabs hold the subscriptions that asked for presence.
+    connection.onframe = (frame) => (frame.id > 4e15 || frame.joins) && out(frame);
     const relay = (change) => connection == hidden && out((state = { ...change, welcome: connection._welcome }));
     connection.on('state', relay);
     connection.on('subscription', (subscription) => forward(subscription, 1));

@@ -560,6 +560,7 @@ test('presence_diff events reach the tabs that watch them; a read in flight when
   const diffs = [];
   onPresence(b.client, 'room', (diff) => diffs.push(diff.joins.map(({ user }) => user)));
   await waitFor(() => fakes.sockets[0].sent.some((frame) => frame.type == 'subscribe' && frame.presence === true));
+  await waitFor(() => server.open[0].channels.has('room'), { message: 'the server subscribed the connection' });
   server.presenceDiff('room', [{ client: 's9', user: 'zoe', info: null }]);
   await waitFor(() => diffs.length == 1);
   assert.deepEqual(diffs, [['zoe']]);
