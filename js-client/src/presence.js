@@ -18,11 +18,20 @@ export const presence = (client, channel) => read(client, { type: 'presence', ch
 
 /**
  * Call `callback` with each presence_diff of `channel` ({channel, count, joins,
- * leaves, truncated}); the client must be subscribed with {presence: true}. Returns
- * a function that removes the callback.
+ * leaves, truncated}) while the client is subscribed to it with {presence: true}.
+ * (Where tabs share a connection the leader relays the channel's events to every
+ * tab: a tab whose own subscription did not ask for them gets none, as without
+ * sharing.) Returns a function that removes the callback.
  */
 export function onPresence(client, channel, callback) {
-  return watch(client, (frame) => frame.type == 'presence_diff' && frame.channel == channel && callback(frame));
+  return watch(
+    client,
+    (frame) =>
+      frame.type == 'presence_diff' &&
+      frame.channel == channel &&
+      client._subscriptions.get(channel)?.presence &&
+      callback(frame),
+  );
 }
 
 /** What identifies a member: its client id and its user (protocol.md 5.12). */

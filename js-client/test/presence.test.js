@@ -80,13 +80,15 @@ test('a read rejects with ClientClosed when the client stops', async (t) => {
   assert.equal((await rejection(read)).name, 'ClientClosed');
 });
 
-test('onPresence gets the diffs of its channel only', async (t) => {
+test('onPresence gets the diffs of its channel only, while subscribed with presence', async (t) => {
   const { client, fakes } = setup(t);
   client.subscribe('room', { presence: true });
+  client.subscribe('plain'); // (a shared connection's leader relays every tab's events)
   const ws = await connectWebSocket(client, fakes);
   const diffs = [];
   const off = onPresence(client, 'room', (d) => diffs.push(d));
-  await ws.serverSends([diff({ count: 1, joins: [alice] }), { ...diff({}), channel: 'other' }]);
+  onPresence(client, 'plain', (d) => diffs.push(d));
+  await ws.serverSends([diff({ count: 1, joins: [alice] }), { ...diff({}), channel: 'other' }, { ...diff({}), channel: 'plain' }]);
   assert.deepEqual(diffs.map((d) => d.joins), [[alice]]);
   off();
   await ws.serverSends(diff({ leaves: [alice] }));

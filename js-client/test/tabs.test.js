@@ -559,11 +559,14 @@ test('presence_diff events reach the tabs that watch them; a read in flight when
   b.client.subscribe('room', { presence: true });
   const diffs = [];
   onPresence(b.client, 'room', (diff) => diffs.push(diff.joins.map(({ user }) => user)));
+  const notAsked = [];
+  onPresence(a.client, 'room', (diff) => notAsked.push(diff)); // a has no such subscription
   await waitFor(() => fakes.sockets[0].sent.some((frame) => frame.type == 'subscribe' && frame.presence === true));
   await waitFor(() => server.open[0].channels.has('room'), { message: 'the server subscribed the connection' });
   server.presenceDiff('room', [{ client: 's9', user: 'zoe', info: null }]);
   await waitFor(() => diffs.length == 1);
   assert.deepEqual(diffs, [['zoe']]);
+  assert.deepEqual(notAsked, [], 'relayed to every tab, taken by those that asked');
   server.holdReads = true;
   const read = history(b.client, 'news');
   await waitFor(() => fakes.sockets[0].sent.some((frame) => frame.type == 'history'));
