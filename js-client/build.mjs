@@ -21,7 +21,10 @@ const outputs = {
   iife: ['dist/rtlink.js', '../rtlink/static/client.js'],
   // Opt-in modules (package.json "exports"): not in the budget, their size reported.
   history: ['dist/history.mjs'],
-  presence: ['dist/presence.mjs', '../rtlink/static/presence.mjs'],
+  presence: ['dist/presence.mjs'],
+  // The presence module as the server serves it, at {path}/presence.mjs next to
+  // {path}/client.mjs, which it imports (the core's RtlinkError, isTemporary).
+  presenceServed: ['../rtlink/static/presence.mjs'],
 };
 
 /** Minified by esbuild, then by terser: terser renames the variables by how often
@@ -88,6 +91,7 @@ const builds = { esm, iife: await scriptTagBuild(esm) };
 for (const name of ['history', 'presence']) {
   builds[name] = await esmBuild(`src/${name}.js`, { './index.js': './rtlink.mjs' });
 }
+builds.presenceServed = await esmBuild('src/presence.js', { './index.js': './client.mjs' });
 for (const [format, paths] of Object.entries(outputs)) {
   const code = builds[format];
   const size = gzipSize(code);
