@@ -15,11 +15,14 @@ export interface HistoryPage {
 }
 
 /**
- * Read a page of `channel`'s kept history with one `POST {path}/send` (the client's
- * URL, token and fetch): forward, at most `limit` (1-1000, default 100) after `since`
- * (or from the oldest kept); `reverse`, at most `limit` before `since` (or from the
- * latest), newest first. Rejects with RtlinkError 'ReadError' (refused: 401, 403,
- * 404, 422, 503, ... or a close code) or 'InvalidInput' (limit).
+ * Read a page of `channel`'s kept history: one `history` frame on the client's
+ * connection, on every transport (over SSE and long polling it goes by
+ * `POST {path}/send`), from any tab sharing a connection; sent once connected (call
+ * connect()), again on a new connection and after a temporary refusal (429, 5xx).
+ * Forward, at most `limit` (1-1000, default 100) after `since` (or from the oldest
+ * kept); `reverse`, at most `limit` before `since` (or from the latest), newest first.
+ * Rejects with RtlinkError 'ReadError' (refused for good: 401, 403, 404, 422, ...),
+ * 'ClientClosed' (the client stopped first) or 'InvalidInput' (limit).
  */
 export function history(client: Client, channel: string,
                         options?: { since?: Position; limit?: number; reverse?: boolean }): Promise<HistoryPage>;

@@ -227,11 +227,16 @@ export class Client {
    * events (read them with rtlink-client/presence). Throws InvalidInput on an invalid
    * channel name or a second subscription to the same channel. */
   subscribe(channel: string, options?: { since?: Position | null; last?: number | 'all'; presence?: boolean }): Subscription;
-  /** Low level, for opt-in modules (rtlink-client/presence): send a frame on the
-   * current connection (connected only). */
+  /** Low level, for opt-in modules (rtlink-client/history and /presence make their
+   * reads with it: src/reads.js): send a frame on the current connection (connected
+   * only; over SSE and long polling by POST {path}/send, the answers coming back in
+   * its response). Where tabs share a connection, the leader sends a tab's frames
+   * without a `key` (reads) and relays the answers to ids from 2**52 to every tab. */
   send(frame: { type: string; [field: string]: unknown }): void;
   /** Low level, for opt-in modules: called with every frame received from the server,
-   * before the client handles it. */
+   * before the client handles it (in a tab sharing a connection, the frames the
+   * leader relays: subscriptions' frames, answers to reads, presence_diff events).
+   * Several modules share it through src/reads.js's watch(). */
   onframe?: (frame: { type: string; [field: string]: unknown }) => void;
   /**
    * Publish; resolves with the position once the server acknowledged it. While

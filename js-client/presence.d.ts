@@ -33,15 +33,17 @@ export interface PresenceDiff {
 }
 
 /**
- * Who is subscribed to `channel` (a channel whose options keep presence). Sent once
- * connected, again if the connection ends first. Rejects with an error whose `name`
- * is 'ReadError' (with the error `code`: 404, 401, 403; 400 when the channel keeps no
- * presence) or 'ClientClosed'. Needs a client made with `{shareConnection: false}`.
+ * Who is subscribed to `channel` (a channel whose options keep presence). A read on
+ * the client's connection, as history()'s: on every transport, from any tab sharing a
+ * connection; sent once connected, again on a new connection and after a temporary
+ * refusal. Rejects with an RtlinkError named 'ReadError' (with the error `code`: 404,
+ * 401, 403; 400 when the channel keeps no presence) or 'ClientClosed'.
  */
 export function presence(client: Client, channel: string): Promise<PresenceInfo>;
 
 /** Call `callback` with each presence_diff of `channel` (subscribe it with
- * `{presence: true}`); returns a function that removes the callback. */
+ * `{presence: true}`; where tabs share a connection, the leader relays the events to
+ * every tab); returns a function that removes the callback. */
 export function onPresence(client: Client, channel: string, callback: (diff: PresenceDiff) => void): () => void;
 
 /** What identifies a member: its client id and user together. */

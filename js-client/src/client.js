@@ -7,6 +7,7 @@
 // outbox, requests, what each frame means: core.js), as in the Python client
 // (rtlink/client/). The core keeps what is needed to resume: each subscription's
 // position and the outbox of unacknowledged publishes.
+import { backoff } from './backoff.js';
 import { codecs, decodeFrames } from './codec.js';
 import { ClientCore } from './core.js';
 import { invalidInput, RtlinkError } from './errors.js';
@@ -16,6 +17,8 @@ import { Subscription } from './subscription.js';
 import { share } from './tabs.js';
 import { transports } from './transports.js';
 
+const scope = globalThis;
+
 export class Client extends ClientCore {
   /**
    * @param {string} url where the server mounted rtlink, e.g. '/rt' (relative to the
@@ -23,7 +26,6 @@ export class Client extends ClientCore {
    * @param {object} options see ClientOptions in index.d.ts
    */
   constructor(url, options = {}) {
-    const scope = globalThis;
     options = {
       transports: Object.keys(transports),
       codec: 'json',
@@ -69,8 +71,8 @@ export class Client extends ClientCore {
   connect() {
     if (!this._running && !this._closed) {
       this._running = true;
-      globalThis.addEventListener?.('online', this._wakeUp);
-      globalThis.document?.addEventListener('visibilitychange', this._wakeUp);
+      scope.addEventListener?.('online', this._wakeUp);
+      scope.document?.addEventListener('visibilitychange', this._wakeUp);
       // One connection per browser: the tabs share it (tabs.js), where they can.
       share(this) || this._run();
     }
@@ -148,7 +150,7 @@ export class Client extends ClientCore {
   _connect(name, index) {
     return new Promise((resolve) => {
       const { connectTimeout, probeInterval } = this._options;
-      const connection = (this._connection = { _queue: [], _retries: {} });
+      const connection = (this._connection = { _queue: [], _retries: [] }); // (retry timers by kind)
       const watchdog = (seconds, code, reason) => {
         clearTimeout(connection._timer);
         connection._timer = setTimeout(() => end(code, reason), seconds * 1e3);
@@ -159,7 +161,7 @@ export class Client extends ClientCore {
         this._connection = this.transport = this.sessionId = null;
         clearTimeout(connection._timer);
         clearInterval(connection._prober);
-        Object.values(connection._retries).map(clearTimeout); // the next welcome sends all again
+        connection._retries.map(clearTimeout); // the next welcome sends all again
         connection._transport?._close();
         resolve([code, reason, !!this._welcome]);
         this._end();
@@ -273,7 +275,7 @@ export class Client extends ClientCore {
         this._open(this._options.transports[better], probe).catch(failed);
       });
       if (works && !connection._dead) {
-        this._negotiation._probePassed(better);
+        this._negotiation._switchTo = better;
         return connection._ended(1006, 'switching transport');
       }
     }
@@ -282,8 +284,8 @@ export class Client extends ClientCore {
 
   /** Stop for good with close `code`. */
   _finish(code, reason) {
-    globalThis.removeEventListener?.('online', this._wakeUp);
-    globalThis.document?.removeEventListener('visibilitychange', this._wakeUp);
+    scope.removeEventListener?.('online', this._wakeUp);
+    scope.document?.removeEventListener('visibilitychange', this._wakeUp);
     this._wake?.();
     this._stop(new RtlinkError('ClientClosed', code, `closed: ${code} ${reason}`));
     this._setState('closed', code, reason);
@@ -303,12 +305,12 @@ export class Client extends ClientCore {
     this._connection._transport._subscriptionsChanged();
   }
 
-  _retryLater(kind, delay) {
+  _retryLater(kind) {
     const retries = this._connection._retries;
     retries[kind] ||= setTimeout(() => {
       retries[kind] = 0;
       this._retry(kind);
-    }, delay());
+    }, backoff(this._retryAttempts[kind]++, this._options));
   }
 
   /** Send what is queued, as few messages as the server's size limit allows, one

@@ -10,11 +10,14 @@
 //   _send(part)                 an encoded frame for the current connection
 //   _subscriptionsChanged()     the transport carries the subscriptions in its
 //                               requests (SSE, long polling): make a new one
-//   _retryLater(kind, delay)    unless a retry of `kind` is pending, call _retry(kind)
-//                               after delay() ms, unless the connection ends first
+//   _retryLater(kind)           unless a retry of `kind` is pending, call _retry(kind)
+//                               after the backoff delay of attempt
+//                               _retryAttempts[kind]++, unless the connection ends
+//                               first: a burst of refusals (a flushed outbox over the
+//                               publish rate) makes one round, and the attempt grows
+//                               once per round
 // (The Python client holds its core instead of extending it; in JS the subclass
 // saves the bytes of an indirection. Tests drive the core through a small subclass.)
-import { backoff } from './backoff.js';
 import { isTemporary } from './codes.js';
 import { invalidInput, RtlinkError } from './errors.js';
 import { Events } from './events.js';
@@ -24,6 +27,10 @@ import { Subscription } from './subscription.js';
 import { isAfter } from './positions.js';
 
 const MAX_DEPTH = 64;
+
+/** The kinds of retry rounds: what is sent again (numbers, for bytes). */
+export const RESEND = 0;
+export const RESUBSCRIBE = 1;
 
 /** Throw InvalidInput unless `value` is data both codecs carry identically (3.4). */
 function checkData(value, depth = 0) {
@@ -67,7 +74,7 @@ export class ClientCore extends Events {
     // The backoff attempt of the retry rounds after temporary refusals, per kind
     // (rounds since a request of that kind last succeeded). At most one round of a
     // kind is pending, dropped with the connection: the client keeps its timer.
-    this._retryAttempts = { resend: 0, resubscribe: 0 };
+    this._retryAttempts = [0, 0]; // by kind
     // Set later: _welcome (of the current connection), _carries (its transport carries
     // the subscriptions in its requests), _closed (the error that stopped the client).
   }
@@ -157,7 +164,7 @@ export class ClientCore extends Events {
       subscription._emit('message', { channel, data: frame.data, position });
     } else if (type == 'ack') {
       if (target?._settle) {
-        this._retryAttempts.resend = 0;
+        this._retryAttempts[RESEND] = 0;
         if (position) target._settle(null, position); // the outbox takes it out
       }
     } else if (type == 'subscribed') {
@@ -172,9 +179,9 @@ export class ClientCore extends Events {
       }
       if (target && !target._settle) {
         const resumed = !!target.position;
-        this._retryAttempts.resubscribe = 0;
+        this._retryAttempts[RESUBSCRIBE] = 0;
         target._active = true;
-        target._requestId = null;
+        target._requestId = 0;
         target.recovered = recovered;
         // Recovered: the replay follows and moves the position on. Otherwise the gap
         // is lost for good: go on from what is replayed (after `since`), or from the
@@ -191,19 +198,19 @@ export class ClientCore extends Events {
       // On transports that carry subscriptions, their errors have no request id.
       if (id == null) target = subscription;
       if (!target) return console.warn('rtlink:', frame);
-      target._requestId = null;
+      target._requestId = 0;
       const temporary = isTemporary(frame.code);
       if (!target._settle) {
         if (temporary) {
           // Out of the cursor until the retry, or every poll would fail at once again.
           target._held = true;
           target._active = false;
-          this._scheduleRetry('resubscribe');
+          this._retryLater(RESUBSCRIBE);
         } else {
           this._subscriptions.delete(target.channel);
           target._end(new RtlinkError('SubscribeError', frame.code, frame.message));
         }
-      } else if (temporary) this._scheduleRetry('resend');
+      } else if (temporary) this._retryLater(RESEND);
       else target._settle(new RtlinkError('PublishError', frame.code, frame.message));
     } else if (type == 'ping') {
       // Over SSE there is no way back on the stream and no need to answer (6.6).
@@ -214,12 +221,12 @@ export class ClientCore extends Events {
   /** The connection is gone: its requests are forgotten, pending retries dropped (the
    * next welcome sends everything again), nothing is confirmed. */
   _end() {
-    this._welcome = null;
+    this._welcome = 0;
     this._requests.clear();
     this._outbox._resetAttempts();
     for (const subscription of this._subscriptions.values()) {
       subscription._active = subscription._held = false;
-      subscription._requestId = null;
+      subscription._requestId = 0;
     }
   }
 
@@ -235,7 +242,7 @@ export class ClientCore extends Events {
   /** A retry round of `kind` is due: send again what was refused for now (every
    * waiting publish, oldest first; every held subscription). */
   _retry(kind) {
-    if (kind == 'resend') this._resend();
+    if (kind == RESEND) this._resend();
     else {
       for (const subscription of this._subscriptions.values()) subscription._held = false;
       this._resubscribe(1);
@@ -294,12 +301,5 @@ export class ClientCore extends Events {
       if (!this._carries && !subscription._held && !subscription._active && !subscription._requestId) this._sendSubscribe(subscription);
     }
     if (renew && this._carries) this._subscriptionsChanged();
-  }
-
-  /** Ask for a retry round of `kind` unless one is pending: a burst of refusals (a
-   * flushed outbox over the publish rate) makes one round, and the attempt grows
-   * once per round. */
-  _scheduleRetry(kind) {
-    this._retryLater(kind, () => backoff(this._retryAttempts[kind]++, this._options));
   }
 }

@@ -11,17 +11,17 @@ import { shouldReconnect } from './codes.js';
 // The transport that worked for an origin is tried first for this long (8.7).
 const REMEMBER_TRANSPORT_FOR = 600e3;
 const TRANSPORT_MEMORY = 'rtlink:transports';
-const workingTransports = {}; // origin -> [transport name, until (ms)]
+let workingTransports = {}; // origin -> [transport name, until (ms)]
 
 export function defaultStorage() {
   try {
-    return globalThis.localStorage;
+    return localStorage; // (none: a ReferenceError, caught)
   } catch {} // access denied (sandboxed frame, privacy settings)
 }
 
 /** Forget which transport worked for which origin (new clients start at the top). */
 export function forgetTransports(storage = defaultStorage()) {
-  for (const origin in workingTransports) delete workingTransports[origin];
+  workingTransports = {};
   try {
     storage.removeItem(TRANSPORT_MEMORY);
   } catch {}
@@ -38,6 +38,8 @@ export class Negotiation {
     this._origin = origin;
     this._options = options;
     this._attempt = 0; // _index and _strikes are set by _restart()
+    // _switchTo: the index of a transport a probe found working (set by the client):
+    // the next attempt goes there.
     this._worked = new Set(); // transports that got a welcome in this client
     try {
       Object.assign(workingTransports, JSON.parse(options.storage.getItem(TRANSPORT_MEMORY)), { ...workingTransports });
@@ -67,11 +69,6 @@ export class Negotiation {
     try {
       this._options.storage.setItem(TRANSPORT_MEMORY, JSON.stringify(workingTransports));
     } catch {}
-  }
-
-  /** A probe found the transport at `index` working: the next attempt goes there. */
-  _probePassed(index) {
-    this._switchTo = index;
   }
 
   /** A connection ended with close `code`: decide the next attempt. A transport that

@@ -66,7 +66,7 @@ export class Outbox {
 
   /** The connection is gone: every entry is unsent again. */
   _resetAttempts() {
-    for (const entry of this._entries.values()) entry._requestId = null;
+    for (const entry of this._entries.values()) entry._requestId = 0;
   }
 
   _save() {

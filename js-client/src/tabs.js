@@ -152,7 +152,9 @@ export function share(client) {
         // Leading: what the tabs ask for.
         if (kind == PROBE) out(state);
         if (kind == CURSOR) sync(from, (cursors[from] = body || {}));
-        if (kind == SEND) for (const frame of body) publish(from, frame);
+        // A publish has a key. A read (reads.js) has none: sent while connected (each
+        // tab sends its reads again whenever the leader is connected again).
+        if (kind == SEND) for (const frame of body) frame.key ? publish(from, frame) : hidden._welcome && hidden.send(frame);
         if (kind == RECONNECT) body ? hidden._wake?.() : hidden.reconnect();
       }
       if (kind == FRAME) {
@@ -215,6 +217,10 @@ export function share(client) {
     }));
     release = resolve;
     cursors = {};
+    // Answers to reads (their ids are random from 2**52 > 4e15: reads.js) and presence
+    // events (presence_diff: the frame with `joins`) go to every tab: the tab that
+    // asked knows its id, and the tabs hold the subscriptions that asked for presence.
+    connection.onframe = (frame) => (frame.id > 4e15 || frame.joins) && out(frame);
     const relay = (change) => connection == hidden && out((state = { ...change, welcome: connection._welcome }));
     connection.on('state', relay);
     connection.on('subscription', (subscription) => forward(subscription, 1));

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { codecs } from '../src/codec.js';
-import { ClientCore } from '../src/core.js';
+import { ClientCore, RESEND, RESUBSCRIBE } from '../src/core.js';
 import { Subscription } from '../src/subscription.js';
 import { pos, publication, welcome } from './fakes.js';
 import { isInvalidInput, quiet } from './helpers.js';
@@ -23,8 +23,8 @@ class Recorder extends ClientCore {
   _subscriptionsChanged() {
     this.changed++;
   }
-  _retryLater(kind, delay) {
-    this.retries.push([kind, delay()]);
+  _retryLater(kind) {
+    this.retries.push([kind, this._retryAttempts[kind]++]);
   }
   take() {
     const sent = this.sent;
@@ -84,8 +84,8 @@ test('temporary refusals are retried in rounds; permanent ones end the request',
   core._start(welcome(), false);
   const publishes = ['k0', 'k1'].map((key) => core.publish('c', 1, key));
   for (const frame of core.take()) core._receive({ type: 'error', id: frame.id, code: 429, message: 'slow' });
-  assert.deepEqual(core.retries.map(([kind]) => kind), ['resend', 'resend']); // the client keeps one timer
-  core._retry('resend');
+  assert.deepEqual(core.retries.map(([kind]) => kind), [RESEND, RESEND]); // the client keeps one timer
+  core._retry(RESEND);
   const again = core.take();
   assert.deepEqual(again.map(({ key }) => key), ['k0', 'k1']);
   core._receive({ type: 'ack', id: again[0].id, position: pos('e', 1) });
@@ -104,7 +104,7 @@ test('on a transport that carries the subscriptions, changes ask for a new reque
   assert.equal(core.changed, 1);
   core._receive({ type: 'error', channel: 'b', code: 503, message: 'later' });
   assert.deepEqual(core._cursor(), { a: null }); // held out until the retry
-  core._retry('resubscribe');
+  core._retry(RESUBSCRIBE);
   assert.deepEqual(core._cursor(), { a: null, b: null });
   assert.equal(core.changed, 2);
   core._receive({ type: 'ping' });

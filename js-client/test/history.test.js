@@ -1,13 +1,13 @@
 // History on subscribe (`last`, subscribed.since: protocol.md 5.2, 5.3, 8.3) in the core
 // client, on every transport, and the opt-in module 'rtlink-client/history'
-// (src/history.js: pages by POST {path}/send, 5.11).
+// (src/history.js: pages read on the connection, reads.js, 5.11).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { history } from '../src/history.js';
 import { RtlinkError } from '../src/index.js';
 import { pos, publication, waitFor } from './fakes.js';
-import { connectWebSocket, isInvalidInput, setup } from './helpers.js';
+import { connectSse, connectWebSocket, isInvalidInput, sentOf, settled, setup, track } from './helpers.js';
 
 const offsets = (messages) => messages.map(({ position }) => `${position.epoch}:${position.offset}`);
 
@@ -73,27 +73,50 @@ test('the cursor of the HTTP transports carries last in the object form (4.2)', 
   client.close();
 });
 
-test('history() posts one history frame to {path}/send with the credentials and returns the page', async (t) => {
-  const { client, fakes } = setup(t, { token: async () => 'tok' });
-  const page = { channel: 'news', publications: [{ data: 1, position: pos('e', 4) }], position: pos('e', 9), recovered: true };
-  fakes.handler = (request) => (request.path == '/rt/send' ? [200, { type: 'history', id: 1, ...page }] : undefined);
-  assert.deepEqual(await history(client, 'news', { since: pos('e', 3), limit: 1 }), page);
-  const [request] = fakes.requests;
-  assert.equal(request.method, 'POST');
-  assert.equal(request.authorization, 'Bearer tok');
-  assert.deepEqual(request.frames, [{ type: 'history', id: 1, channel: 'news', limit: 1, reverse: false, since: pos('e', 3) }]);
+const page = { channel: 'news', publications: [{ data: 1, position: pos('e', 4) }], position: pos('e', 9), recovered: true };
+
+test('history() sends one history frame on the connection, once connected, and resolves with the page', async (t) => {
+  const { client, fakes } = setup(t);
+  const read = track(history(client, 'news', { since: pos('e', 3), limit: 1 }));
+  const ws = await connectWebSocket(client, fakes);
+  await waitFor(() => sentOf(ws, 'history').length == 1);
+  const [{ id, ...frame }] = sentOf(ws, 'history');
+  assert.deepEqual(frame, { type: 'history', channel: 'news', limit: 1, reverse: false, since: pos('e', 3) });
+  assert.ok(id >= 2 ** 52, "a read's id does not meet the client's");
+  await ws.serverSends({ type: 'history', id, ...page });
+  assert.deepEqual(await settled(read), ['resolved', page]);
 });
 
-test('history() rejects with ReadError on an error or close frame, and InvalidInput on a bad limit', async (t) => {
+test('history() on SSE goes by POST {path}/send with the credentials, its answer in the response', async (t) => {
+  const { client, fakes } = setup(t, { transports: ['sse'], token: 'tok' });
+  fakes.handler = (request) => {
+    if (request.path == '/rt/ticket') return [200, { ticket: 't' }];
+    const [frame] = request.path == '/rt/send' ? request.frames : [];
+    if (frame?.type == 'history') return [200, { type: 'history', id: frame.id, ...page }];
+  };
+  await connectSse(client, fakes);
+  assert.deepEqual(await history(client, 'news', { reverse: true }), page);
+  const [request] = fakes.requestsTo('/rt/send');
+  assert.equal(request.authorization, 'Bearer tok');
+  assert.deepEqual(request.frames.map(({ id, ...frame }) => frame), [{ type: 'history', channel: 'news', limit: 100, reverse: true }]);
+});
+
+test('history() rejects with ReadError when refused for good, ClientClosed when the client stops, and InvalidInput on a bad limit', async (t) => {
   const { client, fakes } = setup(t);
-  fakes.handler = () => [200, { type: 'error', id: 1, code: 403, message: 'no', channel: 'x' }];
-  const refused = await history(client, 'x').catch((error) => error);
-  assert.ok(refused instanceof RtlinkError);
-  assert.deepEqual([refused.name, refused.code, refused.message], ['ReadError', 403, 'no']);
-  fakes.handler = () => [401, { type: 'close', code: 4500, reason: 'who are you' }];
-  const closed = await history(client, 'x').catch((error) => error);
-  assert.deepEqual([closed.name, closed.code], ['ReadError', 4500]);
+  const ws = await connectWebSocket(client, fakes);
+  const refused = track(history(client, 'x'));
+  await waitFor(() => sentOf(ws, 'history').length == 1);
+  await ws.serverSends({ type: 'error', id: sentOf(ws, 'history')[0].id, code: 403, message: 'no', channel: 'x' });
+  const [, error] = await settled(refused);
+  assert.ok(error instanceof RtlinkError);
+  assert.deepEqual([error.name, error.code, error.message], ['ReadError', 403, 'no']);
   for (const limit of [0, 1001, 2.5, '10']) {
     assert.ok(isInvalidInput(await history(client, 'x', { limit }).catch((error) => error)));
   }
+  const waiting = track(history(client, 'x'));
+  client.close();
+  const [, closed] = await settled(waiting);
+  assert.deepEqual([closed instanceof RtlinkError, closed.name, closed.code], [true, 'ClientClosed', 1000]);
+  const late = await history(client, 'x').catch((error) => error);
+  assert.equal(late.name, 'ClientClosed');
 });

@@ -311,7 +311,7 @@ test('Negotiation: strikes, fallback, backoff and a probe that passed', async (t
   assert.equal(negotiation._transport(), 'longpoll');
   assert.equal(negotiation._ended(1006, false), 4000); // the last one failed too: backoff ...
   assert.equal(negotiation._transport(), 'sse'); // ... from the best that worked here
-  negotiation._probePassed(0);
+  negotiation._switchTo = 0; // a probe passed
   assert.equal(negotiation._ended(1006, true), 0); // switch at once
   assert.equal(negotiation._transport(), 'websocket');
   assert.equal(negotiation._ended(1000, true), null); // a stop code

@@ -178,16 +178,16 @@ test("'rtlink-client/history' is the built module, on the client's own RtlinkErr
   writeFileSync(join(dir, 'main.mjs'), `
 import { Client, RtlinkError } from 'rtlink-client';
 import { history } from 'rtlink-client/history';
-const client = new Client('http://127.0.0.1:9/rt', { fetch: async () => ({ status: 200, text: async () =>
-  '{"type":"history","id":1,"channel":"c","publications":[],"position":{"epoch":"e","offset":0},"recovered":true}' }) });
+const client = new Client('http://127.0.0.1:9/rt');
 const error = await history(client, 'c', { limit: 0 }).catch((error) => error);
-const page = await history(client, 'c');
-console.log(JSON.stringify({ same: error instanceof RtlinkError, name: error.name, page }));
+client.close();
+const closed = await history(client, 'c').catch((error) => error);
+console.log(JSON.stringify({ same: error instanceof RtlinkError, name: error.name,
+  closed: closed instanceof RtlinkError && closed.name }));
 `);
   const run = spawnSync(process.execPath, ['main.mjs'], { cwd: dir, encoding: 'utf8' });
   assert.equal(run.status, 0, run.stderr);
   assert.deepEqual(JSON.parse(run.stdout), {
-    same: true, name: 'InvalidInput',
-    page: { channel: 'c', publications: [], position: { epoch: 'e', offset: 0 }, recovered: true },
+    same: true, name: 'InvalidInput', closed: 'ClientClosed',
   });
 });

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { memberKey, onPresence, presence, trackPresence } from '../src/presence.js';
+import { RtlinkError } from '../src/index.js';
 import { pos, waitFor, welcome } from './fakes.js';
 import { connectSse, connectWebSocket, rejection, sentOf, setup, settled, track, waitState } from './helpers.js';
 
@@ -44,6 +45,7 @@ test('a refused read rejects with a ReadError; one refused for now is sent again
   await ws.serverSends({ type: 'error', id: sentOf(ws, 'presence')[0].id, code: 400, message: 'no presence' });
   const [how, error] = await settled(refused);
   assert.equal(how, 'rejected');
+  assert.ok(error instanceof RtlinkError, "the core's error class");
   assert.equal(error.name, 'ReadError');
   assert.equal(error.code, 400);
   const later = track(presence(client, 'room'));
@@ -78,13 +80,15 @@ test('a read rejects with ClientClosed when the client stops', async (t) => {
   assert.equal((await rejection(read)).name, 'ClientClosed');
 });
 
-test('onPresence gets the diffs of its channel only', async (t) => {
+test('onPresence gets the diffs of its channel only, while subscribed with presence', async (t) => {
   const { client, fakes } = setup(t);
   client.subscribe('room', { presence: true });
+  client.subscribe('plain'); // (a shared connection's leader relays every tab's events)
   const ws = await connectWebSocket(client, fakes);
   const diffs = [];
   const off = onPresence(client, 'room', (d) => diffs.push(d));
-  await ws.serverSends([diff({ count: 1, joins: [alice] }), { ...diff({}), channel: 'other' }]);
+  onPresence(client, 'plain', (d) => diffs.push(d));
+  await ws.serverSends([diff({ count: 1, joins: [alice] }), { ...diff({}), channel: 'other' }, { ...diff({}), channel: 'plain' }]);
   assert.deepEqual(diffs.map((d) => d.joins), [[alice]]);
   off();
   await ws.serverSends(diff({ leaves: [alice] }));

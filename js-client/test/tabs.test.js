@@ -5,7 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { history } from '../src/history.js';
 import { forgetTransports } from '../src/index.js';
+import { onPresence, presence } from '../src/presence.js';
 import { createFakes, MemoryStorage, pos, publication, sleep, waitFor, welcome } from './fakes.js';
 import { testOptions, URL_BASE } from './helpers.js';
 import { createBrowser } from './tabfakes.js';
@@ -26,6 +28,8 @@ class Server {
     this.ignore = new Set(); // keys of publishes it neither applies nor answers
     this.connections = [];
     this.offline = false;
+    this.refuse = new Set(); // channels whose reads it refuses (403)
+    this.holdReads = false; // reads it neither answers nor remembers
     this._timer = setInterval(() => {
       const { sockets } = this.fakes;
       if (!this.offline && this.connections.length < sockets.length) this._accept(sockets[this.connections.length]);
@@ -65,6 +69,24 @@ class Server {
     return position;
   }
 
+  /** The answer to a read: the channel's whole history, or one member per
+   * connection subscribed to it (protocol.md 5.11-5.13). */
+  _answer({ type, id, channel }) {
+    if (type == 'history') {
+      const publications = (this.history[channel] || []).map((data, index) => ({ data, position: pos('e', index + 1) }));
+      return { type, id, channel, publications, position: this.top(channel), recovered: true };
+    }
+    const members = this.open.filter(({ channels }) => channels.has(channel)).map((_, index) => ({ client: `s${index}`, user: null, info: null }));
+    return { type, id, channel, count: members.length, members };
+  }
+
+  /** A presence_diff of `channel` to the connections subscribed to it. */
+  presenceDiff(channel, joins) {
+    for (const { ws, channels } of this.open) {
+      if (channels.has(channel)) ws.serverSends({ type: 'presence_diff', channel, count: joins.length, joins, leaves: [] });
+    }
+  }
+
   /** Server-side subscribe (protocol.md 6.8) of the first open connection. */
   serverSubscribe(channel) {
     const { ws, channels } = this.open[0];
@@ -101,6 +123,8 @@ class Server {
           this.keys.set(frame.key, this.publish(channel, frame.data));
         }
         ws.serverSends({ type: 'ack', id, position: this.keys.get(frame.key) });
+      } else if ((type == 'history' || type == 'presence') && !this.holdReads) {
+        ws.serverSends(this.refuse.has(channel) ? { type: 'error', id, code: 403, message: 'no', channel } : this._answer(frame));
       }
     }
   }
@@ -500,4 +524,55 @@ test('a server-side subscription reaches every tab, is kept by the leader, and e
   await Promise.all(tabs.map((tab) => subscribed(tab, 'third')));
   await sleep(20);
   assert.ok(!connection.channels.has('alerts'));
+});
+
+test('history and presence reads from any tab go on the shared connection; each answer comes to the tab that asked', async (t) => {
+  const { fakes, server, tabs } = setupTabs(t, 3);
+  const [, b, c] = tabs;
+  await server.connection(1);
+  await connected(tabs);
+  server.publish('news', 'one');
+  server.publish('news', 'two');
+  subscribe(b, 'room');
+  await subscribed(b, 'room');
+  const [page, sameTime, members] = await Promise.all([
+    history(b.client, 'news', { limit: 10 }),
+    history(c.client, 'news', { limit: 10 }),
+    presence(c.client, 'room'),
+  ]);
+  assert.deepEqual(page.publications.map(({ data }) => data), ['one', 'two']);
+  assert.deepEqual(sameTime, page);
+  assert.equal(members.count, 1);
+  assert.equal(fakes.sockets.length, 1);
+  const reads = fakes.sockets[0].sent.filter(({ type }) => type == 'history' || type == 'presence');
+  assert.equal(new Set(reads.map(({ id }) => id)).size, 3, 'every read under an id of its own');
+  // A refusal for good is the asking tab's ReadError.
+  server.refuse.add('secret');
+  await assert.rejects(history(c.client, 'secret'), (error) => error.name == 'ReadError' && error.code == 403);
+});
+
+test('presence_diff events reach the tabs that watch them; a read in flight when the leader leaves is answered by the next', async (t) => {
+  const { fakes, server, tabs } = setupTabs(t, 2);
+  const [a, b] = tabs;
+  await server.connection(1);
+  await connected(tabs);
+  b.client.subscribe('room', { presence: true });
+  const diffs = [];
+  onPresence(b.client, 'room', (diff) => diffs.push(diff.joins.map(({ user }) => user)));
+  const notAsked = [];
+  onPresence(a.client, 'room', (diff) => notAsked.push(diff)); // a has no such subscription
+  await waitFor(() => fakes.sockets[0].sent.some((frame) => frame.type == 'subscribe' && frame.presence === true));
+  await waitFor(() => server.open[0].channels.has('room'), { message: 'the server subscribed the connection' });
+  server.presenceDiff('room', [{ client: 's9', user: 'zoe', info: null }]);
+  await waitFor(() => diffs.length == 1);
+  assert.deepEqual(diffs, [['zoe']]);
+  assert.deepEqual(notAsked, [], 'relayed to every tab, taken by those that asked');
+  server.holdReads = true;
+  const read = history(b.client, 'news');
+  await waitFor(() => fakes.sockets[0].sent.some((frame) => frame.type == 'history'));
+  server.holdReads = false;
+  a.client.close();
+  const next = await server.connection(2);
+  assert.deepEqual((await read).publications, []);
+  assert.ok(next.ws.sent.some((frame) => frame.type == 'history'), 'sent again on the new connection');
 });

@@ -89,7 +89,8 @@ INFO_PATH = "/info"
 PUBLISH_PATH = "/publish"
 #: The browser client builds (files in the package's ``static/``), served as
 #: ``{path}/client.js`` (script tag) and ``{path}/client.mjs`` (module), and its opt-in
-#: modules: ``{path}/presence.mjs`` (rtlink-client/presence, bundled).
+#: modules: ``{path}/presence.mjs`` (rtlink-client/presence, which imports the core's
+#: error class from ``./client.mjs``).
 CLIENT_FILES: tuple[str, ...] = ("client.js", "client.mjs", "presence.mjs")
 
 

@@ -1,6 +1,7 @@
 """History in Chromium: ``subscribe`` with ``last`` on every transport, in tabs that share
-one connection, and the opt-in module ``rtlink-client/history`` (dist/history.mjs on
-the main build, as npm users get them)."""
+one connection, and the opt-in modules ``rtlink-client/history`` and
+``rtlink-client/presence`` (dist/history.mjs and dist/presence.mjs on the main build, as
+npm users get them): their reads go on the client's connection, from any tab sharing it."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DIST = ROOT / "js-client" / "dist"
 KEEP_5 = {"private:*": rtlink.ChannelOptions(subscribe="authenticated"),
+          "room": rtlink.ChannelOptions(presence=True),
           "*": rtlink.ChannelOptions(history_size=5)}
 
 
 @contextlib.asynccontextmanager
 async def history_server() -> AsyncIterator[Server]:
-    """The test page, and the package's ES modules at /js/ (the built client and
-    history module, which imports it as ./rtlink.mjs)."""
+    """The test page, and the package's ES modules at /js/ (the built client, and the
+    history and presence modules, which import it as ./rtlink.mjs)."""
     hub = rtlink.Hub(channels=KEEP_5)
     app = web.Application()
     rtlink.attach(app, hub, path="/rt")
@@ -35,7 +37,7 @@ async def history_server() -> AsyncIterator[Server]:
         body = (DIST / request.match_info["name"]).read_bytes()
         return web.Response(body=body, content_type="text/javascript")
 
-    app.router.add_get(r"/js/{name:(rtlink|history)\.mjs}", module)
+    app.router.add_get(r"/js/{name:(rtlink|history|presence)\.mjs}", module)
     async with serve_app(app, hub) as server:
         yield server
 
@@ -100,3 +102,46 @@ async def test_the_history_module_reads_pages(chromium: Chromium) -> None:
             assert [p["data"] for p in page_["older"]["publications"]] == [5, 4, 3]
             assert page_["refused"]["name"] == "ReadError"
             assert page_["refused"]["code"] == rtlink.ErrorCode.UNAUTHORIZED
+
+
+#: In a page: import the opt-in modules, subscribe to 'room' with presence, record its
+#: presence_diff events in window.diffs.
+WATCH_ROOM = """async () => {
+    window.modules = {...await import('/js/history.mjs'), ...await import('/js/presence.mjs')};
+    window.diffs = [];
+    client.subscribe('room', { presence: true });
+    modules.onPresence(client, 'room', (diff) => diffs.push(diff.count));
+}"""
+
+#: In a page: a history page, a presence list and a refused read.
+READ = """async () => {
+    const latest = await modules.history(client, 'news', { limit: 2, reverse: true });
+    const room = await modules.presence(client, 'room');
+    const refused = await modules.history(client, 'private:x').catch((e) => T.describe(e));
+    return { latest: latest.publications.map((p) => p.data), count: room.count, refused };
+}"""
+
+
+async def test_reads_and_presence_events_in_tabs_sharing_a_connection(
+        chromium: Chromium) -> None:
+    async with history_server() as server, chromium.tabs() as tabs:
+        for n in range(4):
+            await server.hub.publish("news", n)
+        pages = []
+        for _ in range(2):
+            page = await tabs.open(page_url(server.port))
+            await page.start()
+            await page.wait_connected()
+            await page.eval(WATCH_ROOM)
+            pages.append(page)
+        assert len(server.hub.connections) == 1  # the leader's, for both tabs
+        async with rtlink.Client(server.url) as other, other.subscribe("room", presence=True):
+            for page in pages:  # its join, relayed to both tabs
+                await page.until("diffs.includes(2)", message="the other client's join")
+            for page in pages:
+                read = await page.eval(READ)
+                assert read["latest"] == [3, 2]
+                assert read["count"] == 2  # the shared connection and the other client
+                assert read["refused"]["name"] == "ReadError"
+                assert read["refused"]["code"] == rtlink.ErrorCode.UNAUTHORIZED
+        assert len(server.hub.connections) == 1
