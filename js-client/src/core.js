@@ -181,6 +181,9 @@ export class ClientCore extends Events {
         const resumed = !!target.position;
         this._retryAttempts[RESUBSCRIBE] = 0;
         target._active = true;
+        // A server-side subscribed may cross the client's own subscribe: that request
+        // is settled, its 409 refuses nothing (8.8).
+        requests.delete(target._requestId);
         target._requestId = 0;
         target.recovered = recovered;
         // Recovered: the replay follows and moves the position on. Otherwise the gap

@@ -162,6 +162,18 @@ for (const carries of [false, true]) {
   });
 }
 
+test("a server-side subscribed crossing the client's own subscribe settles it: its 409 refuses nothing", async () => {
+  const core = new Recorder();
+  const chat = core.subscribe('chat');
+  core._start(welcome(), false);
+  const [subscribe] = core.take();
+  core._receive({ type: 'subscribed', channel: 'chat', recovered: true, position: pos('e', 5), server: true });
+  await chat.waitSubscribed();
+  core._receive({ type: 'error', id: subscribe.id, code: 409, message: 'already subscribed', channel: 'chat' });
+  assert.equal(core._subscriptions.get('chat'), chat);
+  assert.equal(chat._active, true);
+});
+
 test('unsubscribed drops the subscription for good, with the event', () => {
   const core = new Recorder();
   const chat = core.subscribe('chat');
