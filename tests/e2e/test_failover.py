@@ -123,11 +123,16 @@ class Watched:
             if kind == "subscribed" and not value:
                 expected, told = None, at  # told: whatever comes next is fine ...
             elif kind == "message":
-                if told is not None and at.epoch == told.epoch and at.offset <= told.offset:
-                    # ... and so is the replay of what history kept, up to the position
-                    # of the confirmation (protocol.md 6.2): it may repeat or skip what
-                    # the lost history held; what follows it must not.
-                    expected = value + 1
+                if told is not None:
+                    if at.epoch == told.epoch and at.offset <= told.offset:
+                        # ... and so is the replay of what history kept, up to the
+                        # position of the confirmation (protocol.md 6.2): it may repeat
+                        # or skip what the lost history held.
+                        continue
+                    # What follows the confirmed position must follow it at once.
+                    if at.epoch == told.epoch and at.offset > told.offset + 1:
+                        missed += at.offset - told.offset - 1
+                    told, expected = None, value + 1
                     continue
                 if expected is not None and value > expected:
                     missed += value - expected
